@@ -1,0 +1,51 @@
+"""jaxplain: a JAX-native attribution engine for Flax models and any JAX function.
+
+Every method is a pure function `method(model, x, *, target, ...) -> Explanation`.
+Import the flat namespace: `import jaxplain as jx; jx.integrated_gradients(...)`.
+"""
+
+# Each section re-exports one module; keep one symbol per line and add it to
+# __all__ below (tests/test_public_api.py pins the list).
+
+# --- types and adapters --------------------------------------------------------------
+from ._types import Explanation as Explanation
+from ._types import to_numpy as to_numpy
+from .models import Model as Model
+from .models import as_model as as_model
+from .models import from_callable as from_callable
+from .models import from_linen as from_linen
+from .models import from_nnx as from_nnx
+from .targets import Target as Target
+from .targets import as_target as as_target
+
+# --- features ---------------------------------------------------------------------------
+from .features import apply_coalitions as apply_coalitions
+from .features import grid_segments as grid_segments
+from .features import pixel_segments as pixel_segments
+
+# --- gradients ---------------------------------------------------------------------------
+
+# --- cam / layers --------------------------------------------------------------------------
+
+# --- perturbation, lime, shapley ---------------------------------------------------------
+
+# --- metrics --------------------------------------------------------------------------------
+
+# --- pipeline --------------------------------------------------------------------------------
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Explanation",
+    "Model",
+    "Target",
+    "apply_coalitions",
+    "as_model",
+    "as_target",
+    "from_callable",
+    "from_linen",
+    "from_nnx",
+    "grid_segments",
+    "pixel_segments",
+    "to_numpy",
+]

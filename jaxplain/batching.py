@@ -1,0 +1,85 @@
+"""Chunked evaluation: bound how many model inputs exist at once.
+
+Every method that needs many model evaluations enumerates them as one flat
+range `0..total-1` (for example `example * steps + step`), and processes that
+range in chunks of `batch_size` with `lax.scan`. Each chunk builds its model
+inputs on device from the chunk's indices, evaluates the model, and folds the
+results into a running accumulator. Peak memory therefore depends on
+`batch_size`, not on the number of steps or samples.
+
+Full chunks run inside one `lax.scan`; a final shorter chunk (when `batch_size`
+does not divide `total`) runs once after it, so no evaluation is wasted on
+padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_BATCH_SIZE = 512
+"""Model inputs per chunk when a method is called with `batch_size=None`."""
+
+
+def chunk_size(batch_size: int | None, total: int) -> int:
+    """The chunk size actually used for `total` evaluations."""
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE
+    return max(1, min(int(batch_size), int(total)))
+
+
+def fold(fn: Callable[[Any, jax.Array, int], Any], init: Any, total: int, batch_size: int | None) -> Any:
+    """`carry = fn(carry, start, size)` over chunks `[start, start + size)` of `range(total)`.
+
+    `start` is a traced int32 scalar, `size` a static Python int.
+    """
+    bs = chunk_size(batch_size, total)
+    n_full, rem = divmod(total, bs)
+    carry = init
+    if n_full == 1:
+        carry = fn(carry, jnp.int32(0), bs)
+    elif n_full > 1:
+        def body(c, i):
+            return fn(c, i * bs, bs), None
+
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(n_full, dtype=jnp.int32))
+    if rem:
+        carry = fn(carry, jnp.int32(n_full * bs), rem)
+    return carry
+
+
+def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None) -> Any:
+    """Sum over chunks of `fn(start, size)` (any pytree); the chunk sums are added up."""
+    bs = chunk_size(batch_size, total)
+    shapes = jax.eval_shape(lambda start: fn(start, bs), jnp.int32(0))
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return fold(lambda c, start, size: jax.tree.map(jnp.add, c, fn(start, size)), init, total, batch_size)
+
+
+def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None) -> Any:
+    """Concatenation over chunks of `fn(start, size)`, each leaf shaped `(size, ...)`.
+
+    Use it for small per-evaluation outputs (one scalar per model call); the model
+    inputs themselves never exist for more than one chunk.
+    """
+    bs = chunk_size(batch_size, total)
+    n_full, rem = divmod(total, bs)
+    parts = []
+    if n_full == 1:
+        parts.append(fn(jnp.int32(0), bs))
+    elif n_full > 1:
+        _, ys = jax.lax.scan(lambda c, i: (c, fn(i * bs, bs)), None, jnp.arange(n_full, dtype=jnp.int32))
+        parts.append(jax.tree.map(lambda y: y.reshape((n_full * bs,) + y.shape[2:]), ys))
+    if rem:
+        parts.append(fn(jnp.int32(n_full * bs), rem))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *ys: jnp.concatenate(ys, axis=0), *parts)
+
+
+def flat_index(start: jax.Array, size: int, per_example: int) -> tuple[jax.Array, jax.Array]:
+    """Splits flat indices `start..start+size-1` into `(example, sample)` index arrays."""
+    k = start + jnp.arange(size, dtype=jnp.int32)
+    return k // per_example, k % per_example

@@ -1,0 +1,212 @@
+"""Model adapters: Linen, NNX and plain callables as one pytree type.
+
+A `Model` holds a static, hashable *apply* object and the parameters as pytree
+leaves. Passing a `Model` to a jitted function therefore traces the weights as
+arguments: new weights of the same architecture reuse the compiled program, and
+no weights are baked into it as constants.
+
+Layer access (Grad-CAM, layer attribution, activations) goes through
+`Model.probe`, which the adapter implements once per framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Hashable
+
+import jax
+
+from ._types import PyTree
+
+
+@jax.tree_util.register_pytree_node_class
+class Model:
+    """A model as a pytree: `apply(params, x) -> outputs` is static, `params` are leaves.
+
+    Args:
+      apply: a hashable callable `apply(params, x_batch) -> outputs`. Two models
+        whose `apply` objects compare equal share compiled programs.
+      params: any pytree of arrays (the weights and other state).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m = Model(lambda p, x: x @ p, jnp.ones((3, 2)))
+      >>> m(jnp.ones((4, 3))).shape
+      (4, 2)
+    """
+
+    __slots__ = ("apply", "params", "__weakref__")
+
+    def __init__(self, apply: Callable[[PyTree, jax.Array], Any], params: PyTree):
+        self.apply = apply
+        self.params = params
+
+    def __call__(self, x: jax.Array) -> Any:
+        return self.apply(self.params, x)
+
+    def replace(self, params: PyTree) -> "Model":
+        """The same architecture with other parameters (no recompilation)."""
+        return Model(self.apply, params)
+
+    def tree_flatten(self):
+        return (self.params,), self.apply
+
+    @classmethod
+    def tree_unflatten(cls, apply, children):
+        return cls(apply, children[0])
+
+    def __repr__(self) -> str:
+        n = sum(getattr(l, "size", 1) for l in jax.tree.leaves(self.params))
+        return f"Model({self.apply!r}, {n} parameters)"
+
+    # ---- layer access -------------------------------------------------------------
+    def layer_names(self) -> list[str]:
+        """Names of the layers that `probe` accepts (submodule paths)."""
+        fn = getattr(self.apply, "layer_names", None)
+        if fn is None:
+            raise TypeError(
+                f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
+                f"got a plain callable {self.apply!r}"
+            )
+        return fn(self.params)
+
+    def probe(self, x: jax.Array, layer: Any, delta: Any = None) -> tuple[Any, jax.Array]:
+        """Runs the model with `delta` added to the output of `layer`.
+
+        Returns `(outputs, activation)` where `activation` is the layer output
+        *before* `delta` is added. Gradients with respect to `delta` (at zero)
+        are gradients with respect to the layer's activations.
+        """
+        fn = getattr(self.apply, "probe", None)
+        if fn is None:
+            raise TypeError(
+                f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
+                f"got a plain callable {self.apply!r}"
+            )
+        return fn(self.params, x, layer, delta)
+
+
+# ---- adapters -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CallableApply:
+    """Apply object for a plain callable `f(x_batch) -> outputs` (no parameters)."""
+
+    fn: Callable
+
+    def __call__(self, params, x):
+        del params
+        return self.fn(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinenApply:
+    """Apply object for a Linen module: `module.apply(variables, x, method=..., **kwargs)`."""
+
+    module: Any
+    method: Any = None
+    kwargs: tuple[tuple[str, Hashable], ...] = ()
+
+    def __call__(self, params, x):
+        return self.module.apply(params, x, method=self.method, **dict(self.kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class NNXApply:
+    """Apply object for an NNX module split into a static graph definition and state."""
+
+    graphdef: Any
+
+    def __call__(self, params, x):
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, params)(x)
+
+
+def from_callable(fn: Callable[[jax.Array], Any]) -> Model:
+    """Wraps a plain function `fn(x_batch) -> outputs`.
+
+    Weights the function closes over become compile-time constants; prefer
+    `Model(apply, params)` or the Flax adapters for real networks.
+    """
+    if not callable(fn):
+        raise TypeError(f"model: expected a callable f(x_batch) -> outputs, got {type(fn).__name__}")
+    return Model(CallableApply(fn), ())
+
+
+def from_linen(module: Any, variables: PyTree, *, method: Any = None, **apply_kwargs: Hashable) -> Model:
+    """A Linen module and its variables as a `Model`.
+
+    Args:
+      module: a `flax.linen.Module` instance.
+      variables: the variables from `module.init` (all collections: params,
+        batch_stats, ...). They become the model's leaves.
+      method: optional method name or function to call instead of `__call__`.
+      **apply_kwargs: extra static keyword arguments for the call, e.g.
+        `train=False` or `deterministic=True` so batch norm and dropout run in
+        inference mode. Values must be hashable.
+
+    Returns:
+      A `Model`. Nothing is mutable during the call: batch statistics are read,
+      never updated.
+    """
+    import flax.linen as nn
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a flax.linen.Module, got {type(module).__name__}")
+    if not isinstance(variables, dict) and not hasattr(variables, "keys"):
+        raise TypeError(f"variables: expected the dict returned by module.init, got {type(variables).__name__}")
+    for k, v in apply_kwargs.items():
+        try:
+            hash(v)
+        except TypeError:
+            raise TypeError(f"{k}: apply keyword arguments must be hashable, got {type(v).__name__}") from None
+    apply = LinenApply(module, method, tuple(sorted(apply_kwargs.items())))
+    return Model(apply, variables)
+
+
+def from_nnx(module: Any) -> Model:
+    """An NNX module as a `Model`, switched to inference mode.
+
+    The module is split into its graph definition (static) and state (leaves). A
+    copy is put in evaluation mode (`.eval()`: batch norm uses running averages,
+    dropout is off); the module passed in is left untouched.
+    """
+    from flax import nnx
+
+    if not isinstance(module, nnx.Module):
+        raise TypeError(f"module: expected a flax.nnx.Module, got {type(module).__name__}")
+    graphdef, state = nnx.split(module)
+    copy = nnx.merge(graphdef, state)
+    copy.eval()
+    graphdef, state = nnx.split(copy)
+    return Model(NNXApply(graphdef), state)
+
+
+def as_model(model: Any) -> Model:
+    """Returns `model` as a `Model`: a `Model` as is, an NNX module, or a callable."""
+    if isinstance(model, Model):
+        return model
+    try:
+        from flax import nnx
+
+        if isinstance(model, nnx.Module):
+            return from_nnx(model)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import flax.linen as nn
+
+        if isinstance(model, nn.Module):
+            raise TypeError(
+                "model: a Linen module needs its variables; use jaxplain.from_linen(module, variables)"
+            )
+    except ImportError:  # pragma: no cover
+        pass
+    if callable(model):
+        return from_callable(model)
+    raise TypeError(
+        f"model: expected a jaxplain.Model, an NNX module or a callable f(x_batch) -> outputs, "
+        f"got {type(model).__name__}"
+    )

@@ -1,0 +1,119 @@
+"""Test utilities: compile counting and small reference models with known answers.
+
+Used by jaxplain's own tests and benchmarks, and handy for users who test code
+built on jaxplain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+from flax import nnx
+
+from .models import Model
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[dict]:
+    """Counts XLA compilations in the block (JAX's own monitoring events).
+
+    >>> f = jax.jit(lambda x: x + 1)
+    >>> with count_compiles() as c:
+    ...     _ = f(1.0); _ = f(2.0)
+    >>> c["n"]
+    1
+    """
+    counter = {"n": 0, "seconds": 0.0}
+
+    def listener(event, duration, **kwargs):
+        if event == _COMPILE_EVENT:
+            counter["n"] += 1
+            counter["seconds"] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _linear_apply(params, x):
+    w, b = params
+    return x.reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1]) + b
+
+
+def linear_model(w: jax.Array, b: jax.Array | float = 0.0) -> Model:
+    """`f(x) = flatten(x) @ flatten(w) + b`: one output per column of `w`.
+
+    `w` has shape `x.shape[1:] + (K,)`; attributions have closed forms (IG and
+    Shapley values equal `w[..., k] * (x - baseline)`).
+    """
+    w = jnp.asarray(w)
+    b = jnp.broadcast_to(jnp.asarray(b, w.dtype), (w.shape[-1],))
+    return Model(_linear_apply, (w, b))
+
+
+class TinyCNN(nn.Module):
+    """Conv-relu blocks (pooling between them), global average pool, dense head."""
+
+    features: tuple[int, ...] = (4, 8)
+    n_classes: int = 3
+    pool: str = "avg"
+
+    @nn.compact
+    def __call__(self, x):
+        for i, f in enumerate(self.features):
+            x = nn.relu(nn.Conv(f, (3, 3), name=f"conv{i}")(x))
+            if i < len(self.features) - 1:
+                x = nn.avg_pool(x, (2, 2), (2, 2)) if self.pool == "avg" else nn.max_pool(x, (2, 2), (2, 2))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.n_classes, name="head")(x)
+
+
+class TinyCNNNNX(nnx.Module):
+    """The NNX twin of `TinyCNN`."""
+
+    def __init__(self, in_channels: int, features: tuple[int, ...], n_classes: int, pool: str, *, rngs):
+        chans = (in_channels,) + tuple(features)
+        self.convs = nnx.List([nnx.Conv(chans[i], chans[i + 1], (3, 3), rngs=rngs) for i in range(len(features))])
+        self.head = nnx.Linear(chans[-1], n_classes, rngs=rngs)
+        self.pool = pool
+
+    def __call__(self, x):
+        for i, conv in enumerate(self.convs):
+            x = nnx.relu(conv(x))
+            if i < len(self.convs) - 1:
+                pool = nnx.avg_pool if self.pool == "avg" else nnx.max_pool
+                x = pool(x, (2, 2), (2, 2))
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+def tiny_cnn(n_classes: int = 3, features: tuple[int, ...] = (4, 8), pool: str = "avg") -> TinyCNN:
+    """A small Linen CNN for tests (`init` it with a key and a batch)."""
+    return TinyCNN(tuple(features), n_classes, pool)
+
+
+def tiny_cnn_nnx(linen_variables, n_classes: int = 3, features: tuple[int, ...] = (4, 8), pool: str = "avg",
+                 in_channels: int = 3) -> TinyCNNNNX:
+    """The NNX twin of `tiny_cnn`, loaded with the Linen weights (same outputs)."""
+    m = TinyCNNNNX(in_channels, tuple(features), n_classes, pool, rngs=nnx.Rngs(0))
+    p = linen_variables["params"]
+    for i, conv in enumerate(m.convs):
+        conv.kernel[...] = p[f"conv{i}"]["kernel"]
+        conv.bias[...] = p[f"conv{i}"]["bias"]
+    m.head.kernel[...] = p["head"]["kernel"]
+    m.head.bias[...] = p["head"]["bias"]
+    return m
+
+
+def random_images(key: int, n: int = 2, size: int = 8, channels: int = 3) -> jax.Array:
+    """Deterministic test images in [0, 1]."""
+    rng = np.random.default_rng(key)
+    return jnp.asarray(rng.uniform(size=(n, size, size, channels)), jnp.float32)

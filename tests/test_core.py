@@ -1,0 +1,166 @@
+"""Adapters, targets, chunked evaluation and feature sets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from jaxplain import batching, features, testing, targets
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    m = testing.tiny_cnn()
+    x = testing.random_images(0, n=3)
+    v = m.init(jax.random.key(0), x)
+    return m, v, x
+
+
+def test_linen_and_nnx_twins_agree(cnn):
+    m, v, x = cnn
+    a = jx.from_linen(m, v)(x)
+    b = jx.from_nnx(testing.tiny_cnn_nnx(v))(x)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_new_weights_do_not_recompile(cnn):
+    m, v, x = cnn
+    f = jax.jit(lambda model, x: model(x))
+    v2 = jax.tree.map(lambda a: a * 2.0, v)
+    m1, m2 = jx.from_linen(m, v), jx.from_linen(m, v2)
+    n1, n2 = jx.from_nnx(testing.tiny_cnn_nnx(v)), jx.from_nnx(testing.tiny_cnn_nnx(v2))
+    with testing.count_compiles() as c:
+        o1, o2 = f(m1, x), f(m2, x)
+    assert c["n"] == 1
+    assert not np.allclose(o1, o2)
+    with testing.count_compiles() as c:
+        f(n1, x), f(n2, x)
+    assert c["n"] == 1
+
+
+def test_model_leaves_are_the_weights(cnn):
+    m, v, x = cnn
+    model = jx.from_linen(m, v)
+    assert len(jax.tree.leaves(model)) == len(jax.tree.leaves(v))
+    jaxpr = jax.make_jaxpr(lambda mod, x: mod(x))(model, x)
+    assert not jaxpr.consts  # weights are arguments, not constants
+
+
+def test_from_nnx_runs_in_eval_mode_and_leaves_module_alone():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(4, 3, rngs=rngs)
+            self.bn = nnx.BatchNorm(3, rngs=rngs)
+            self.drop = nnx.Dropout(0.9, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(self.bn(self.lin(x)))
+
+    net = Net(nnx.Rngs(0))
+    model = jx.from_nnx(net)
+    x = jnp.ones((5, 4))
+    # deterministic (no dropout) and uses running stats (mean 0, var 1)
+    np.testing.assert_allclose(model(x), model(x))
+    expected = net.lin(x) / jnp.sqrt(1 + net.bn.epsilon) * net.bn.scale[...] + net.bn.bias[...]
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5)
+    assert net.bn.use_running_average is False  # untouched
+
+
+def test_as_model_errors():
+    import flax.linen as nn
+
+    with pytest.raises(TypeError, match="from_linen"):
+        jx.as_model(nn.Dense(3))
+    with pytest.raises(TypeError, match="model"):
+        jx.as_model(3)
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [(1, [1, 1, 1]), (np.array([0, 2, 1]), [0, 2, 1])],
+)
+def test_targets_select(cnn, target, expected):
+    m, v, x = cnn
+    model = jx.from_linen(m, v)
+    t = jx.as_target(target, model, x)
+    out = model(x)
+    np.testing.assert_allclose(t.select(out), out[np.arange(3), expected])
+
+
+def test_target_predicted_and_callable(cnn):
+    m, v, x = cnn
+    model = jx.from_linen(m, v)
+    out = model(x)
+    t = jx.as_target("predicted", model, x).resolve(model, x)
+    np.testing.assert_allclose(t.select(out), out.max(-1))
+    t = jx.as_target(lambda o: o[:, 0] - o[:, 1], model, x)
+    np.testing.assert_allclose(t.select(out), out[:, 0] - out[:, 1])
+    s, g, bound = targets.value_and_grad(model, jx.as_target("predicted", model, x), x)
+    np.testing.assert_allclose(s, out.max(-1), rtol=1e-6)
+    g_ref = jax.grad(lambda z: jnp.sum(model(z)[jnp.arange(3), out.argmax(-1)]))(x)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "target, err, match",
+    [
+        (3, ValueError, r"\[0, 3\)"),
+        (-1, ValueError, r"\[0, 3\)"),
+        (np.array([0, 1]), ValueError, "shape \\(3,\\)"),
+        (np.array([0, 1, 5]), ValueError, "class indices in"),
+        (np.array([0.0, 1.0, 2.0]), TypeError, "integer"),
+        ("best", ValueError, "predicted"),
+        (True, TypeError, "bool"),
+        (None, ValueError, "outputs of shape"),
+        (lambda o: o, ValueError, "one scalar per example"),
+    ],
+)
+def test_target_errors(cnn, target, err, match):
+    m, v, x = cnn
+    with pytest.raises(err, match=match):
+        jx.as_target(target, jx.from_linen(m, v), x)
+
+
+@pytest.mark.parametrize("total, bs", [(10, 3), (10, 10), (10, 5), (7, 100), (1, 1)])
+def test_chunked_sum_and_map(total, bs):
+    f = lambda start, size: start + jnp.arange(size, dtype=jnp.float32)  # noqa: E731
+    np.testing.assert_allclose(batching.chunked_map(f, total, bs), np.arange(total))
+    s = batching.chunked_sum(lambda st, sz: jnp.sum(f(st, sz)), total, bs)
+    assert float(s) == total * (total - 1) / 2
+
+
+def test_grid_and_segments_validation():
+    g = jx.grid_segments(6, 6, 3)
+    assert g.max() == 8 and (np.bincount(g.ravel()) == 4).all()
+    seg, d = features.check_segments(g, (2, 6, 6, 3))
+    assert d == 9 and seg.shape == (2, 6, 6)
+    bad = g.copy()
+    bad[bad == 4] = 0
+    with pytest.raises(ValueError, match="no gaps"):
+        features.check_segments(bad, (2, 6, 6, 3))
+    with pytest.raises(ValueError, match="shape"):
+        features.check_segments(g[:5], (2, 6, 6, 3))
+    with pytest.raises(TypeError, match="integer"):
+        features.check_segments(g.astype(float), (2, 6, 6, 3))
+
+
+def test_apply_coalitions_exact_selection():
+    x = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+    seg = jnp.asarray(jx.grid_segments(4, 4, 2))
+    masks = jnp.array([[True, False, False, True], [False, True, True, False]])
+    out = jx.apply_coalitions(x, -1.0, seg, masks)
+    keep = np.asarray(masks)[np.arange(2)[:, None, None], np.asarray(seg)[None]]
+    np.testing.assert_array_equal(out[..., 0], np.where(keep, x[..., 0], -1.0))
+    soft = jx.apply_coalitions(x, 0.0, seg, masks.astype(jnp.float32) * 0.5)
+    np.testing.assert_allclose(soft[..., 0], np.where(keep, x[..., 0] * 0.5, 0.0))
+
+
+def test_to_numpy_roundtrip():
+    e = jx.Explanation(jnp.ones((2, 3)), gap=jnp.zeros(2))
+    n = jax.jit(lambda e: e)(e)
+    out = jx.to_numpy(n)
+    assert isinstance(out.values, np.ndarray) and out.values.dtype == np.float32
+    assert out.stderr is None and out.gap.shape == (2,)
