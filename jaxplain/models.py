@@ -111,6 +111,16 @@ class LinenApply:
     def __call__(self, params, x):
         return self.module.apply(params, x, method=self.method, **dict(self.kwargs))
 
+    def layer_names(self, params):
+        from . import _layers
+
+        return _layers.linen_layer_names(params)
+
+    def probe(self, params, x, layer, delta=None):
+        from . import _layers
+
+        return _layers.linen_probe(self, params, x, layer, delta)
+
 
 @dataclasses.dataclass(frozen=True)
 class NNXApply:
@@ -122,6 +132,16 @@ class NNXApply:
         from flax import nnx
 
         return nnx.merge(self.graphdef, params)(x)
+
+    def layer_names(self, params):
+        from . import _layers
+
+        return _layers.nnx_layer_names(self.graphdef, params)
+
+    def probe(self, params, x, layer, delta=None):
+        from . import _layers
+
+        return _layers.nnx_probe(self.graphdef, params, x, layer, delta)
 
 
 def from_callable(fn: Callable[[jax.Array], Any]) -> Model:

@@ -1,0 +1,236 @@
+"""Layer access for Linen and NNX models: one additive probe at a named submodule.
+
+`probe(params, x, layer, delta)` runs the model with `delta` added to the output
+of the submodule `layer` and returns `(outputs, activation)`, the activation being
+the submodule's output *before* `delta` is added. Differentiating the outputs with
+respect to a zero `delta` gives gradients with respect to the layer's activations
+in one forward and one backward pass, and the backward pass stops at the layer.
+
+- Linen: `flax.linen.intercept_methods` intercepts `__call__` of the module whose
+  `path` matches; the user's module is not edited.
+- NNX: the graph definition and state are merged inside the traced function and
+  the named submodule of that fresh copy gets a subclass whose `__call__` records
+  the output and adds `delta`; nothing outside the trace is touched.
+
+Layer names are submodule paths: `"conv1"`, `"features/block3"`, the tuple
+`("features", "block3")`, and for NNX lists `"convs/1"` or `("convs", 1)`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._types import PyTree
+
+
+def layer_parts(layer: Any) -> tuple[str, ...]:
+    """A layer name as a tuple of path components (strings)."""
+    if isinstance(layer, str):
+        parts = tuple(p for p in layer.strip("/").split("/"))
+    elif isinstance(layer, (tuple, list)):
+        parts = []
+        for p in layer:
+            if isinstance(p, bool) or not isinstance(p, (str, numbers.Integral)):
+                raise TypeError(
+                    f"layer: expected path components that are str or int, got {p!r} in {layer!r}"
+                )
+            parts.append(str(p))
+        parts = tuple(parts)
+    else:
+        raise TypeError(
+            f"layer: expected a submodule path such as 'conv1', 'features/block3' or "
+            f"('features', 'block3'), got {type(layer).__name__}"
+        )
+    if not parts or any(p == "" for p in parts):
+        raise ValueError(f"layer: expected a non-empty submodule path, got {layer!r}")
+    return parts
+
+
+def layer_name(parts: tuple[Any, ...]) -> str:
+    return "/".join(str(p) for p in parts)
+
+
+def _unknown(layer: Any, available: list[str]) -> ValueError:
+    listed = ", ".join(repr(n) for n in available) or "(none)"
+    return ValueError(f"layer: no layer named {layer!r}; available layers: {listed}")
+
+
+def _add(out: PyTree, delta: PyTree) -> PyTree:
+    if delta is None:
+        return out
+    return jax.tree.map(lambda o, d: o + jnp.asarray(d, o.dtype), out, delta)
+
+
+def _single(layer: Any, hits: list) -> Any:
+    if len(hits) > 1:
+        raise ValueError(
+            f"layer: {layer!r} is called {len(hits)} times in one forward pass (a shared "
+            f"layer); probing it is ambiguous, choose a layer that is called once"
+        )
+    return hits[0]
+
+
+# ---- Linen ------------------------------------------------------------------------------
+
+
+def linen_layer_names(variables: PyTree) -> list[str]:
+    """Submodule paths that own variables, in the order `init` created them."""
+    names: dict[str, None] = {}
+
+    def walk(tree, prefix):
+        if hasattr(tree, "items"):
+            for k, v in tree.items():
+                if hasattr(v, "items"):
+                    path = prefix + (str(k),)
+                    names.setdefault(layer_name(path), None)
+                    walk(v, path)
+
+    for coll in variables.values() if hasattr(variables, "values") else ():
+        walk(coll, ())
+    return list(names)
+
+
+def linen_probe(apply: Any, variables: PyTree, x: jax.Array, layer: Any, delta: PyTree):
+    """`probe` for a `LinenApply`: method interception on `module.path`."""
+    import flax.linen as nn
+
+    target = layer_parts(layer)
+    called: dict[str, None] = {}
+    hits: list = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        path = tuple(str(p) for p in context.module.path)
+        if path:
+            called.setdefault(layer_name(path), None)
+        out = next_fun(*args, **kwargs)
+        if path == target:
+            hits.append(out)
+            out = _add(out, delta)
+        return out
+
+    with nn.intercept_methods(interceptor):
+        outputs = apply(variables, x)
+    if not hits:
+        raise _unknown(layer, list(called))
+    return outputs, _single(layer, hits)
+
+
+# ---- NNX ---------------------------------------------------------------------------------
+
+_PROBED_CLASSES: dict[type, type] = {}
+_HOOKS: dict[int, Any] = {}
+
+
+def _probed_class(cls: type) -> type:
+    """A subclass of `cls` whose `__call__` passes its output through a per-instance hook."""
+    sub = _PROBED_CLASSES.get(cls)
+    if sub is None:
+        def __call__(self, *args, **kwargs):
+            out = cls.__call__(self, *args, **kwargs)
+            hook = _HOOKS.get(id(self))
+            return out if hook is None else hook(out)
+
+        sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+        _PROBED_CLASSES[cls] = sub
+    return sub
+
+
+def nnx_submodules(module: Any) -> dict[str, Any]:
+    """`{name: submodule}` for every callable submodule of an NNX module (not the root)."""
+    from flax import nnx
+
+    return {
+        layer_name(path): sub for path, sub in nnx.iter_modules(module) if path and callable(sub)
+    }
+
+
+def nnx_layer_names(graphdef: Any, state: PyTree) -> list[str]:
+    from flax import nnx
+
+    return list(nnx_submodules(nnx.merge(graphdef, state)))
+
+
+def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyTree):
+    """`probe` for an `NNXApply`: a recording subclass on the named submodule of a fresh merge."""
+    from flax import nnx
+
+    name = layer_name(layer_parts(layer))
+    module = nnx.merge(graphdef, state)
+    subs = nnx_submodules(module)
+    if name not in subs:
+        raise _unknown(layer, list(subs))
+    sub = subs[name]
+    hits: list = []
+
+    def hook(out):
+        hits.append(out)
+        return _add(out, delta)
+
+    original = type(sub)
+    _HOOKS[id(sub)] = hook
+    object.__setattr__(sub, "__class__", _probed_class(original))
+    try:
+        outputs = module(x)
+    finally:
+        object.__setattr__(sub, "__class__", original)
+        _HOOKS.pop(id(sub), None)
+    if not hits:
+        raise ValueError(
+            f"layer: {name!r} exists but its __call__ did not run during the forward pass; "
+            f"choose a layer the model calls"
+        )
+    return outputs, _single(layer, hits)
+
+
+# ---- shared helpers for methods ----------------------------------------------------------
+
+
+def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
+    """The layer's activation as `jax.ShapeDtypeStruct`s (no FLOPs, no compilation).
+
+    Also validates the layer name: raises `ValueError` listing the available
+    layers when it is wrong.
+    """
+    return jax.eval_shape(lambda m, xb: m.probe(xb, layer)[1], model, x)
+
+
+def zeros_like_shape(shape: PyTree) -> PyTree:
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+
+
+def layer_kernel(model: Any, layer: Any) -> jax.Array:
+    """The `kernel` parameter of a layer (conv or dense), for display."""
+    from .models import LinenApply, NNXApply
+
+    apply = model.apply
+    parts = layer_parts(layer)
+    if isinstance(apply, LinenApply):
+        tree = model.params.get("params", {}) if hasattr(model.params, "get") else {}
+        node = tree
+        for p in parts:
+            if not hasattr(node, "get") or p not in node:
+                raise _unknown(layer, linen_layer_names({"params": tree}))
+            node = node[p]
+        if not hasattr(node, "get") or "kernel" not in node:
+            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense layer)")
+        return jnp.asarray(node["kernel"])
+    if isinstance(apply, NNXApply):
+        from flax import nnx
+
+        subs = nnx_submodules(nnx.merge(apply.graphdef, model.params))
+        name = layer_name(parts)
+        if name not in subs:
+            raise _unknown(layer, list(subs))
+        kernel = getattr(subs[name], "kernel", None)
+        if kernel is None:
+            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense layer)")
+        return jnp.asarray(kernel[...])
+    raise TypeError(
+        f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), got {apply!r}"
+    )
