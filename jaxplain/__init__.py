@@ -17,6 +17,7 @@ from .models import from_linen as from_linen
 from .models import from_nnx as from_nnx
 from .targets import Target as Target
 from .targets import as_target as as_target
+from . import testing as testing
 
 # --- features ---------------------------------------------------------------------------
 from .features import apply_coalitions as apply_coalitions
@@ -24,6 +25,17 @@ from .features import grid_segments as grid_segments
 from .features import pixel_segments as pixel_segments
 
 # --- gradients ---------------------------------------------------------------------------
+from .gradients import deconvnet as deconvnet
+from .gradients import expected_gradients as expected_gradients
+from .gradients import gradient_x_input as gradient_x_input
+from .gradients import guided_backprop as guided_backprop
+from .gradients import integrated_gradients as integrated_gradients
+from .gradients import noise_tunnel as noise_tunnel
+from .gradients import saliency as saliency
+from .gradients import smoothgrad as smoothgrad
+from .gradients import squaregrad as squaregrad
+from .gradients import vargrad as vargrad
+from .gradients import with_relu_rule as with_relu_rule
 
 # --- cam / layers --------------------------------------------------------------------------
 
@@ -36,6 +48,18 @@ from .features import pixel_segments as pixel_segments
 __version__ = "0.1.0"
 
 __all__ = [
+    "deconvnet",
+    "expected_gradients",
+    "gradient_x_input",
+    "guided_backprop",
+    "integrated_gradients",
+    "noise_tunnel",
+    "saliency",
+    "testing",
+    "smoothgrad",
+    "squaregrad",
+    "vargrad",
+    "with_relu_rule",
     "Explanation",
     "Model",
     "Target",

@@ -83,3 +83,34 @@ def flat_index(start: jax.Array, size: int, per_example: int) -> tuple[jax.Array
     """Splits flat indices `start..start+size-1` into `(example, sample)` index arrays."""
     k = start + jnp.arange(size, dtype=jnp.int32)
     return k // per_example, k % per_example
+
+
+def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: int,
+                    batch_size: int | None) -> Any:
+    """`sum_s fn(example, s)` for every example, streaming `n * samples` evaluations.
+
+    `fn(ex, s)` receives int arrays `(b,)` of example and sample indices and
+    returns a pytree with leading dim `b` (e.g. weighted gradients). Returns leaves
+    shaped `(n, ...)`. When a chunk holds whole examples (`batch_size >= samples`)
+    the sum is a reshape; otherwise chunks straddle examples and rows are
+    scatter-added. Either way at most `batch_size` rows exist at once.
+    """
+    bs = chunk_size(batch_size, n * samples)
+    if bs >= samples:
+        def whole(start, size):
+            ex = jnp.repeat(start + jnp.arange(size, dtype=jnp.int32), samples)
+            s = jnp.tile(jnp.arange(samples, dtype=jnp.int32), size)
+            out = fn(ex, s)
+            return jax.tree.map(lambda o: o.reshape((size, samples) + o.shape[1:]).sum(1), out)
+
+        return chunked_map(whole, n, bs // samples)
+
+    zeros = jnp.zeros((bs,), jnp.int32)
+    shapes = jax.eval_shape(fn, zeros, zeros)
+    init = jax.tree.map(lambda sh: jnp.zeros((n,) + sh.shape[1:], sh.dtype), shapes)
+
+    def part(acc, start, size):
+        ex, s = flat_index(start, size, samples)
+        return jax.tree.map(lambda a, o: a.at[ex].add(o), acc, fn(ex, s))
+
+    return fold(part, init, n * samples, bs)
