@@ -1,0 +1,292 @@
+"""Layer attribution for CNNs: Grad-CAM, Grad-CAM++, layer gradient x activation, layer IG.
+
+Every method here goes through the model's layer probe (`Model.probe`): the
+model runs once with a zero `delta` added to the chosen layer's output, and the
+gradient with respect to `delta` is the gradient with respect to the layer's
+activations. Grad-CAM therefore costs exactly one forward pass plus one backward
+pass down to the layer, in a single jitted program; activations and gradients
+come from the same forward pass.
+
+Layers are named by submodule path: `"conv1"`, `"features/block3"`,
+`("features", "block3")`, or for NNX lists `"convs/1"`. `model.layer_names()`
+lists them; a wrong name raises `ValueError` listing the available ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import _layers
+from . import _validate as V
+from . import batching
+from ._quadrature import RULES, quadrature
+from ._types import ArrayLike, Explanation
+from .models import as_model
+from .targets import Target, as_target
+
+
+# ---- shared plumbing --------------------------------------------------------------------
+
+
+def _prepare(model: Any, x: ArrayLike, target: Any, layer: Any):
+    """Validates the common arguments; returns (model, x, target, layer key, activation shape)."""
+    model = as_model(model)
+    x = V.check_array(x)
+    parts = _layers.layer_parts(layer)
+    shape = _layers.activation_shape(model, x, parts)
+    t = None if target is _NO_TARGET else as_target(target, model, x)
+    return model, x, t, parts, shape
+
+
+_NO_TARGET = object()
+
+
+def _single_array(shape: Any, layer: Any, method: str) -> jax.ShapeDtypeStruct:
+    if not isinstance(shape, jax.ShapeDtypeStruct):
+        V.fail("layer", f"a layer returning one array for {method}",
+               f"{layer!r} returning {jax.tree.structure(shape)}")
+    return shape
+
+
+def _check_spatial(shape: Any, layer: Any, method: str) -> jax.ShapeDtypeStruct:
+    shape = _single_array(shape, layer, method)
+    if len(shape.shape) < 3:
+        V.fail("layer", f"a layer with spatial dims (N, H, W, C) for {method}",
+               f"activation shape {tuple(shape.shape)} from {layer!r} (no spatial dims; "
+               f"choose a convolutional layer)")
+    return shape
+
+
+def _upsample_size(upsample: Any, x: jax.Array, shape: jax.ShapeDtypeStruct) -> tuple[int, ...] | None:
+    n_spatial = len(shape.shape) - 2
+    if upsample is False or upsample is None:
+        return None
+    if upsample is True:
+        size = tuple(int(s) for s in x.shape[1:1 + n_spatial])
+        if len(x.shape) != n_spatial + 2:
+            V.fail("upsample", f"an explicit size with {n_spatial} entries (x has shape "
+                   f"{tuple(x.shape)}, the layer {tuple(shape.shape)})", True)
+        return size
+    if isinstance(upsample, (tuple, list)) and len(upsample) == n_spatial and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in upsample
+    ):
+        return tuple(int(s) for s in upsample)
+    V.fail("upsample", f"True, False or a size of {n_spatial} positive ints", repr(upsample))
+
+
+def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], shape):
+    """One forward and one backward pass: (scalars (N,), activations, layer gradients, target)."""
+    zeros = _layers.zeros_like_shape(shape)
+    outputs, vjp, act = jax.vjp(lambda d: model.probe(x, layer, d), zeros, has_aux=True)
+    bound = target.bind(jax.lax.stop_gradient(outputs))
+    ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
+    (grads,) = vjp(ct)
+    return bound.select(outputs), act, grads, bound
+
+
+def _n_evals(x: jax.Array, k: int) -> jax.Array:
+    return jnp.full((x.shape[0],), k, jnp.int32)
+
+
+# ---- Grad-CAM family ---------------------------------------------------------------------
+
+
+def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
+             upsample: bool | tuple[int, ...] = True) -> Explanation:
+    """Grad-CAM: layer activations weighted by their spatially averaged gradients.
+
+    `cam = relu(sum_c mean_ij(dy/dA[..., c]) * A[..., c])` for the layer output `A`
+    `(N, h, w, C)`. One forward and one backward pass (to the layer), jitted.
+
+    Args:
+      model: a Linen (`from_linen`) or NNX model.
+      x: inputs `(N, H, W, C)`.
+      target: which output to explain (int, per-example ints, "predicted", callable).
+      layer: the convolutional layer (submodule path), usually the last conv block.
+      relu: keep only positive evidence (the published method); `False` returns
+        the signed map.
+      upsample: `True` resizes the map bilinearly to the input's spatial size,
+        `False` keeps the layer's size, `(H, W)` resizes to that size.
+
+    Returns:
+      `Explanation` with `values` `(N, H, W)` (or the layer's `(N, h, w)`).
+
+    Raises:
+      ValueError: unknown layer (the message lists the available ones), or a
+        layer without spatial dims.
+
+    References:
+      Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+      Gradient-based Localization", ICCV 2017.
+
+    >>> import jax, jaxplain as jx
+    >>> net = jx.testing.tiny_cnn(); x = jx.testing.random_images(0, n=2)
+    >>> model = jx.from_linen(net, net.init(jax.random.key(0), x))
+    >>> jx.grad_cam(model, x, target=0, layer="conv1").values.shape
+    (2, 8, 8)
+    """
+    return _cam_public(model, x, target, layer, relu, upsample, "grad_cam")
+
+
+def grad_cam_plus_plus(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
+                       upsample: bool | tuple[int, ...] = True) -> Explanation:
+    """Grad-CAM++: channel weights from positive gradients with pixel-wise coefficients.
+
+    `weights_c = sum_ij alpha_ijc relu(g_ijc)` with
+    `alpha = g^2 / (2 g^2 + sum_ij(A_c) g^3)` (the closed form for an exponentiated
+    class score, from first-order gradients only), then as `grad_cam`. Same cost
+    and arguments as `grad_cam`.
+
+    References:
+      Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
+      Explanations for Deep Convolutional Networks", WACV 2018.
+    """
+    return _cam_public(model, x, target, layer, relu, upsample, "grad_cam_plus_plus")
+
+
+def _cam_public(model, x, target, layer, relu, upsample, variant) -> Explanation:
+    model, x, t, parts, shape = _prepare(model, x, target, layer)
+    shape = _check_spatial(shape, layer, variant)
+    if not isinstance(relu, bool):
+        V.fail("relu", "a bool", repr(relu), TypeError)
+    size = _upsample_size(upsample, x, shape)
+    return _cam(model, x, t, layer=parts, variant=variant, relu=relu, size=size)
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "variant", "relu", "size"))
+def _cam(model, x, target, *, layer, variant, relu, size) -> Explanation:
+    shape = _layers.activation_shape(model, x, layer)
+    _, act, g, _ = _layer_vjp(model, target, x, layer, shape)
+    spatial = tuple(range(1, act.ndim - 1))
+    if variant == "grad_cam":
+        weights = jnp.mean(g, axis=spatial, keepdims=True)
+    else:
+        g2 = g * g
+        denom = 2.0 * g2 + jnp.sum(act, axis=spatial, keepdims=True) * g2 * g
+        alpha = jnp.where(denom != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+        weights = jnp.sum(alpha * jax.nn.relu(g), axis=spatial, keepdims=True)
+    cam = jnp.sum(weights * act, axis=-1)
+    if relu:
+        cam = jax.nn.relu(cam)
+    if size is not None and tuple(cam.shape[1:]) != tuple(size):
+        cam = jax.image.resize(cam, (cam.shape[0],) + tuple(size), method="bilinear")
+    return Explanation(values=cam, n_evals=_n_evals(x, 1))
+
+
+# ---- layer attributions ------------------------------------------------------------------
+
+
+def layer_activations(model: Any, x: ArrayLike, *, layer: Any) -> Explanation:
+    """The output of `layer` for each example (one forward pass).
+
+    Returns:
+      `Explanation` whose `values` are the layer's activations, e.g. `(N, h, w, C)`.
+    """
+    model, x, _, parts, _ = _prepare(model, x, _NO_TARGET, layer)
+    return _activations(model, x, layer=parts)
+
+
+@functools.partial(jax.jit, static_argnames=("layer",))
+def _activations(model, x, *, layer) -> Explanation:
+    _, act = model.probe(x, layer)
+    return Explanation(values=act, n_evals=_n_evals(x, 1))
+
+
+def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any, layer: Any) -> Explanation:
+    """Gradient of the target with respect to a layer's output, times that output.
+
+    One forward and one backward pass (to the layer).
+
+    Returns:
+      `Explanation` with `values` shaped like the layer's activations.
+
+    References:
+      Shrikumar et al., "Not Just a Black Box: Learning Important Features Through
+      Propagating Activation Differences", 2016 (gradient x input, here at a layer).
+    """
+    model, x, t, parts, shape = _prepare(model, x, target, layer)
+    _single_array(shape, layer, "layer_gradient_x_activation")
+    return _grad_x_act(model, x, t, layer=parts)
+
+
+@functools.partial(jax.jit, static_argnames=("layer",))
+def _grad_x_act(model, x, target, *, layer) -> Explanation:
+    shape = _layers.activation_shape(model, x, layer)
+    _, act, g, _ = _layer_vjp(model, target, x, layer, shape)
+    return Explanation(values=g * act, n_evals=_n_evals(x, 1))
+
+
+def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: Any,
+                               baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
+                               batch_size: int | None = None) -> Explanation:
+    """Integrated gradients with respect to a layer's activations.
+
+    The path runs in activation space, from the layer's activations at the
+    baseline `A(b)` to those at the input `A(x)`; layers before `layer` see `x`:
+    `values = (A(x) - A(b)) * integral_0^1 dF/dA(A(b) + a (A(x) - A(b))) da`.
+    The `steps` evaluations are streamed in chunks of `batch_size`.
+
+    Args:
+      model: a Linen or NNX model.
+      x: inputs `(N, ...)`.
+      target: which output to explain.
+      layer: the layer (submodule path).
+      baseline: input-space baseline (scalar, one example, or per example).
+      steps: quadrature nodes.
+      rule: one of `"riemann_left"`, `"riemann_right"`, `"riemann_middle"`,
+        `"riemann_trapezoid"`, `"gauss_legendre"`.
+      batch_size: model inputs per chunk (`None`: the library default).
+
+    Returns:
+      `Explanation` with `values` shaped like the layer's activations and `gap`
+      `(N,)`, the completeness gap with respect to the layer:
+      `sum(values) - (F(A(x)) - F(A(b)))`.
+
+    References:
+      Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017;
+      Dhamdhere et al., "How Important Is a Neuron?", ICLR 2019 (layer attribution).
+    """
+    model, x, t, parts, shape = _prepare(model, x, target, layer)
+    _single_array(shape, layer, "layer_integrated_gradients")
+    b = V.check_baseline(baseline, x)
+    steps = V.check_int(steps, "steps", minimum=1)
+    V.check_choice(rule, "rule", RULES)
+    alphas, weights = quadrature(rule, steps)
+    batch_size = V.check_batch_size(batch_size)
+    return _layer_ig(model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights), layer=parts,
+                     batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "batch_size"))
+def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Explanation:
+    n, steps = x.shape[0], alphas.shape[0]
+    out_x, act_x = model.probe(x, layer)
+    _, act_b = model.probe(b, layer)
+    target = target.bind(out_x)
+    diff = act_x - act_b
+
+    def chunk(start, size):
+        rows, s = batching.flat_index(start, size, steps)
+        scale = (alphas[s] - 1.0).reshape((size,) + (1,) * (diff.ndim - 1))
+        t = target.take(rows)
+        xr = x[rows]
+
+        def f(d):
+            out, _ = model.probe(xr, layer, d)
+            return jnp.sum(t.select(out))
+
+        g = jax.grad(f)(scale.astype(diff.dtype) * diff[rows])
+        w = weights[s].reshape(scale.shape).astype(g.dtype)
+        return jnp.zeros_like(diff).at[rows].add(w * g)
+
+    avg_grad = batching.chunked_sum(chunk, n * steps, batch_size)
+    values = diff * avg_grad
+    out_b, _ = model.probe(x, layer, -diff)  # the model with the layer set to A(b)
+    change = target.select(out_x) - target.select(out_b)
+    gap = jnp.sum(values.reshape(n, -1), axis=1) - change
+    return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 3))
