@@ -42,12 +42,56 @@ from .gradients import with_relu_rule as with_relu_rule
 # --- perturbation, lime, shapley ---------------------------------------------------------
 
 # --- metrics --------------------------------------------------------------------------------
+from .metrics import Curve as Curve
+from .metrics import MetricTable as MetricTable
+from .metrics import RandomisationResult as RandomisationResult
+from .metrics import avg_sensitivity as avg_sensitivity
+from .metrics import complexity as complexity
+from .metrics import completeness_gap as completeness_gap
+from .metrics import deletion as deletion
+from .metrics import efficiency_gap as efficiency_gap
+from .metrics import evaluate as evaluate
+from .metrics import faithfulness_correlation as faithfulness_correlation
+from .metrics import infidelity as infidelity
+from .metrics import insertion as insertion
+from .metrics import local_lipschitz_estimate as local_lipschitz_estimate
+from .metrics import max_sensitivity as max_sensitivity
+from .metrics import model_parameter_randomisation as model_parameter_randomisation
+from .metrics import monotonicity as monotonicity
+from .metrics import pointing_game as pointing_game
+from .metrics import random_logit as random_logit
+from .metrics import relevance_mass as relevance_mass
+from .metrics import relevance_rank_accuracy as relevance_rank_accuracy
+from .metrics import sparseness as sparseness
+from .metrics import ssim as ssim
 
 # --- pipeline --------------------------------------------------------------------------------
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Curve",
+    "MetricTable",
+    "RandomisationResult",
+    "avg_sensitivity",
+    "complexity",
+    "completeness_gap",
+    "deletion",
+    "efficiency_gap",
+    "evaluate",
+    "faithfulness_correlation",
+    "infidelity",
+    "insertion",
+    "local_lipschitz_estimate",
+    "max_sensitivity",
+    "model_parameter_randomisation",
+    "monotonicity",
+    "pointing_game",
+    "random_logit",
+    "relevance_mass",
+    "relevance_rank_accuracy",
+    "sparseness",
+    "ssim",
     "deconvnet",
     "expected_gradients",
     "gradient_x_input",
