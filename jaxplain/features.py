@@ -100,3 +100,163 @@ def apply_coalitions(x: jax.Array, baseline: jax.Array, segments: jax.Array, mas
         return jnp.where(m, x, baseline)
     m = m.astype(x.dtype)
     return baseline + m * (x - baseline)
+
+
+# ---- superpixels, painting values back, baselines -------------------------------------
+
+SUPERPIXEL_METHODS = ("slic", "quickshift", "felzenszwalb")
+BASELINE_MODES = ("blur", "mean")
+
+
+def superpixels(images: Any, method: str = "slic", **kwargs: Any) -> np.ndarray:
+    """Superpixel label maps from scikit-image, relabelled to `0..d-1` without gaps.
+
+    Runs on the host (scikit-image), once per image, before any explanation.
+
+    Args:
+      images: one image `(H, W, C)` or a batch `(N, H, W, C)` (C = 1 or 3).
+      method: `"slic"`, `"quickshift"` or `"felzenszwalb"`.
+      **kwargs: passed to the scikit-image function (e.g. `n_segments=50`,
+        `compactness=10` for SLIC). `quickshift` defaults to lime's settings
+        (`kernel_size=4, max_dist=200, ratio=0.2`).
+
+    Returns:
+      int32 labels `(H, W)` for one image or `(N, H, W)` for a batch, each map
+      with labels `0..d_n-1` (valid `segments` for every feature method).
+
+    References:
+      Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel
+      Methods", TPAMI 2012. Vedaldi & Soatto, "Quick Shift and Kernel Methods for
+      Mode Seeking", ECCV 2008. Felzenszwalb & Huttenlocher, "Efficient
+      Graph-Based Image Segmentation", IJCV 2004.
+
+    >>> import numpy as np
+    >>> imgs = np.random.default_rng(0).uniform(size=(2, 16, 16, 3))
+    >>> labels = superpixels(imgs, "slic", n_segments=4)
+    >>> labels.shape, np.array_equal(np.unique(labels[0]), np.arange(labels[0].max() + 1))
+    ((2, 16, 16), True)
+    """
+    from skimage import segmentation as skseg
+
+    V.check_choice(method, "method", SUPERPIXEL_METHODS)
+    arr = np.asarray(images)
+    if arr.dtype.kind not in "fiu":
+        V.fail("images", "a numeric image array", f"dtype {arr.dtype}", TypeError)
+    if arr.ndim not in (3, 4) or arr.shape[-1] not in (1, 3):
+        V.fail("images", "an image (H, W, C) or a batch (N, H, W, C) with C in (1, 3)", f"shape {arr.shape}")
+    single = arr.ndim == 3
+    batch = arr[None] if single else arr
+    out = np.empty(batch.shape[:3], np.int32)
+    for i, img in enumerate(batch.astype(np.float64)):
+        if method == "quickshift":
+            kw = dict(kernel_size=4, max_dist=200, ratio=0.2)
+            kw.update(kwargs)
+            rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+            labels = skseg.quickshift(rgb, **kw)
+        else:
+            fn = skseg.slic if method == "slic" else skseg.felzenszwalb
+            gray = img.shape[-1] == 1
+            labels = fn(img[..., 0] if gray else img, channel_axis=None if gray else -1, **kwargs)
+        labels = np.asarray(labels, np.int64)
+        labels = skseg.relabel_sequential(labels - labels.min() + 1)[0] - 1
+        out[i] = labels
+    return out[0] if single else out
+
+
+def to_pixels(values: Any, segments: Any) -> jax.Array:
+    """Paints per-feature values `(N, d)` back onto pixels: `(N, H, W)`.
+
+    `segments` is `(H, W)` or `(N, H, W)`.
+
+    >>> import jax.numpy as jnp
+    >>> to_pixels(jnp.array([[1.0, 2.0]]), jnp.array([[0, 1], [1, 1]]))[0].tolist()
+    [[1.0, 2.0], [2.0, 2.0]]
+    """
+    values = jnp.asarray(values)
+    segments = jnp.asarray(segments, jnp.int32)
+    if values.ndim != 2:
+        V.fail("values", "per-feature values (N, d)", f"shape {values.shape}")
+    if segments.ndim not in (2, 3):
+        V.fail("segments", "a label map (H, W) or (N, H, W)", f"shape {segments.shape}")
+    seg = jnp.broadcast_to(segments, values.shape[:1] + segments.shape[-2:])
+    flat = seg.reshape(seg.shape[0], -1)
+    return jnp.take_along_axis(values, flat, axis=1).reshape(seg.shape)
+
+
+def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+    """Gaussian blur of images `(N, H, W, C)` on device (separable, reflecting borders)."""
+    h, w = x.shape[1], x.shape[2]
+    kh = jnp.asarray(_blur_matrix(h, float(sigma)), x.dtype)
+    kw = jnp.asarray(_blur_matrix(w, float(sigma)), x.dtype)
+    y = jnp.einsum("ik,nkw...->niw...", kh, x)
+    return jnp.einsum("jk,nik...->nij...", kw, y)
+
+
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """`(n, n)` matrix applying a 1-D Gaussian with symmetric (reflecting) borders."""
+    if sigma <= 0:
+        return np.eye(n, dtype=np.float32)
+    r = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    m = np.zeros((n, n))
+    for i in range(n):
+        for t, k in zip(taps, range(i - r, i + r + 1)):
+            # reflect ("symmetric") until inside [0, n)
+            while k < 0 or k >= n:
+                k = -k - 1 if k < 0 else 2 * n - k - 1
+            m[i, k] += t
+    return m.astype(np.float32)
+
+
+def feature_counts(segments: jax.Array, d: int) -> jax.Array:
+    """Pixels per feature `(N, d)` for labels `(N, H, W)` (0 for labels an example lacks)."""
+    flat = segments.reshape(segments.shape[0], -1)
+    return jax.vmap(lambda s: jnp.zeros((d,), jnp.float32).at[s].add(1.0))(flat)
+
+
+def baseline_spec(baseline: Any, x: jax.Array, name: str = "baseline") -> tuple[str | None, jax.Array | None]:
+    """Validates a baseline at Python time: `(mode, array)`.
+
+    `mode` is `"blur"` or `"mean"` (computed on device later, `array` None) or
+    None with `array` broadcast to `x.shape`.
+    """
+    if isinstance(baseline, str):
+        V.check_choice(baseline, name, BASELINE_MODES)
+        return baseline, None
+    return None, V.check_baseline(baseline, x, name)
+
+
+def make_baseline(mode: str | None, array: jax.Array | None, x: jax.Array, segments: jax.Array, d: int) -> jax.Array:
+    """The baseline images `(N, H, W, C)` for a spec from `baseline_spec` (traceable)."""
+    if mode is None:
+        return array
+    if mode == "blur":
+        return gaussian_blur(x, max(x.shape[1], x.shape[2]) / 10.0)
+    flat = segments.reshape(segments.shape[0], -1)
+    xs = x.reshape(x.shape[0], flat.shape[1], -1)
+    sums = jax.vmap(lambda s, v: jnp.zeros((d, v.shape[-1]), x.dtype).at[s].add(v))(flat, xs)
+    counts = feature_counts(segments, d).astype(x.dtype)
+    means = sums / jnp.maximum(counts, 1.0)[..., None]
+    return jnp.take_along_axis(means, flat[..., None], axis=1).reshape(x.shape)
+
+
+def resolve_baseline(baseline: Any, x: Any, segments: Any) -> jax.Array:
+    """The replacement images `(N, H, W, C)` that removed features take.
+
+    Args:
+      baseline: a number; an image `(H, W, C)` (or anything broadcastable to one
+        example); one image per example `(N, H, W, C)`; `"blur"` (a Gaussian blur
+        of `x` with sigma = max(H, W) / 10, computed on device; use
+        `gaussian_blur` for another width); or `"mean"` (each feature filled with
+        its mean colour, as lime does with `hide_color=None`).
+      x: images `(N, H, W, C)`.
+      segments: labels `(H, W)` or `(N, H, W)` (used by `"mean"`).
+
+    Returns:
+      A `jax.Array` shaped like `x`.
+    """
+    x = V.check_array(x, min_ndim=3)
+    seg, d = check_segments(segments, x.shape)
+    mode, arr = baseline_spec(baseline, x)
+    return make_baseline(mode, arr, x, seg, d)

@@ -8,13 +8,19 @@ than `batch_size` perturbed inputs at once.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from . import batching
+from . import _validate as V
+from . import batching, features
+from ._types import ArrayLike, Explanation
 from .features import apply_coalitions
-from .targets import Target
+from .models import as_model
+from .targets import Target, as_target
 
 
 def coalition_values(
@@ -51,3 +57,330 @@ def coalition_values(
         return target.take(ex).select(model(inputs))
 
     return batching.chunked_map(chunk, n * n_samples, batch_size).reshape(n, n_samples)
+
+
+# ---- streaming engine ------------------------------------------------------------------
+
+
+class Chunk(NamedTuple):
+    """One chunk of evaluated units, handed to an estimator's `reduce` function.
+
+    Attributes:
+      ex0: first example index touched by the chunk (traced int).
+      onehot: `(m, K)` float one-hot of `example - ex0` (K static, small): use it
+        to sum per-unit statistics per example, then `add_local(acc, ex0, part)`.
+      ex: example index of each unit `(m,)`.
+      unit: unit index within its example `(m,)` (offset included).
+      aux: what `units_fn` returned for these units (leaves `(m, unit_size, ...)`).
+      values: target values `(m, unit_size)`.
+    """
+
+    ex0: jax.Array
+    onehot: jax.Array
+    ex: jax.Array
+    unit: jax.Array
+    aux: Any
+    values: jax.Array
+
+
+def stream(
+    model: Callable,
+    target: Target,
+    n: int,
+    n_units: int,
+    units_fn: Callable[[jax.Array, jax.Array], Any],
+    inputs_fn: Callable[[jax.Array, Any], jax.Array],
+    reduce_fn: Callable[[Any, Chunk], Any],
+    init: Any,
+    batch_size: int | None,
+    *,
+    unit_size: int = 1,
+    offset: jax.Array | int = 0,
+) -> Any:
+    """Streams `n * n_units` units of `unit_size` model evaluations each.
+
+    Unit `u` of example `e` has flat index `e * n_units + u`; chunks hold whole
+    units and at most `batch_size` model inputs (a unit larger than that is
+    evaluated in sub-batches). Per unit, `units_fn(ex (m,), u (m,))` returns aux
+    data with leaves `(m, unit_size, ...)` (e.g. coalition masks);
+    `inputs_fn(ex_rows (b,), aux_rows)` builds the `b` model inputs of some rows
+    of it on device; `reduce_fn(carry, Chunk)` folds the values into running
+    per-example statistics. `offset` (may be traced) shifts unit indices, for
+    adaptive rounds.
+    """
+    if n_units <= 0:
+        return init
+    bs = batching.chunk_size(batch_size, n * n_units * unit_size)
+    m = min(max(1, bs // unit_size), n * n_units)
+    k = min(n, (m + n_units - 2) // n_units + 1)
+
+    def step(carry, start, size):
+        ex, u = batching.flat_index(start, size, n_units)
+        u = u + offset
+        aux = units_fn(ex, u)
+        rows = size * unit_size
+        ex_rows = jnp.repeat(ex, unit_size)
+        aux_rows = jax.tree.map(lambda a: a.reshape((rows,) + a.shape[2:]), aux)
+
+        def part(s, b):
+            sl = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, s, b), (ex_rows, aux_rows))
+            return target.take(sl[0]).select(model(inputs_fn(*sl)))
+
+        values = batching.chunked_map(part, rows, bs)
+        ex0 = start // n_units
+        onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
+        return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, values.reshape(size, unit_size)))
+
+    return batching.fold(step, init, n * n_units, m)
+
+
+def add_local(acc: jax.Array, ex0: jax.Array, part: jax.Array) -> jax.Array:
+    """Adds per-local-example sums `part (K, ...)` into `acc (N, ...)` at rows `ex0..ex0+K-1`."""
+    idx = ex0 + jnp.arange(part.shape[0])
+    return acc.at[idx].add(part.astype(acc.dtype), mode="drop")
+
+
+def merge_moments(stats: tuple, ex0: jax.Array, onehot: jax.Array, samples: jax.Array) -> tuple:
+    """Chan's parallel update of per-example running (count, mean, M2) with a chunk.
+
+    `stats = (count (N,), mean (N, d), m2 (N, d))`; `samples (m, d)` belong to the
+    examples encoded by `onehot (m, K)` relative to `ex0`.
+    """
+    count, mean, m2 = stats
+    n = count.shape[0]
+    k = onehot.shape[1]
+    nk = onehot.sum(0)
+    mk = (onehot.T @ samples) / jnp.maximum(nk, 1.0)[:, None]
+    local = jnp.argmax(onehot, axis=1)
+    m2k = onehot.T @ jnp.square(samples - mk[local])
+    idx = ex0 + jnp.arange(k)
+    safe = jnp.clip(idx, 0, n - 1)
+    c0, mu0, s0 = count[safe], mean[safe], m2[safe]
+    c1 = c0 + nk
+    delta = mk - mu0
+    frac = (nk / jnp.maximum(c1, 1.0))[:, None]
+    mu1 = mu0 + delta * frac
+    s1 = s0 + m2k + jnp.square(delta) * (c0[:, None] * frac)
+    return (count.at[idx].set(c1, mode="drop"), mean.at[idx].set(mu1, mode="drop"),
+            m2.at[idx].set(s1, mode="drop"))
+
+
+def unit_keys(key: jax.Array, unit: jax.Array) -> jax.Array:
+    """One PRNG key per unit index (`fold_in`), so draws never depend on `batch_size`."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(unit)
+
+
+def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: int | None):
+    """Target values at a few full batches `xs` (each `(N, ...)`), resolving "predicted" at `xs[0]`.
+
+    Returns `(list of (N,) values, bound target)`; evaluates `len(xs) * N` inputs
+    in chunks of at most `batch_size`.
+    """
+    n = xs[0].shape[0]
+    allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
+    bs = batching.chunk_size(batch_size, allx.shape[0])
+    outs = batching.chunked_map(lambda s, b: model(jax.lax.dynamic_slice_in_dim(allx, s, b)), allx.shape[0], bs)
+    bound = target.bind(outs[:n])
+    return [bound.select(outs[i * n:(i + 1) * n]) for i in range(len(xs))], bound
+
+
+# ---- occlusion -------------------------------------------------------------------------
+
+
+def _tuple(v: Any, name: str, length: int, minimum: int = 1) -> tuple[int, ...]:
+    vals = (v,) * length if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+    if not isinstance(vals, (tuple, list)) or len(vals) != length:
+        V.fail(name, f"an int or a tuple of {length} ints", repr(v), TypeError)
+    return tuple(V.check_int(int(a) if isinstance(a, np.integer) else a, name, minimum=minimum) for a in vals)
+
+
+def occlusion(
+    model: Callable,
+    x: ArrayLike,
+    *,
+    target: Any,
+    window: int | tuple[int, ...] = 4,
+    strides: int | tuple[int, ...] = 1,
+    baseline: Any = 0.0,
+    batch_size: int | None = None,
+) -> Explanation:
+    """Occlusion: the drop of the target when a sliding window is replaced by the baseline.
+
+    Each window position is one model evaluation; every pixel gets the average of
+    `f(x) - f(x with the window occluded)` over the windows that cover it (as in
+    Captum's `Occlusion`). Pixels that no window covers get 0.
+
+    Args:
+      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
+      x: images `(N, H, W, C)`.
+      target: see `jaxplain.as_target`.
+      window: `(h, w)` covers all channels; `(h, w, c)` slides along channels too
+        (`c = 1` occludes one channel at a time). An int means a square window.
+      strides: steps of the window, an int or one per window axis (Captum's
+        default 1).
+      baseline: a number, an image, one image per example, or `"blur"`.
+      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+
+    Returns:
+      `Explanation(values (N, H, W, C), n_evals)`: one evaluation per window
+      position plus one at `x`.
+
+    References:
+      Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
+      ECCV 2014.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxplain.testing import linear_model
+    >>> m = linear_model(jnp.ones((4, 4, 1, 1)))
+    >>> occlusion(m, jnp.ones((1, 4, 4, 1)), target=0, window=2, strides=2).values[0, :, :, 0]
+    Array([[4., 4., 4., 4.],
+           [4., 4., 4., 4.],
+           [4., 4., 4., 4.],
+           [4., 4., 4., 4.]], dtype=float32)
+    """
+    model = as_model(model)
+    x = V.check_array(x, min_ndim=4)
+    t = as_target(target, model, x)
+    n_ax = 3 if not isinstance(window, (int, np.integer)) and len(window) == 3 else 2
+    win = _tuple(window, "window", n_ax)
+    st = _tuple(strides, "strides", n_ax)
+    dims = x.shape[1:1 + n_ax]
+    if any(w > s for w, s in zip(win, dims)):
+        V.fail("window", f"a window no larger than the image {dims}", win)
+    mode, b = features.baseline_spec(baseline, x)
+    if mode == "mean":
+        V.fail("baseline", "a number, an array or 'blur' (occlusion has no segments for 'mean')", "'mean'")
+    batch_size = V.check_batch_size(batch_size)
+    return _occlusion(model, x, t, b, mode=mode, window=win, strides=st, batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "window", "strides", "batch_size"))
+def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
+    n, shape = x.shape[0], x.shape[1:]
+    b = features.make_baseline(mode, b, x, None, 0)
+    (fx,), target = values_at(model, target, [x], batch_size)
+    npos = [(s - w) // st + 1 for s, w, st in zip(shape, window, strides)]
+    ranges = [jnp.arange(s) for s in shape[:len(window)]]
+
+    def window_mask(pos):  # pos (b,) flat position -> (b, H, W, C) bool
+        idx = jnp.unravel_index(pos, npos)
+        m = jnp.ones((pos.shape[0],) + shape, bool)
+        for axis, (i, w, st, r) in enumerate(zip(idx, window, strides, ranges)):
+            lo = (i * st)[:, None]
+            inside = (r[None, :] >= lo) & (r[None, :] < lo + w)
+            bshape = [pos.shape[0]] + [1] * len(shape)
+            bshape[axis + 1] = shape[axis]
+            m = m & inside.reshape(bshape)
+        return m
+
+    def inputs_fn(ex, pos):
+        return jnp.where(window_mask(pos), b[ex], x[ex])
+
+    def reduce_fn(acc, c):
+        drop = (fx[c.ex] - c.values[:, 0]) * 1.0
+        mask = window_mask(c.unit).astype(x.dtype)
+        return add_local(acc, c.ex0, jnp.einsum("mk,m,m...->k...", c.onehot, drop, mask))
+
+    acc = stream(model, target, n, int(np.prod(npos)), lambda ex, u: u[:, None],
+                 inputs_fn, reduce_fn, jnp.zeros_like(x), batch_size)
+    count = np.ones(shape, np.float32)
+    for axis, (s, w, st, k) in enumerate(zip(shape, window, strides, npos)):
+        c = np.zeros(s, np.float32)
+        for i in range(k):
+            c[i * st:i * st + w] += 1
+        bshape = [1] * len(shape)
+        bshape[axis] = s
+        count = count * c.reshape(bshape)
+    values = jnp.where(count > 0, acc / np.maximum(count, 1.0), 0.0)
+    return Explanation(values, n_evals=jnp.full((n,), int(np.prod(npos)) + 1, jnp.int32))
+
+
+# ---- RISE --------------------------------------------------------------------------------
+
+
+def rise(
+    model: Callable,
+    x: ArrayLike,
+    *,
+    target: Any,
+    key: Any = None,
+    n_masks: int = 1000,
+    p: float = 0.5,
+    cells: int = 7,
+    baseline: Any = 0.0,
+    batch_size: int | None = None,
+) -> Explanation:
+    """RISE: the target averaged over random smooth masks, weighted by each mask.
+
+    Each mask is a `cells x cells` grid of Bernoulli(`p`) cells, upsampled
+    bilinearly to `(cells + 1)` cell sizes and cropped at a random shift, so the
+    masks are smooth and not aligned to a grid. Masked inputs are
+    `baseline + M * (x - baseline)`; the saliency is `sum_i f_i M_i / (n_masks p)`.
+    Masks are shared by all examples and drawn from `fold_in(key, i)`.
+
+    Args:
+      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
+      x: images `(N, H, W, C)`.
+      target: see `jaxplain.as_target`.
+      key: a `jax.random.key` (required).
+      n_masks: number of masks (model evaluations per example).
+      p: probability that a cell is kept.
+      cells: grid size of the low-resolution masks.
+      baseline: a number, an image, one image per example, or `"blur"`.
+      batch_size: model inputs per chunk.
+
+    Returns:
+      `Explanation(values (N, H, W), n_evals)`.
+
+    References:
+      Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
+      Black-box Models", BMVC 2018.
+    """
+    model = as_model(model)
+    x = V.check_array(x, min_ndim=4)
+    t = as_target(target, model, x)
+    key = V.check_key(key)
+    n_masks = V.check_int(n_masks, "n_masks")
+    p = V.check_float(p, "p", minimum=0.0, maximum=1.0, open_min=True)
+    cells = V.check_int(cells, "cells", maximum=min(x.shape[1], x.shape[2]))
+    mode, b = features.baseline_spec(baseline, x)
+    if mode == "mean":
+        V.fail("baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'")
+    batch_size = V.check_batch_size(batch_size)
+    return _rise(model, x, t, b, key, mode=mode, n_masks=n_masks, p=p, cells=cells, batch_size=batch_size)
+
+
+def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: float, cells: int) -> jax.Array:
+    """The RISE masks `(b, H, W)` with indices `index (b,)` (float in [0, 1])."""
+    ch, cw = -(-height // cells), -(-width // cells)
+
+    def one(k):
+        kg, kx, ky = jax.random.split(k, 3)
+        grid = jax.random.bernoulli(kg, p, (cells, cells)).astype(jnp.float32)
+        up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "linear")
+        dx = jax.random.randint(kx, (), 0, ch)
+        dy = jax.random.randint(ky, (), 0, cw)
+        return jax.lax.dynamic_slice(up, (dx, dy), (height, width))
+
+    return jax.vmap(one)(unit_keys(key, index))
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "n_masks", "p", "cells", "batch_size"))
+def _rise(model, x, target, b, key, *, mode, n_masks, p, cells, batch_size):
+    n, h, w = x.shape[:3]
+    b = features.make_baseline(mode, b, x, None, 0)
+    target = target.resolve(model, x)
+
+    def units_fn(ex, u):
+        return rise_masks(key, u, h, w, p, cells)[:, None]
+
+    def inputs_fn(ex, masks):
+        m = masks.reshape(masks.shape + (1,) * (x.ndim - 3)).astype(x.dtype)
+        return b[ex] + m * (x[ex] - b[ex])
+
+    def reduce_fn(acc, c):
+        return add_local(acc, c.ex0, jnp.einsum("mk,m,mhw->khw", c.onehot, c.values[:, 0], c.aux[:, 0]))
+
+    acc = stream(model, target, n, n_masks, units_fn, inputs_fn, reduce_fn,
+                 jnp.zeros((n, h, w), jnp.float32), batch_size)
+    return Explanation(acc / (n_masks * p), n_evals=jnp.full((n,), n_masks, jnp.int32))
