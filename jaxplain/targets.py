@@ -98,7 +98,13 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
     """
     if isinstance(target, Target):
         return target
-    out = jax.eval_shape(model, x)
+    try:
+        out = jax.eval_shape(model, x)
+    except Exception as e:  # noqa: BLE001 - name the argument, keep the model's message
+        raise ValueError(
+            f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
+            f"(expected a batch (N, ...) the model accepts): {type(e).__name__}: {e}"
+        ) from e
     if not hasattr(out, "shape"):
         raise TypeError(
             f"model: expected outputs to be one array (N, ...), got {jax.tree.structure(out)}"
