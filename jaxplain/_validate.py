@@ -8,14 +8,44 @@ outer `jax.jit` they are skipped, shape and dtype checks still run.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Any, Iterable
+import threading
+import warnings
+from typing import Any, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-NAN_POLICIES = ("raise", "ignore")
+NAN_POLICIES = ("raise", "warn", "ignore")
+MAX_INT32 = 2**31 - 1
+"""Upper bound of counts: flat evaluation indices are int32 on device."""
+
+_checked = threading.local()
+
+
+@contextlib.contextmanager
+def values_checked(*arrays: Any) -> Iterator[None]:
+    """Marks `arrays` as already checked for finite values (by the caller, on the host).
+
+    `check_finite` skips these exact objects inside the block, so a pipeline that
+    validated a batch before sending it to the device does not pay a second scan
+    (or a device-to-host copy) in the method it calls.
+    """
+    ids = getattr(_checked, "ids", None)
+    if ids is None:
+        ids = _checked.ids = set()
+    new = [id(a) for a in arrays if id(a) not in ids]
+    ids.update(new)
+    try:
+        yield
+    finally:
+        ids.difference_update(new)
+
+
+def _is_checked(x: Any) -> bool:
+    return id(x) in getattr(_checked, "ids", ())
 
 
 def is_concrete(*xs: Any) -> bool:
@@ -55,17 +85,78 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
         )
     if shape[0] < 1:
         fail(name, "at least one example along axis 0", f"shape {shape}")
+    if 0 in shape:
+        fail(name, "an array with no empty axis", f"shape {shape}")
     check_finite(x, name, nan_policy)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not _is_checked(x):
+        big = np.abs(np.asarray(x, np.float64))
+        if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
+            fail(name, "values that fit float32 (|x| <= 3.4e38; JAX computes in float32)",
+                 "float64 values that overflow to inf")
     return jnp.asarray(x)
 
 
 def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
+    """Raises (or warns, per `nan_policy`) when a concrete `x` holds NaN or inf."""
     check_choice(nan_policy, "nan_policy", NAN_POLICIES)
-    if nan_policy == "raise" and is_concrete(x):
-        arr = np.asarray(x)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).sum())
-            fail(name, "finite values (no NaN or inf)", f"{bad} non-finite entries")
+    if nan_policy == "ignore" or not is_concrete(x) or _is_checked(x):
+        return
+    bad = _count_nonfinite(x)
+    if bad:
+        msg = (f"{name}: expected finite values (no NaN or inf), got {bad} non-finite entries; "
+               f"pass nan_policy='ignore' where offered to accept them")
+        if nan_policy == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+@jax.jit
+def _device_count_nonfinite(x):
+    return jnp.sum(~jnp.isfinite(x))
+
+
+def _count_nonfinite(x: Any) -> int:
+    """Non-finite entries; counted on device for accelerator arrays (no full copy to host)."""
+    if isinstance(x, jax.Array):
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return 0
+        if any(d.platform != "cpu" for d in x.devices()):
+            return int(_device_count_nonfinite(x))
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fc" and arr.dtype.name != "bfloat16":
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def check_result_finite(result: Any, name: str = "result", nan_policy: str = "raise") -> None:
+    """Checks every floating leaf of a computed result (e.g. model outputs) for NaN/inf.
+
+    Forces the computation (a host sync); for use outside jit, e.g. after a batch.
+    """
+    check_choice(nan_policy, "nan_policy", NAN_POLICIES)
+    if nan_policy == "ignore":
+        return
+    bad = sum(_count_nonfinite(leaf) for leaf in jax.tree.leaves(result) if is_concrete(leaf))
+    if bad:
+        msg = (f"{name}: the computation produced {bad} NaN/inf values (non-finite model outputs "
+               f"or gradients)")
+        if nan_policy == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+
+def check_count(v: Any, name: str, *, minimum: int = 1, maximum: int = MAX_INT32) -> int:
+    """A count such as `steps` or `n_samples`: an int in `[minimum, maximum]`."""
+    return check_int(v, name, minimum=minimum, maximum=maximum)
+
+
+def check_n_evals(n_examples: int, per_example: int, name: str) -> int:
+    """Guards the flat int32 evaluation range `n_examples * per_example` (`name` is the knob)."""
+    total = int(n_examples) * int(per_example)
+    if total > MAX_INT32:
+        fail(name, f"at most {MAX_INT32 // max(int(n_examples), 1)} per example for a batch of "
+             f"{n_examples} (the flat evaluation index is int32); split the batch", per_example)
+    return total
 
 
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
@@ -95,7 +186,7 @@ def check_float(v: Any, name: str, *, minimum: float | None = None, maximum: flo
 def check_batch_size(batch_size: Any) -> int | None:
     if batch_size is None:
         return None
-    return check_int(batch_size, "batch_size", minimum=1)
+    return check_int(batch_size, "batch_size", minimum=1, maximum=MAX_INT32)
 
 
 def check_choice(v: Any, name: str, choices: Iterable[str]) -> str:
