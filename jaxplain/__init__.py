@@ -66,10 +66,18 @@ from .metrics import sparseness as sparseness
 from .metrics import ssim as ssim
 
 # --- pipeline --------------------------------------------------------------------------------
+from .pipeline import RunSummary as RunSummary
+from .pipeline import enable_compilation_cache as enable_compilation_cache
+from .pipeline import explain_dataset as explain_dataset
+from .pipeline import load_results as load_results
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RunSummary",
+    "enable_compilation_cache",
+    "explain_dataset",
+    "load_results",
     "Curve",
     "MetricTable",
     "RandomisationResult",
