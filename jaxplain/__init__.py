@@ -40,6 +40,16 @@ from .gradients import with_relu_rule as with_relu_rule
 # --- cam / layers --------------------------------------------------------------------------
 
 # --- perturbation, lime, shapley ---------------------------------------------------------
+from .features import gaussian_blur as gaussian_blur
+from .features import resolve_baseline as resolve_baseline
+from .features import superpixels as superpixels
+from .features import to_pixels as to_pixels
+from .perturbation import occlusion as occlusion
+from .perturbation import rise as rise
+from .lime import lime as lime
+from .kernelshap import kernel_shap as kernel_shap
+from .shapley import exact_shapley as exact_shapley
+from .shapley import shapley_sampling as shapley_sampling
 
 # --- metrics --------------------------------------------------------------------------------
 from .metrics import Curve as Curve
@@ -74,6 +84,16 @@ from .pipeline import load_results as load_results
 __version__ = "0.1.0"
 
 __all__ = [
+    "gaussian_blur",
+    "resolve_baseline",
+    "superpixels",
+    "to_pixels",
+    "occlusion",
+    "rise",
+    "lime",
+    "kernel_shap",
+    "exact_shapley",
+    "shapley_sampling",
     "RunSummary",
     "enable_compilation_cache",
     "explain_dataset",
