@@ -38,6 +38,17 @@ from .gradients import vargrad as vargrad
 from .gradients import with_relu_rule as with_relu_rule
 
 # --- cam / layers --------------------------------------------------------------------------
+from .cam import grad_cam as grad_cam
+from .cam import grad_cam_plus_plus as grad_cam_plus_plus
+from .cam import layer_activations as layer_activations
+from .cam import layer_gradient_x_activation as layer_gradient_x_activation
+from .cam import layer_integrated_gradients as layer_integrated_gradients
+from .modelviz import FeatureVisualization as FeatureVisualization
+from .modelviz import feature_maps as feature_maps
+from .modelviz import feature_visualization as feature_visualization
+from .modelviz import filters as filters
+from .modelviz import tile as tile
+from .modelviz import tile_maps as tile_maps
 
 # --- perturbation, lime, shapley ---------------------------------------------------------
 from .features import gaussian_blur as gaussian_blur
@@ -75,6 +86,13 @@ from .metrics import relevance_rank_accuracy as relevance_rank_accuracy
 from .metrics import sparseness as sparseness
 from .metrics import ssim as ssim
 
+# --- visualize / global / cli -------------------------------------------------------------
+from . import visualize as visualize
+from .global_ import GlobalImportance as GlobalImportance
+from .global_ import Surrogate as Surrogate
+from .global_ import global_importance as global_importance
+from .global_ import global_surrogate as global_surrogate
+
 # --- pipeline --------------------------------------------------------------------------------
 from .pipeline import RunSummary as RunSummary
 from .pipeline import enable_compilation_cache as enable_compilation_cache
@@ -94,10 +112,11 @@ __all__ = [
     "kernel_shap",
     "exact_shapley",
     "shapley_sampling",
-    "RunSummary",
-    "enable_compilation_cache",
-    "explain_dataset",
-    "load_results",
+    "GlobalImportance",
+    "Surrogate",
+    "global_importance",
+    "global_surrogate",
+    "visualize",
     "Curve",
     "MetricTable",
     "RandomisationResult",
@@ -120,6 +139,21 @@ __all__ = [
     "relevance_rank_accuracy",
     "sparseness",
     "ssim",
+    "grad_cam",
+    "grad_cam_plus_plus",
+    "layer_activations",
+    "layer_gradient_x_activation",
+    "layer_integrated_gradients",
+    "FeatureVisualization",
+    "feature_maps",
+    "feature_visualization",
+    "filters",
+    "tile",
+    "tile_maps",
+    "RunSummary",
+    "enable_compilation_cache",
+    "explain_dataset",
+    "load_results",
     "deconvnet",
     "expected_gradients",
     "gradient_x_input",
