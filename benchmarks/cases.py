@@ -1,0 +1,383 @@
+"""The table of benchmark cases: one row per jaxplain method.
+
+A `Case` names the jaxplain function it needs (a case whose function does not
+exist yet is skipped with that reason), the kind of model evaluation its limit
+uses, and a builder that returns a `Bench`: the jaxplain call, the number of
+model evaluations, the peer calls on the PyTorch twin (every configuration of
+a sweep, plus the peer's defaults) and optional agreement checks.
+
+Settings follow the issues: IG 50 steps on 16 images; Grad-CAM on 64 images;
+LIME and KernelSHAP 1000 samples and Shapley sampling 10 permutations on one
+image with 64 grid superpixels; deletion 64 steps on 16 images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxplain as jx
+
+from . import peers as P
+from . import twins
+
+
+@dataclasses.dataclass
+class Ctx:
+    """One benchmark model: Flax module and weights, the jaxplain Model, the twin."""
+
+    spec: twins.Spec
+    quick: bool = False
+    torch_model: Any = None
+    twin_error: float | None = None
+    twin_problem: str | None = None
+
+    def __post_init__(self):
+        self.module, self.variables = twins.flax_model(self.spec)
+        self.model = jx.from_linen(self.module, self.variables)
+        module = self.module
+        # Split at the last conv layer (for the Grad-CAM limit); created once so jit caches.
+        self.features_fn = lambda p, x: module.apply(p, x, method=twins.BenchCNN.last_conv)
+        self.head_fn = lambda p, a: module.apply(p, a, method=twins.BenchCNN.head_from)
+        self._images: dict[int, np.ndarray] = {}
+
+    def images(self, n: int) -> np.ndarray:
+        if n not in self._images:
+            self._images[n] = twins.images(n, self.spec.size, seed=1)
+        return self._images[n]
+
+    def targets(self, x: np.ndarray) -> np.ndarray:
+        """The predicted class of every image (the same on both sides)."""
+        return np.asarray(jnp.argmax(self.model(jnp.asarray(x)), -1)).astype(np.int32)
+
+    def peer(self, lib: str) -> bool:
+        """True when the twin is verified and `lib` imports."""
+        return self.torch_model is not None and P.available(lib)
+
+
+@dataclasses.dataclass
+class Bench:
+    """What one case runs on one model."""
+
+    n_images: int
+    n_evals: int
+    settings: dict
+    jaxplain: Callable[[], Any]
+    x: np.ndarray
+    target: np.ndarray
+    memory: tuple[Callable, tuple] | None = None
+    peers: dict[str, Callable] = dataclasses.field(default_factory=dict)
+    peer_evals: dict[str, int] = dataclasses.field(default_factory=dict)
+    agreement: Callable[[Any, dict], list[dict]] | None = None
+    reported_evals: bool = False
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    method: str
+    kind: str  # "fwd" | "fwdbwd" | "fwdbwd_to_layer"
+    build: Callable[[Ctx], Bench]
+    archs: tuple[str, ...] = ("small",)
+    quick: bool = False
+
+
+def rel_err(a: Any, b: Any) -> float:
+    """`max|a - b| / max|b|` over all entries."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _agree(name: str, vs: str, err: float, tol: float, **extra) -> dict:
+    return {"check": name, "vs": vs, "rel_err": err, "tol": tol, "pass": bool(err <= tol), **extra}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+# ---- gradient family ------------------------------------------------------------------
+
+
+def saliency(ctx: Ctx) -> Bench:
+    n = 16
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    b = Bench(n, n, {"absolute": False}, lambda: jx.saliency(model, x, target=t), x, t,
+              memory=(lambda m, xx: jx.saliency(m, xx, target=t), (model, jnp.asarray(x))))
+    if ctx.peer("captum"):
+        b.peers["captum.Saliency"] = P.captum_saliency(ctx.torch_model, x, t)
+
+        def agree(out, peer_out):
+            ref = twins.from_nchw(_np(peer_out["captum.Saliency"]))
+            return [_agree("saliency", "captum.Saliency", rel_err(out, ref), 1e-4)]
+
+        b.agreement = agree
+    return b
+
+
+def integrated_gradients(ctx: Ctx) -> Bench:
+    n, steps = (16, 50) if ctx.spec.arch == "small" else (8, 50)
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model, rule = ctx.model, "riemann_trapezoid"
+    call = lambda m, xx: jx.integrated_gradients(m, xx, target=t, steps=steps, rule=rule)  # noqa: E731
+    b = Bench(n, n * steps, {"steps": steps, "rule": rule, "baseline": 0.0},
+              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))),
+              note="limit = steps x images forward+backward; the 2 forwards per image for the "
+                   "completeness gap are part of jaxplain's time")
+    if ctx.peer("captum"):
+        sweep = [None, 400, 160] if not ctx.quick else [None, 160]
+        for ibs in sweep:
+            label = "None (default)" if ibs is None else str(ibs)
+            b.peers[f"captum.IntegratedGradients[internal_batch_size={label}]"] = P.captum_ig(
+                ctx.torch_model, x, t, steps=steps, method=rule, internal_batch_size=ibs)
+        b.agreement = lambda out, peer_out: _ig_agreement(ctx)
+    return b
+
+
+def _ig_agreement(ctx: Ctx) -> list[dict]:
+    """IG vs Captum IG on 4 images, 50 steps, for three rules (like with like).
+
+    Captum's `riemann_trapezoid` uses step weights `1/n` (halved at both ends), which
+    sum to `(n-1)/n`; jaxplain's trapezoid weights sum to 1 (`1/(n-1)`). The same
+    nodes, so Captum's numbers equal jaxplain's times `(n-1)/n`: compared after
+    that rescale. `riemann_middle` and Gauss-Legendre use identical nodes and weights.
+    """
+    x = ctx.images(4)
+    t = ctx.targets(x)
+    steps, out = 50, []
+    for rule, captum_rule, scale in (("riemann_trapezoid", "riemann_trapezoid", (steps - 1) / steps),
+                                     ("riemann_middle", "riemann_middle", 1.0),
+                                     ("gauss_legendre", "gausslegendre", 1.0)):
+        a = np.asarray(jx.integrated_gradients(ctx.model, x, target=t, steps=steps, rule=rule).values) * scale
+        ref = twins.from_nchw(_np(P.captum_ig(ctx.torch_model, x, t, steps=steps, method=captum_rule)()))
+        out.append(_agree(f"integrated_gradients[{rule}]", "captum.IntegratedGradients", rel_err(a, ref),
+                          1e-4, steps=steps, rescaled=scale != 1.0))
+    return out
+
+
+def smoothgrad(ctx: Ctx) -> Bench:
+    n, ns, level = 16, 16, 0.15
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.smoothgrad(m, xx, target=t, key=key, n_samples=ns, noise_level=level)  # noqa
+    b = Bench(n, n * ns, {"n_samples": ns, "noise_level": level}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))))
+    if ctx.peer("captum"):
+        stdev = float(level * (x.max() - x.min()))
+        for bs in ([None, 4] if not ctx.quick else [None]):
+            label = "None (default)" if bs is None else str(bs)
+            b.peers[f"captum.NoiseTunnel(Saliency)[nt_samples_batch_size={label}]"] = P.captum_smoothgrad(
+                ctx.torch_model, x, t, n_samples=ns, stdev=stdev, batch=bs)
+    return b
+
+
+def expected_gradients(ctx: Ctx) -> Bench:
+    n, ns = 16, 32
+    x = ctx.images(n)
+    refs = twins.images(32, ctx.spec.size, seed=7)
+    t = ctx.targets(x)
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.expected_gradients(m, xx, target=t, references=refs, key=key,  # noqa: E731
+                                               n_samples=ns)
+    b = Bench(n, n * ns, {"n_samples": ns, "references": len(refs)}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))),
+              note="targets are the predicted classes (shap's ranked_outputs=1)")
+    if ctx.peer("captum"):
+        b.peers["captum.GradientShap"] = P.captum_gradient_shap(ctx.torch_model, x, t, refs, n_samples=ns)
+    if ctx.peer("shap"):
+        for bs in ([50, 512] if not ctx.quick else [50]):
+            label = "50 (default)" if bs == 50 else str(bs)
+            b.peers[f"shap.GradientExplainer[batch_size={label}]"] = P.shap_gradient(
+                ctx.torch_model, x, refs, n_samples=ns, batch_size=bs)
+    return b
+
+
+def guided_backprop(ctx: Ctx) -> Bench:
+    n = 16
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    call = lambda m, xx: jx.guided_backprop(m, xx, target=t)  # noqa: E731
+    b = Bench(n, n, {}, lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))))
+    if ctx.peer("captum"):
+        b.peers["captum.GuidedBackprop"] = P.captum_guided_backprop(ctx.torch_model, x, t)
+
+        def agree(out, peer_out):
+            ref = twins.from_nchw(_np(peer_out["captum.GuidedBackprop"]))
+            return [_agree("guided_backprop", "captum.GuidedBackprop", rel_err(out, ref), 1e-4)]
+
+        b.agreement = agree
+    return b
+
+
+def grad_cam(ctx: Ctx) -> Bench:
+    n = 64
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model, layer = ctx.model, ctx.spec.last_layer
+    call = lambda m, xx: jx.grad_cam(m, xx, target=t, layer=layer, upsample=False)  # noqa: E731
+    b = Bench(n, n, {"layer": layer, "relu": True, "upsample": False}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))))
+    if ctx.peer("captum"):
+        b.peers["captum.LayerGradCam"] = P.captum_layer_gradcam(ctx.torch_model, layer, x, t)
+
+        def agree(out, peer_out):
+            ref = _np(peer_out["captum.LayerGradCam"])[:, 0]
+            return [_agree("grad_cam", "captum.LayerGradCam", rel_err(out, ref), 1e-5)]
+
+        b.agreement = agree
+    return b
+
+
+# ---- perturbation family --------------------------------------------------------------
+
+
+def _one_image(ctx: Ctx, grid: int = 8):
+    x = ctx.images(1)
+    t = ctx.targets(x)
+    seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, grid))
+    return x, t, seg
+
+
+def lime(ctx: Ctx) -> Bench:
+    ns = 1000
+    x, t, seg = _one_image(ctx)
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.lime(m, xx, target=t, segments=seg, key=key, n_samples=ns)  # noqa: E731
+    b = Bench(1, ns, {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
+              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
+              note="jaxplain with default arguments (batch_size=None)")
+    if ctx.peer("captum"):
+        for ppe in ([None, 50, 250, 1000] if not ctx.quick else [None, 250]):
+            label = "1 (default)" if ppe is None else str(ppe)
+            b.peers[f"captum.Lime[perturbations_per_eval={label}]"] = P.captum_lime(
+                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
+    if ctx.peer("lime"):
+        for bs in ([10, 250, 1000] if not ctx.quick else [10, 1000]):
+            label = "10 (default)" if bs == 10 else str(bs)
+            b.peers[f"lime.LimeImageExplainer[batch_size={label}]"] = P.lime_image(
+                ctx.torch_model, x, t, seg, n_samples=ns, batch_size=bs)
+    return b
+
+
+def kernel_shap(ctx: Ctx) -> Bench:
+    ns = 1000
+    x, t, seg = _one_image(ctx)
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.kernel_shap(m, xx, target=t, segments=seg, key=key, n_samples=ns)  # noqa
+    b = Bench(1, ns, {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
+              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
+              note="jaxplain with default arguments")
+    if ctx.peer("captum"):
+        for ppe in ([None, 250, 1000] if not ctx.quick else [None, 250]):
+            label = "1 (default)" if ppe is None else str(ppe)
+            b.peers[f"captum.KernelShap[perturbations_per_eval={label}]"] = P.captum_kernel_shap(
+                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
+    if ctx.peer("shap"):
+        b.peers["shap.KernelExplainer[default]"] = P.shap_kernel(ctx.torch_model, x, t, seg, n_samples=ns)
+    return b
+
+
+def shapley_sampling(ctx: Ctx) -> Bench:
+    n_perm = 10
+    x, t, seg = _one_image(ctx)
+    d = int(seg.max()) + 1
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.shapley_sampling(m, xx, target=t, segments=seg, key=key,  # noqa: E731
+                                             n_permutations=n_perm)
+    b = Bench(1, n_perm * d, {"n_permutations": n_perm, "features": d, "baseline": 0.0},
+              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+    if ctx.peer("captum"):
+        for ppe in ([None, 16, 64] if not ctx.quick else [None, 64]):
+            label = "1 (default)" if ppe is None else str(ppe)
+            name = f"captum.ShapleyValueSampling[perturbations_per_eval={label}]"
+            b.peers[name] = P.captum_shapley_sampling(ctx.torch_model, x, t, seg, n_permutations=n_perm, ppe=ppe)
+            b.peer_evals[name] = 1 + n_perm * d
+    return b
+
+
+def occlusion(ctx: Ctx) -> Bench:
+    n, win = 16, 4
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    call = lambda m, xx: jx.occlusion(m, xx, target=t, window=win, strides=win)  # noqa: E731
+    n_win = (ctx.spec.size // win) ** 2
+    b = Bench(n, n * (n_win + 1), {"window": win, "strides": win, "baseline": 0.0},
+              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+    if ctx.peer("captum"):
+        for ppe in ([None, 64, 256] if not ctx.quick else [None, 256]):
+            label = "1 (default)" if ppe is None else str(ppe)
+            b.peers[f"captum.Occlusion[perturbations_per_eval={label}]"] = P.captum_occlusion(
+                ctx.torch_model, x, t, window=win, stride=win, ppe=ppe)
+
+        def agree(out, peer_out):
+            name = min((k for k in peer_out if k.startswith("captum.Occlusion")), default=None)
+            if name is None:
+                return []
+            ref = twins.from_nchw(_np(peer_out[name]))
+            a = np.asarray(out)
+            a = a if a.shape == ref.shape else np.broadcast_to(a.reshape(a.shape[:3] + (-1,)), ref.shape)
+            return [_agree("occlusion", "captum.Occlusion", rel_err(a, ref), 1e-4)]
+
+        b.agreement = agree
+    return b
+
+
+def rise(ctx: Ctx) -> Bench:
+    nm = 1000
+    x = ctx.images(1)
+    t = ctx.targets(x)
+    model, key = ctx.model, jax.random.key(0)
+    call = lambda m, xx: jx.rise(m, xx, target=t, key=key, n_masks=nm)  # noqa: E731
+    return Bench(1, nm, {"n_masks": nm}, lambda: call(model, x), x, t,
+                 memory=(call, (model, jnp.asarray(x))), reported_evals=True, note="no peer implements RISE")
+
+
+def deletion(ctx: Ctx) -> Bench:
+    n, steps = 16, 64
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    attr = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
+    call = lambda m, xx: jx.deletion(m, xx, attr, target=t, steps=steps)  # noqa: E731
+    return Bench(n, n * (steps + 1), {"steps": steps, "baseline": "zero"}, lambda: call(model, x), x, t,
+                 memory=(call, (model, jnp.asarray(x))), reported_evals=False,
+                 note="limit = (steps + 1) forwards per image; Quantus is not installed (no peer)")
+
+
+def exact_shapley(ctx: Ctx) -> Bench:
+    x, t, _ = _one_image(ctx)
+    seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, (3, 4)))
+    model = ctx.model
+    call = lambda m, xx: jx.exact_shapley(m, xx, target=t, segments=seg)  # noqa: E731
+    return Bench(1, 2**12, {"features": 12}, lambda: call(model, x), x, t,
+                 memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+
+
+CASES: tuple[Case, ...] = (
+    Case("saliency", "saliency", "fwdbwd", saliency, ("small", "large"), quick=True),
+    Case("integrated_gradients", "integrated_gradients", "fwdbwd", integrated_gradients,
+         ("small", "large"), quick=True),
+    Case("smoothgrad", "smoothgrad", "fwdbwd", smoothgrad),
+    Case("expected_gradients", "expected_gradients", "fwdbwd", expected_gradients),
+    Case("guided_backprop", "guided_backprop", "fwdbwd", guided_backprop),
+    Case("grad_cam", "grad_cam", "fwdbwd_to_layer", grad_cam, ("small", "large"), quick=True),
+    Case("lime", "lime", "fwd", lime, quick=True),
+    Case("kernel_shap", "kernel_shap", "fwd", kernel_shap, quick=True),
+    Case("shapley_sampling", "shapley_sampling", "fwd", shapley_sampling, quick=True),
+    Case("exact_shapley", "exact_shapley", "fwd", exact_shapley),
+    Case("occlusion", "occlusion", "fwd", occlusion),
+    Case("rise", "rise", "fwd", rise),
+    Case("deletion", "deletion", "fwd", deletion),
+)
+"""Every case; `python -m benchmarks --only NAME` selects by `Case.name`."""

@@ -1,0 +1,390 @@
+"""Timing, memory, the physical limit, machine information and the JSON record.
+
+Measurement protocol (the same for jaxplain, the limit and every peer):
+
+1. First call, timed alone: trace + compile + run for JAX (`first_s`), with the
+   XLA compile seconds read from JAX's monitoring events (`compile_s`).
+2. One more warm-up call each.
+3. `repeats` interleaved rounds: in every round each contender runs once, in a
+   rotated order, so load from other processes on a shared machine hits all
+   contenders alike. Reported: the median (`median_s`), min and all times.
+4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
+   (psutil), and for jitted JAX code the XLA buffer sizes from
+   `compiled.memory_analysis()` (temporaries + outputs + arguments).
+
+The *physical limit* of a method is the time of the same number of model
+evaluations (forward, or forward+backward) run as ONE jitted batch on inputs
+already on device. `jaxplain / limit` near 1 means the method costs only its
+model evaluations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCHEMA = 1
+"""Version of the JSON layout (bump when fields change)."""
+
+RESULT_FIELDS = (
+    "case", "method", "model", "kind", "n_images", "n_evals", "settings",
+    "jaxplain", "limit", "peers", "best_peer", "ratios", "agreement", "note",
+)
+TIMING_FIELDS = ("first_s", "compile_s", "median_s", "min_s", "times_s", "rss_peak_mb", "xla_mb")
+
+
+# ---- timing ---------------------------------------------------------------------------
+
+
+def block(out: Any) -> Any:
+    """Waits for JAX results (torch/NumPy results are already computed)."""
+    leaves = [l for l in jax.tree.leaves(out) if isinstance(l, jax.Array)]
+    if leaves:
+        jax.block_until_ready(leaves)
+    return out
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Runs `fn` once: `(result, seconds, XLA compile seconds spent in the call)`."""
+    seconds = [0.0]
+
+    def listener(event, duration, **kwargs):
+        if event == _COMPILE_EVENT:
+            seconds[0] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        t0 = time.perf_counter()
+        out = block(fn())
+        first = time.perf_counter() - t0
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return out, first, seconds[0]
+
+
+def measure(contenders: dict[str, Callable[[], Any]], repeats: int = 5) -> dict[str, dict]:
+    """Times zero-argument callables with the interleaved protocol above.
+
+    Returns `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
+    contender that raises is reported as `{"error": message}` and left out of
+    the rounds.
+    """
+    out: dict[str, dict] = {}
+    live: dict[str, Callable] = {}
+    for name, fn in contenders.items():
+        try:
+            _, first, comp = first_call(fn)
+            block(fn())  # second warm-up
+        except Exception as e:  # noqa: BLE001 - one failing peer must not stop the run
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            continue
+        out[name] = {"first_s": first, "compile_s": comp, "times_s": []}
+        live[name] = fn
+    names = list(live)
+    for r in range(max(1, repeats)):
+        k = r % max(1, len(names))
+        for name in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            block(live[name]())
+            out[name]["times_s"].append(time.perf_counter() - t0)
+    for name in names:
+        ts = out[name]["times_s"]
+        out[name]["median_s"] = statistics.median(ts)
+        out[name]["min_s"] = min(ts)
+    return out
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+
+def rss_mb() -> float | None:
+    """Current resident set size of this process in MB (None without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_growth(fn: Callable[[], Any], interval: float = 0.002) -> float | None:
+    """Peak growth of host RSS (MB) during one call, sampled by a thread.
+
+    Memory the allocator kept from earlier calls is reused without growing RSS,
+    so this is a lower bound on the call's working set; compare it between
+    settings, not with other tools' numbers.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return None
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(interval)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        block(fn())
+    finally:
+        stop.set()
+        th.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    return (peak[0] - base) / 2**20
+
+
+def xla_memory_mb(fn: Callable, *args: Any) -> float | None:
+    """XLA's own buffer accounting for `jax.jit(fn)(*args)`: temporaries + outputs + args (MB).
+
+    Deterministic (no sampling); `None` when the backend does not report it.
+    """
+    try:
+        m = jax.jit(fn).lower(*args).compile().memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend/function supports it
+        return None
+    if m is None:
+        return None
+    total = 0
+    for attr in ("temp_size_in_bytes", "output_size_in_bytes", "argument_size_in_bytes"):
+        total += int(getattr(m, attr, 0) or 0)
+    return total / 2**20
+
+
+# ---- the physical limit ---------------------------------------------------------------
+
+
+def _select(outputs: jax.Array, target: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
+
+
+@jax.jit
+def limit_forward(model, inputs, target):
+    """`n` forward passes as one batch: the target logit of every input, `(n,)`."""
+    return _select(model(inputs), target)
+
+
+def _fwd_bwd(model, inputs, target, n_out):
+    grads = jax.grad(lambda z: jnp.sum(_select(model(z), target)))(inputs)
+    # Reduce to the explained images' shape: the least output any method needs.
+    return grads.reshape((n_out, -1) + grads.shape[1:]).sum(axis=1)
+
+
+limit_forward_backward = jax.jit(_fwd_bwd, static_argnames=("n_out",))
+"""`n` forward+backward passes (gradients w.r.t. the inputs) as one batch."""
+
+
+def _fwd_bwd_to(features, head, params, inputs, target):
+    a = features(params, inputs)
+    g = jax.grad(lambda a_: jnp.sum(_select(head(params, a_), target)))(a)
+    return a, g
+
+
+limit_forward_backward_to_layer = jax.jit(_fwd_bwd_to, static_argnames=("features", "head"))
+"""One forward pass and one backward pass down to a layer (Grad-CAM's cost)."""
+
+
+def limit_inputs(x: np.ndarray, n_evals: int, seed: int = 0) -> jax.Array:
+    """`n_evals` model inputs built from `x` (scaled copies), on device, before timing."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n_evals) % x.shape[0]
+    scale = rng.uniform(0.0, 1.0, size=(n_evals,) + (1,) * (x.ndim - 1)).astype(np.float32)
+    return jax.device_put(jnp.asarray(x[rows] * scale))
+
+
+# ---- ratios ---------------------------------------------------------------------------
+
+
+def ratio(num: dict | None, den: dict | None, key: str = "median_s") -> float | None:
+    """`num[key] / den[key]`, or None when either is missing or errored."""
+    if not num or not den or key not in num or key not in den or not den[key]:
+        return None
+    return float(num[key]) / float(den[key])
+
+
+def group_of(peer_name: str) -> str:
+    """The peer a configuration belongs to: `"captum.Lime[perturbations_per_eval=250]"` -> `"captum.Lime"`."""
+    return peer_name.split("[", 1)[0]
+
+
+def is_default(peer_name: str) -> bool:
+    """A configuration that is the peer's default (or the only one, named without brackets)."""
+    return "(default)" in peer_name or "[default]" in peer_name or "[" not in peer_name
+
+
+def best_of(peers: dict[str, dict], group: str) -> tuple[str | None, dict | None]:
+    """The fastest timed configuration (by median) of one peer group."""
+    ok = {k: v for k, v in peers.items() if group_of(k) == group and "median_s" in v}
+    if not ok:
+        return None, None
+    name = min(ok, key=lambda k: ok[k]["median_s"])
+    return name, ok[name]
+
+
+def compute_ratios(jaxplain: dict, limit: dict, peers: dict[str, dict]) -> tuple[dict, dict]:
+    """`jaxplain/limit`, and per peer `best/jaxplain` and `default/jaxplain` (medians).
+
+    Returns `(ratios, best_peer)`; `best_peer[group]` names the fastest configuration.
+    A ratio is None when a side is missing or failed.
+    """
+    ratios: dict[str, float | None] = {"jaxplain/limit": ratio(jaxplain, limit)}
+    best: dict[str, str] = {}
+    for g in sorted({group_of(k) for k in peers}):
+        name, timing = best_of(peers, g)
+        if name is None:
+            continue
+        best[g] = name
+        ratios[f"{g}:best/jaxplain"] = ratio(timing, jaxplain)
+        defaults = [k for k in peers if group_of(k) == g and is_default(k) and "median_s" in peers[k]]
+        if defaults:
+            ratios[f"{g}:default/jaxplain"] = ratio(peers[defaults[0]], jaxplain)
+    return ratios, best
+
+
+# ---- machine and versions -------------------------------------------------------------
+
+
+def _version(mod: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(mod)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def machine_info() -> dict:
+    """Hardware, load, software versions and the git commit of this run."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        commit = None
+    try:
+        import psutil
+
+        mem_gb = psutil.virtual_memory().total / 2**30
+    except ImportError:
+        mem_gb = None
+    torch_threads = None
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        pass
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "load_avg_start": load,
+        "memory_gb": mem_gb,
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "torch_threads": torch_threads,
+        "git_commit": commit,
+        "versions": {m: _version(m) for m in (
+            "jaxplain", "jax", "jaxlib", "flax", "numpy", "torch", "captum", "shap", "lime",
+            "scikit-image", "scikit-learn", "psutil")},
+    }
+
+
+def peers_available() -> dict[str, str | None]:
+    """Which peers can run: `{name: None}` when available, else the reason it cannot."""
+    out = {}
+    for mod in ("torch", "captum", "shap", "lime"):
+        try:
+            __import__(mod)
+            out[mod] = None
+        except Exception as e:  # noqa: BLE001 - shap can fail on import for many reasons
+            out[mod] = f"{type(e).__name__}: {e}"[:200]
+    return out
+
+
+# ---- the JSON record ------------------------------------------------------------------
+
+
+def new_record(args: dict) -> dict:
+    """An empty run record with every top-level field present."""
+    return {
+        "schema": SCHEMA,
+        "args": args,
+        "machine": machine_info(),
+        "peers_available": peers_available(),
+        "twins": {},
+        "results": [],
+        "agreement": [],
+        "sample_efficiency": [],
+        "scaling": [],
+        "skipped": [],
+        "wall_s": None,
+    }
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if dataclasses.is_dataclass(obj):
+        return _clean(dataclasses.asdict(obj))
+    return str(obj)
+
+
+def write_json(record: dict, path: str | Path) -> Path:
+    """Writes the record (NumPy scalars converted, NaN -> null) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_clean(record), indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,206 @@
+"""Peer implementations (Captum, shap, lime) as zero-argument callables on the PyTorch twin.
+
+Every builder returns `fn()` that computes the attribution for the benchmark
+inputs, with all set-up (explainer objects, tensors, masks) done outside the
+timed call, the way a user would call the peer in a loop. Imports are local:
+a missing peer only disables its own builders (see `available`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .twins import to_nchw
+
+
+def available(lib: str) -> bool:
+    try:
+        __import__(lib)
+    except Exception:  # noqa: BLE001 - shap/numba can fail at import for many reasons
+        return False
+    return True
+
+
+def _t(target: np.ndarray):
+    import torch
+
+    return torch.as_tensor(np.asarray(target), dtype=torch.long)
+
+
+def _feature_mask(segments: np.ndarray, n: int, channels: int = 3):
+    """Captum feature mask (N, C, H, W) from a (H, W) label map (all channels together)."""
+    import torch
+
+    seg = torch.as_tensor(np.asarray(segments), dtype=torch.long)
+    return seg[None, None].expand(n, channels, *seg.shape).contiguous()
+
+
+# ---- gradient family ------------------------------------------------------------------
+
+
+def captum_ig(tm, x: np.ndarray, target, *, steps: int, method: str, internal_batch_size=None) -> Callable:
+    from captum.attr import IntegratedGradients
+
+    ig, xt, t = IntegratedGradients(tm), to_nchw(x), _t(target)
+    return lambda: ig.attribute(xt, baselines=0.0, target=t, n_steps=steps, method=method,
+                                internal_batch_size=internal_batch_size)
+
+
+def captum_saliency(tm, x, target) -> Callable:
+    from captum.attr import Saliency
+
+    s, xt, t = Saliency(tm), to_nchw(x), _t(target)
+    return lambda: s.attribute(xt, target=t, abs=False)
+
+
+def captum_smoothgrad(tm, x, target, *, n_samples: int, stdev: float, batch=None) -> Callable:
+    from captum.attr import NoiseTunnel, Saliency
+
+    nt, xt, t = NoiseTunnel(Saliency(tm)), to_nchw(x), _t(target)
+    return lambda: nt.attribute(xt, nt_type="smoothgrad", nt_samples=n_samples, stdevs=stdev,
+                                nt_samples_batch_size=batch, target=t, abs=False)
+
+
+def captum_gradient_shap(tm, x, target, refs: np.ndarray, *, n_samples: int) -> Callable:
+    from captum.attr import GradientShap
+
+    gs, xt, rt, t = GradientShap(tm), to_nchw(x), to_nchw(refs), _t(target)
+    return lambda: gs.attribute(xt, baselines=rt, n_samples=n_samples, stdevs=0.0, target=t)
+
+
+def shap_gradient(tm, x, refs: np.ndarray, *, n_samples: int, batch_size: int = 50) -> Callable:
+    """shap's GradientExplainer on the predicted class (`ranked_outputs=1`)."""
+    import shap
+
+    ex, xt = shap.GradientExplainer(tm, to_nchw(refs), batch_size=batch_size), to_nchw(x)
+    return lambda: ex.shap_values(xt, nsamples=n_samples, ranked_outputs=1)
+
+
+def captum_guided_backprop(tm, x, target) -> Callable:
+    from captum.attr import GuidedBackprop
+
+    gb, xt, t = GuidedBackprop(tm), to_nchw(x), _t(target)
+    return lambda: gb.attribute(xt, target=t)
+
+
+def captum_layer_gradcam(tm, layer: str, x, target) -> Callable:
+    from captum.attr import LayerGradCam
+
+    gc, xt, t = LayerGradCam(tm, getattr(tm, layer)), to_nchw(x), _t(target)
+    return lambda: gc.attribute(xt, target=t, relu_attributions=True)
+
+
+# ---- perturbation family --------------------------------------------------------------
+
+
+def captum_lime(tm, x, target, segments, *, n_samples: int, ppe: int | None) -> Callable:
+    """Captum `Lime` with its default surrogate (sklearn Lasso) and kernel; `ppe=None` = default 1."""
+    from captum.attr import Lime
+
+    lime, xt, t = Lime(tm), to_nchw(x), _t(target)
+    mask = _feature_mask(segments, len(x), x.shape[-1])
+    kw = {} if ppe is None else {"perturbations_per_eval": ppe}
+    return lambda: lime.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
+                                  n_samples=n_samples, **kw)
+
+
+def captum_kernel_shap(tm, x, target, segments, *, n_samples: int, ppe: int | None) -> Callable:
+    from captum.attr import KernelShap
+
+    ks, xt, t = KernelShap(tm), to_nchw(x), _t(target)
+    mask = _feature_mask(segments, len(x), x.shape[-1])
+    kw = {} if ppe is None else {"perturbations_per_eval": ppe}
+    return lambda: ks.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
+                                n_samples=n_samples, **kw)
+
+
+def captum_shapley_sampling(tm, x, target, segments, *, n_permutations: int, ppe: int | None) -> Callable:
+    from captum.attr import ShapleyValueSampling
+
+    sv, xt, t = ShapleyValueSampling(tm), to_nchw(x), _t(target)
+    mask = _feature_mask(segments, len(x), x.shape[-1])
+    kw = {} if ppe is None else {"perturbations_per_eval": ppe}
+    return lambda: sv.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
+                                n_samples=n_permutations, **kw)
+
+
+def captum_occlusion(tm, x, target, *, window: int, stride: int, ppe: int | None) -> Callable:
+    from captum.attr import Occlusion
+
+    oc, xt, t = Occlusion(tm), to_nchw(x), _t(target)
+    c = x.shape[-1]
+    kw = {} if ppe is None else {"perturbations_per_eval": ppe}
+    return lambda: oc.attribute(xt, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+                                baselines=0.0, target=t, **kw)
+
+
+def coalition_fn(tm, x: np.ndarray, target: int, segments: np.ndarray, chunk: int = 1000) -> Callable:
+    """`f(z) -> (m,)`: the twin's target logit on `x` with features where `z == 0` set to 0.
+
+    What a shap `KernelExplainer` user writes for an image model: masks -> images on
+    the host -> the model in chunks.
+    """
+    import torch
+
+    img = np.asarray(x[0], np.float32)
+    seg = np.asarray(segments)
+
+    def f(z):
+        z = np.asarray(z)
+        out = np.empty(len(z), np.float32)
+        for s in range(0, len(z), chunk):
+            keep = z[s:s + chunk][:, seg] > 0.5  # (m, H, W)
+            imgs = np.where(keep[..., None], img, 0.0).astype(np.float32)
+            with torch.no_grad():
+                out[s:s + chunk] = tm(to_nchw(imgs))[:, int(target)].numpy()
+        return out
+
+    return f
+
+
+def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0) -> Callable:
+    """shap `KernelExplainer` on the feature coalitions (background: all features off)."""
+    import shap
+
+    d = int(np.max(segments)) + 1
+    ex = shap.KernelExplainer(coalition_fn(tm, x, int(np.asarray(target).reshape(-1)[0]), segments),
+                              np.zeros((1, d)))
+    ones = np.ones((1, d))
+
+    def run():
+        if seed is not None:
+            np.random.seed(seed)
+        return ex.shap_values(ones, nsamples=n_samples, silent=True)
+
+    return run
+
+
+def lime_image(tm, x, target, segments, *, n_samples: int, batch_size: int = 10, seed: int = 0) -> Callable:
+    """The `lime` package's `LimeImageExplainer` with our segmentation and a zero baseline."""
+    import torch
+    from lime import lime_image as li
+
+    explainer = li.LimeImageExplainer(random_state=seed)
+    img = np.asarray(x[0], np.float64)
+    seg = np.asarray(segments)
+    label = int(np.asarray(target).reshape(-1)[0])
+
+    def classifier(images):
+        with torch.no_grad():
+            return tm(to_nchw(np.asarray(images, np.float32))).numpy()
+
+    return lambda: explainer.explain_instance(
+        img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=n_samples,
+        batch_size=batch_size, segmentation_fn=lambda _: seg, progress_bar=False, random_seed=seed)
+
+
+def to_features(values: Any, segments: np.ndarray) -> np.ndarray:
+    """Per-pixel Captum output (N, C, H, W) -> one value per feature (N, d) (first pixel of each)."""
+    a = values.detach().numpy() if hasattr(values, "detach") else np.asarray(values)
+    seg = np.asarray(segments)
+    d = int(seg.max()) + 1
+    flat = seg.reshape(-1)
+    first = np.array([np.flatnonzero(flat == j)[0] for j in range(d)])
+    return a[:, 0].reshape(a.shape[0], -1)[:, first]
