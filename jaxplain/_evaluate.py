@@ -205,7 +205,7 @@ def evaluate(methods: Mapping[str, Callable], model: Any, x: Any, *, target: Any
             kw = {"target": target, "explain": explain, "mask": mask, "segments": segments,
                   "batch_size": batch_size,
                   "key": None if key is None else jax.random.fold_in(key, i)}
-            kw = _accepted(spec.fn, {k: v for k, v in kw.items() if v is not None})
+            kw = _accepted(spec.fn, {k: v for k, v in kw.items() if v is not None or k == "target"})
             r = spec.fn(model, x, a, **kw) if spec.uses_model else spec.fn(a, **kw)
             r = spec.post(getattr(r, "auc", r) if spec.post is _same else r)
             r = np.asarray(r, dtype=np.float64)
