@@ -414,7 +414,8 @@ class _Run:
         if arr.ndim < 2 or arr.shape[0] < 1 or 0 in arr.shape:
             V.fail(name, "a non-empty batch (n, ...) with at least 2 dims", f"shape {arr.shape}")
         if arr.dtype == np.float64 and not jax.config.jax_enable_x64:
-            arr = arr.astype(np.float32)
+            with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+                arr = arr.astype(np.float32)
         if self.nan_policy != "ignore":
             bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
             if bad.any():
