@@ -117,7 +117,7 @@ def linen_probe(apply: Any, variables: PyTree, x: jax.Array, layer: Any, delta: 
     with nn.intercept_methods(interceptor):
         outputs = apply(variables, x)
     if not hits:
-        raise _unknown(layer, list(called))
+        raise _unknown(layer_name(target), list(called))
     return outputs, _single(layer, hits)
 
 
@@ -164,7 +164,7 @@ def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyT
     module = nnx.merge(graphdef, state)
     subs = nnx_submodules(module)
     if name not in subs:
-        raise _unknown(layer, list(subs))
+        raise _unknown(name, list(subs))
     sub = subs[name]
     hits: list = []
 

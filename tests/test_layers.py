@@ -10,13 +10,15 @@ from flax import nnx
 import jaxplain as jx
 from jaxplain import _layers, testing
 
+import _cnn_helpers as H
+
 
 @pytest.fixture(scope="module")
 def twins():
     m = testing.tiny_cnn()
     x = testing.random_images(0, n=2)
-    v = m.init(jax.random.key(0), x)
-    return jx.from_linen(m, v), jx.from_nnx(testing.tiny_cnn_nnx(v)), v, x
+    v = H.init_params(m, x, 0)
+    return jx.from_linen(m, v), jx.from_nnx(H.tiny_cnn_nnx(v)), v, x
 
 
 class Block(nn.Module):
@@ -59,7 +61,7 @@ def test_layer_names(twins):
     assert lin.layer_names() == ["conv0", "conv1", "head"]
     assert nx.layer_names() == ["convs/0", "convs/1", "head"]
     x = testing.random_images(1, n=1)
-    nested = jx.from_linen(Nested(), Nested().init(jax.random.key(0), x))
+    nested = jx.from_linen(Nested(), H.init_params(Nested(), x, 0))
     assert nested.layer_names() == [
         "features", "features/block1", "features/block1/conv", "features/block3",
         "features/block3/conv", "head",
@@ -83,7 +85,7 @@ def test_activations_equal_subnetwork_linen_and_nnx(twins):
 def test_nested_paths_and_tuple_names():
     x = testing.random_images(1, n=2)
     net = Nested()
-    v = net.init(jax.random.key(0), x)
+    v = H.init_params(net, x, 0)
     model = jx.from_linen(net, v)
     p = v["params"]["features"]
     b1 = Block(4).apply({"params": p["block1"]}, x)
@@ -124,21 +126,21 @@ def _fd_check(model, x, layer, cls):
 def test_layer_gradients_match_finite_differences():
     x = testing.random_images(2, n=2)
     net = Nested()
-    _fd_check(jx.from_linen(net, net.init(jax.random.key(1), x)), x, "features/block1", 1)
-    _fd_check(jx.from_nnx(NestedNNX(nnx.Rngs(0))), x, "blocks/0", 0)
-    _fd_check(jx.from_nnx(NestedNNX(nnx.Rngs(0))), x, ("blocks", 1), 1)
+    _fd_check(jx.from_linen(net, H.init_params(net, x, 1)), x, "features/block1", 1)
+    _fd_check(jx.from_nnx(H.random_nnx(lambda: NestedNNX(nnx.Rngs(0)))), x, "blocks/0", 0)
+    _fd_check(jx.from_nnx(H.random_nnx(lambda: NestedNNX(nnx.Rngs(0)))), x, ("blocks", 1), 1)
 
 
 def test_jit_probe_no_recompile_and_module_untouched(twins):
     lin, nx, v, x = twins
     f = jax.jit(lambda m, x: m.probe(x, ("convs", "1"))[1])
-    nx2 = jx.from_nnx(testing.tiny_cnn_nnx(jax.tree.map(lambda a: 2 * a, v)))
+    nx2 = jx.from_nnx(H.tiny_cnn_nnx(jax.tree.map(lambda a: 2 * a, v)))
     f(nx, x)
     with testing.count_compiles() as c:
         a, b = f(nx, x), f(nx2, x)
     assert c["n"] == 0
     assert not np.allclose(a, b)
-    module = testing.tiny_cnn_nnx(v)
+    module = H.tiny_cnn_nnx(v)
     cls = type(module.convs[1])
     jx.from_nnx(module).probe(x, "convs/1")
     assert type(module.convs[1]) is cls
@@ -169,6 +171,6 @@ def test_shared_layer_called_twice_is_an_error():
             return d(d(x))
 
     x = jnp.ones((2, 3))
-    model = jx.from_linen(Shared(), Shared().init(jax.random.key(0), x))
+    model = jx.from_linen(Shared(), H.init_params(Shared(), x, 0))
     with pytest.raises(ValueError, match="called 2 times"):
         model.probe(x, "d")
