@@ -54,6 +54,7 @@ class MethodSpec:
     backward: bool  # each model evaluation is a forward+backward pass
     call: Callable[[Context], Any]
     features: bool = False  # returns one value per segment
+    quick: bool = True  # part of the --quick selection (one or two per family)
 
 
 def method_specs(quick: bool) -> list[MethodSpec]:
@@ -64,7 +65,7 @@ def method_specs(quick: bool) -> list[MethodSpec]:
         MethodSpec("saliency", "saliency", GRADIENT, True,
                    lambda c: jx.saliency(c.model, c.x, target=c.target)),
         MethodSpec("gradient x input", "gradient_x_input", GRADIENT, True,
-                   lambda c: jx.gradient_x_input(c.model, c.x, target=c.target)),
+                   lambda c: jx.gradient_x_input(c.model, c.x, target=c.target), quick=False),
         MethodSpec("integrated gradients", "integrated_gradients", GRADIENT, True,
                    lambda c: jx.integrated_gradients(c.model, c.x, target=c.target, steps=16 if q else 64)),
         MethodSpec("smoothgrad", "smoothgrad", GRADIENT, True,
@@ -72,18 +73,19 @@ def method_specs(quick: bool) -> list[MethodSpec]:
                                            n_samples=16 if q else 50)),
         MethodSpec("expected gradients", "expected_gradients", GRADIENT, True,
                    lambda c: jx.expected_gradients(c.model, c.x, target=c.target, references=c.references,
-                                                   key=k(c, 2), n_samples=32 if q else 128)),
+                                                   key=k(c, 2), n_samples=32 if q else 128), quick=False),
         MethodSpec("guided backprop", "guided_backprop", GRADIENT, True,
                    lambda c: jx.guided_backprop(c.model, c.x, target=c.target)),
         MethodSpec("Grad-CAM", "grad_cam", CAM, True,
                    lambda c: jx.grad_cam(c.model, c.x, target=c.target, layer=c.layer)),
         MethodSpec("Grad-CAM++", "grad_cam_plus_plus", CAM, True,
-                   lambda c: jx.grad_cam_plus_plus(c.model, c.x, target=c.target, layer=c.layer)),
+                   lambda c: jx.grad_cam_plus_plus(c.model, c.x, target=c.target, layer=c.layer),
+                   quick=False),
         MethodSpec("occlusion", "occlusion", PERTURBATION, False,
                    lambda c: jx.occlusion(c.model, c.x, target=c.target, window=4, strides=2)),
         MethodSpec("RISE", "rise", PERTURBATION, False,
                    lambda c: jx.rise(c.model, c.x, target=c.target, key=k(c, 3), n_masks=500 if q else 2000,
-                                     cells=4)),
+                                     cells=4), quick=False),
         MethodSpec("LIME", "lime", PERTURBATION, False,
                    lambda c: jx.lime(c.model, c.x, target=c.target, segments=c.segments, key=k(c, 4),
                                      n_samples=300 if q else 1000), features=True),
@@ -92,13 +94,14 @@ def method_specs(quick: bool) -> list[MethodSpec]:
                                             n_samples=256 if q else 1000), features=True),
         MethodSpec("Shapley sampling", "shapley_sampling", PERTURBATION, False,
                    lambda c: jx.shapley_sampling(c.model, c.x, target=c.target, segments=c.segments,
-                                                 key=k(c, 6), n_permutations=4 if q else 16), features=True),
+                                                 key=k(c, 6), n_permutations=4 if q else 16),
+                   features=True, quick=False),
     ]
 
 
-def available(specs: list[MethodSpec]) -> list[MethodSpec]:
-    """The specs whose function exists in this jaxplain."""
-    return [s for s in specs if hasattr(jx, s.attr)]
+def available(specs: list[MethodSpec], quick: bool = False) -> list[MethodSpec]:
+    """The specs whose function exists in this jaxplain (only the quick selection with `quick`)."""
+    return [s for s in specs if hasattr(jx, s.attr) and (s.quick or not quick)]
 
 
 def _block(tree):
@@ -254,7 +257,7 @@ def _fmt(v: float | None, unit: str = "", digits: int = 3) -> str:
 
 
 def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet: bool = False,
-        cache: str | os.PathLike | None = None, seed: int = 0) -> Path:
+        cache: str | os.PathLike | None = None, seed: int = 0, compile_cache: bool = False) -> Path:
     """Runs the demo and returns the path of `report.md` (an `index.html` sits next to it).
 
     Args:
@@ -264,6 +267,8 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
       cache: where trained weights are cached (default `$JAXPLAIN_CACHE` or
         `~/.cache/jaxplain`).
       seed: seed of the training run and of the stochastic methods.
+      compile_cache: turn on JAX's persistent compilation cache under `cache/xla`
+        (process-wide), so a second run skips compilation.
     """
     from . import visualize as viz
 
@@ -272,6 +277,11 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     cache = Path(cache) if cache is not None else zoo.default_cache_dir()
+    if compile_cache and hasattr(jx, "enable_compilation_cache"):
+        try:
+            jx.enable_compilation_cache(cache / "xla", min_compile_time_secs=0.2)
+        except (OSError, ValueError):
+            pass
 
     # ---- data and model ----------------------------------------------------------------
     size = 16
@@ -306,8 +316,8 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
 
     # ---- explain and time ---------------------------------------------------------------
     all_specs = method_specs(quick)
-    specs = available(all_specs)
-    missing = [s.attr for s in all_specs if s not in specs]
+    specs = available(all_specs, quick)
+    missing = [s.attr for s in all_specs if not hasattr(jx, s.attr)]
     limits = LimitTimer(model, x, ctx.target)
     results, timings, errors = run_methods(specs, ctx, limits, progress=not quiet)
     say(f"explained {n_show} images with {len(results)} methods"
@@ -399,27 +409,30 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
     # ---- global view ----------------------------------------------------------------------
     gmethod = next((s for s in specs if s.attr == "integrated_gradients"), None) or \
         next((s for s in specs if s.family == GRADIENT), None)
-    if gmethod is not None:
-        n_glob = 200 if quick else len(ds.x_test)
-        xg = jnp.asarray(ds.x_test[:n_glob])
-        gctx = Context(model, xg, jnp.argmax(model(xg), -1).astype(jnp.int32), ctx.references, segments,
-                       ctx.layer, ctx.key, quick)
+    if gmethod is not None and hasattr(jx, "global_importance"):
+        # Batches shaped like the explained images reuse the program compiled above.
+        n_glob = (100 if quick else len(ds.x_test)) // n_show * n_show
+        xs = ds.x_test[:n_glob].reshape((-1, n_show) + ds.x_test.shape[1:])
         try:
             t0 = time.perf_counter()
-            attr = _block(gmethod.call(gctx))
+            parts, preds = [], []
+            for xb in tqdm(xs, desc="global view", disable=quiet, leave=False):
+                xb = jnp.asarray(xb)
+                tb = jnp.argmax(model(xb), -1).astype(jnp.int32)
+                a = viz.as_array(_block(gmethod.call(Context(model, xb, tb, ctx.references, segments,
+                                                             ctx.layer, ctx.key, quick))))
+                parts.append(a.sum(-1) if a.ndim == 4 else a)
+                preds.append(np.asarray(tb))
             gsec = time.perf_counter() - t0
-            a = viz.as_array(attr)
-            a = a.sum(-1) if a.ndim == 4 else a
-            gi = jx.global_importance(a, gctx.target, n_classes=10) if hasattr(jx, "global_importance") else None
-            if gi is not None:
-                fig = viz.plot_importance(gi.per_class, titles=[f"class {k} (n={int(c)})" for k, c in
-                                                                 enumerate(np.asarray(gi.counts))],
-                                          title=f"mean |{gmethod.name}| per predicted class")
-                viz.save(fig, out / "global.png")
-                rep.heading("Global view")
-                rep.figure("global.png", f"Mean absolute {gmethod.name} over {n_glob} test images, per "
-                           f"predicted class ({n_glob / gsec:.0f} images/s including compilation): "
-                           "where the model looks for each digit.")
+            gi = jx.global_importance(np.concatenate(parts), np.concatenate(preds), n_classes=10)
+            fig = viz.plot_importance(gi.per_class, titles=[f"class {k} (n={int(c)})" for k, c in
+                                                             enumerate(np.asarray(gi.counts))],
+                                      title=f"mean |{gmethod.name}| per predicted class")
+            viz.save(fig, out / "global.png")
+            rep.heading("Global view")
+            rep.figure("global.png", f"Mean absolute {gmethod.name} over {n_glob} test images, per "
+                       f"predicted class ({n_glob / gsec:.0f} images/s in batches of {n_show}): "
+                       "where the model looks for each digit.")
         except Exception as e:  # noqa: BLE001
             errors["global view"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
 

@@ -412,12 +412,12 @@ def plot_segments(
     axes = np.asarray(fig.subplots(n, 3, squeeze=False))
     cm = matplotlib.colormaps[SIGNED_CMAP]
     for i in range(n):
-        img = to_image(imgs[i])
-        bnd = find_boundaries(seg[i], mode="inner")
+        img, sg = _display_scale(to_image(imgs[i]), seg[i])
+        bnd = find_boundaries(sg, mode="inner")
         shown = img.copy()
         shown[bnd] = (1.0, 1.0, 0.0)
         axes[i, 0].imshow(shown)
-        heat = w[i][seg[i]]
+        heat = w[i][sg]
         top = scale_of(w[i], 100)
         painted = cm((np.clip(heat / top, -1, 1) + 1) / 2)[..., :3]
         painted = 0.55 * painted + 0.45 * to_gray(img)[..., None]
@@ -427,10 +427,10 @@ def plot_segments(
         cb.ax.tick_params(labelsize=7)
         order = np.argsort(-(w[i] if positive_only else np.abs(w[i])))
         keep = [k for k in order[:top_k] if not positive_only or w[i][k] > 0]
-        mask = np.isin(seg[i], keep)
+        mask = np.isin(sg, keep)
         masked = np.where(mask[..., None], img, 0.3 * to_gray(img)[..., None] + 0.35)
         for k in keep:
-            edge = find_boundaries(seg[i] == k, mode="inner")
+            edge = find_boundaries(sg == k, mode="inner")
             masked[edge] = (0.0, 0.85, 0.0) if w[i][k] > 0 else (0.9, 0.0, 0.0)
         axes[i, 2].imshow(masked)
         for ax in axes[i]:
@@ -441,6 +441,14 @@ def plot_segments(
     axes[0, 1].set_title("weight per segment", fontsize=10)
     axes[0, 2].set_title(f"top {top_k}" + (" positive" if positive_only else ""), fontsize=10)
     return fig
+
+
+def _display_scale(img: np.ndarray, seg: np.ndarray, min_side: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour upscaling of small images (and their labels) so boundaries stay thin."""
+    f = max(1, -(-min_side // max(img.shape[:2])))
+    if f == 1:
+        return img, seg
+    return np.kron(img, np.ones((f, f, 1), img.dtype)), np.kron(seg, np.ones((f, f), seg.dtype))
 
 
 def auc(curve: Any, fractions: Any = None) -> float:
@@ -607,7 +615,7 @@ def plot_feature_visualization(images: Any, *, titles: Sequence[str] | None = No
 
 def plot_importance(maps: Any, *, titles: Sequence[str] | None = None, title: str | None = None,
                     shared: bool = True, cmap: str = ABSOLUTE_CMAP, ncols: int = 5, cell: float = 1.5):
-    """Importance maps such as `global_importance(...).per_class`: `(K, H, W[, C])` or `(H, W)`.
+    """Importance maps such as `global_importance(...).per_class`: `(K, H, W[, C])` or one map.
 
     Channels are summed. With `shared=True` all maps use one colour scale (one
     colorbar), so classes can be compared; otherwise each map is scaled alone.
@@ -618,7 +626,7 @@ def plot_importance(maps: Any, *, titles: Sequence[str] | None = None, title: st
     from matplotlib.colors import Normalize
 
     m = as_array(maps)
-    if m.ndim == 2:
+    if m.ndim == 2 or (m.ndim == 3 and m.shape[-1] in (1, 3)):  # one map (with channels)
         m = m[None]
     if m.ndim == 4:
         m = m.sum(-1)
@@ -667,12 +675,33 @@ def _pick(rec: Mapping, names: Sequence[str], default=None):
     return default
 
 
+def _nested_rows(r: Mapping, metric: str) -> list[tuple]:
+    """Rows of one record of benchmarks/harness.py: jaxplain, the best config per peer library."""
+    label = str(_pick(r, ["case", "method", "name"], "?"))
+    lim = (r.get("limit") or {}).get(metric)
+    rows = []
+    t = r["jaxplain"].get(metric)
+    if t is not None:
+        rows.append((label, "jaxplain", float(t), lim))
+    best: dict[str, float] = {}
+    for name, timing in (r.get("peers") or {}).items():
+        v = (timing or {}).get(metric) if isinstance(timing, Mapping) else None
+        if v is not None:
+            lib = name.split("[", 1)[0].split(".", 1)[0]
+            best[lib] = min(best.get(lib, float("inf")), float(v))
+    rows += [(label, lib, v, lim) for lib, v in best.items()]
+    return rows
+
+
 def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True, title: str | None = None):
     """Bar chart of benchmark timings: one group per method, one bar per library.
 
     Args:
       results: a path to a JSON file (or a folder of them) from `benchmarks/results`,
-        a dict with a `"results"` list, or a list of records. A record names its
+        a dict with a `"results"` list, or a list of records. Records of the
+        harness (`{"case", "jaxplain": {"median_s"}, "limit": {...}, "peers": {...}}`)
+        give one bar for jaxplain and one per peer library (its best configuration).
+        A flat record names its
         method (`method`), its implementation (`library`/`impl`/`framework`) and a
         time (`seconds`/`time_s`/`median_s`/`steady_s`/`time`), optionally the
         physical limit (`limit_s`/`physical_limit_s`) drawn as a black tick.
@@ -688,6 +717,9 @@ def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True,
     time_keys = [metric] if metric else ["steady_s", "median_s", "seconds", "time_s", "time", "mean_s"]
     rows = []
     for r in recs:
+        if isinstance(r.get("jaxplain"), Mapping):  # the harness's nested layout
+            rows += _nested_rows(r, metric or "median_s")
+            continue
         t = _pick(r, time_keys)
         if t is None:
             continue
