@@ -241,7 +241,7 @@ def layer_kernel(model: Any, layer: Any) -> jax.Array:
                 raise _unknown(layer, linen_layer_names({"params": tree}))
             node = node[p]
         if not hasattr(node, "get") or "kernel" not in node:
-            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense layer)")
+            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
         return jnp.asarray(node["kernel"])
     if isinstance(apply, NNXApply):
         from flax import nnx
@@ -252,7 +252,7 @@ def layer_kernel(model: Any, layer: Any) -> jax.Array:
             raise _unknown(layer, list(subs))
         kernel = getattr(subs[name], "kernel", None)
         if kernel is None:
-            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense layer)")
+            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
         return jnp.asarray(kernel[...])
     raise TypeError(
         f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), got {apply!r}"

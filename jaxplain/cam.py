@@ -62,7 +62,8 @@ def _check_spatial(shape: Any, layer: Any, method: str) -> jax.ShapeDtypeStruct:
     return shape
 
 
-def _upsample_size(upsample: Any, x: jax.Array, shape: jax.ShapeDtypeStruct) -> tuple[int, ...] | None:
+def _upsample_size(upsample: Any, x: jax.Array,
+                   shape: jax.ShapeDtypeStruct) -> tuple[int, ...] | None:
     n_spatial = len(shape.shape) - 2
     if upsample is False or upsample is None:
         return None
@@ -197,7 +198,8 @@ def _activations(model, x, *, layer) -> Explanation:
     return Explanation(values=act, n_evals=_n_evals(x, 1))
 
 
-def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any, layer: Any) -> Explanation:
+def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
+                                layer: Any) -> Explanation:
     """Gradient of the target with respect to a layer's output, times that output.
 
     One forward and one backward pass (to the layer).

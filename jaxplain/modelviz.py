@@ -82,11 +82,13 @@ def tile(images: Any, *, ncols: int | None = None, pad: int = 1, pad_value: floa
     return out
 
 
-def tile_maps(maps: Any, *, ncols: int | None = None, pad: int = 1, normalize: str = "each") -> np.ndarray:
+def tile_maps(maps: Any, *, ncols: int | None = None, pad: int = 1,
+              normalize: str = "each") -> np.ndarray:
     """Tiles one example's channel maps `(h, w, C)` into a grey grid `(H, W)` for `imshow`."""
     a = np.asarray(maps)
     if a.ndim != 3:
-        V.fail("maps", "one example's channel maps (h, w, C); index the batch first", f"shape {a.shape}")
+        V.fail("maps", "one example's channel maps (h, w, C); index the batch first",
+               f"shape {a.shape}")
     return tile(np.moveaxis(a, -1, 0), ncols=ncols, pad=pad, normalize=normalize)
 
 
@@ -153,7 +155,8 @@ class FeatureVisualization(NamedTuple):
 
 def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None, target: Any = None,
                           key: Any, image_shape: Sequence[int], steps: int = 256, lr: float = 0.05,
-                          l2: float = 1e-3, tv: float = 1e-2, jitter: int = 1, param: str = "fourier",
+                          l2: float = 1e-3, tv: float = 1e-2, jitter: int = 1,
+                          param: str = "fourier",
                           decay: float = 1.0, value_range: tuple[float, float] = (0.0, 1.0)
                           ) -> FeatureVisualization:
     """Activation maximisation: the input that most excites a channel or a class.
@@ -200,7 +203,8 @@ def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None,
     if shape is None or len(shape) < 2 or not all(
         isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape
     ):
-        V.fail("image_shape", "one input's shape, e.g. (H, W, C), with positive ints", repr(image_shape))
+        V.fail("image_shape", "one input's shape, e.g. (H, W, C), with positive ints",
+               repr(image_shape))
     shape = tuple(int(s) for s in shape)
     x0 = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
     if (channel is None) == (target is None):
@@ -259,7 +263,8 @@ def _spectrum_scale(h: int, w: int, decay: float) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("mode", "steps", "shape", "jitter", "param", "decay",
                                              "value_range"))
-def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, param, decay, value_range):
+def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, param, decay,
+                 value_range):
     import optax
 
     lo, hi = value_range
@@ -271,7 +276,8 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
         if param == "pixel":
             z = p
         else:
-            spec = jax.lax.complex(p[0], p[1]) * scale.reshape(scale.shape + (1,) * (len(shape) - 2))
+            s = scale.reshape(scale.shape + (1,) * (len(shape) - 2))
+            spec = jax.lax.complex(p[0], p[1]) * s
             z = jnp.fft.irfft2(spec, s=(h, w), axes=(0, 1), norm="ortho")
         return lo + (hi - lo) * jax.nn.sigmoid(z)
 
@@ -292,7 +298,8 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
         u = (img - lo) / (hi - lo) - 0.5
         reg = l2 * jnp.mean(u * u)
         if spatial:
-            reg = reg + tv * (jnp.mean(jnp.abs(jnp.diff(u, axis=0))) + jnp.mean(jnp.abs(jnp.diff(u, axis=1))))
+            reg = reg + tv * (jnp.mean(jnp.abs(jnp.diff(u, axis=0)))
+                              + jnp.mean(jnp.abs(jnp.diff(u, axis=1))))
         return reg - obj, obj
 
     opt = optax.adam(lr)
@@ -304,7 +311,8 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
 
         def step(carry, i):
             p, s = carry
-            (_, obj), g = jax.value_and_grad(loss, has_aux=True)(p, idx, jax.random.fold_in(k_steps, i))
+            k = jax.random.fold_in(k_steps, i)
+            (_, obj), g = jax.value_and_grad(loss, has_aux=True)(p, idx, k)
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), obj
 

@@ -150,7 +150,8 @@ def tanhnet():
 def test_layer_ig_completeness(tanhnet):
     model, x = tanhnet
     baseline = 0.5 * x[::-1]  # per-example baseline, nonzero activations at the baseline
-    r = jx.layer_integrated_gradients(model, x, target=1, layer="conv1", baseline=baseline, steps=16)
+    r = jx.layer_integrated_gradients(model, x, target=1, layer="conv1", baseline=baseline,
+                                      steps=16)
     _, a_x = model.probe(x, "conv1")
     _, a_b = model.probe(baseline, "conv1")
     out_x, _ = model.probe(x, "conv1")
@@ -187,8 +188,8 @@ def test_jit_equals_eager(twins):
     c = jx.grad_cam_plus_plus(lin, x, target=1, layer="conv0")
     np.testing.assert_allclose(c.values, c2.values, atol=1e-6)
     # inside an outer jit (traced inputs) the method gives the same numbers
-    b2 = jax.jit(lambda m, x: jx.layer_integrated_gradients(m, x, target=0, layer="conv1", steps=4))(
-        lin, x)
+    b2 = jax.jit(
+        lambda m, x: jx.layer_integrated_gradients(m, x, target=0, layer="conv1", steps=4))(lin, x)
     np.testing.assert_allclose(a.values, a2.values, atol=1e-6)
     np.testing.assert_allclose(b.values, b2.values, atol=1e-6)
     np.testing.assert_allclose(b.gap, b2.gap, atol=1e-6)

@@ -47,7 +47,8 @@ class Nested(nn.Module):
 
 class NestedNNX(nnx.Module):
     def __init__(self, rngs):
-        self.blocks = nnx.List([nnx.Conv(3, 4, (3, 3), rngs=rngs), nnx.Conv(4, 5, (3, 3), rngs=rngs)])
+        self.blocks = nnx.List(
+            [nnx.Conv(3, 4, (3, 3), rngs=rngs), nnx.Conv(4, 5, (3, 3), rngs=rngs)])
         self.head = nnx.Linear(5, 2, rngs=rngs)
 
     def __call__(self, x):
@@ -75,7 +76,8 @@ def test_activations_equal_subnetwork_linen_and_nnx(twins):
     h = nn.avg_pool(nn.relu(a0), (2, 2), (2, 2))
     a1 = nn.Conv(8, (3, 3)).apply({"params": p["conv1"]}, h)
     logits = nn.Dense(3).apply({"params": p["head"]}, jnp.mean(nn.relu(a1), axis=(1, 2)))
-    for model, names in ((lin, ("conv0", "conv1", "head")), (nx, ("convs/0", ("convs", 1), "head"))):
+    cases = ((lin, ("conv0", "conv1", "head")), (nx, ("convs/0", ("convs", 1), "head")))
+    for model, names in cases:
         for name, ref in zip(names, (a0, a1, logits)):
             out, act = model.probe(x, name)
             np.testing.assert_allclose(act, ref, atol=1e-5)

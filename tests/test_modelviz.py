@@ -74,7 +74,8 @@ def test_filters_linen_and_nnx(twins):
     k1 = np.asarray(v["params"]["conv1"]["kernel"])  # (3, 3, 4, 8): rows = filters, cols = inputs
     g = jx.filters(lin, "conv1")
     assert g.shape == (8 * 4 - 1, 4 * 4 - 1)
-    np.testing.assert_allclose(g[4 * 5:4 * 5 + 3, 4 * 2:4 * 2 + 3], _unit(k1[:, :, 2, 5]), atol=1e-6)
+    tile_5_2 = g[4 * 5:4 * 5 + 3, 4 * 2:4 * 2 + 3]  # filter 5, input channel 2
+    np.testing.assert_allclose(tile_5_2, _unit(k1[:, :, 2, 5]), atol=1e-6)
     np.testing.assert_allclose(jx.filters(nx, ("convs", 1)), g)
     with pytest.raises(ValueError, match="2-D convolution"):
         jx.filters(lin, "head")
@@ -118,10 +119,11 @@ def test_feature_visualization_deterministic_and_compiles_once(twins, fv):
 
 def test_feature_visualization_nnx_twin_and_targets(twins, fv):
     lin, nx, _, _ = twins
-    b = jx.feature_visualization(nx, channel=[0, 1, 2], key=jax.random.key(0), **dict(FV, layer="convs/1"))
+    b = jx.feature_visualization(nx, channel=[0, 1, 2], key=jax.random.key(0),
+                                 **dict(FV, layer="convs/1"))
     np.testing.assert_allclose(b.images, fv.images, atol=1e-5)
-    r = jx.feature_visualization(lin, target=[0, 2], key=jax.random.key(0), image_shape=SHAPE, steps=40,
-                                 lr=0.1, param="pixel", jitter=0)
+    r = jx.feature_visualization(lin, target=[0, 2], key=jax.random.key(0), image_shape=SHAPE,
+                                 steps=40, lr=0.1, param="pixel", jitter=0)
     logits = np.asarray(lin(r.images))
     assert np.all(logits[[0, 1], [0, 2]] > np.asarray(r.objective)[:, 0])
     quarters = np.asarray(r.objective).reshape(2, 4, 10).mean(axis=(0, 2))
@@ -136,7 +138,8 @@ def test_feature_visualization_errors(twins):
     with pytest.raises(ValueError, match=r"target: expected indices in \[0, 3\)"):
         jx.feature_visualization(lin, target=[0, 3], key=key, image_shape=SHAPE)
     with pytest.raises(ValueError, match="exactly one"):
-        jx.feature_visualization(lin, layer="conv1", channel=0, target=0, key=key, image_shape=SHAPE)
+        jx.feature_visualization(lin, layer="conv1", channel=0, target=0, key=key,
+                                 image_shape=SHAPE)
     with pytest.raises(ValueError, match="layer"):
         jx.feature_visualization(lin, channel=0, key=key, image_shape=SHAPE)
     with pytest.raises(ValueError, match="available layers"):
@@ -146,6 +149,7 @@ def test_feature_visualization_errors(twins):
     with pytest.raises(ValueError, match="image_shape"):
         jx.feature_visualization(lin, layer="conv1", channel=0, key=key, image_shape=(8, -8, 3))
     with pytest.raises(ValueError, match="param"):
-        jx.feature_visualization(lin, layer="conv1", channel=0, key=key, image_shape=SHAPE, param="cppn")
+        jx.feature_visualization(lin, layer="conv1", channel=0, key=key, image_shape=SHAPE,
+                                 param="cppn")
     with pytest.raises(TypeError, match="channel"):
         jx.feature_visualization(lin, layer="conv1", channel=1.5, key=key, image_shape=SHAPE)
