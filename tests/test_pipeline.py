@@ -365,21 +365,28 @@ def test_load_results_partial_and_errors(setup, tmp_path):
     assert part.values.shape == (8, 8, 8, 3)
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import sys, time, jax, numpy as np
+KILL_DEFS = textwrap.dedent("""
+    import sys, time, jax, jax.numpy as jnp, numpy as np
     import jaxplain as jx
     from jaxplain import testing
-    m = testing.tiny_cnn(n_classes=3, features=(4,))
-    x = np.asarray(testing.random_images(0, n=60, size=8))
-    model = jx.from_linen(m, m.init(jax.random.key(0), x[:1]))
-    def slow():
-        for i in range(0, len(x), 5):
-            time.sleep(float(sys.argv[2]))
-            yield x[i:i + 5]
-    jx.explain_dataset(jx.smoothgrad, model, slow(), batch_size=5, target="predicted",
-                       key=jax.random.key(3), n_samples=3, out=sys.argv[1], progress=False)
-    print("done")
+
+    def noisy_saliency(model, x, *, target, key):  # stochastic: one gradient at x + noise
+        x = x + 0.1 * jax.random.normal(key, x.shape)
+        return jx.saliency(model, x, target=target)
+
+    def run(out, delay):
+        x = np.asarray(testing.random_images(0, n=60, size=8))
+        model = testing.linear_model(jnp.linspace(-1.0, 1.0, 8 * 8 * 3 * 2).reshape(8, 8, 3, 2))
+
+        def slow():
+            for i in range(0, len(x), 5):
+                time.sleep(delay)
+                yield x[i:i + 5] * (1 + 0.1 * np.sin(i))
+
+        jx.explain_dataset(noisy_saliency, model, slow(), batch_size=5, target="predicted",
+                           key=jax.random.key(3), out=out, progress=False)
 """)
+KILL_SCRIPT = KILL_DEFS + 'run(sys.argv[1], float(sys.argv[2]))\nprint("done")\n'
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
@@ -387,7 +394,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     script.write_text(KILL_SCRIPT)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "0.25"], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "0.3"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -405,10 +412,10 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(out), "0"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "done" in done.stdout, done.stderr
-    full = tmp_path / "full"
-    done = subprocess.run([sys.executable, str(script), str(full), "0"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    full = tmp_path / "full"  # an uninterrupted run (in this process)
+    defs = {}
+    exec(KILL_DEFS, defs)
+    defs["run"](str(full), 0.0)
     names = sorted(os.listdir(out))
     assert names == ["manifest.json"] + [f"shard_{i:06d}.npz" for i in range(12)]  # no tmp files
     starts = [int(np.load(out / n)["_start"]) for n in names[1:]]
