@@ -191,9 +191,6 @@ def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyT
 # ---- shared helpers for methods ----------------------------------------------------------
 
 
-_SHAPE_CACHE: dict[Any, PyTree] = {}
-_SHAPE_CACHE_SIZE = 256
-
 
 def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
     """The layer's activation as `jax.ShapeDtypeStruct`s (no FLOPs, no compilation).
@@ -202,25 +199,9 @@ def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
     layers when it is wrong. Results are cached per (architecture, parameter
     shapes, input shape, layer), so repeated calls do not re-trace the model.
     """
-    fn = lambda m, xb: m.probe(xb, layer)[1]  # noqa: E731
-    if isinstance(x, jax.core.Tracer) or any(
-        isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(model.params)
-    ):
-        return jax.eval_shape(fn, model, x)
-    leaves, treedef = jax.tree.flatten(model.params)
-    try:
-        key = (model.apply, treedef, tuple((jnp.shape(l), jnp.result_type(l)) for l in leaves),
-               tuple(x.shape), x.dtype, layer_parts(layer))
-        hash(key)
-    except TypeError:
-        return jax.eval_shape(fn, model, x)
-    shape = _SHAPE_CACHE.get(key)
-    if shape is None:
-        shape = jax.eval_shape(fn, model, x)
-        if len(_SHAPE_CACHE) >= _SHAPE_CACHE_SIZE:
-            _SHAPE_CACHE.pop(next(iter(_SHAPE_CACHE)))
-        _SHAPE_CACHE[key] = shape
-    return shape
+    from .models import eval_shape_cached
+
+    return eval_shape_cached(lambda m, xb: m.probe(xb, layer)[1], model, x, ("probe", layer_parts(layer)))
 
 
 def zeros_like_shape(shape: PyTree) -> PyTree:

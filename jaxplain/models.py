@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Callable, Hashable
 
 import jax
+import numpy as np
 
 from ._types import PyTree
 
@@ -84,6 +85,37 @@ class Model:
                 f"got a plain callable {self.apply!r}"
             )
         return fn(self.params, x, layer, delta)
+
+
+# ---- shapes without FLOPs, cached --------------------------------------------------------
+
+_SHAPE_CACHE: dict = {}
+_SHAPE_CACHE_SIZE = 256
+
+
+def eval_shape_cached(fn: Callable[[Model, jax.Array], Any], model: Model, x: Any, tag: Hashable) -> Any:
+    """`jax.eval_shape(fn, model, x)`, cached per (architecture, parameter shapes, input, tag).
+
+    Validation calls this on every public call; tracing a CNN costs milliseconds,
+    the cache lookup microseconds. `tag` names what `fn` computes. Traced inputs
+    and unhashable apply objects bypass the cache.
+    """
+    leaves, treedef = jax.tree.flatten(model.params)
+    if any(isinstance(v, jax.core.Tracer) for v in leaves + [x]):
+        return jax.eval_shape(fn, model, x)
+    try:
+        key = (model.apply, treedef, tuple((np.shape(v), jax.numpy.result_type(v)) for v in leaves),
+               tuple(np.shape(x)), jax.numpy.result_type(x), tag)
+        hash(key)
+    except TypeError:
+        return jax.eval_shape(fn, model, x)
+    shape = _SHAPE_CACHE.get(key)
+    if shape is None:
+        shape = jax.eval_shape(fn, model, x)
+        if len(_SHAPE_CACHE) >= _SHAPE_CACHE_SIZE:
+            _SHAPE_CACHE.pop(next(iter(_SHAPE_CACHE)))
+        _SHAPE_CACHE[key] = shape
+    return shape
 
 
 # ---- adapters -------------------------------------------------------------------------

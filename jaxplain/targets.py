@@ -99,7 +99,7 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
     if isinstance(target, Target):
         return target
     try:
-        out = jax.eval_shape(model, x)
+        out = _output_shape(model, x)
     except Exception as e:  # noqa: BLE001 - name the argument, keep the model's message
         raise ValueError(
             f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
@@ -167,6 +167,14 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
                 f"target: expected class indices in [0, {k}), got values in [{arr.min()}, {arr.max()}]"
             )
     return Target(jnp.asarray(target, jnp.int32), None)
+
+
+def _output_shape(model: Callable, x: jax.Array):
+    from .models import Model, eval_shape_cached
+
+    if isinstance(model, Model):
+        return eval_shape_cached(lambda m, z: m(z), model, x, "outputs")
+    return jax.eval_shape(model, x)
 
 
 def _need_classes(oshape: tuple[int, ...], what: str) -> int:
