@@ -93,7 +93,15 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
         if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
             fail(name, "values that fit float32 (|x| <= 3.4e38; JAX computes in float32)",
                  "float64 values that overflow to inf")
-    return jnp.asarray(x)
+    return to_device(x)
+
+
+def to_device(x: Any, dtype: Any = None) -> jax.Array:
+    """`x` as a `jax.Array` without an eager XLA op (`jnp.asarray` compiles a tiny
+    program per new shape; `device_put` of a host array does not)."""
+    if isinstance(x, jax.Array):
+        return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+    return jax.device_put(np.asarray(x, dtype))
 
 
 def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
@@ -245,5 +253,6 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.A
             f"shape {bshape}",
         )
     check_finite(baseline, name)
-    b = jnp.asarray(baseline, dtype=x.dtype)
-    return jnp.broadcast_to(b, x.shape)
+    if isinstance(baseline, jax.Array):
+        return jnp.broadcast_to(baseline.astype(x.dtype), x.shape)
+    return to_device(np.broadcast_to(np.asarray(baseline, x.dtype), x.shape))

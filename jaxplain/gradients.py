@@ -138,10 +138,11 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
     Array([[ 3., -2.]], dtype=float32)
     """
     model, x, t = _prepare(model, x, target)
-    b = V.check_baseline(baseline, x)
-    steps = V.check_int(steps, "steps", minimum=2 if rule == "riemann_trapezoid" else 1)
     V.check_choice(rule, "rule", RULES)
-    return _ig(model, x, t, b, steps=steps, rule=rule, batch_size=V.check_batch_size(batch_size))
+    steps = V.check_int(steps, "steps", minimum=2 if rule == "riemann_trapezoid" else 1)
+    batch_size = V.check_batch_size(batch_size)
+    b = V.check_baseline(baseline, x)  # last: it converts (the others only inspect)
+    return _ig(model, x, t, b, steps=steps, rule=rule, batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "rule", "batch_size"))

@@ -145,7 +145,7 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
         t = int(target)
         if not 0 <= t < k:
             raise ValueError(f"target: expected a class index in [0, {k}), got {t}")
-        return Target(jnp.full((n,), t, jnp.int32), None)
+        return Target(V.to_device(np.full((n,), t, np.int32)), None)  # host-built: no compile
     try:
         dtype = jnp.result_type(target)
     except TypeError:
@@ -166,6 +166,7 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
             raise ValueError(
                 f"target: expected class indices in [0, {k}), got values in [{arr.min()}, {arr.max()}]"
             )
+        return Target(V.to_device(arr.astype(np.int32)), None)
     return Target(jnp.asarray(target, jnp.int32), None)
 
 
