@@ -55,10 +55,10 @@ def main(argv=None) -> dict[str, Path]:
     names = list(photos)
     x = jnp.asarray(np.stack([photos[n] for n in names]))  # (3, 96, 96, 3)
 
-    xtr, ytr = random_crops(np.asarray(x), 200 if q else 600, 32, seed=0)
+    xtr, ytr = random_crops(np.asarray(x), 150 if q else 600, 32, seed=0)
     xte, yte = random_crops(np.asarray(x), 50, 32, seed=1)
     net = zoo.SmallCNN((16, 32, 32), n_classes=3, pool_after=(0, 1), head="gap")
-    trained = zoo.train_classifier(net, xtr, ytr, xte, yte, epochs=3 if q else 8, lr=3e-3,
+    trained = zoo.train_classifier(net, xtr, ytr, xte, yte, epochs=2 if q else 8, lr=3e-3,
                                    cache=zoo.default_cache_dir())
     model = trained.model
     print(f"which-photo accuracy on held-out crops: {trained.accuracy:.1%}")
@@ -89,9 +89,9 @@ def main(argv=None) -> dict[str, Path]:
     acts = np.asarray(jx.layer_activations(model, x, layer="conv2").values)
     channels = [int(c) for c in np.argsort(-acts.mean((0, 1, 2)))[:3 if q else 6]]
     fv_ch = jx.feature_visualization(model, layer="conv2", channel=channels, key=jax.random.key(1),
-                                     image_shape=(48, 48, 3), steps=48 if q else 256)
+                                     image_shape=(48, 48, 3), steps=32 if q else 256)
     fv_cls = jx.feature_visualization(model, target=[0, 1, 2], key=jax.random.key(2), image_shape=(48, 48, 3),
-                                      steps=48 if q else 256)
+                                      steps=32 if q else 256)
     fig = viz.plot_feature_visualization(
         jnp.concatenate([fv_ch.images, fv_cls.images]),
         titles=[f"conv2 ch {c}" for c in channels] + [f"class {n}" for n in names], ncols=len(channels) + 3,

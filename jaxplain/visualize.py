@@ -428,7 +428,7 @@ def plot_segments(
         order = np.argsort(-(w[i] if positive_only else np.abs(w[i])))
         keep = [k for k in order[:top_k] if not positive_only or w[i][k] > 0]
         mask = np.isin(sg, keep)
-        masked = np.where(mask[..., None], img, 0.3 * to_gray(img)[..., None] + 0.35)
+        masked = np.where(mask[..., None], img, 0.25 * to_gray(img)[..., None] + 0.7)
         for k in keep:
             edge = find_boundaries(sg == k, mode="inner")
             masked[edge] = (0.0, 0.85, 0.0) if w[i][k] > 0 else (0.9, 0.0, 0.0)
