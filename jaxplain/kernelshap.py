@@ -23,7 +23,7 @@ import numpy as np
 from . import _validate as V
 from . import features
 from ._types import ArrayLike, Explanation
-from .perturbation import add_local, stream, unit_keys, values_at
+from .perturbation import add_local, ranks_from_bits, stream, uniform_from_bits, unit_bits, values_at
 from .shapley import check_adaptive, prepare, run_rounds
 
 N_GROUPS = 8
@@ -147,11 +147,9 @@ def kernel_shap(
         if not isinstance(v, bool):
             V.fail(name, "a bool", repr(v), TypeError)
     plan = schedule(d, n_samples, enumerate_sizes)
-    tol, rounds = check_adaptive(tol, max_evals, max(plan.n_units, 1))
-    if plan.exact:
-        rounds = 1
-    return _kernel_shap(model, x, t, seg, b, key, plan=plan, mode=mode, paired=paired, tol=tol,
-                        max_rounds=rounds, batch_size=batch_size)
+    adaptive, tol, rounds = check_adaptive(tol, max_evals, max(plan.n_units, 1))
+    return _kernel_shap(model, x, t, seg, b, key, tol, rounds, plan=plan, mode=mode, paired=paired,
+                        adaptive=adaptive and not plan.exact, batch_size=batch_size)
 
 
 def unrank(rank: jax.Array, size: jax.Array, d: int) -> jax.Array:
@@ -187,13 +185,11 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, paired: bool):
     j = jnp.maximum(i - plan.n_enum, 0)
     pair = j // 2 if paired else j
 
-    def draw(k):
-        ks, ku = jax.random.split(k)
-        size = jnp.asarray(plan.sample_sizes)[jax.random.choice(ks, len(plan.sample_sizes),
-                                                                p=jnp.asarray(plan.sample_probs))]
-        return jnp.argsort(jnp.argsort(jax.random.uniform(ku, (d,)))) < size
-
-    s_mask = jax.vmap(draw)(unit_keys(key, pair))
+    bits = unit_bits(key, pair, d + 1)
+    cdf = np.cumsum(plan.sample_probs)[:-1].astype(np.float32)
+    size = jnp.asarray(plan.sample_sizes, jnp.int32)[jnp.searchsorted(cdf, uniform_from_bits(bits[:, 0]),
+                                                                      side="right")]
+    s_mask = ranks_from_bits(bits[:, 1:]) < size[:, None]
     if paired:
         s_mask = s_mask ^ (j % 2 == 1)[:, None]
     mask = jnp.where(enum[:, None], e_mask, s_mask)
@@ -211,7 +207,7 @@ def constrained_solve(gram, zy, delta, present):
     eye = jnp.eye(d, dtype=gram.dtype)
     a = gram * p[..., :, None] * p[..., None, :] + eye * (1.0 - p)[..., None, :]
     a = a + eye * (1e-6 * jnp.where(scale > 0, scale, 1.0))[..., None, None] * p[..., None, :]
-    sol = jnp.linalg.solve(a, jnp.stack([zy * p, p], axis=-1))
+    sol = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), jnp.stack([zy * p, p], axis=-1))
     u, v = sol[..., 0], sol[..., 1]
     mu = (jnp.sum(p * u, -1) - delta) / jnp.sum(p * v, -1)
     phi = (u - mu[..., None] * v) * p
@@ -237,12 +233,14 @@ def estimate(stats, plan: Schedule, delta, present):
     phis = constrained_solve(gg, aa, delta[:, None], present[:, None])
     phi, reps = phis[:, 0], phis[:, 1:]
     se = jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(reps - reps.mean(1, keepdims=True)), 1))
+    if plan.exact:
+        return phi, jnp.zeros_like(phi)
     ok = (tn == 0) | jnp.all(ns > 0, axis=1)
     return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "mode", "paired", "tol", "max_rounds", "batch_size"))
-def _kernel_shap(model, x, target, seg, b, key, *, plan, mode, paired, tol, max_rounds, batch_size):
+@functools.partial(jax.jit, static_argnames=("plan", "mode", "paired", "adaptive", "batch_size"))
+def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, paired, adaptive, batch_size):
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -275,7 +273,8 @@ def _kernel_shap(model, x, target, seg, b, key, *, plan, mode, paired, tol, max_
                       offset=r * plan.n_units)
 
     init = (jnp.zeros((n, g + 1, d, d)), jnp.zeros((n, g + 1, d)), jnp.zeros((n, g + 1)))
-    stats, rounds = run_rounds(round_fn, lambda s: estimate(s, plan, delta, present)[1], init, tol, max_rounds)
+    stats, rounds = run_rounds(round_fn, lambda s: estimate(s, plan, delta, present)[1], init, adaptive, tol,
+                               max_rounds)
     if d < 2:
         phi, se = jnp.where(present, delta[:, None], 0.0), jnp.zeros((n, d))
     else:

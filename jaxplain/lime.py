@@ -19,7 +19,7 @@ from . import _validate as V
 from . import features
 from ._types import ArrayLike, Explanation
 from .models import as_model
-from .perturbation import add_local, stream, unit_keys, values_at
+from .perturbation import add_local, ranks_from_bits, stream, unit_bits, values_at
 from .targets import as_target
 
 DISTANCES = ("cosine", "hamming")
@@ -104,13 +104,9 @@ def lime(
 def lime_masks(key: jax.Array, sample: jax.Array, d: int) -> jax.Array:
     """lime's coalitions `(b, d)` bool for sample indices `sample (b,)` (sample 0: all ones)."""
 
-    def one(k, s):
-        kk, ku = jax.random.split(k)
-        n_off = jax.random.randint(kk, (), 1, d + 1)
-        rank = jnp.argsort(jnp.argsort(jax.random.uniform(ku, (d,))))
-        return (rank >= n_off) | (s == 0)
-
-    return jax.vmap(one)(unit_keys(key, sample), sample)
+    bits = unit_bits(key, sample, d + 1)
+    n_off = 1 + (bits[:, 0] % d).astype(jnp.int32)
+    return (ranks_from_bits(bits[:, 1:]) >= n_off[:, None]) | (sample == 0)[:, None]
 
 
 def kernel_weights(z: jax.Array, present: jax.Array, width: float, distance: str) -> jax.Array:
@@ -125,16 +121,16 @@ def kernel_weights(z: jax.Array, present: jax.Array, width: float, distance: str
 
 
 def masked_solve(a: jax.Array, r: jax.Array, present: jax.Array) -> jax.Array:
-    """Solves `a @ u = r` restricted to `present` coordinates (others are 0).
+    """Solves `a @ u = r` (`a` symmetric positive definite) on `present` coordinates (others 0).
 
     `a (..., k, k)`, `r (..., k[, m])`, `present (..., k)` bool.
     """
     p = present.astype(a.dtype)
     a = a * p[..., :, None] * p[..., None, :] + jnp.eye(a.shape[-1], dtype=a.dtype) * (1.0 - p)[..., None, :]
-    pr = p[..., None] if r.ndim == a.ndim else p
-    if r.ndim == a.ndim:
-        return jnp.linalg.solve(a, r * pr)
-    return jnp.linalg.solve(a, (r * pr)[..., None])[..., 0]
+    vec = r.ndim < a.ndim
+    rhs = (r * p)[..., None] if vec else r * p[..., None]
+    out = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), rhs)
+    return out[..., 0] if vec else out
 
 
 @functools.partial(jax.jit, static_argnames=("d", "mode", "n_samples", "kernel_width", "distance", "alpha",

@@ -131,7 +131,24 @@ def stream(
         onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
         return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, values.reshape(size, unit_size)))
 
-    return batching.fold(step, init, n * n_units, m)
+    return _fold(step, init, n * n_units, m)
+
+
+def _fold(fn: Callable, init: Any, total: int, size: int) -> Any:
+    """`batching.fold` with the chunk counter in the carry (no `(total / size,)` index array)."""
+    n_full, rem = divmod(total, size)
+    carry = init
+    if n_full == 1:
+        carry = fn(carry, jnp.int32(0), size)
+    elif n_full > 1:
+        def body(c, _):
+            state, i = c
+            return (fn(state, i * size, size), i + 1), None
+
+        (carry, _), _ = jax.lax.scan(body, (carry, jnp.int32(0)), None, length=n_full)
+    if rem:
+        carry = fn(carry, jnp.int32(n_full * size), rem)
+    return carry
 
 
 def add_local(acc: jax.Array, ex0: jax.Array, part: jax.Array) -> jax.Array:
@@ -168,6 +185,25 @@ def merge_moments(stats: tuple, ex0: jax.Array, onehot: jax.Array, samples: jax.
 def unit_keys(key: jax.Array, unit: jax.Array) -> jax.Array:
     """One PRNG key per unit index (`fold_in`), so draws never depend on `batch_size`."""
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(unit)
+
+
+def unit_bits(key: jax.Array, unit: jax.Array, n: int) -> jax.Array:
+    """`n` random uint32 words per unit, `(b, n)`, from `bits(fold_in(key, unit))`.
+
+    One draw per unit (instead of one per distribution) keeps the compiled
+    program small; use `uniform_from_bits` and `ranks_from_bits` on the words.
+    """
+    return jax.vmap(lambda k: jax.random.bits(k, (n,), jnp.uint32))(unit_keys(key, unit))
+
+
+def uniform_from_bits(bits: jax.Array) -> jax.Array:
+    """Uniform floats in [0, 1) from uint32 words (24 bits of mantissa)."""
+    return (bits >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+
+
+def ranks_from_bits(bits: jax.Array) -> jax.Array:
+    """A uniformly random permutation per row, as the position of each item `(b, d)`."""
+    return jnp.argsort(jnp.argsort(bits, axis=-1), axis=-1).astype(jnp.int32)
 
 
 def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: int | None):
@@ -354,15 +390,13 @@ def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: flo
     """The RISE masks `(b, H, W)` with indices `index (b,)` (float in [0, 1])."""
     ch, cw = -(-height // cells), -(-width // cells)
 
-    def one(k):
-        kg, kx, ky = jax.random.split(k, 3)
-        grid = jax.random.bernoulli(kg, p, (cells, cells)).astype(jnp.float32)
+    def one(bits):
+        grid = (uniform_from_bits(bits[2:]) < p).astype(jnp.float32).reshape(cells, cells)
         up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "linear")
-        dx = jax.random.randint(kx, (), 0, ch)
-        dy = jax.random.randint(ky, (), 0, cw)
+        dx, dy = (bits[0] % ch).astype(jnp.int32), (bits[1] % cw).astype(jnp.int32)
         return jax.lax.dynamic_slice(up, (dx, dy), (height, width))
 
-    return jax.vmap(one)(unit_keys(key, index))
+    return jax.vmap(one)(unit_bits(key, index, cells * cells + 2))
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "n_masks", "p", "cells", "batch_size"))

@@ -23,7 +23,7 @@ from . import _validate as V
 from . import features
 from ._types import ArrayLike, Explanation
 from .models import as_model
-from .perturbation import add_local, merge_moments, stream, unit_keys, values_at
+from .perturbation import add_local, merge_moments, ranks_from_bits, stream, unit_bits, values_at
 from .targets import as_target
 
 MAX_EXACT_FEATURES = 16
@@ -43,26 +43,29 @@ def prepare(model, x, target, segments, baseline, batch_size):
     return model, x, t, seg, d, mode, b, V.check_batch_size(batch_size)
 
 
-def check_adaptive(tol: Any, max_evals: Any, round_evals: int, fixed_evals: int = 2) -> tuple[float | None, int]:
-    """Validates `tol`/`max_evals`; returns `(tol, max_rounds)`."""
+def check_adaptive(tol: Any, max_evals: Any, round_evals: int, fixed_evals: int = 2) -> tuple[bool, float, int]:
+    """Validates `tol`/`max_evals`; returns `(adaptive, tol, max_rounds)`.
+
+    `tol` and `max_rounds` are passed traced, so changing them never recompiles.
+    """
     if tol is None:
         if max_evals is not None:
             V.fail("max_evals", "None unless tol= is given (it bounds adaptive stopping)", max_evals)
-        return None, 1
+        return False, 0.0, 1
     tol = V.check_float(tol, "tol", minimum=0.0, open_min=True)
     if max_evals is None:
-        return tol, DEFAULT_ROUNDS
+        return True, tol, DEFAULT_ROUNDS
     max_evals = V.check_int(max_evals, "max_evals", minimum=fixed_evals + round_evals)
-    return tol, (max_evals - fixed_evals) // round_evals
+    return True, tol, (max_evals - fixed_evals) // round_evals
 
 
-def run_rounds(round_fn: Callable, stderr_fn: Callable, init: Any, tol: float | None, max_rounds: int):
-    """Runs `state = round_fn(state, r)` once, or (with `tol`) until `max(stderr) < tol`.
+def run_rounds(round_fn: Callable, stderr_fn: Callable, init: Any, adaptive: bool, tol: Any, max_rounds: Any):
+    """Runs `state = round_fn(state, r)` once, or (`adaptive`) until `max(stderr) < tol`.
 
     A `lax.while_loop` over fixed-shape rounds: no recompilation per round.
     Returns `(state, rounds run)`.
     """
-    if tol is None or max_rounds == 1:
+    if not adaptive:
         return round_fn(init, jnp.int32(0)), jnp.int32(1)
 
     def cond(c):
@@ -214,19 +217,19 @@ def shapley_sampling(
         V.fail("antithetic", "a bool", repr(antithetic), TypeError)
     if antithetic and n_permutations % 2:
         V.fail("n_permutations", "an even number with antithetic=True (pairs of permutations)", n_permutations)
-    tol, rounds = check_adaptive(tol, max_evals, n_permutations * max(d - 1, 0) or 1)
-    return _sampling(model, x, t, seg, b, key, d=d, mode=mode, n_permutations=n_permutations,
-                     antithetic=antithetic, tol=tol, max_rounds=rounds, batch_size=batch_size)
+    adaptive, tol, rounds = check_adaptive(tol, max_evals, n_permutations * max(d - 1, 0) or 1)
+    return _sampling(model, x, t, seg, b, key, tol, rounds, d=d, mode=mode, n_permutations=n_permutations,
+                     antithetic=antithetic, adaptive=adaptive and d > 1, batch_size=batch_size)
 
 
 def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
     """Position of every feature in the random permutation of each unit, `(b, d)` int."""
-    return jax.vmap(lambda k: jnp.argsort(jnp.argsort(jax.random.uniform(k, (d,)))))(unit_keys(key, unit))
+    return ranks_from_bits(unit_bits(key, unit, d))
 
 
-@functools.partial(jax.jit, static_argnames=("d", "mode", "n_permutations", "antithetic", "tol",
-                                             "max_rounds", "batch_size"))
-def _sampling(model, x, target, seg, b, key, *, d, mode, n_permutations, antithetic, tol, max_rounds,
+@functools.partial(jax.jit, static_argnames=("d", "mode", "n_permutations", "antithetic", "adaptive",
+                                             "batch_size"))
+def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_permutations, antithetic, adaptive,
               batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
@@ -269,7 +272,7 @@ def _sampling(model, x, target, seg, b, key, *, d, mode, n_permutations, antithe
         return jnp.where(present, jnp.where(count[:, None] >= 2, se, jnp.nan), 0.0)
 
     init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)))
-    stats, rounds = run_rounds(round_fn, stderr_fn, init, tol, max_rounds)
+    stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
     n_evals = 2 + rounds * n_permutations * (d - 1)
     return Explanation(phi, stderr=stderr_fn(stats), gap=phi.sum(-1) - delta,

@@ -1,0 +1,227 @@
+"""Shapley estimators: closed forms, axioms, convergence to enumeration, transformations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from jaxplain import features, kernelshap, testing
+
+X4 = testing.random_images(0, n=3, size=4, channels=1)
+SEG6 = jx.grid_segments(4, 4, (2, 3))  # d = 6
+X6 = testing.random_images(1, n=3, size=6, channels=1)
+SEG10 = jx.grid_segments(6, 6, (2, 5))  # d = 10
+
+
+def f(z):
+    flat = z.reshape(z.shape[0], -1)
+    lin = flat @ jnp.linspace(-1.0, 1.0, flat.shape[1])
+    return jnp.tanh(2.0 * lin) + 2.0 * flat[:, 0] * flat[:, -1] - jnp.square(flat[:, 3] + flat[:, 7])
+
+
+def _per_feature(w, x, b, seg):
+    contrib = np.asarray((w[..., 0] * (x - b)).sum(-1))
+    seg = np.broadcast_to(np.asarray(seg), contrib.shape)
+    return np.stack([np.bincount(s.ravel(), c.ravel(), minlength=seg.max() + 1) for s, c in zip(seg, contrib)])
+
+
+def test_linear_model_all_estimators_give_w_times_x_minus_b():
+    w = jax.random.normal(jax.random.key(0), (4, 4, 1, 1))
+    m = testing.linear_model(w, 0.7)
+    truth = _per_feature(w, X4, 0.3, SEG6)
+    key = jax.random.key(0)
+    ex = jx.exact_shapley(m, X4, target=0, segments=SEG6, baseline=0.3)
+    ks = jx.kernel_shap(m, X4, target=0, segments=SEG6, baseline=0.3, key=key, n_samples=30)
+    ss = jx.shapley_sampling(m, X4, target=0, segments=SEG6, baseline=0.3, key=key, n_permutations=4)
+    for e in (ex, ks, ss):
+        np.testing.assert_allclose(e.values, truth, atol=1e-5)
+    np.testing.assert_allclose(ss.stderr, 0.0, atol=1e-5)
+    assert np.abs(ex.gap).max() < 1e-5 and np.abs(ks.gap).max() < 1e-5
+    assert ex.n_evals.tolist() == [64] * 3 and ks.n_evals.tolist() == [32] * 3
+    assert ss.n_evals.tolist() == [2 + 4 * 5] * 3
+
+
+def test_efficiency_on_a_nonlinear_model():
+    delta = np.asarray(f(X6) - f(jnp.zeros_like(X6)))
+    ex = jx.exact_shapley(f, X6, target=None, segments=SEG10)
+    ks = jx.kernel_shap(f, X6, target=None, segments=SEG10, key=jax.random.key(0), n_samples=100)
+    for e in (ex, ks):
+        np.testing.assert_allclose(e.values.sum(-1), delta, atol=1e-5)
+        assert np.abs(e.gap).max() < 1e-5
+
+
+def test_exact_matches_brute_force_definition():
+    d = 6
+    ex = jx.exact_shapley(f, X4, target=None, segments=SEG6)
+    z = np.array([[(i >> j) & 1 for j in range(d)] for i in range(2**d)], bool)
+    vals = np.stack([np.asarray(f(jx.apply_coalitions(X4, 0.0, jnp.asarray(SEG6), jnp.broadcast_to(zi, (3, d)))))
+                     for zi in z])  # (2^d, N)
+    ref = np.zeros((3, d))
+    for i, zi in enumerate(z):
+        s = zi.sum()
+        for j in np.flatnonzero(~zi):
+            wgt = math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
+            ref[:, j] += wgt * (vals[i | (1 << j)] - vals[i])
+    np.testing.assert_allclose(ex.values, ref, atol=1e-5)
+
+
+def test_sampled_estimators_converge_to_exact_within_reported_stderr():
+    exact = np.asarray(jx.exact_shapley(f, X6, target=None, segments=SEG10).values)
+    errs, inside, total = {}, 0, 0
+    for name, fn, small, large in [
+        ("kernel", jx.kernel_shap, dict(n_samples=100), dict(n_samples=600)),
+        ("perm", jx.shapley_sampling, dict(n_permutations=10), dict(n_permutations=60)),
+    ]:
+        for size, cfg in (("small", small), ("large", large)):
+            e_all = []
+            for seed in range(8):
+                e = fn(f, X6, target=None, segments=SEG10, key=jax.random.key(seed), **cfg)
+                e_all.append(np.abs(np.asarray(e.values) - exact).mean())
+                if size == "small":
+                    z = np.abs(np.asarray(e.values) - exact) / np.asarray(e.stderr)
+                    inside += int((z <= 3).sum())
+                    total += z.size
+            errs[name, size] = np.mean(e_all)
+        assert errs[name, "large"] < 0.6 * errs[name, "small"], errs
+    assert inside / total >= 0.95, inside / total
+
+
+def test_symmetry_and_dummy_axioms():
+    x = jnp.full((1, 4, 4, 1), 0.5)
+    seg = jx.grid_segments(4, 4, 2)  # 4 features of 4 pixels; feature 2 is never read
+
+    def g(z):
+        s = jnp.stack([z[:, :2, :2].sum((1, 2, 3)), z[:, :2, 2:].sum((1, 2, 3)), z[:, 2:, 2:].sum((1, 2, 3))], -1)
+        return jnp.tanh(s[:, 0] + s[:, 1]) * (1.0 + s[:, 2]) + s[:, 0] * s[:, 1]
+
+    key = jax.random.key(2)
+    ex = jx.exact_shapley(g, x, target=None, segments=seg)
+    full = jx.kernel_shap(g, x, target=None, segments=seg, key=key, n_samples=100)
+    perm = jx.shapley_sampling(g, x, target=None, segments=seg, key=key, n_permutations=6)
+    for e in (ex, full):
+        np.testing.assert_allclose(e.values[0, 0], e.values[0, 1], atol=1e-5)
+        assert abs(float(e.values[0, 2])) < 1e-5  # float32 rounding of a 2^d-term sum
+    np.testing.assert_allclose(full.values, ex.values, atol=1e-5)
+    assert float(perm.values[0, 2]) == 0.0 and float(perm.stderr[0, 2]) == 0.0
+    assert full.n_evals.tolist() == [16] and float(full.stderr.max()) == 0.0
+
+
+def test_kernel_schedule_enumerates_every_subset_once():
+    d = 6
+    plan = kernelshap.schedule(d, 1000)
+    assert plan.exact and plan.n_units == 2**d - 2
+    coalitions = jax.jit(kernelshap.coalitions, static_argnums=(0, 3))
+    masks, weights, groups = coalitions(plan, jax.random.key(0), jnp.arange(plan.n_units), True)
+    codes = np.asarray(masks) @ (1 << np.arange(d))
+    assert sorted(codes.tolist()) == list(range(1, 2**d - 1))
+    sizes = np.asarray(masks).sum(1)
+    expect = (d - 1) / (np.array([math.comb(d, s) for s in sizes]) * sizes * (d - sizes))
+    np.testing.assert_allclose(weights, expect, rtol=1e-6)
+    assert (np.asarray(groups) == -1).all()
+    part = kernelshap.schedule(10, 100)
+    assert part.n_enum == 20 and part.sample_sizes == tuple(range(2, 9))
+    masks, weights, groups = coalitions(part, jax.random.key(0), jnp.arange(20, 100), True)
+    m = np.asarray(masks)
+    np.testing.assert_array_equal(m[0::2], ~m[1::2])  # complementary pairs
+    assert set(m.sum(1).tolist()) <= set(range(2, 9))
+
+
+def test_per_example_segments_match_each_example_alone():
+    seg = np.stack([SEG6, jx.grid_segments(4, 4, 2), jx.grid_segments(4, 4, (1, 2))])  # d = 6, 4, 2
+    ex = jx.exact_shapley(f, X4, target=None, segments=seg)
+    for i in range(3):
+        alone = jx.exact_shapley(f, X4[i:i + 1], target=None, segments=seg[i])
+        d = alone.values.shape[1]
+        np.testing.assert_allclose(ex.values[i, :d], alone.values[0], atol=1e-5)
+        assert (np.asarray(ex.values[i, d:]) == 0).all()
+    ks = jx.kernel_shap(f, X4, target=None, segments=seg, key=jax.random.key(0), n_samples=30)
+    assert float(ks.values[2, 2:].max()) == 0.0 and np.abs(ks.gap).max() < 1e-5
+
+
+@pytest.mark.parametrize("method,cfg", [("kernel_shap", dict(n_samples=30)),
+                                        ("shapley_sampling", dict(n_permutations=4))])
+def test_batch_size_independence_reproducibility_and_jit(method, cfg):
+    fn = getattr(jx, method)
+    kw = dict(target=None, segments=SEG6, baseline="mean", **cfg)
+    a = fn(f, X4, key=jax.random.key(0), batch_size=7, **kw)
+    b = fn(f, X4, key=jax.random.key(0), **kw)
+    c = fn(f, X4, key=jax.random.key(1), **kw)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.stderr, b.stderr, rtol=1e-3, atol=1e-5)
+    assert not np.allclose(a.values, c.values)
+    alone = fn(f, X4[2:], key=jax.random.key(0), **kw)
+    np.testing.assert_allclose(alone.values[0], b.values[2], rtol=1e-4, atol=1e-5)
+    jitted = jax.jit(lambda x, k: fn(f, x, key=k, **kw))(X4, jax.random.key(0))
+    np.testing.assert_allclose(jitted.values, b.values, rtol=1e-4, atol=1e-5)
+    with testing.count_compiles() as count:
+        fn(f, X4, key=jax.random.key(5), **kw).values.block_until_ready()
+    assert count["n"] == 0
+
+
+def test_adaptive_stopping():
+    kw = dict(target=None, segments=SEG10, key=jax.random.key(0), n_permutations=10)
+    loose = jx.shapley_sampling(f, X6, tol=0.2, max_evals=2 + 20 * 90, **kw)
+    rounds = (int(loose.n_evals[0]) - 2) // 90
+    assert 1 < rounds < 20 and float(loose.stderr.max()) < 0.2
+    # the same permutations as one fixed run of that size
+    fixed = jx.shapley_sampling(f, X6, target=None, segments=SEG10, key=jax.random.key(0),
+                                n_permutations=10 * rounds)
+    np.testing.assert_allclose(loose.values, fixed.values, rtol=1e-4, atol=1e-5)
+    with testing.count_compiles() as count:
+        tight = jx.shapley_sampling(f, X6, tol=1e-6, max_evals=2 + 20 * 90, **kw)
+    assert count["n"] == 0 and tight.n_evals.tolist() == [2 + 20 * 90] * 3
+    ks = jx.kernel_shap(f, X6, target=None, segments=SEG10, key=jax.random.key(0), n_samples=100, tol=0.1,
+                        max_evals=2 + 30 * 100)
+    assert float(ks.stderr.max()) < 0.1 and 2 + 100 < int(ks.n_evals[0]) < 2 + 30 * 100
+    assert np.abs(ks.gap).max() < 1e-5
+
+
+def test_memory_does_not_grow_with_samples():
+    shapley = __import__("jaxplain.shapley", fromlist=["_sampling"])
+    seg, d = features.check_segments(SEG10, X6.shape)
+    m = jx.as_model(f)
+    t = jx.as_target(None, m, X6)
+    sizes = {}
+    for n_perm in (20, 2000):
+        lowered = shapley._sampling.lower(m, X6, t, seg, jnp.zeros_like(X6), jax.random.key(0), 0.0, 1, d=d,
+                                          mode=None, n_permutations=n_perm, antithetic=True, adaptive=False,
+                                          batch_size=36)
+        sizes[n_perm] = lowered.compile().memory_analysis().temp_size_in_bytes
+    assert sizes[2000] <= sizes[20] * 1.05 + 1024, sizes  # peak set by batch_size, not n
+    seg, d = features.check_segments(jx.pixel_segments(6, 6), X6.shape)  # d = 36: never exact
+    k_sizes = {}
+    for n in (200, 20000):
+        plan = kernelshap.schedule(d, n)
+        lowered = kernelshap._kernel_shap.lower(m, X6, t, seg, jnp.zeros_like(X6), jax.random.key(0), 0.0, 1,
+                                                plan=plan, mode=None, paired=True, adaptive=False, batch_size=16)
+        k_sizes[n] = lowered.compile().memory_analysis().temp_size_in_bytes
+    assert k_sizes[20000] <= k_sizes[200] * 1.05 + 1024, k_sizes
+
+
+def test_bad_inputs():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="at most 16 features"):
+        jx.exact_shapley(f, X6, target=None, segments=jx.pixel_segments(6, 6))
+    with pytest.raises(TypeError, match="key"):
+        jx.kernel_shap(f, X4, target=None, segments=SEG6)
+    with pytest.raises(TypeError, match="key"):
+        jx.shapley_sampling(f, X4, target=None, segments=SEG6)
+    with pytest.raises(ValueError, match="n_samples"):
+        jx.kernel_shap(f, X4, target=None, segments=SEG6, key=key, n_samples=0)
+    with pytest.raises(ValueError, match="n_permutations.*even"):
+        jx.shapley_sampling(f, X4, target=None, segments=SEG6, key=key, n_permutations=3)
+    with pytest.raises(ValueError, match="max_evals"):
+        jx.shapley_sampling(f, X4, target=None, segments=SEG6, key=key, max_evals=100)
+    with pytest.raises(ValueError, match="max_evals"):
+        jx.kernel_shap(f, X4, target=None, segments=SEG6, key=key, n_samples=50, tol=0.1, max_evals=20)
+    with pytest.raises(ValueError, match="tol"):
+        jx.kernel_shap(f, X4, target=None, segments=SEG6, key=key, tol=-1.0)
+    with pytest.raises(ValueError, match="segments.*gaps"):
+        jx.exact_shapley(f, X4, target=None, segments=np.where(SEG6 == 0, 6, SEG6))
+    with pytest.raises(ValueError, match="segments"):
+        jx.exact_shapley(f, X4, target=None, segments=np.stack([SEG6] * 2))
+    with pytest.raises(ValueError, match="baseline"):
+        jx.exact_shapley(f, X4, target=None, segments=SEG6, baseline="noise")
