@@ -41,13 +41,20 @@ def main(argv=None) -> dict[str, Path]:
     # 1. Data and model: digits upsampled to 16x16, a 3-layer CNN trained with optax
     #    (weights cached in ~/.cache/jaxplain, so the second run skips training).
     ds = data.load_digits(size=16)
-    trained = zoo.train_classifier(zoo.SmallCNN((16, 32, 32), n_classes=10), ds.x_train, ds.y_train,
-                                   ds.x_test, ds.y_test, epochs=4 if q else 10, lr=1e-2,
-                                   cache=zoo.default_cache_dir())
+    trained = zoo.train_classifier(
+        zoo.SmallCNN((16, 32, 32), n_classes=10),
+        ds.x_train,
+        ds.y_train,
+        ds.x_test,
+        ds.y_test,
+        epochs=4 if q else 10,
+        lr=1e-2,
+        cache=zoo.default_cache_dir(),
+    )
     model = trained.model
     print(f"test accuracy {trained.accuracy:.1%}")
 
-    x = jnp.asarray(ds.x_test[:4 if q else 6])
+    x = jnp.asarray(ds.x_test[: 4 if q else 6])
     target = jnp.argmax(model(x), -1)  # explain the predicted classes
     key = jax.random.key(0)
     cells = jx.grid_segments(16, 16, 8)  # 64 features of 2x2 pixels
@@ -55,55 +62,88 @@ def main(argv=None) -> dict[str, Path]:
     # 2. One call per method; every call returns an Explanation.
     methods = {
         "saliency": lambda m, x, target: jx.saliency(m, x, target=target),
-        "integrated gradients": lambda m, x, target: jx.integrated_gradients(m, x, target=target,
-                                                                             steps=16 if q else 64),
-        "smoothgrad": lambda m, x, target: jx.smoothgrad(m, x, target=target, key=key,
-                                                         n_samples=16 if q else 50),
+        "integrated gradients": lambda m, x, target: jx.integrated_gradients(
+            m, x, target=target, steps=16 if q else 64
+        ),
+        "smoothgrad": lambda m, x, target: jx.smoothgrad(
+            m, x, target=target, key=key, n_samples=16 if q else 50
+        ),
         "guided backprop": lambda m, x, target: jx.guided_backprop(m, x, target=target),
         "gradient x input": lambda m, x, target: jx.gradient_x_input(m, x, target=target),
         "Grad-CAM": lambda m, x, target: jx.grad_cam(m, x, target=target, layer=trained.last_conv),
         "occlusion": lambda m, x, target: jx.occlusion(m, x, target=target, window=4, strides=2),
-        "RISE": lambda m, x, target: jx.rise(m, x, target=target, key=key, n_masks=500 if q else 2000,
-                                             cells=4),
+        "RISE": lambda m, x, target: jx.rise(
+            m, x, target=target, key=key, n_masks=500 if q else 2000, cells=4
+        ),
         "KernelSHAP": lambda m, x, target: jx.to_pixels(
-            jx.kernel_shap(m, x, target=target, segments=cells, key=key, n_samples=256 if q else 1000).values,
-            cells),
+            jx.kernel_shap(
+                m, x, target=target, segments=cells, key=key, n_samples=256 if q else 1000
+            ).values,
+            cells,
+        ),
     }
     if q:  # the reduced CI mode keeps one or two methods per family
-        methods = {k: v for k, v in methods.items() if k not in ("RISE", "gradient x input", "guided backprop")}
+        methods = {
+            k: v
+            for k, v in methods.items()
+            if k not in ("RISE", "gradient x input", "guided backprop")
+        }
     results = {name: fn(model, x, target) for name, fn in methods.items()}
     ig = results["integrated gradients"]
     print("IG completeness gap (should be ~0):", np.round(np.asarray(ig.gap), 4))
 
-    labels = [f"true {t}, pred {int(p)}" for t, p in zip(ds.y_test[:len(x)], target)]
-    out = {"attributions": viz.save(viz.plot_attributions(x, results, labels=labels, cell=1.3),
-                                    args.out / "attributions.png")}
+    labels = [f"true {t}, pred {int(p)}" for t, p in zip(ds.y_test[: len(x)], target)]
+    out = {
+        "attributions": viz.save(
+            viz.plot_attributions(x, results, labels=labels, cell=1.3),
+            args.out / "attributions.png",
+        )
+    }
 
     # 3. LIME weights of the 2x2 cells, with lime's top-k view.
-    lime = jx.lime(model, x[:2], target=target[:2], segments=cells, key=key, n_samples=300 if q else 1000)
-    out["segments"] = viz.save(viz.plot_segments(x[:2], cells, lime, top_k=8, titles=labels[:2]),
-                               args.out / "segments.png")
+    lime = jx.lime(
+        model, x[:2], target=target[:2], segments=cells, key=key, n_samples=300 if q else 1000
+    )
+    out["segments"] = viz.save(
+        viz.plot_segments(x[:2], cells, lime, top_k=8, titles=labels[:2]), args.out / "segments.png"
+    )
 
     # 4. Metrics: deletion/insertion curves and the evaluate() table.
     kw = dict(target=target, steps=16, segments=cells, softmax=True)
     dele = {n: jx.deletion(model, x, r, **kw) for n, r in results.items()}
     ins = {n: jx.insertion(model, x, r, **kw) for n, r in results.items()}
-    out["curves"] = viz.save(viz.plot_curves(deletion=dele, insertion=ins, ylabel="p(predicted class)"),
-                             args.out / "curves.png")
-    table = jx.evaluate(methods, model, x, target=target, key=key, segments=cells,
-                        metrics=("deletion", "insertion") if q else ("deletion", "insertion", "sparseness",
-                                                                     "faithfulness_correlation"))
+    out["curves"] = viz.save(
+        viz.plot_curves(deletion=dele, insertion=ins, ylabel="p(predicted class)"),
+        args.out / "curves.png",
+    )
+    table = jx.evaluate(
+        methods,
+        model,
+        x,
+        target=target,
+        key=key,
+        segments=cells,
+        metrics=("deletion", "insertion")
+        if q
+        else ("deletion", "insertion", "sparseness", "faithfulness_correlation"),
+    )
     (args.out / "metrics.txt").write_text(str(table))
     print(table)
     out["metrics"] = args.out / "metrics.txt"
 
     # 5. What the network thinks each class looks like (activation maximisation).
-    fv = jx.feature_visualization(model, target=list(range(10)), key=key, image_shape=(16, 16, 1),
-                                  steps=32 if q else 256)
+    fv = jx.feature_visualization(
+        model, target=list(range(10)), key=key, image_shape=(16, 16, 1), steps=32 if q else 256
+    )
     out["class_visualization"] = viz.save(
-        viz.plot_feature_visualization(fv.images, titles=[f"class {k}" for k in range(10)], ncols=10,
-                                       title="inputs that maximise each class logit"),
-        args.out / "class_visualization.png")
+        viz.plot_feature_visualization(
+            fv.images,
+            titles=[f"class {k}" for k in range(10)],
+            ncols=10,
+            title="inputs that maximise each class logit",
+        ),
+        args.out / "class_visualization.png",
+    )
     print("wrote", ", ".join(str(p) for p in out.values()))
     return out
 

@@ -42,7 +42,9 @@ def random_crops(images: np.ndarray, n: int, size: int, seed: int) -> tuple[np.n
     k, h, w, _ = images.shape
     ys = rng.integers(0, h - size + 1, (k, n))
     xs = rng.integers(0, w - size + 1, (k, n))
-    crops = np.stack([images[i, y:y + size, x:x + size] for i in range(k) for y, x in zip(ys[i], xs[i])])
+    crops = np.stack(
+        [images[i, y : y + size, x : x + size] for i in range(k) for y, x in zip(ys[i], xs[i])]
+    )
     flips = rng.random(len(crops)) < 0.5
     crops[flips] = crops[flips, :, ::-1]
     return crops.astype(np.float32), np.repeat(np.arange(k), n).astype(np.int32)
@@ -58,44 +60,76 @@ def main(argv=None) -> dict[str, Path]:
     xtr, ytr = random_crops(np.asarray(x), 150 if q else 600, 32, seed=0)
     xte, yte = random_crops(np.asarray(x), 50, 32, seed=1)
     net = zoo.SmallCNN((16, 32, 32), n_classes=3, pool_after=(0, 1), head="gap")
-    trained = zoo.train_classifier(net, xtr, ytr, xte, yte, epochs=2 if q else 8, lr=3e-3,
-                                   cache=zoo.default_cache_dir())
+    trained = zoo.train_classifier(
+        net, xtr, ytr, xte, yte, epochs=2 if q else 8, lr=3e-3, cache=zoo.default_cache_dir()
+    )
     model = trained.model
     print(f"which-photo accuracy on held-out crops: {trained.accuracy:.1%}")
     out = {}
 
     # Superpixels and LIME: which regions of each photograph the network uses.
     segments = jx.superpixels(np.asarray(x), "slic", n_segments=60, compactness=10)
-    lime = jx.lime(model, x, target=jnp.arange(3), segments=segments, baseline="blur",
-                   key=jax.random.key(0), n_samples=200 if q else 1000)
-    out["superpixels"] = viz.save(viz.plot_segments(x, segments, lime, top_k=8, titles=names),
-                                  args.out / "superpixels_lime.png")
+    lime = jx.lime(
+        model,
+        x,
+        target=jnp.arange(3),
+        segments=segments,
+        baseline="blur",
+        key=jax.random.key(0),
+        n_samples=200 if q else 1000,
+    )
+    out["superpixels"] = viz.save(
+        viz.plot_segments(x, segments, lime, top_k=8, titles=names),
+        args.out / "superpixels_lime.png",
+    )
     gc = jx.grad_cam(model, x, target=jnp.arange(3), layer=trained.last_conv)
-    out["gradcam"] = viz.save(viz.plot_attributions(x, {"Grad-CAM": gc}, labels=names, cell=2.4),
-                              args.out / "gradcam.png")
+    out["gradcam"] = viz.save(
+        viz.plot_attributions(x, {"Grad-CAM": gc}, labels=names, cell=2.4), args.out / "gradcam.png"
+    )
 
     # Inside the network: first-layer filters and the feature maps of each layer.
     params = trained.variables["params"]
-    out["filters"] = viz.save(viz.plot_filters(params["conv0"]["kernel"], ncols=8,
-                                               title="conv0: 3x3 RGB filters (grey = 0)", cell=0.8),
-                              args.out / "filters.png")
+    out["filters"] = viz.save(
+        viz.plot_filters(
+            params["conv0"]["kernel"], ncols=8, title="conv0: 3x3 RGB filters (grey = 0)", cell=0.8
+        ),
+        args.out / "filters.png",
+    )
     for layer in ("conv0", "conv2"):
         acts = jx.layer_activations(model, x[:1], layer=layer)
-        fig = viz.plot_feature_maps(acts, image=x[0], max_maps=11, ncols=6,
-                                    title=f"{layer} feature maps on {names[0]} (most active first)")
+        fig = viz.plot_feature_maps(
+            acts,
+            image=x[0],
+            max_maps=11,
+            ncols=6,
+            title=f"{layer} feature maps on {names[0]} (most active first)",
+        )
         out[f"maps_{layer}"] = viz.save(fig, args.out / f"feature_maps_{layer}.png")
 
     # Feature visualisation: inputs that maximise single conv2 channels and each class.
     acts = np.asarray(jx.layer_activations(model, x, layer="conv2").values)
-    channels = [int(c) for c in np.argsort(-acts.mean((0, 1, 2)))[:3 if q else 6]]
-    fv_ch = jx.feature_visualization(model, layer="conv2", channel=channels, key=jax.random.key(1),
-                                     image_shape=(48, 48, 3), steps=32 if q else 256)
-    fv_cls = jx.feature_visualization(model, target=[0, 1, 2], key=jax.random.key(2), image_shape=(48, 48, 3),
-                                      steps=32 if q else 256)
+    channels = [int(c) for c in np.argsort(-acts.mean((0, 1, 2)))[: 3 if q else 6]]
+    fv_ch = jx.feature_visualization(
+        model,
+        layer="conv2",
+        channel=channels,
+        key=jax.random.key(1),
+        image_shape=(48, 48, 3),
+        steps=32 if q else 256,
+    )
+    fv_cls = jx.feature_visualization(
+        model,
+        target=[0, 1, 2],
+        key=jax.random.key(2),
+        image_shape=(48, 48, 3),
+        steps=32 if q else 256,
+    )
     fig = viz.plot_feature_visualization(
         jnp.concatenate([fv_ch.images, fv_cls.images]),
-        titles=[f"conv2 ch {c}" for c in channels] + [f"class {n}" for n in names], ncols=len(channels) + 3,
-        title="activation maximisation")
+        titles=[f"conv2 ch {c}" for c in channels] + [f"class {n}" for n in names],
+        ncols=len(channels) + 3,
+        title="activation maximisation",
+    )
     out["feature_visualization"] = viz.save(fig, args.out / "feature_visualization.png")
     print("wrote", ", ".join(str(p) for p in out.values()))
     return out

@@ -53,7 +53,8 @@ def train(x: np.ndarray, y: np.ndarray, steps: int):
     @jax.jit
     def step(p, s):
         loss, g = jax.value_and_grad(
-            lambda p: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean())(p)
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+        )(p)
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
@@ -80,7 +81,9 @@ def main(argv=None) -> dict[str, Path]:
 
     # One global linear surrogate of the log-odds over the whole dataset.
     glob = jx.global_surrogate(model, x, target=log_odds)
-    print(f"global surrogate: coef {np.round(np.asarray(glob.coef), 2)}, R^2 = {float(glob.r2):.2f}")
+    print(
+        f"global surrogate: coef {np.round(np.asarray(glob.coef), 2)}, R^2 = {float(glob.r2):.2f}"
+    )
 
     # The model's decision boundary on a grid (where p(class 1) = 0.5).
     g = np.linspace(-2.6, 2.6, 160, dtype=np.float32)
@@ -90,7 +93,10 @@ def main(argv=None) -> dict[str, Path]:
     from skimage.measure import find_contours
 
     line = max(find_contours(p1, 0.5), key=len)  # (row, col) grid coordinates
-    line = np.stack([np.interp(line[:, 1], np.arange(len(g)), g), np.interp(line[:, 0], np.arange(len(g)), g)], 1)
+    line = np.stack(
+        [np.interp(line[:, 1], np.arange(len(g)), g), np.interp(line[:, 0], np.arange(len(g)), g)],
+        1,
+    )
     line = line[(np.abs(line) < 1.8).all(1)]
 
     # Local surrogates: the same fit on Gaussian neighbourhoods of points on the boundary.
@@ -117,23 +123,45 @@ def main(argv=None) -> dict[str, Path]:
         """Points of the surrogate's zero line near `center` (its local decision boundary)."""
         w, b = np.asarray(s.coef), float(s.intercept)
         n = w / (np.linalg.norm(w) + 1e-12)
-        foot = center - n * (center @ w + b) / (np.linalg.norm(w) + 1e-12)  # closest point on the line
+        foot = center - n * (center @ w + b) / (
+            np.linalg.norm(w) + 1e-12
+        )  # closest point on the line
         d = np.array([-n[1], n[0]])
         return np.stack([foot - half * d, foot + half * d])
 
     seg = boundary(glob, x.mean(0), 3.0)
-    ax.plot(seg[:, 0], seg[:, 1], "--", color="green", lw=2,
-            label=f"global linear surrogate (R$^2$={float(glob.r2):.2f})")
+    ax.plot(
+        seg[:, 0],
+        seg[:, 1],
+        "--",
+        color="green",
+        lw=2,
+        label=f"global linear surrogate (R$^2$={float(glob.r2):.2f})",
+    )
     for i, (a, s) in enumerate(zip(anchors, local)):
         seg = boundary(s, a, 0.45)
-        ax.plot(seg[:, 0], seg[:, 1], color="orange", lw=2.5,
-                label=f"local surrogates (R$^2$ {min(float(t.r2) for t in local):.2f}-"
-                      f"{max(float(t.r2) for t in local):.2f})" if i == 0 else None)
-        ax.add_patch(__import__("matplotlib.patches", fromlist=["Circle"]).Circle(
-            a, radius, fill=False, ls=":", color="orange"))
+        ax.plot(
+            seg[:, 0],
+            seg[:, 1],
+            color="orange",
+            lw=2.5,
+            label=f"local surrogates (R$^2$ {min(float(t.r2) for t in local):.2f}-"
+            f"{max(float(t.r2) for t in local):.2f})"
+            if i == 0
+            else None,
+        )
+        ax.add_patch(
+            __import__("matplotlib.patches", fromlist=["Circle"]).Circle(
+                a, radius, fill=False, ls=":", color="orange"
+            )
+        )
         w = np.asarray(s.coef)
-        ax.annotate("", a + 0.35 * w / np.linalg.norm(w), a,
-                    arrowprops=dict(arrowstyle="->", color="k", lw=1.5))
+        ax.annotate(
+            "",
+            a + 0.35 * w / np.linalg.norm(w),
+            a,
+            arrowprops=dict(arrowstyle="->", color="k", lw=1.5),
+        )
         ax.plot(*a, "o", color="orange", mec="k", ms=6)
     ax.set_xlim(g[0], g[-1])
     ax.set_ylim(g[0], g[-1])

@@ -62,13 +62,21 @@ def main(argv=None) -> dict[str, Path]:
     args = parse(argv, "throughput")
     q = args.quick
     ds = data.load_throughput_dataset()
-    print(f"dataset: {ds.name}, {len(ds.x_train)} train / {len(ds.x_test)} test images "
-          f"{ds.x_train.shape[1]}x{ds.x_train.shape[2]}")
+    print(
+        f"dataset: {ds.name}, {len(ds.x_train)} train / {len(ds.x_test)} test images "
+        f"{ds.x_train.shape[1]}x{ds.x_train.shape[2]}"
+    )
     n_train = 2000 if q else 20000
-    trained = zoo.train_classifier(zoo.SmallCNN((16, 32, 32), n_classes=len(ds.classes)),
-                                   ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test[:2000],
-                                   ds.y_test[:2000], epochs=1 if q else 4, lr=5e-3,
-                                   cache=zoo.default_cache_dir())
+    trained = zoo.train_classifier(
+        zoo.SmallCNN((16, 32, 32), n_classes=len(ds.classes)),
+        ds.x_train[:n_train],
+        ds.y_train[:n_train],
+        ds.x_test[:2000],
+        ds.y_test[:2000],
+        epochs=1 if q else 4,
+        lr=5e-3,
+        cache=zoo.default_cache_dir(),
+    )
     model = trained.model
     print(f"test accuracy {trained.accuracy:.1%}")
 
@@ -80,8 +88,16 @@ def main(argv=None) -> dict[str, Path]:
     # program with no loop around the model (XLA on CPU runs convolutions inside loops slower).
     t0 = time.perf_counter()
     parts = []
-    for e in jx.explain_dataset(jx.integrated_gradients, model, x, batch_size=batch, target="predicted",
-                                steps=steps, eval_batch_size=batch * steps, progress=not args.quiet):
+    for e in jx.explain_dataset(
+        jx.integrated_gradients,
+        model,
+        x,
+        batch_size=batch,
+        target="predicted",
+        steps=steps,
+        eval_batch_size=batch * steps,
+        progress=not args.quiet,
+    ):
         parts.append(np.asarray(e.values).sum(-1))  # (b, H, W): channels summed
     seconds = time.perf_counter() - t0
     attr = np.concatenate(parts)
@@ -102,10 +118,15 @@ def main(argv=None) -> dict[str, Path]:
     preds = np.asarray(jnp.argmax(model(jnp.asarray(x)), -1))
     gi = jx.global_importance(attr, preds, n_classes=len(ds.classes))
     counts = np.asarray(gi.counts)
-    fig = viz.plot_importance(gi.per_class, titles=[f"{c} ({k})" for c, k in zip(ds.classes, counts)],
-                              title=f"mean |integrated gradients| per predicted class, {n} {ds.name} images")
-    out = {"report": args.out / "throughput.txt",
-           "global": viz.save(fig, args.out / "global_importance.png")}
+    fig = viz.plot_importance(
+        gi.per_class,
+        titles=[f"{c} ({k})" for c, k in zip(ds.classes, counts)],
+        title=f"mean |integrated gradients| per predicted class, {n} {ds.name} images",
+    )
+    out = {
+        "report": args.out / "throughput.txt",
+        "global": viz.save(fig, args.out / "global_importance.png"),
+    }
     print("wrote", ", ".join(str(p) for p in out.values()))
     return out
 

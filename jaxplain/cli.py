@@ -37,10 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     d.add_argument("--cache", default=None, help="weights cache (default ~/.cache/jaxplain)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--no-compile-cache", action="store_true",
-                   help="do not keep compiled programs in the cache folder")
-    b = sub.add_parser("bench", help="run the benchmark harness (arguments are passed on)",
-                       add_help=False)
+    d.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs in the cache folder",
+    )
+    b = sub.add_parser(
+        "bench", help="run the benchmark harness (arguments are passed on)", add_help=False
+    )
     b.add_argument("args", nargs=argparse.REMAINDER)
     e = sub.add_parser("explain", help="explain images in a folder with a saved model")
     e.add_argument("--method", default="ig", choices=sorted(EXPLAIN_METHODS))
@@ -61,8 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from . import demo
 
-        demo.run(args.out, quick=args.quick, quiet=args.quiet, cache=args.cache, seed=args.seed,
-                 compile_cache=not args.no_compile_cache)
+        demo.run(
+            args.out,
+            quick=args.quick,
+            quiet=args.quiet,
+            cache=args.cache,
+            seed=args.seed,
+            compile_cache=not args.no_compile_cache,
+        )
         return 0
     if args.command == "explain":
         return _explain(args)
@@ -80,12 +90,16 @@ def _bench(argv: list[str]) -> int:
             try:
                 import benchmarks
             except ImportError as e:
-                print(f"jaxplain bench: the benchmark harness failed to import: {e}", file=sys.stderr)
+                print(
+                    f"jaxplain bench: the benchmark harness failed to import: {e}", file=sys.stderr
+                )
                 return 2
         else:
-            print("jaxplain bench: the benchmark harness (benchmarks/) is not available here; run it "
-                  "from a source checkout: `bash run.sh bench` (peers: pip install -e '.[bench]')",
-                  file=sys.stderr)
+            print(
+                "jaxplain bench: the benchmark harness (benchmarks/) is not available here; run it "
+                "from a source checkout: `bash run.sh bench` (peers: pip install -e '.[bench]')",
+                file=sys.stderr,
+            )
             return 2
     entry = getattr(benchmarks, "main", None)
     if entry is None:
@@ -149,7 +163,10 @@ def _explain(args) -> int:
     target = args.target if args.target == "predicted" else int(args.target)
     fn = getattr(jx, EXPLAIN_METHODS[args.method], None)
     if fn is None:
-        print(f"jaxplain explain: method {args.method} is not available in this jaxplain", file=sys.stderr)
+        print(
+            f"jaxplain explain: method {args.method} is not available in this jaxplain",
+            file=sys.stderr,
+        )
         return 2
     kw = {}
     if args.method == "smoothgrad":
@@ -164,10 +181,16 @@ def _explain(args) -> int:
     np.savez(out / f"{args.method}.npz", values=values, files=np.array(names))
     probs = np.asarray(jax.nn.softmax(model(x)))
     classes = header.get("classes") or [str(i) for i in range(probs.shape[1])]
-    labels = [f"{n}: {classes[p]} ({probs[i, p]:.2f})" for i, (n, p) in enumerate(zip(names, probs.argmax(1)))]
+    labels = [
+        f"{n}: {classes[p]} ({probs[i, p]:.2f})"
+        for i, (n, p) in enumerate(zip(names, probs.argmax(1)))
+    ]
     for start in range(0, len(x), 16):
-        fig = viz.plot_attributions(x[start:start + 16], {args.method: values[start:start + 16]},
-                                    labels=labels[start:start + 16])
+        fig = viz.plot_attributions(
+            x[start : start + 16],
+            {args.method: values[start : start + 16]},
+            labels=labels[start : start + 16],
+        )
         viz.save(fig, out / f"{args.method}_{start // 16:03d}.png")
     if not args.quiet:
         print(f"explained {len(x)} images with {EXPLAIN_METHODS[args.method]}: {out.resolve()}")

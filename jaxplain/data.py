@@ -22,8 +22,18 @@ import numpy as np
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 """Where Debian's `dataset-fashion-mnist` package puts its files (searched in order)."""
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 class Dataset(NamedTuple):
@@ -90,8 +100,9 @@ def load_faces(size: int | None = None, test_fraction: float = 0.25, seed: int =
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea")
 
 
-def load_natural_images(size: int | tuple[int, int] | None = 128,
-                        names: Sequence[str] = NATURAL_IMAGES) -> dict[str, np.ndarray]:
+def load_natural_images(
+    size: int | tuple[int, int] | None = 128, names: Sequence[str] = NATURAL_IMAGES
+) -> dict[str, np.ndarray]:
     """scikit-image photographs as `{name: (H, W, 3) float32}`, center-cropped square.
 
     Args:
@@ -107,7 +118,7 @@ def load_natural_images(size: int | tuple[int, int] | None = 128,
         if size is not None:
             h, w = img.shape[:2]
             s = min(h, w)
-            img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+            img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
             img = resize(img[None], size)[0]
         out[name] = img
     return out
@@ -134,7 +145,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if magic >> 8 != 0x08:  # unsigned byte data
         raise ValueError(f"{path}: not an idx file of unsigned bytes (magic {magic:#x})")
     ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -171,6 +182,10 @@ def load_throughput_dataset(limit: int | None = None) -> Dataset:
             pass
     d = load_digits()
     if limit is not None:
-        d = d._replace(x_train=d.x_train[:limit], y_train=d.y_train[:limit],
-                       x_test=d.x_test[:limit], y_test=d.y_test[:limit])
+        d = d._replace(
+            x_train=d.x_train[:limit],
+            y_train=d.y_train[:limit],
+            x_test=d.x_test[:limit],
+            y_test=d.y_test[:limit],
+        )
     return d

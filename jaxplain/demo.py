@@ -62,40 +62,137 @@ def method_specs(quick: bool) -> list[MethodSpec]:
     q = quick
     k = lambda c, i: jax.random.fold_in(c.key, i)  # noqa: E731
     return [
-        MethodSpec("saliency", "saliency", GRADIENT, True,
-                   lambda c: jx.saliency(c.model, c.x, target=c.target)),
-        MethodSpec("gradient x input", "gradient_x_input", GRADIENT, True,
-                   lambda c: jx.gradient_x_input(c.model, c.x, target=c.target), quick=False),
-        MethodSpec("integrated gradients", "integrated_gradients", GRADIENT, True,
-                   lambda c: jx.integrated_gradients(c.model, c.x, target=c.target, steps=16 if q else 64)),
-        MethodSpec("smoothgrad", "smoothgrad", GRADIENT, True,
-                   lambda c: jx.smoothgrad(c.model, c.x, target=c.target, key=k(c, 1),
-                                           n_samples=16 if q else 50)),
-        MethodSpec("expected gradients", "expected_gradients", GRADIENT, True,
-                   lambda c: jx.expected_gradients(c.model, c.x, target=c.target, references=c.references,
-                                                   key=k(c, 2), n_samples=32 if q else 128), quick=False),
-        MethodSpec("guided backprop", "guided_backprop", GRADIENT, True,
-                   lambda c: jx.guided_backprop(c.model, c.x, target=c.target)),
-        MethodSpec("Grad-CAM", "grad_cam", CAM, True,
-                   lambda c: jx.grad_cam(c.model, c.x, target=c.target, layer=c.layer)),
-        MethodSpec("Grad-CAM++", "grad_cam_plus_plus", CAM, True,
-                   lambda c: jx.grad_cam_plus_plus(c.model, c.x, target=c.target, layer=c.layer),
-                   quick=False),
-        MethodSpec("occlusion", "occlusion", PERTURBATION, False,
-                   lambda c: jx.occlusion(c.model, c.x, target=c.target, window=4, strides=2)),
-        MethodSpec("RISE", "rise", PERTURBATION, False,
-                   lambda c: jx.rise(c.model, c.x, target=c.target, key=k(c, 3), n_masks=500 if q else 2000,
-                                     cells=4), quick=False),
-        MethodSpec("LIME", "lime", PERTURBATION, False,
-                   lambda c: jx.lime(c.model, c.x, target=c.target, segments=c.segments, key=k(c, 4),
-                                     n_samples=300 if q else 1000), features=True),
-        MethodSpec("KernelSHAP", "kernel_shap", PERTURBATION, False,
-                   lambda c: jx.kernel_shap(c.model, c.x, target=c.target, segments=c.segments, key=k(c, 5),
-                                            n_samples=256 if q else 1000), features=True),
-        MethodSpec("Shapley sampling", "shapley_sampling", PERTURBATION, False,
-                   lambda c: jx.shapley_sampling(c.model, c.x, target=c.target, segments=c.segments,
-                                                 key=k(c, 6), n_permutations=4 if q else 16),
-                   features=True, quick=False),
+        MethodSpec(
+            "saliency",
+            "saliency",
+            GRADIENT,
+            True,
+            lambda c: jx.saliency(c.model, c.x, target=c.target),
+        ),
+        MethodSpec(
+            "gradient x input",
+            "gradient_x_input",
+            GRADIENT,
+            True,
+            lambda c: jx.gradient_x_input(c.model, c.x, target=c.target),
+            quick=False,
+        ),
+        MethodSpec(
+            "integrated gradients",
+            "integrated_gradients",
+            GRADIENT,
+            True,
+            lambda c: jx.integrated_gradients(c.model, c.x, target=c.target, steps=16 if q else 64),
+        ),
+        MethodSpec(
+            "smoothgrad",
+            "smoothgrad",
+            GRADIENT,
+            True,
+            lambda c: jx.smoothgrad(
+                c.model, c.x, target=c.target, key=k(c, 1), n_samples=16 if q else 50
+            ),
+        ),
+        MethodSpec(
+            "expected gradients",
+            "expected_gradients",
+            GRADIENT,
+            True,
+            lambda c: jx.expected_gradients(
+                c.model,
+                c.x,
+                target=c.target,
+                references=c.references,
+                key=k(c, 2),
+                n_samples=32 if q else 128,
+            ),
+            quick=False,
+        ),
+        MethodSpec(
+            "guided backprop",
+            "guided_backprop",
+            GRADIENT,
+            True,
+            lambda c: jx.guided_backprop(c.model, c.x, target=c.target),
+        ),
+        MethodSpec(
+            "Grad-CAM",
+            "grad_cam",
+            CAM,
+            True,
+            lambda c: jx.grad_cam(c.model, c.x, target=c.target, layer=c.layer),
+        ),
+        MethodSpec(
+            "Grad-CAM++",
+            "grad_cam_plus_plus",
+            CAM,
+            True,
+            lambda c: jx.grad_cam_plus_plus(c.model, c.x, target=c.target, layer=c.layer),
+            quick=False,
+        ),
+        MethodSpec(
+            "occlusion",
+            "occlusion",
+            PERTURBATION,
+            False,
+            lambda c: jx.occlusion(c.model, c.x, target=c.target, window=4, strides=2),
+        ),
+        MethodSpec(
+            "RISE",
+            "rise",
+            PERTURBATION,
+            False,
+            lambda c: jx.rise(
+                c.model, c.x, target=c.target, key=k(c, 3), n_masks=500 if q else 2000, cells=4
+            ),
+            quick=False,
+        ),
+        MethodSpec(
+            "LIME",
+            "lime",
+            PERTURBATION,
+            False,
+            lambda c: jx.lime(
+                c.model,
+                c.x,
+                target=c.target,
+                segments=c.segments,
+                key=k(c, 4),
+                n_samples=300 if q else 1000,
+            ),
+            features=True,
+        ),
+        MethodSpec(
+            "KernelSHAP",
+            "kernel_shap",
+            PERTURBATION,
+            False,
+            lambda c: jx.kernel_shap(
+                c.model,
+                c.x,
+                target=c.target,
+                segments=c.segments,
+                key=k(c, 5),
+                n_samples=256 if q else 1000,
+            ),
+            features=True,
+        ),
+        MethodSpec(
+            "Shapley sampling",
+            "shapley_sampling",
+            PERTURBATION,
+            False,
+            lambda c: jx.shapley_sampling(
+                c.model,
+                c.x,
+                target=c.target,
+                segments=c.segments,
+                key=k(c, 6),
+                n_permutations=4 if q else 16,
+            ),
+            features=True,
+            quick=False,
+        ),
     ]
 
 
@@ -105,7 +202,9 @@ def available(specs: list[MethodSpec], quick: bool = False) -> list[MethodSpec]:
 
 
 def _block(tree):
-    return jax.tree.map(lambda a: a.block_until_ready() if hasattr(a, "block_until_ready") else a, tree)
+    return jax.tree.map(
+        lambda a: a.block_until_ready() if hasattr(a, "block_until_ready") else a, tree
+    )
 
 
 class LimitTimer:
@@ -117,11 +216,15 @@ class LimitTimer:
     linearly from `max_batch`.
     """
 
-    def __init__(self, model, x: jax.Array, target: jax.Array, repeats: int = 3, max_batch: int = 4096):
+    def __init__(
+        self, model, x: jax.Array, target: jax.Array, repeats: int = 3, max_batch: int = 4096
+    ):
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
         self._fwd = jax.jit(lambda m, z: m(z))
-        self._fb = jax.jit(jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(m(z), t[:, None], 1))))
+        self._fb = jax.jit(
+            jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(m(z), t[:, None], 1)))
+        )
         self._cache: dict[tuple[int, bool], float] = {}
 
     def limit(self, n: int, backward: bool) -> float:
@@ -130,7 +233,9 @@ class LimitTimer:
         if (n, backward) not in self._cache:
             xb = jnp.resize(self.x, (n,) + self.x.shape[1:])
             tb = jnp.resize(self.target, (n,))
-            f, args = (self._fb, (xb, self.model, tb)) if backward else (self._fwd, (self.model, xb))
+            f, args = (
+                (self._fb, (xb, self.model, tb)) if backward else (self._fwd, (self.model, xb))
+            )
             _block(f(*args))
             best = float("inf")
             for _ in range(self.repeats):
@@ -155,8 +260,9 @@ class Timing:
         return self.steady_s / self.limit_s if self.limit_s else None
 
 
-def run_methods(specs: list[MethodSpec], ctx: Context, limits: LimitTimer | None,
-                progress: bool = True) -> tuple[dict[str, Any], list[Timing], dict[str, str]]:
+def run_methods(
+    specs: list[MethodSpec], ctx: Context, limits: LimitTimer | None, progress: bool = True
+) -> tuple[dict[str, Any], list[Timing], dict[str, str]]:
     """Runs every spec twice (compile, then steady state); returns results, timings and errors."""
     from tqdm.auto import tqdm
 
@@ -180,7 +286,9 @@ def run_methods(specs: list[MethodSpec], ctx: Context, limits: LimitTimer | None
     return results, timings, errors
 
 
-def pixel_maps(results: dict[str, Any], specs: list[MethodSpec], segments: np.ndarray, hw) -> dict[str, np.ndarray]:
+def pixel_maps(
+    results: dict[str, Any], specs: list[MethodSpec], segments: np.ndarray, hw
+) -> dict[str, np.ndarray]:
     """Every result as an `(N, H, W)` map (channels summed, features painted on their pixels)."""
     from . import visualize as viz
 
@@ -217,12 +325,14 @@ class Report:
 
     def write(self, out: Path) -> tuple[Path, Path]:
         md = [f"# {self.title}", ""]
-        ht = ["<!doctype html><html><head><meta charset='utf-8'>",
-              f"<title>{html.escape(self.title)}</title><style>body{{font-family:sans-serif;max-width:1100px;"
-              "margin:2em auto;padding:0 1em}img{max-width:100%}table{border-collapse:collapse}"
-              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-              "td:first-child,th:first-child{text-align:left}</style></head><body>",
-              f"<h1>{html.escape(self.title)}</h1>"]
+        ht = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(self.title)}</title><style>body{{font-family:sans-serif;max-width:1100px;"
+            "margin:2em auto;padding:0 1em}img{max-width:100%}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}</style></head><body>",
+            f"<h1>{html.escape(self.title)}</h1>",
+        ]
         for kind, b in self.blocks:
             if kind == "p":
                 md += [b, ""]
@@ -232,15 +342,24 @@ class Report:
                 ht.append(f"<h2>{html.escape(b)}</h2>")
             elif kind == "img":
                 md += [f"![{b[1]}]({b[0]})", "", f"*{b[1]}*", ""]
-                ht.append(f"<figure><img src='{html.escape(b[0])}' alt='{html.escape(b[1])}'>"
-                          f"<figcaption>{html.escape(b[1])}</figcaption></figure>")
+                ht.append(
+                    f"<figure><img src='{html.escape(b[0])}' alt='{html.escape(b[1])}'>"
+                    f"<figcaption>{html.escape(b[1])}</figcaption></figure>"
+                )
             else:
                 header, rows = b
                 md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                 md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-                ht.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-                          + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                                    for r in rows) + "</table>")
+                ht.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                    + "</tr>"
+                    + "".join(
+                        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                        for r in rows
+                    )
+                    + "</table>"
+                )
         ht.append("</body></html>")
         (out / "report.md").write_text("\n".join(md))
         (out / "index.html").write_text("\n".join(ht))
@@ -256,8 +375,15 @@ def _fmt(v: float | None, unit: str = "", digits: int = 3) -> str:
     return f"{v:.{digits}g}{unit}"
 
 
-def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet: bool = False,
-        cache: str | os.PathLike | None = None, seed: int = 0, compile_cache: bool = False) -> Path:
+def run(
+    out: str | os.PathLike = "jaxplain_demo",
+    *,
+    quick: bool = False,
+    quiet: bool = False,
+    cache: str | os.PathLike | None = None,
+    seed: int = 0,
+    compile_cache: bool = False,
+) -> Path:
     """Runs the demo and returns the path of `report.md` (an `index.html` sits next to it).
 
     Args:
@@ -288,19 +414,37 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
     ds = D.load_digits(size=size)
     module = zoo.SmallCNN((16, 32, 32), n_classes=10)
     epochs = 4 if quick else 10
-    say(f"jaxplain demo: digits {ds.x_train.shape[1]}x{ds.x_train.shape[2]}, "
-        f"{len(ds.x_train)} train / {len(ds.x_test)} test images")
+    say(
+        f"jaxplain demo: digits {ds.x_train.shape[1]}x{ds.x_train.shape[2]}, "
+        f"{len(ds.x_train)} train / {len(ds.x_test)} test images"
+    )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs, desc="training", disable=quiet, leave=False)
-    trained = zoo.train_classifier(module, ds.x_train, ds.y_train, ds.x_test, ds.y_test, epochs=epochs,
-                                   lr=1e-2, seed=seed, cache=cache,
-                                   progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+    trained = zoo.train_classifier(
+        module,
+        ds.x_train,
+        ds.y_train,
+        ds.x_test,
+        ds.y_test,
+        epochs=epochs,
+        lr=1e-2,
+        seed=seed,
+        cache=cache,
+        progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+    )
     bar.close()
-    zoo.save(out / "model.ckpt", module, trained.variables, ds.x_train.shape[1:],
-             {"accuracy": trained.accuracy, "classes": list(ds.classes)})
-    say(("loaded cached" if trained.cached else "trained") +
-        f" CNN in {trained.seconds:.1f}s: test accuracy {trained.accuracy:.1%}")
+    zoo.save(
+        out / "model.ckpt",
+        module,
+        trained.variables,
+        ds.x_train.shape[1:],
+        {"accuracy": trained.accuracy, "classes": list(ds.classes)},
+    )
+    say(
+        ("loaded cached" if trained.cached else "trained")
+        + f" CNN in {trained.seconds:.1f}s: test accuracy {trained.accuracy:.1%}"
+    )
     model = trained.model
 
     n_show = 4 if quick else 8
@@ -309,10 +453,20 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
     x = jnp.asarray(ds.x_test[idx])
     probs = np.asarray(jax.nn.softmax(model(x)))
     pred = probs.argmax(-1).astype(np.int32)
-    labels = [f"{ds.y_test[i]} -> {p} ({probs[j, p]:.2f})" for j, (i, p) in enumerate(zip(idx, pred))]
+    labels = [
+        f"{ds.y_test[i]} -> {p} ({probs[j, p]:.2f})" for j, (i, p) in enumerate(zip(idx, pred))
+    ]
     segments = jx.grid_segments(size, size, 8)
-    ctx = Context(model, x, jnp.asarray(pred), ds.x_train[rng.choice(len(ds.x_train), 64, replace=False)],
-                  segments, trained.last_conv, jax.random.key(seed), quick)
+    ctx = Context(
+        model,
+        x,
+        jnp.asarray(pred),
+        ds.x_train[rng.choice(len(ds.x_train), 64, replace=False)],
+        segments,
+        trained.last_conv,
+        jax.random.key(seed),
+        quick,
+    )
 
     # ---- explain and time ---------------------------------------------------------------
     all_specs = method_specs(quick)
@@ -320,26 +474,34 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
     missing = [s.attr for s in all_specs if not hasattr(jx, s.attr)]
     limits = LimitTimer(model, x, ctx.target)
     results, timings, errors = run_methods(specs, ctx, limits, progress=not quiet)
-    say(f"explained {n_show} images with {len(results)} methods"
-        + (f" ({len(errors)} failed: {', '.join(errors)})" if errors else ""))
+    say(
+        f"explained {n_show} images with {len(results)} methods"
+        + (f" ({len(errors)} failed: {', '.join(errors)})" if errors else "")
+    )
     maps = pixel_maps(results, specs, segments, (size, size))
 
     rep = Report("jaxplain demo: explaining a CNN on digits")
-    rep.text(f"A {len(module.features)}-layer Flax CNN ({sum(p.size for p in jax.tree.leaves(trained.variables))} "
-             f"parameters) trained with optax on scikit-learn's digits upsampled to {size}x{size}: "
-             f"test accuracy {trained.accuracy:.1%} "
-             f"({'weights loaded from cache' if trained.cached else f'trained in {trained.seconds:.1f}s'}). "
-             f"Each method explains the predicted class of {n_show} test images. "
-             f"Run {'with --quick (reduced budgets)' if quick else 'in full'} on {jax.device_count()} "
-             f"{jax.devices()[0].platform.upper()} device(s).")
+    n_params = sum(p.size for p in jax.tree.leaves(trained.variables))
+    how = "weights loaded from cache" if trained.cached else f"trained in {trained.seconds:.1f}s"
+    rep.text(
+        f"A {len(module.features)}-layer Flax CNN ({n_params} "
+        f"parameters) trained with optax on scikit-learn's digits upsampled to {size}x{size}: "
+        f"test accuracy {trained.accuracy:.1%} ({how}). "
+        f"Each method explains the predicted class of {n_show} test images. "
+        f"Run {'with --quick (reduced budgets)' if quick else 'in full'} on {jax.device_count()} "
+        f"{jax.devices()[0].platform.upper()} device(s)."
+    )
 
     # ---- figures ------------------------------------------------------------------------
     rep.heading("Attributions")
     fig = viz.plot_attributions(x, maps, labels=labels, cell=1.25)
     viz.save(fig, out / "attributions.png")
-    rep.figure("attributions.png", "Rows: test images (true -> predicted (probability)). Columns: methods. "
-               "Red supports the predicted class, blue speaks against it; magnitudes are shown in "
-               "a sequential map. Each heatmap is clipped at its 99.5th percentile.")
+    rep.figure(
+        "attributions.png",
+        "Rows: test images (true -> predicted (probability)). Columns: methods. "
+        "Red supports the predicted class, blue speaks against it; magnitudes are shown in "
+        "a sequential map. Each heatmap is clipped at its 99.5th percentile.",
+    )
 
     feat = [s.name for s in specs if s.features and s.name in results]
     if feat:
@@ -347,8 +509,11 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
         w = viz.as_array(results[name])[:2]
         fig = viz.plot_segments(x[:2], segments, w, top_k=8, titles=labels[:2])
         viz.save(fig, out / "segments.png")
-        rep.figure("segments.png", f"{name} on a grid of 2x2-pixel features: the features, their weights, "
-                   "and the 8 most important ones (green: for the class, red: against).")
+        rep.figure(
+            "segments.png",
+            f"{name} on a grid of 2x2-pixel features: the features, their weights, "
+            "and the 8 most important ones (green: for the class, red: against).",
+        )
 
     curves_ok = hasattr(jx, "deletion") and hasattr(jx, "insertion") and maps
     if curves_ok:
@@ -369,24 +534,59 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
         except Exception:  # noqa: BLE001
             pass
         if dele:
-            fig = viz.plot_curves(deletion=dele, insertion=ins, ylabel="probability of the predicted class")
+            fig = viz.plot_curves(
+                deletion=dele, insertion=ins, ylabel="probability of the predicted class"
+            )
             viz.save(fig, out / "curves.png")
-            rep.figure("curves.png", "Features (2x2 cells) removed (deletion) or inserted (insertion) "
-                       "in the order of each method's importance; mean over the images, with a "
-                       "standard-error band. A random order is the reference.")
-            rows = sorted(([n, f"{float(np.mean(dele[n].auc)):.3f}", f"{float(np.mean(ins[n].auc)):.3f}"]
-                           for n in dele if n in ins), key=lambda r: float(r[1]) - float(r[2]))
-            rep.table(["method", "deletion AUC (lower is better)", "insertion AUC (higher is better)"], rows)
+            rep.figure(
+                "curves.png",
+                "Features (2x2 cells) removed (deletion) or inserted (insertion) "
+                "in the order of each method's importance; mean over the images, with a "
+                "standard-error band. A random order is the reference.",
+            )
+            rows = sorted(
+                (
+                    [n, f"{float(np.mean(dele[n].auc)):.3f}", f"{float(np.mean(ins[n].auc)):.3f}"]
+                    for n in dele
+                    if n in ins
+                ),
+                key=lambda r: float(r[1]) - float(r[2]),
+            )
+            rep.table(
+                ["method", "deletion AUC (lower is better)", "insertion AUC (higher is better)"],
+                rows,
+            )
 
     rep.heading("Speed")
-    rep.text("First call includes tracing and XLA compilation; steady state is the second call with the "
-             "same shapes (no recompilation). The physical limit is the time of the method's model "
-             "evaluations (forward, or forward+backward for gradient methods) run as one jitted batch "
-             "of that many images; the ratio is steady state over that limit.")
-    rep.table(["method", "family", "first call", "steady state", "model evals", "physical limit",
-               "ratio to limit"],
-              [[t.name, t.family, _fmt(t.first_s, " s"), _fmt(t.steady_s * 1e3, " ms"), str(t.n_evals),
-                _fmt(t.limit_s * 1e3 if t.limit_s else None, " ms"), _fmt(t.ratio, "x", 2)] for t in timings])
+    rep.text(
+        "First call includes tracing and XLA compilation; steady state is the second call with the "
+        "same shapes (no recompilation). The physical limit is the time of the method's model "
+        "evaluations (forward, or forward+backward for gradient methods) run as one jitted batch "
+        "of that many images; the ratio is steady state over that limit."
+    )
+    rep.table(
+        [
+            "method",
+            "family",
+            "first call",
+            "steady state",
+            "model evals",
+            "physical limit",
+            "ratio to limit",
+        ],
+        [
+            [
+                t.name,
+                t.family,
+                _fmt(t.first_s, " s"),
+                _fmt(t.steady_s * 1e3, " ms"),
+                str(t.n_evals),
+                _fmt(t.limit_s * 1e3 if t.limit_s else None, " ms"),
+                _fmt(t.ratio, "x", 2),
+            ]
+            for t in timings
+        ],
+    )
 
     rep.heading("Inside the network")
     params = trained.variables["params"]
@@ -400,15 +600,20 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
         except Exception as e:  # noqa: BLE001
             errors["layer_activations"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
     if acts is None:
-        _, state = module.apply(trained.variables, x[:1], capture_intermediates=True, mutable=["intermediates"])
+        _, state = module.apply(
+            trained.variables, x[:1], capture_intermediates=True, mutable=["intermediates"]
+        )
         acts = np.asarray(state["intermediates"]["conv1"]["__call__"][0])
-    fig = viz.plot_feature_maps(acts, image=x[0], max_maps=15, title="conv1 feature maps (most active first)")
+    fig = viz.plot_feature_maps(
+        acts, image=x[0], max_maps=15, title="conv1 feature maps (most active first)"
+    )
     viz.save(fig, out / "feature_maps.png")
     rep.figure("feature_maps.png", f"Activations of conv1 on the first image ({labels[0]}).")
 
     # ---- global view ----------------------------------------------------------------------
-    gmethod = next((s for s in specs if s.attr == "integrated_gradients"), None) or \
-        next((s for s in specs if s.family == GRADIENT), None)
+    gmethod = next((s for s in specs if s.attr == "integrated_gradients"), None) or next(
+        (s for s in specs if s.family == GRADIENT), None
+    )
     if gmethod is not None and hasattr(jx, "global_importance"):
         # Batches shaped like the explained images reuse the program compiled above.
         n_glob = (100 if quick else len(ds.x_test)) // n_show * n_show
@@ -419,20 +624,32 @@ def run(out: str | os.PathLike = "jaxplain_demo", *, quick: bool = False, quiet:
             for xb in tqdm(xs, desc="global view", disable=quiet, leave=False):
                 xb = jnp.asarray(xb)
                 tb = jnp.argmax(model(xb), -1).astype(jnp.int32)
-                a = viz.as_array(_block(gmethod.call(Context(model, xb, tb, ctx.references, segments,
-                                                             ctx.layer, ctx.key, quick))))
+                a = viz.as_array(
+                    _block(
+                        gmethod.call(
+                            Context(
+                                model, xb, tb, ctx.references, segments, ctx.layer, ctx.key, quick
+                            )
+                        )
+                    )
+                )
                 parts.append(a.sum(-1) if a.ndim == 4 else a)
                 preds.append(np.asarray(tb))
             gsec = time.perf_counter() - t0
             gi = jx.global_importance(np.concatenate(parts), np.concatenate(preds), n_classes=10)
-            fig = viz.plot_importance(gi.per_class, titles=[f"class {k} (n={int(c)})" for k, c in
-                                                             enumerate(np.asarray(gi.counts))],
-                                      title=f"mean |{gmethod.name}| per predicted class")
+            fig = viz.plot_importance(
+                gi.per_class,
+                titles=[f"class {k} (n={int(c)})" for k, c in enumerate(np.asarray(gi.counts))],
+                title=f"mean |{gmethod.name}| per predicted class",
+            )
             viz.save(fig, out / "global.png")
             rep.heading("Global view")
-            rep.figure("global.png", f"Mean absolute {gmethod.name} over {n_glob} test images, per "
-                       f"predicted class ({n_glob / gsec:.0f} images/s in batches of {n_show}): "
-                       "where the model looks for each digit.")
+            rep.figure(
+                "global.png",
+                f"Mean absolute {gmethod.name} over {n_glob} test images, per "
+                f"predicted class ({n_glob / gsec:.0f} images/s in batches of {n_show}): "
+                "where the model looks for each digit.",
+            )
         except Exception as e:  # noqa: BLE001
             errors["global view"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
 

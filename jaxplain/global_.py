@@ -44,7 +44,9 @@ class GlobalImportance(NamedTuple):
     counts: jax.Array | None = None
 
 
-def global_importance(attributions: Any, labels: Any = None, *, n_classes: int | None = None) -> GlobalImportance:
+def global_importance(
+    attributions: Any, labels: Any = None, *, n_classes: int | None = None
+) -> GlobalImportance:
     """Aggregates per-example attributions `(N, ...)` into global importance.
 
     Args:
@@ -73,7 +75,11 @@ def global_importance(attributions: Any, labels: Any = None, *, n_classes: int |
     if not jnp.issubdtype(ldtype, jnp.integer):
         V.fail("labels", "integer class labels", f"dtype {ldtype}", TypeError)
     if tuple(np.shape(labels)) != (a.shape[0],):
-        V.fail("labels", f"one label per example, shape ({a.shape[0]},)", f"shape {tuple(np.shape(labels))}")
+        V.fail(
+            "labels",
+            f"one label per example, shape ({a.shape[0]},)",
+            f"shape {tuple(np.shape(labels))}",
+        )
     if n_classes is None:
         if not V.is_concrete(labels):
             raise ValueError("n_classes: required when labels are traced")
@@ -121,9 +127,18 @@ class Surrogate(NamedTuple):
         return z.reshape(z.shape[0], -1) @ self.coef + self.intercept
 
 
-def global_surrogate(model: Any, x: Any, *, target: Any = None, segments: Any = None, baseline: Any = 0.0,
-                     n_samples: int = 64, key: Any = None, ridge: float = 1e-6,
-                     batch_size: int | None = None) -> Surrogate:
+def global_surrogate(
+    model: Any,
+    x: Any,
+    *,
+    target: Any = None,
+    segments: Any = None,
+    baseline: Any = 0.0,
+    n_samples: int = 64,
+    key: Any = None,
+    ridge: float = 1e-6,
+    batch_size: int | None = None,
+) -> Surrogate:
     """Fits one linear model to a model's outputs over a dataset; returns it with its fidelity.
 
     Two modes:
@@ -177,8 +192,9 @@ def global_surrogate(model: Any, x: Any, *, target: Any = None, segments: Any = 
         V.fail("x", "images (N, H, W[, C]) with segments", f"shape {tuple(x.shape)}")
     seg, d = features.check_segments(segments, x.shape)
     b = V.check_baseline(baseline, x)
-    return _coalitions(model, x, t, b, seg, key, ridge=ridge, d=d, n_samples=n_samples,
-                       batch_size=batch_size)
+    return _coalitions(
+        model, x, t, b, seg, key, ridge=ridge, d=d, n_samples=n_samples, batch_size=batch_size
+    )
 
 
 def _fit(z, y, ridge):
@@ -188,11 +204,15 @@ def _fit(z, y, ridge):
     d = z.shape[1]
     gram = zc.T @ zc + ridge * z.shape[0] * jnp.eye(d, dtype=z.dtype)
     # A tiny jitter keeps constant columns (never-varied features) solvable.
-    gram = gram + 1e-6 * jnp.trace(gram) / d * jnp.eye(d, dtype=z.dtype) + 1e-12 * jnp.eye(d, dtype=z.dtype)
+    gram = (
+        gram
+        + 1e-6 * jnp.trace(gram) / d * jnp.eye(d, dtype=z.dtype)
+        + 1e-12 * jnp.eye(d, dtype=z.dtype)
+    )
     coef = jnp.linalg.solve(gram, zc.T @ yc)
     intercept = ym - zm @ coef
     res = yc - zc @ coef
-    r2 = 1.0 - jnp.sum(res ** 2) / jnp.maximum(jnp.sum(yc ** 2), jnp.finfo(y.dtype).tiny)
+    r2 = 1.0 - jnp.sum(res**2) / jnp.maximum(jnp.sum(yc**2), jnp.finfo(y.dtype).tiny)
     return coef, intercept, r2
 
 

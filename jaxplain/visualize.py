@@ -73,7 +73,9 @@ def is_signed(a: Any, tolerance: float = 0.01) -> bool:
     return hi > 0 and float(a.min()) < -tolerance * hi
 
 
-def normalize(a: Any, sign: str = "signed", percentile: float = 99.5, vmax: float | None = None) -> np.ndarray:
+def normalize(
+    a: Any, sign: str = "signed", percentile: float = 99.5, vmax: float | None = None
+) -> np.ndarray:
     """Scales a heatmap into `[-1, 1]` (signed) or `[0, 1]` (other signs).
 
     Args:
@@ -142,8 +144,9 @@ def upsample(heat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     from skimage.transform import resize
 
     out_shape = heat.shape[:-2] + tuple(hw)
-    return resize(heat, out_shape, order=1, mode="edge", anti_aliasing=False,
-                  preserve_range=True).astype(np.float32)
+    return resize(
+        heat, out_shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True
+    ).astype(np.float32)
 
 
 def to_image(image: Any) -> np.ndarray:
@@ -169,8 +172,16 @@ def to_gray(image: Any) -> np.ndarray:
     return im @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def blend(image: Any, heat: Any, *, sign: str = "auto", percentile: float = 99.5, alpha: float = 0.8,
-          cmap: str | None = None, vmax: float | None = None) -> np.ndarray:
+def blend(
+    image: Any,
+    heat: Any,
+    *,
+    sign: str = "auto",
+    percentile: float = 99.5,
+    alpha: float = 0.8,
+    cmap: str | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
     """A heatmap composited over a dimmed grayscale image, as an RGB array `(H, W, 3)`.
 
     The opacity of the heatmap at a pixel grows with the attribution's magnitude
@@ -213,9 +224,20 @@ def _show_image(ax, image: Any, interpolation: str | None = None):
     _off(ax)
 
 
-def overlay(image: Any, attribution: Any, *, ax=None, sign: str = "auto", percentile: float = 99.5,
-            reduce: str | None = None, cmap: str | None = None, alpha: float = 0.8,
-            vmax: float | None = None, colorbar: bool = True, title: str | None = None):
+def overlay(
+    image: Any,
+    attribution: Any,
+    *,
+    ax=None,
+    sign: str = "auto",
+    percentile: float = 99.5,
+    reduce: str | None = None,
+    cmap: str | None = None,
+    alpha: float = 0.8,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    title: str | None = None,
+):
     """Draws one attribution over its image; returns the Figure.
 
     Args:
@@ -342,10 +364,16 @@ def plot_attributions(
         if heats.ndim == 4:
             heats = reduce_channels(heats, "sum" if s == "signed" else "abs_sum")
         heats = upsample(heats, hw)
-        shared = scale_of(heats if s == "signed" else np.abs(heats), percentile) if scale == "column" else None
+        shared = (
+            scale_of(heats if s == "signed" else np.abs(heats), percentile)
+            if scale == "column"
+            else None
+        )
         for i in range(n):
             vmax = shared if shared is not None else None
-            rgb = blend(imgs[i], heats[i], sign=s, percentile=percentile, alpha=alpha, cmap=cmap, vmax=vmax)
+            rgb = blend(
+                imgs[i], heats[i], sign=s, percentile=percentile, alpha=alpha, cmap=cmap, vmax=vmax
+            )
             axes[i, j + 1].imshow(rgb, interpolation="nearest" if max(hw) <= 32 else "antialiased")
             _off(axes[i, j + 1])
         axes[0, j + 1].set_title(textwrap.fill(str(name), max(8, int(cell * 9))), fontsize=9)
@@ -353,8 +381,15 @@ def plot_attributions(
             cm = matplotlib.colormaps[cmap or (SIGNED_CMAP if s == "signed" else ABSOLUTE_CMAP)]
             top = shared if shared is not None else 1.0
             norm = Normalize(-top if s == "signed" else 0.0, top)
-            cb = fig.colorbar(ScalarMappable(norm, cm), ax=axes[-1, j + 1], orientation="horizontal",
-                              location="bottom", fraction=0.08, pad=0.02, aspect=12)
+            cb = fig.colorbar(
+                ScalarMappable(norm, cm),
+                ax=axes[-1, j + 1],
+                orientation="horizontal",
+                location="bottom",
+                fraction=0.08,
+                pad=0.02,
+                aspect=12,
+            )
             cb.ax.tick_params(labelsize=7)
             if shared is None:
                 cb.set_ticks([-1, 0, 1] if s == "signed" else [0, 0.5, 1])
@@ -423,7 +458,9 @@ def plot_segments(
         painted = 0.55 * painted + 0.45 * to_gray(img)[..., None]
         painted[bnd] = 0.2
         axes[i, 1].imshow(painted)
-        cb = fig.colorbar(ScalarMappable(Normalize(-top, top), cm), ax=axes[i, 1], shrink=0.85, pad=0.02)
+        cb = fig.colorbar(
+            ScalarMappable(Normalize(-top, top), cm), ax=axes[i, 1], shrink=0.85, pad=0.02
+        )
         cb.ax.tick_params(labelsize=7)
         order = np.argsort(-(w[i] if positive_only else np.abs(w[i])))
         keep = [k for k in order[:top_k] if not positive_only or w[i][k] > 0]
@@ -443,7 +480,9 @@ def plot_segments(
     return fig
 
 
-def _display_scale(img: np.ndarray, seg: np.ndarray, min_side: int = 160) -> tuple[np.ndarray, np.ndarray]:
+def _display_scale(
+    img: np.ndarray, seg: np.ndarray, min_side: int = 160
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-neighbour upscaling of small images (and their labels) so boundaries stay thin."""
     f = max(1, -(-min_side // max(img.shape[:2])))
     if f == 1:
@@ -467,9 +506,15 @@ def _curve_array(c: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return as_array(c), (None if fractions is None else as_array(fractions))
 
 
-def plot_curves(curves: Mapping[str, Any] | None = None, *, deletion: Mapping[str, Any] | None = None,
-                insertion: Mapping[str, Any] | None = None, fractions: Any = None,
-                ylabel: str = "target score", band: bool = True):
+def plot_curves(
+    curves: Mapping[str, Any] | None = None,
+    *,
+    deletion: Mapping[str, Any] | None = None,
+    insertion: Mapping[str, Any] | None = None,
+    fractions: Any = None,
+    ylabel: str = "target score",
+    band: bool = True,
+):
     """Deletion / insertion curves with their area under the curve in the legend.
 
     Args:
@@ -487,8 +532,11 @@ def plot_curves(curves: Mapping[str, Any] | None = None, *, deletion: Mapping[st
     Returns:
       The Figure with one axes per panel.
     """
-    panels = [(k, v) for k, v in (("curves", curves), ("deletion", deletion), ("insertion", insertion))
-              if v is not None]
+    panels = [
+        (k, v)
+        for k, v in (("curves", curves), ("deletion", deletion), ("insertion", insertion))
+        if v is not None
+    ]
     if not panels:
         raise ValueError("plot_curves: expected curves, deletion or insertion, got none")
     from matplotlib.figure import Figure
@@ -500,15 +548,23 @@ def plot_curves(curves: Mapping[str, Any] | None = None, *, deletion: Mapping[st
             c, own = _curve_array(c)
             c2 = c.reshape(-1, c.shape[-1]) if c.ndim > 1 else c[None]
             mean = c2.mean(0)
-            f = np.asarray(fractions) if fractions is not None else own if own is not None else \
-                np.linspace(0, 1, len(mean))
-            line, = ax.plot(f, mean, lw=1.8, label=f"{name} (AUC {auc(mean, f):.3f})")
+            f = (
+                np.asarray(fractions)
+                if fractions is not None
+                else own
+                if own is not None
+                else np.linspace(0, 1, len(mean))
+            )
+            (line,) = ax.plot(f, mean, lw=1.8, label=f"{name} (AUC {auc(mean, f):.3f})")
             if band and len(c2) > 1:
                 se = c2.std(0) / math.sqrt(len(c2))
                 ax.fill_between(f, mean - se, mean + se, color=line.get_color(), alpha=0.15, lw=0)
-        better = {"deletion": " (lower AUC is better)", "insertion": " (higher AUC is better)"}.get(kind, "")
+        better = {"deletion": " (lower AUC is better)", "insertion": " (higher AUC is better)"}.get(
+            kind, ""
+        )
         ax.set_title(kind + better, fontsize=10)
-        ax.set_xlabel(f"fraction of features {'removed' if kind == 'deletion' else 'inserted' if kind == 'insertion' else ''}".strip())
+        verb = {"deletion": "removed", "insertion": "inserted"}.get(kind, "")
+        ax.set_xlabel(f"fraction of features {verb}".strip())
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
@@ -520,8 +576,16 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def plot_feature_maps(activations: Any, *, image: Any = None, max_maps: int = 16, ncols: int = 8,
-                      title: str | None = None, cmap: str = "viridis", cell: float = 1.3):
+def plot_feature_maps(
+    activations: Any,
+    *,
+    image: Any = None,
+    max_maps: int = 16,
+    ncols: int = 8,
+    title: str | None = None,
+    cmap: str = "viridis",
+    cell: float = 1.3,
+):
     """The channels of one layer's activations `(H, W, C)` (or `(1, H, W, C)`) as small images.
 
     Channels are sorted by mean activation (most active first) and each is scaled to
@@ -546,7 +610,11 @@ def plot_feature_maps(activations: Any, *, image: Any = None, max_maps: int = 16
         _show_image(ax, image)
         ax.set_title("input", fontsize=8)
     for c, ax in zip(order, it):
-        ax.imshow(a[..., c], cmap=cmap, interpolation="nearest" if max(a.shape[:2]) <= 32 else "antialiased")
+        ax.imshow(
+            a[..., c],
+            cmap=cmap,
+            interpolation="nearest" if max(a.shape[:2]) <= 32 else "antialiased",
+        )
         ax.set_title(f"ch {c}", fontsize=7)
         _off(ax)
     if title:
@@ -554,8 +622,14 @@ def plot_feature_maps(activations: Any, *, image: Any = None, max_maps: int = 16
     return fig
 
 
-def plot_filters(kernel: Any, *, max_filters: int = 32, ncols: int = 8, title: str | None = None,
-                 cell: float = 0.9):
+def plot_filters(
+    kernel: Any,
+    *,
+    max_filters: int = 32,
+    ncols: int = 8,
+    title: str | None = None,
+    cell: float = 0.9,
+):
     """Convolution kernels `(kh, kw, C_in, C_out)` as small images, one per output channel.
 
     RGB-input kernels (`C_in == 3`) are shown in colour (each scaled around grey);
@@ -586,8 +660,14 @@ def plot_filters(kernel: Any, *, max_filters: int = 32, ncols: int = 8, title: s
     return fig
 
 
-def plot_feature_visualization(images: Any, *, titles: Sequence[str] | None = None, ncols: int = 6,
-                               title: str | None = None, cell: float = 1.6):
+def plot_feature_visualization(
+    images: Any,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int = 6,
+    title: str | None = None,
+    cell: float = 1.6,
+):
     """Inputs synthesised to excite units (activation maximisation), each scaled to its range.
 
     Args:
@@ -613,8 +693,16 @@ def plot_feature_visualization(images: Any, *, titles: Sequence[str] | None = No
     return fig
 
 
-def plot_importance(maps: Any, *, titles: Sequence[str] | None = None, title: str | None = None,
-                    shared: bool = True, cmap: str = ABSOLUTE_CMAP, ncols: int = 5, cell: float = 1.5):
+def plot_importance(
+    maps: Any,
+    *,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    shared: bool = True,
+    cmap: str = ABSOLUTE_CMAP,
+    ncols: int = 5,
+    cell: float = 1.5,
+):
     """Importance maps such as `global_importance(...).per_class`: `(K, H, W[, C])` or one map.
 
     Channels are summed. With `shared=True` all maps use one colour scale (one
@@ -638,8 +726,12 @@ def plot_importance(maps: Any, *, titles: Sequence[str] | None = None, title: st
     for i, (ax, a) in enumerate(zip(axes, m)):
         vmax = top if shared else scale_of(a, 99.5)
         lo = min(0.0, float(a.min())) if not shared else min(0.0, float(m.min()))
-        im = ax.imshow(a, cmap=cmap, norm=Normalize(lo, vmax),
-                       interpolation="nearest" if max(a.shape) <= 32 else "antialiased")
+        im = ax.imshow(
+            a,
+            cmap=cmap,
+            norm=Normalize(lo, vmax),
+            interpolation="nearest" if max(a.shape) <= 32 else "antialiased",
+        )
         _off(ax)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
@@ -693,7 +785,9 @@ def _nested_rows(r: Mapping, metric: str) -> list[tuple]:
     return rows
 
 
-def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True, title: str | None = None):
+def plot_benchmark(
+    results: Any, *, metric: str | None = None, log: bool = True, title: str | None = None
+):
     """Bar chart of benchmark timings: one group per method, one bar per library.
 
     Args:
@@ -714,7 +808,9 @@ def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True,
     from matplotlib.figure import Figure
 
     recs = _benchmark_records(results)
-    time_keys = [metric] if metric else ["steady_s", "median_s", "seconds", "time_s", "time", "mean_s"]
+    time_keys = (
+        [metric] if metric else ["steady_s", "median_s", "seconds", "time_s", "time", "mean_s"]
+    )
     rows = []
     for r in recs:
         if isinstance(r.get("jaxplain"), Mapping):  # the harness's nested layout
@@ -723,15 +819,22 @@ def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True,
         t = _pick(r, time_keys)
         if t is None:
             continue
-        rows.append((str(_pick(r, ["method", "name"], "?")),
-                     str(_pick(r, ["library", "impl", "framework", "backend"], "jaxplain")),
-                     float(t), _pick(r, ["limit_s", "physical_limit_s", "limit"])))
+        rows.append(
+            (
+                str(_pick(r, ["method", "name"], "?")),
+                str(_pick(r, ["library", "impl", "framework", "backend"], "jaxplain")),
+                float(t),
+                _pick(r, ["limit_s", "physical_limit_s", "limit"]),
+            )
+        )
     if not rows:
         raise ValueError(f"results: found no timing field among {time_keys} in {len(recs)} records")
     methods = list(dict.fromkeys(r[0] for r in rows))
     libs = list(dict.fromkeys(r[1] for r in rows))
-    fig = Figure(figsize=(max(5.0, 0.9 * len(methods) * max(1, len(libs)) ** 0.5 + 2), 3.6),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(5.0, 0.9 * len(methods) * max(1, len(libs)) ** 0.5 + 2), 3.6),
+        layout="constrained",
+    )
     ax = fig.add_subplot()
     width = 0.8 / len(libs)
     for j, lib in enumerate(libs):
@@ -743,7 +846,13 @@ def plot_benchmark(results: Any, *, metric: str | None = None, log: bool = True,
         ax.bar(xs, ys, width * 0.95, label=lib)
     lim = [(methods.index(r[0]), float(r[3])) for r in rows if r[3] is not None]
     for i, (x, v) in enumerate(dict(lim).items()):
-        ax.plot([x - 0.45, x + 0.45], [v, v], color="k", lw=1.5, label="physical limit" if i == 0 else None)
+        ax.plot(
+            [x - 0.45, x + 0.45],
+            [v, v],
+            color="k",
+            lw=1.5,
+            label="physical limit" if i == 0 else None,
+        )
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(time_keys[0] if metric else "seconds")
     if log:

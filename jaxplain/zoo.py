@@ -75,8 +75,13 @@ def _config(module: SmallCNN, input_shape: Sequence[int]) -> dict:
     }
 
 
-def save(path: str | Path, module: SmallCNN, variables: Any, input_shape: Sequence[int],
-         meta: dict | None = None) -> Path:
+def save(
+    path: str | Path,
+    module: SmallCNN,
+    variables: Any,
+    input_shape: Sequence[int],
+    meta: dict | None = None,
+) -> Path:
     """Writes a self-describing checkpoint (JSON header line + flax bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,12 @@ def load(path: str | Path) -> tuple[SmallCNN, Any, dict]:
         blob = f.read()
     if header.get("arch") != "SmallCNN":
         raise ValueError(f"model: {path} is not a jaxplain SmallCNN checkpoint (header {header})")
-    module = SmallCNN(tuple(header["features"]), header["n_classes"], tuple(header["pool_after"]),
-                      header.get("head", "flatten"))
+    module = SmallCNN(
+        tuple(header["features"]),
+        header["n_classes"],
+        tuple(header["pool_after"]),
+        header.get("head", "flatten"),
+    )
     shape = (1,) + tuple(header["input_shape"])
     template = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
@@ -153,8 +162,14 @@ def train_classifier(
             try:
                 _, variables, header = load(path)
                 model = from_linen(module, variables)
-                return Trained(module, variables, model, header.get("accuracy", float("nan")),
-                               time.perf_counter() - t0, True)
+                return Trained(
+                    module,
+                    variables,
+                    model,
+                    header.get("accuracy", float("nan")),
+                    time.perf_counter() - t0,
+                    True,
+                )
             except Exception:  # noqa: BLE001 - a corrupt cache retrains
                 pass
     key = jax.random.key(seed)
@@ -182,7 +197,7 @@ def train_classifier(
         perm = rng.permutation(n)
         losses = []
         for i in range(steps_per_epoch):
-            idx = perm[i * batch:(i + 1) * batch]
+            idx = perm[i * batch : (i + 1) * batch]
             key, sub = jax.random.split(key)
             variables, state, loss = step(variables, state, sub, x_train[idx], y_train[idx])
             losses.append(loss)
@@ -200,7 +215,7 @@ def accuracy(model: Callable, x: np.ndarray, y: np.ndarray, batch: int = 1024) -
     f = jax.jit(lambda m, xb: jnp.argmax(m(xb), -1))
     hits = 0
     for i in range(0, len(x), batch):
-        hits += int((np.asarray(f(model, jnp.asarray(x[i:i + batch]))) == y[i:i + batch]).sum())
+        hits += int((np.asarray(f(model, jnp.asarray(x[i : i + batch]))) == y[i : i + batch]).sum())
     return hits / max(1, len(x))
 
 

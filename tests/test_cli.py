@@ -57,7 +57,9 @@ def test_checkpoint_round_trip_and_explain(tmp_path, capsys):
     module = zoo.SmallCNN((4, 8), n_classes=3, pool_after=(0,))
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 8, 8, 1)), jnp.float32)
     variables = module.init(jax.random.key(0), x)
-    ckpt = zoo.save(tmp_path / "m.ckpt", module, variables, x.shape[1:], {"classes": ["a", "b", "c"]})
+    ckpt = zoo.save(
+        tmp_path / "m.ckpt", module, variables, x.shape[1:], {"classes": ["a", "b", "c"]}
+    )
     module2, variables2, header = zoo.load(ckpt)
     assert module2 == module and header["classes"] == ["a", "b", "c"]
     np.testing.assert_allclose(module.apply(variables, x), module2.apply(variables2, x), rtol=1e-6)
@@ -67,18 +69,39 @@ def test_checkpoint_round_trip_and_explain(tmp_path, capsys):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for i in range(3):  # RGB files of another size: converted to gray 8x8
-        io.imsave(imgs / f"im{i}.png", (np.random.default_rng(i).uniform(size=(12, 10, 3)) * 255).astype(np.uint8),
-                  check_contrast=False)
+        io.imsave(
+            imgs / f"im{i}.png",
+            (np.random.default_rng(i).uniform(size=(12, 10, 3)) * 255).astype(np.uint8),
+            check_contrast=False,
+        )
     (imgs / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     for method in ("ig", "gradcam"):
-        rc = cli.main(["explain", "--method", method, "--model", str(ckpt), "--images", str(imgs),
-                       "--out", str(out), "--quiet"])
+        rc = cli.main(
+            [
+                "explain",
+                "--method",
+                method,
+                "--model",
+                str(ckpt),
+                "--images",
+                str(imgs),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
         assert rc == 0
         saved = np.load(out / f"{method}.npz")
-        assert saved["values"].shape[0] == 3 and list(saved["files"]) == ["im0.png", "im1.png", "im2.png"]
+        assert saved["values"].shape[0] == 3 and list(saved["files"]) == [
+            "im0.png",
+            "im1.png",
+            "im2.png",
+        ]
         assert (out / f"{method}_000.png").stat().st_size > 0
-    assert cli.main(["explain", "--model", str(tmp_path / "missing.ckpt"), "--images", str(imgs)]) == 2
+    assert (
+        cli.main(["explain", "--model", str(tmp_path / "missing.ckpt"), "--images", str(imgs)]) == 2
+    )
     assert cli.main(["explain", "--model", str(ckpt), "--images", str(tmp_path)]) == 2
     assert "no image files" in capsys.readouterr().err
 
@@ -114,15 +137,28 @@ def test_fashion_mnist_reader(tmp_path, monkeypatch):
         idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
     monkeypatch.setenv("JAXPLAIN_FASHION_MNIST", str(tmp_path))
     d = data.load_throughput_dataset()
-    assert d.name == "fashion-mnist" and d.x_train.shape == (5, 28, 28, 1) and d.x_test.shape == (3, 28, 28, 1)
+    assert (
+        d.name == "fashion-mnist"
+        and d.x_train.shape == (5, 28, 28, 1)
+        and d.x_test.shape == (3, 28, 28, 1)
+    )
     assert d.x_train.max() <= 1.0 and d.y_test.dtype == np.int32
 
 
 @pytest.mark.slow
 def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = cli.main(["demo", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"),
-                   "--no-compile-cache"])
+    rc = cli.main(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--no-compile-cache",
+        ]
+    )
     assert rc == 0
     report = (out / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
@@ -132,7 +168,7 @@ def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
     html = (out / "index.html").read_text()
     assert all(f"src='{f}'" in html for f in figures)
     # the timing table lists every method the demo ran, with a steady-state time
-    rows = [l for l in report.splitlines() if l.startswith("| ") and " ms |" in l]
+    rows = [r for r in report.splitlines() if r.startswith("| ") and " ms |" in r]
     assert any(r.startswith("| integrated gradients |") for r in rows)
     assert (out / "model.ckpt").is_file()
     assert "report:" in capsys.readouterr().out

@@ -28,7 +28,9 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def test_every_example_is_listed():
-    assert sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")) == sorted(NAMES)
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")) == sorted(
+        NAMES
+    )
 
 
 @pytest.mark.slow

@@ -62,7 +62,9 @@ def test_reduce_channels_and_normalize():
 
 def test_feature_map_and_upsample():
     seg = np.array([[0, 1], [1, 2]])
-    np.testing.assert_array_equal(viz.feature_map(np.array([[1.0, 2.0, 3.0]]), seg), [[[1, 2], [2, 3]]])
+    np.testing.assert_array_equal(
+        viz.feature_map(np.array([[1.0, 2.0, 3.0]]), seg), [[[1, 2], [2, 3]]]
+    )
     np.testing.assert_array_equal(viz.feature_map(np.array([1.0, 2.0, 3.0]), seg), [[1, 2], [2, 3]])
     up = viz.upsample(np.ones((2, 4, 4)), (8, 8))
     assert up.shape == (2, 8, 8) and np.allclose(up, 1)
@@ -124,7 +126,7 @@ def test_plot_segments_axes(images):
 def test_plot_curves_with_auc_in_legend():
     c = np.linspace(1, 0, 5)
     curve = jx.Curve(jnp.zeros(2), jnp.stack([jnp.asarray(c)] * 2), jnp.linspace(0, 1, 5))
-    fig = viz.plot_curves(deletion={"a": curve, "b": c ** 2}, insertion={"a": 1 - c})
+    fig = viz.plot_curves(deletion={"a": curve, "b": c**2}, insertion={"a": 1 - c})
     assert _n_axes(fig) == 2
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "a (AUC 0.500)" and labels[1].startswith("b (AUC 0.3")
@@ -147,15 +149,27 @@ def test_feature_maps_filters_visualization_importance():
 
 
 def test_plot_benchmark_flat_and_harness_layout(tmp_path):
-    flat = [{"method": "ig", "library": "jaxplain", "seconds": 0.1, "limit_s": 0.05},
-            {"method": "ig", "library": "captum", "seconds": 0.4},
-            {"method": "lime", "library": "jaxplain", "seconds": 1.0}]
+    flat = [
+        {"method": "ig", "library": "jaxplain", "seconds": 0.1, "limit_s": 0.05},
+        {"method": "ig", "library": "captum", "seconds": 0.4},
+        {"method": "lime", "library": "jaxplain", "seconds": 1.0},
+    ]
     fig = viz.plot_benchmark(flat)
     assert _n_axes(fig) == 1 and len(fig.axes[0].patches) == 3
-    nested = {"results": [{"case": "ig-steps32", "jaxplain": {"median_s": 0.01}, "limit": {"median_s": 0.008},
-                           "peers": {"captum.IntegratedGradients[default]": {"median_s": 0.05},
-                                     "captum.IntegratedGradients[batch=64]": {"median_s": 0.03},
-                                     "shap.GradientExplainer": {"error": "x"}}}]}
+    nested = {
+        "results": [
+            {
+                "case": "ig-steps32",
+                "jaxplain": {"median_s": 0.01},
+                "limit": {"median_s": 0.008},
+                "peers": {
+                    "captum.IntegratedGradients[default]": {"median_s": 0.05},
+                    "captum.IntegratedGradients[batch=64]": {"median_s": 0.03},
+                    "shap.GradientExplainer": {"error": "x"},
+                },
+            }
+        ]
+    }
     p = tmp_path / "latest.json"
     p.write_text(json.dumps(nested))
     fig = viz.plot_benchmark(p)
@@ -211,8 +225,12 @@ def test_global_surrogate_coalitions_additive_model_is_exact():
     w = jnp.arange(16.0).reshape(1, 4, 4, 1) / 10
     f = lambda z: jnp.sum(z * w, axis=(1, 2, 3))  # noqa: E731
     s = jx.global_surrogate(f, x, segments=seg, key=jax.random.key(0), n_samples=64)
-    expect = np.array([(np.asarray(x)[..., 0] * np.asarray(w)[0, ..., 0])[:, seg == j].sum(1).mean()
-                       for j in range(4)])
+    expect = np.array(
+        [
+            (np.asarray(x)[..., 0] * np.asarray(w)[0, ..., 0])[:, seg == j].sum(1).mean()
+            for j in range(4)
+        ]
+    )
     assert float(s.r2) > 0.8
     np.testing.assert_allclose(s.coef, expect, rtol=0.25)
     s_same = jx.global_surrogate(f, x, segments=seg, key=jax.random.key(0), n_samples=64)
