@@ -199,15 +199,7 @@ def completeness_gap(model: Any, x: Any, attributions: Any, *, target: Any, base
         V.fail("attributions", f"one row per example ({x.shape[0]})", f"shape {tuple(a.shape)}")
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
-    sigma = _sigma(blur_sigma, x, mode)
-    return _completeness(model, x, t, a, arr, mode=mode, sigma=sigma)
-
-
-def _sigma(blur_sigma, x, mode):
-    if mode != "blur":
-        return 1.0
-    s = blur_sigma if blur_sigma is not None else max(B.view_shape(x.shape)[1:3]) / 8.0
-    return V.check_float(s, "blur_sigma", minimum=0.0, open_min=True)
+    return _completeness(model, x, t, a, arr, mode=mode, sigma=B.check_sigma(blur_sigma, x.shape, mode))
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "sigma"))
@@ -243,21 +235,24 @@ def efficiency_gap(model: Any, x: Any, attributions: Any, *, target: Any, segmen
     """
     model = as_model(model)
     x = V.check_array(x)
-    vals, seg, _ = B.feature_values(B.attribution_array(attributions), x.shape, segments)
+    a = B.attribution_array(attributions)
+    kind, seg, d = B.check_features(a.shape, x.shape, segments)
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
-    return _efficiency(model, x, t, vals, seg, arr, mode=mode, sigma=_sigma(blur_sigma, x, mode),
+    return _efficiency(model, x, t, a, seg, arr, features=(kind, d), mode=mode,
+                       sigma=B.check_sigma(blur_sigma, x.shape, mode),
                        batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "sigma", "batch_size"))
-def _efficiency(model, x, target, values, segments, baseline, *, mode, sigma, batch_size):
+@functools.partial(jax.jit, static_argnames=("features", "mode", "sigma", "batch_size"))
+def _efficiency(model, x, target, a, segments, baseline, *, features, mode, sigma, batch_size):
+    kind, d = features
     f = B.view_model(model, x.shape)
     x4 = B.as_view(x)
     base = B.make_baseline(x4, mode, baseline, sigma)
     t = target.resolve(f, x4)
-    d = values.shape[1]
-    v = coalition_values(f, t, x4, base, segments,
+    values, seg = B.to_features(a, x.shape, kind, segments, d)
+    v = coalition_values(f, t, x4, base, seg,
                          lambda ex, s: jnp.broadcast_to(s[:, None] == 0, (ex.shape[0], d)), 2,
                          batch_size)
     return values.sum(1) - (v[:, 0] - v[:, 1])

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _validate as V
 from ._types import Explanation
-from .features import check_segments, pixel_segments
+from .features import check_segments, gaussian_blur
 
 LAYOUTS = "(N, H, W, C), (N, H, W) or (N, D)"
 BASELINES = ("zero", "mean", "blur")
@@ -55,90 +55,97 @@ def attribution_array(attributions: Any, name: str = "attributions") -> jax.Arra
     return V.check_array(attributions, name, min_ndim=2)
 
 
-def pixel_map(a: jax.Array, x_shape: tuple[int, ...], name: str = "attributions") -> jax.Array:
-    """Pixel-level attributions (shaped like `x`, or `(N, H, W)` for images) -> `(N, H, W)`."""
-    n, h, w, c = view_shape(x_shape)
-    if tuple(a.shape) == tuple(x_shape):
-        return a.reshape(n, h, w, c).sum(-1)
-    if len(x_shape) == 4 and tuple(a.shape) == (n, h, w):
-        return a
+def check_pixel_map(a_shape: tuple[int, ...], x_shape: tuple[int, ...],
+                    name: str = "attributions") -> None:
+    """Pixel-level attributions are shaped like `x`, or `(N, H, W)` for images `(N, H, W, C)`."""
+    n, h, w, _ = view_shape(x_shape)
+    if tuple(a_shape) == tuple(x_shape) or (len(x_shape) == 4 and tuple(a_shape) == (n, h, w)):
+        return
     V.fail(
         name,
         f"an array shaped like x {tuple(x_shape)}"
         + (f", a pixel map {(n, h, w)}" if len(x_shape) == 4 else "")
         + ", or per-feature values (N, d) together with segments=",
-        f"shape {tuple(a.shape)}",
+        f"shape {tuple(a_shape)}",
     )
 
 
-def feature_values(a: jax.Array, x_shape: tuple[int, ...], segments: Any,
-                   name: str = "attributions") -> tuple[jax.Array, jax.Array, int]:
-    """Attributions as one value per feature: `(values (N, d), segments (N, H, W), d)`.
+def pixel_map(a: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
+    """Pixel-level attributions -> one value per pixel `(N, H, W)` (channels summed; traced)."""
+    n, h, w, c = view_shape(x_shape)
+    return a.reshape(n, h, w, c).sum(-1) if tuple(a.shape) == tuple(x_shape) else a
 
-    Without `segments`, every pixel is a feature. With `segments`, `a` is either
-    `(N, d)` per-feature values or pixel-level values summed within each segment.
+
+def check_features(a_shape: tuple[int, ...], x_shape: tuple[int, ...], segments: Any,
+                   name: str = "attributions") -> tuple[str, jax.Array | None, int]:
+    """Validates how attributions map to features (Python time): `(kind, segments, d)`.
+
+    `kind` is "pixels" (every pixel a feature, `segments` None), "values" (`(N, d)`
+    values for the given segments) or "sums" (pixel-level attributions summed
+    within each segment). `segments` is int32 `(N, H, W)` or None.
     """
     n, h, w, _ = view_shape(x_shape)
     if segments is None:
-        if a.ndim == 2 and len(x_shape) != 2:
+        if len(a_shape) == 2 and len(x_shape) != 2:
             V.fail(name, "pixel-level attributions; per-feature values (N, d) need segments=",
-                   f"shape {tuple(a.shape)}")
-        pm = pixel_map(a, x_shape, name)
-        seg = jnp.broadcast_to(jnp.asarray(pixel_segments(h, w)), (n, h, w))
-        return pm.reshape(n, h * w), seg, h * w
+                   f"shape {tuple(a_shape)}")
+        check_pixel_map(a_shape, x_shape, name)
+        return "pixels", None, h * w
     seg, d = check_segments(segments, (n, h, w))
-    if a.ndim == 2 and tuple(a.shape) != tuple(x_shape):
-        if tuple(a.shape) != (n, d):
+    if len(a_shape) == 2 and tuple(a_shape) != tuple(x_shape):
+        if tuple(a_shape) != (n, d):
             V.fail(name, f"per-feature values of shape {(n, d)} for segments with {d} labels",
-                   f"shape {tuple(a.shape)}")
-        return a, seg, d
-    pm = pixel_map(a, x_shape, name)
-    vals = jax.vmap(lambda p, s: jax.ops.segment_sum(p.ravel(), s.ravel(), d))(pm, seg)
-    return vals, seg, d
+                   f"shape {tuple(a_shape)}")
+        return "values", seg, d
+    check_pixel_map(a_shape, x_shape, name)
+    return "sums", seg, d
+
+
+def to_features(a: jax.Array, x_shape: tuple[int, ...], kind: str, segments: jax.Array | None,
+                d: int) -> tuple[jax.Array, jax.Array]:
+    """Attributions as `(values (N, d), segments (N, H, W))` for a `check_features` kind (traced)."""
+    n, h, w, _ = view_shape(x_shape)
+    if kind == "pixels":
+        seg = jnp.broadcast_to(jnp.arange(h * w, dtype=jnp.int32).reshape(h, w), (n, h, w))
+        return pixel_map(a, x_shape).reshape(n, h * w), seg
+    if kind == "values":
+        return a, segments
+    pm = pixel_map(a, x_shape)
+    return jax.vmap(lambda p, s: jax.ops.segment_sum(p.ravel(), s.ravel(), d))(pm, segments), segments
 
 
 # ---- baselines ---------------------------------------------------------------------------
 
 
 def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> tuple[str, jax.Array | None]:
-    """`(mode, array)`: a named baseline ("zero", "mean", "blur") or an array like `x`."""
+    """`(mode, array)`: a named baseline ("zero", "mean", "blur"; array None) or an array like `x`."""
     if isinstance(baseline, str):
         V.check_choice(baseline, name, BASELINES)
-        return (baseline, None) if baseline != "zero" else ("array", jnp.zeros_like(x))
+        return baseline, None
     return "array", V.check_baseline(baseline, x, name)
 
 
+def check_sigma(blur_sigma: Any, x_shape: tuple[int, ...], mode: str) -> float:
+    """The blur width in pixels (default `max(H, W) / 10`, as `features.gaussian_blur` users)."""
+    if mode != "blur":
+        return 1.0
+    s = blur_sigma if blur_sigma is not None else max(view_shape(x_shape)[1:3]) / 10.0
+    return V.check_float(s, "blur_sigma", minimum=0.0, open_min=True)
+
+
 def make_baseline(x4: jax.Array, mode: str, array: jax.Array | None, sigma: float) -> jax.Array:
-    """The baseline on the `(N, H, W, C)` view (traced)."""
+    """The baseline on the `(N, H, W, C)` view (traced).
+
+    "zero": zeros; "mean": every pixel set to its image's channel means; "blur": a
+    Gaussian blur of the image; "array": the given array.
+    """
+    if mode == "zero":
+        return jnp.zeros_like(x4)
     if mode == "mean":
         return jnp.broadcast_to(jnp.mean(x4, axis=(1, 2), keepdims=True), x4.shape)
     if mode == "blur":
         return gaussian_blur(x4, sigma)
     return array.reshape(x4.shape)
-
-
-def _blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """`(n, n)` Gaussian smoothing with symmetric ('reflect') boundaries."""
-    r = max(1, int(np.ceil(3 * sigma)))
-    g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    g /= g.sum()
-    m = np.zeros((n, n), np.float32)
-    for i in range(n):
-        for o, wgt in zip(range(-r, r + 1), g):
-            j = i + o
-            period = 2 * n
-            j = j % period
-            j = period - 1 - j if j >= n else j
-            m[i, j] += wgt
-    return m
-
-
-def gaussian_blur(x4: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of `(N, H, W, C)` images over H and W."""
-    _, h, w, _ = x4.shape
-    bh = jnp.asarray(_blur_matrix(h, sigma), x4.dtype) if h > 1 else jnp.ones((1, 1), x4.dtype)
-    bw = jnp.asarray(_blur_matrix(w, sigma), x4.dtype) if w > 1 else jnp.ones((1, 1), x4.dtype)
-    return jnp.einsum("ih,jw,nhwc->nijc", bh, bw, x4)
 
 
 # ---- masks ---------------------------------------------------------------------------------

@@ -237,7 +237,8 @@ def model_parameter_randomisation(model: Any, x: Any, attributions: Any = None, 
         if not cascade:
             flags[:] = False
         flags[idx] = True
-        params = _randomise(model.params, key, jnp.asarray(flags))
+        # a fresh host buffer per stage: device arrays may alias NumPy memory on CPU
+        params = _randomise(model.params, key, jnp.array(flags.copy()))
         a = _explain(model.replace(params), x, t, explain=explain)
         s1, s2 = _similarity(ref, a, absolute=bool(absolute), win=win)
         sp.append(s1)

@@ -57,35 +57,43 @@ def _steps_schedule(steps: int, d: int) -> np.ndarray:
 
 
 def _prepare(model, x, attributions, target, baseline, segments, blur_sigma):
+    """Python-time validation shared by the perturbation metrics."""
     model = as_model(model)
     x = V.check_array(x)
     a = B.attribution_array(attributions)
-    vals, seg, d = B.feature_values(a, x.shape, segments)
+    kind, seg, d = B.check_features(a.shape, x.shape, segments)
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
-    sigma = V.check_float(blur_sigma if blur_sigma is not None else max(x.shape[1:3]) / 8.0,
-                          "blur_sigma", minimum=0.0, open_min=True) if mode == "blur" else 1.0
-    return model, x, vals, seg, d, t, mode, arr, sigma
+    sigma = B.check_sigma(blur_sigma, x.shape, mode)
+    return model, x, a, (kind, seg, d), t, (mode, arr, sigma)
+
+
+def _setup(model, x, target, a, feats, base, softmax):
+    """Traced: the model on the image view, the view, the bound target, features, baseline."""
+    (kind, seg, d), (mode, arr, sigma) = feats, base
+    f = B.view_model(model, x.shape, softmax)
+    x4 = B.as_view(x)
+    values, seg = B.to_features(a, x.shape, kind, seg, d)
+    return f, x4, target.resolve(f, x4), values, seg, B.make_baseline(x4, mode, arr, sigma)
 
 
 def _curve_call(kind, model, x, attributions, target, steps, baseline, segments, blur_sigma,
                 softmax, batch_size):
-    model, x, vals, seg, d, t, mode, arr, sigma = _prepare(
+    model, x, a, (fk, seg, d), t, (mode, arr, sigma) = _prepare(
         model, x, attributions, target, baseline, segments, blur_sigma)
     steps = V.check_int(steps, "steps", minimum=1)
     batch_size = V.check_batch_size(batch_size)
-    return _curve(model, x, t, vals, seg, arr, kind=kind, steps=steps, mode=mode, sigma=sigma,
-                  softmax=bool(softmax), batch_size=batch_size)
+    return _curve(model, x, t, a, seg, arr, kind=kind, features=(fk, d), steps=steps, mode=mode,
+                  sigma=sigma, softmax=bool(softmax), batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "steps", "mode", "sigma", "softmax", "batch_size"))
-def _curve(model, x, target, values, segments, baseline, *, kind, steps, mode, sigma, softmax,
+@functools.partial(jax.jit, static_argnames=("kind", "features", "steps", "mode", "sigma", "softmax",
+                                             "batch_size"))
+def _curve(model, x, target, a, segments, baseline, *, kind, features, steps, mode, sigma, softmax,
            batch_size):
-    f = B.view_model(model, x.shape, softmax)
-    x4 = B.as_view(x)
-    base = B.make_baseline(x4, mode, baseline, sigma)
-    t = target.resolve(f, x4)
-    d = values.shape[1]
+    (fk, d) = features
+    f, x4, t, values, seg, base = _setup(model, x, target, a, (fk, segments, d),
+                                         (mode, baseline, sigma), softmax)
     ks = _steps_schedule(steps, d)
     rank = B.ranks_desc(values)
     k = jnp.asarray(ks)
@@ -95,7 +103,7 @@ def _curve(model, x, target, values, segments, baseline, *, kind, steps, mode, s
         mask_fn = lambda ex, s: rank[ex] < k[s][:, None]  # noqa: E731
     else:  # monotonicity: insert the least important features first
         mask_fn = lambda ex, s: rank[ex] >= d - k[s][:, None]  # noqa: E731
-    curve = coalition_values(f, t, x4, base, segments, mask_fn, steps + 1, batch_size)
+    curve = coalition_values(f, t, x4, base, seg, mask_fn, steps + 1, batch_size)
     frac = jnp.asarray(ks / d, curve.dtype)
     auc = jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac) / 2, axis=1)
     return Curve(auc, curve, frac)
@@ -115,7 +123,7 @@ _CURVE_ARGS = """
       segments: optional superpixels `(H, W)` or `(N, H, W)`; by default every pixel
         is a feature.
       blur_sigma: the Gaussian's standard deviation in pixels for "blur" (default
-        `max(H, W) / 8`).
+        `max(H, W) / 10`).
       softmax: follow the softmax probability of the target instead of the raw output.
       batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
 """
@@ -228,41 +236,45 @@ def faithfulness_correlation(model: Any, x: Any, attributions: Any, *, target: A
       Bhatt, Weller and Moura, "Evaluating and Aggregating Feature-based Model
       Explanations", IJCAI 2020.
     """
-    model, x, vals, seg, d, t, mode, arr, sigma = _prepare(
-        model, x, attributions, target, baseline, segments, blur_sigma)
-    key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples", minimum=2)
-    size = B.subset_size(subset_size, d)
-    delta, dots = _subsets(model, x, t, vals, seg, arr, key, mode=mode, sigma=sigma,
-                           softmax=bool(softmax), n_samples=n_samples, size=size,
-                           batch_size=V.check_batch_size(batch_size))
+    delta, dots = _subsets_call(model, x, attributions, target, key, n_samples, 2, subset_size,
+                                baseline, segments, blur_sigma, softmax, batch_size)
     return B.pearson(dots, delta)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "sigma", "softmax", "n_samples", "size",
-                                             "batch_size"))
-def _subsets(model, x, target, values, segments, baseline, key, *, mode, sigma, softmax, n_samples,
-             size, batch_size):
-    """`(f(x) - f(x_S), sum_S a)`, both `(N, n_samples)`, for random subsets S."""
-    f = B.view_model(model, x.shape, softmax)
-    x4 = B.as_view(x)
-    base = B.make_baseline(x4, mode, baseline, sigma)
-    t = target.resolve(f, x4)
-    n, d = values.shape
+def _subsets_call(model, x, attributions, target, key, n_samples, min_samples, subset_size,
+                  baseline, segments, blur_sigma, softmax, batch_size):
+    model, x, a, (fk, seg, d), t, (mode, arr, sigma) = _prepare(
+        model, x, attributions, target, baseline, segments, blur_sigma)
+    key = V.check_key(key)
+    n_samples = V.check_int(n_samples, "n_samples", minimum=min_samples)
+    return _subsets(model, x, t, a, seg, arr, key, features=(fk, d), mode=mode, sigma=sigma,
+                    softmax=bool(softmax), n_samples=n_samples, size=B.subset_size(subset_size, d),
+                    batch_size=V.check_batch_size(batch_size))
 
-    def removed(ex, s):
-        return B.random_subsets(B.sample_keys(key, ex, s), d, size)
 
-    fs = coalition_values(f, t, x4, base, segments, lambda ex, s: ~removed(ex, s), n_samples,
-                          batch_size)
+@functools.partial(jax.jit, static_argnames=("features", "mode", "sigma", "softmax", "n_samples",
+                                             "size", "batch_size"))
+def _subsets(model, x, target, a, segments, baseline, key, *, features, mode, sigma, softmax,
+             n_samples, size, batch_size):
+    """`(f(x) - f(x_S), sum_S a)`, both `(N, n_samples)`, for random subsets S.
 
-    def dot_chunk(start, size_):
+    One pass: each chunk draws its subsets once, builds the perturbed inputs on
+    device (`apply_coalitions`) and sums the removed features' attributions.
+    """
+    (fk, d) = features
+    f, x4, t, values, seg, base = _setup(model, x, target, a, (fk, segments, d),
+                                         (mode, baseline, sigma), softmax)
+    n = x.shape[0]
+
+    def chunk(start, size_):
         ex, s = batching.flat_index(start, size_, n_samples)
-        return jnp.sum(jnp.where(removed(ex, s), values[ex], 0.0), axis=1)
+        removed = B.random_subsets(B.sample_keys(key, ex, s), d, size)
+        fs = t.take(ex).select(f(apply_coalitions(x4[ex], base[ex], seg[ex], ~removed)))
+        return fs, jnp.sum(jnp.where(removed, values[ex], 0.0), axis=1)
 
-    dots = batching.chunked_map(dot_chunk, n * n_samples, batch_size).reshape(n, n_samples)
+    fs, dots = batching.chunked_map(chunk, n * n_samples, batch_size)
     fx = t.select(f(x4))
-    return fx[:, None] - fs, dots
+    return fx[:, None] - fs.reshape(n, n_samples), dots.reshape(n, n_samples)
 
 
 def infidelity(model: Any, x: Any, attributions: Any, *, target: Any, key: Any,
@@ -304,14 +316,8 @@ def infidelity(model: Any, x: Any, attributions: Any, *, target: Any, key: Any,
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
     if perturbation == "subset":
-        model, x, vals, seg, d, t, mode, arr, sigma = _prepare(
-            model, x, attributions, target, baseline, segments, blur_sigma)
-        key = V.check_key(key)
-        n_samples = V.check_int(n_samples, "n_samples", minimum=1)
-        delta, dots = _subsets(model, x, t, vals, seg, arr, key, mode=mode, sigma=sigma,
-                               softmax=bool(softmax), n_samples=n_samples,
-                               size=B.subset_size(subset_size, d),
-                               batch_size=V.check_batch_size(batch_size))
+        delta, dots = _subsets_call(model, x, attributions, target, key, n_samples, 1, subset_size,
+                                    baseline, segments, blur_sigma, softmax, batch_size)
     else:
         if not callable(perturbation):
             V.check_choice(perturbation, "perturbation", PERTURBATIONS)

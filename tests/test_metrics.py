@@ -22,6 +22,19 @@ def cnn():
     return jx.from_linen(m, m.init(jax.random.key(0), x)), x
 
 
+def _mlp_apply(params, x):
+    w1, w2 = params
+    return jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    """A small nonlinear model that compiles fast: tanh(flatten(x) @ W1) @ W2, 3 outputs."""
+    k1, k2 = jax.random.split(jax.random.key(7))
+    params = (jax.random.normal(k1, (192, 6)) / 8, jax.random.normal(k2, (6, 3)))
+    return jx.Model(_mlp_apply, params), testing.random_images(2, n=3)
+
+
 @pytest.fixture(scope="module")
 def linear():
     rng = np.random.default_rng(0)
@@ -100,25 +113,29 @@ def test_features_given_as_values_or_pixels_agree(cnn):
     np.testing.assert_allclose(c1.values, c3.values, rtol=1e-6)
 
 
-def test_curves_independent_of_batch_size_and_jit(cnn):
-    model, x = cnn
+def test_curves_independent_of_batch_size_and_jit(smooth):
+    model, x = smooth
     a = jax.random.normal(jax.random.key(3), x.shape)
     ref = jx.deletion(model, x, a, target=2, steps=10, baseline="blur")
     for bs in (7, 33):
         np.testing.assert_allclose(jx.deletion(model, x, a, target=2, steps=10, baseline="blur",
                                                batch_size=bs).values, ref.values, rtol=1e-5)
-    with jax.disable_jit():
-        eager = jx.deletion(model, x[:1], a[:1], target=2, steps=10, baseline="blur")
-    np.testing.assert_allclose(eager.values, ref.values[:1], rtol=1e-5, atol=1e-6)
     a2 = a * 2
     with testing.count_compiles() as c:
         jx.deletion(model, x, a2, target=2, steps=10, baseline="blur")
     assert c["n"] == 0
+    # eager (no jit anywhere) == jitted, on a tiny problem
+    f = lambda z: jnp.tanh(z).reshape(z.shape[0], -1).sum(1)  # noqa: E731
+    xs, sa = x[:1, :4, :4, :1], a[:1, :4, :4, :1]
+    jitted = jx.insertion(f, xs, sa, target=None, steps=3, baseline="mean")
+    with jax.disable_jit():
+        eager = jx.insertion(f, xs, sa, target=None, steps=3, baseline="mean")
+    np.testing.assert_allclose(eager.values, jitted.values, rtol=1e-5, atol=1e-6)
 
 
 def test_baselines():
     x = testing.random_images(4, n=2, size=9)
-    blurred = B.gaussian_blur(x, 1.0)
+    blurred = jx.features.gaussian_blur(x, 1.0)
     ref = scipy.ndimage.gaussian_filter(np.asarray(x), sigma=(0, 1, 1, 0), mode="reflect",
                                         truncate=3.0)
     np.testing.assert_allclose(blurred, ref, atol=1e-5)
@@ -168,8 +185,8 @@ def test_infidelity_zero_for_matching_perturbations(linear):
         jx.infidelity(model, x, 3 * sal.values, target=1, key=key, normalize=True), 0, atol=1e-5)
 
 
-def test_random_metrics_keys_and_batch_size(cnn):
-    model, x = cnn
+def test_random_metrics_keys_and_batch_size(smooth):
+    model, x = smooth
     a = jax.random.normal(jax.random.key(3), x.shape)
     for fn in (jx.faithfulness_correlation, jx.infidelity):
         r1 = fn(model, x, a, target=0, key=jax.random.key(1), n_samples=20)
@@ -177,8 +194,7 @@ def test_random_metrics_keys_and_batch_size(cnn):
         r3 = fn(model, x, a, target=0, key=jax.random.key(2), n_samples=20)
         np.testing.assert_allclose(r1, r2, rtol=1e-4, atol=1e-5)
         assert not np.allclose(r1, r3)
-    inf = jx.infidelity(model, x, a, target=0, key=1, perturbation="subset", n_samples=20,
-                        batch_size=9)
+    inf = jx.infidelity(model, x, a, target=0, key=1, perturbation="subset", n_samples=20)
     np.testing.assert_allclose(inf, jx.infidelity(model, x, a, target=0, key=jax.random.key(1),
                                                   perturbation="subset", n_samples=20), rtol=1e-5)
 
@@ -201,7 +217,7 @@ def explain_saliency(m, x, target):
     return jx.saliency(m, x, target=target)
 
 
-def test_sensitivity_of_gradients_on_linear_model_is_zero(linear, cnn):
+def test_sensitivity_of_gradients_on_linear_model_is_zero(linear, smooth):
     model, w, x, _ = linear
     key = jax.random.key(0)
     for fn in (jx.max_sensitivity, jx.avg_sensitivity):
@@ -211,14 +227,14 @@ def test_sensitivity_of_gradients_on_linear_model_is_zero(linear, cnn):
     lip = jx.local_lipschitz_estimate(model, x, explain=gxi, target=1, key=key, n_samples=32)
     wmax = float(jnp.abs(w[..., 1]).max())
     assert (lip <= wmax + 1e-4).all() and (lip > 0.5 * float(jnp.abs(w[..., 1]).mean())).all()
-    cmodel, cx = cnn
+    cmodel, cx = smooth
     s_max = jx.max_sensitivity(cmodel, cx, explain=explain_saliency, target=0, key=key, radius=0.2)
     s_avg = jx.avg_sensitivity(cmodel, cx, explain=explain_saliency, target=0, key=key, radius=0.2)
     assert (s_max > 0).all() and (s_avg <= s_max + 1e-6).all()
 
 
-def test_sensitivity_deterministic_and_batch_size_free(cnn):
-    model, x = cnn
+def test_sensitivity_deterministic_and_batch_size_free(smooth):
+    model, x = smooth
     kw = dict(explain=explain_saliency, target="predicted", n_samples=6, radius=0.3)
     r1 = jx.max_sensitivity(model, x, key=jax.random.key(1), **kw)
     a0 = explain_saliency(model, x, target=jx.as_target("predicted", model, x).resolve(model, x))
