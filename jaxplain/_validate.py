@@ -88,7 +88,8 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
     if 0 in shape:
         fail(name, "an array with no empty axis", f"shape {shape}")
     check_finite(x, name, nan_policy)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not _is_checked(x):
+    wide = np.dtype(getattr(x, "dtype", np.result_type(x) if not isinstance(x, jax.Array) else dtype))
+    if wide == np.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not _is_checked(x):
         big = np.abs(np.asarray(x, np.float64))
         if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
             fail(name, "values that fit float32 (|x| <= 3.4e38; JAX computes in float32)",

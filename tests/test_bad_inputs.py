@@ -1,0 +1,284 @@
+"""The bad-input corpus: every public function x every bad value of its arguments.
+
+A case passes when the call raises `ValueError`/`TypeError` whose message names the
+argument, or returns a correct (here: finite) result. It fails on any other
+exception (an error from inside XLA or Flax, an IndexError...), on a message that
+does not name the argument, or on NaN/inf in the result.
+
+The table is built from the signatures of the names exported by `jaxplain`:
+functions landing later are picked up automatically when their arguments are in
+`GOOD` (how to build a valid value) and `BAD` (the bad values to try). Known
+failures of other modules are listed in `KNOWN` (strict xfail: fixing them makes
+the test ask for the entry to be removed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from jaxplain import testing
+
+N, H, W, C = 2, 8, 8, 3
+
+# ---- a tiny model and valid arguments (built once, lazily) ---------------------------------
+
+_CACHE: dict = {}
+
+
+def env():
+    if not _CACHE:
+        m = testing.tiny_cnn(n_classes=3, features=(2,))
+        x = np.asarray(testing.random_images(0, n=N, size=H))
+        model = jx.from_linen(m, m.init(jax.random.key(0), x[:1]))
+        _CACHE.update(
+            model=model,
+            x=x,
+            key=jax.random.key(0),
+            seg=jx.grid_segments(H, W, 2),
+            attr=np.asarray(testing.random_images(1, n=N, size=H)) - 0.5,
+            mask=np.zeros((N, H, W), bool) | (np.arange(W) < 3),
+        )
+    return _CACHE
+
+
+GOOD = {  # argument name -> a valid value
+    "model": lambda e: e["model"],
+    "x": lambda e: e["x"],
+    "target": lambda e: 1,
+    "key": lambda e: e["key"],
+    "segments": lambda e: e["seg"],
+    "layer": lambda e: "conv0",
+    "references": lambda e: e["x"],
+    "explain": lambda e: jx.saliency,
+    "attributions": lambda e: e["attr"],
+    "mask": lambda e: e["mask"],
+    "a": lambda e: e["x"],
+    "b": lambda e: e["x"][::-1],
+    "images": lambda e: e["x"],
+    "maps": lambda e: e["attr"][..., 0],
+    "height": lambda e: H,
+    "width": lambda e: W,
+    "method": lambda e: jx.saliency,
+    "methods": lambda e: {"saliency": jx.saliency},
+    "image_shape": lambda e: (H, W, C),
+    "values": lambda e: np.ones((N, 4), np.float32),
+    "sigma": lambda e: 1.0,
+    "mode": lambda e: "guided",
+}
+CHEAP = {  # small settings so that calls which do run stay fast
+    "steps": 2, "n_samples": 4, "n_masks": 4, "n_permutations": 2, "window": 4, "strides": 4,
+    "cells": 2, "win_size": 3,
+}
+
+_nan_x = lambda e: np.where(np.arange(C) == 1, np.nan, e["x"]).astype(np.float32)  # noqa: E731
+_inf_x = lambda e: np.where(np.arange(C) == 2, np.inf, e["x"]).astype(np.float32)  # noqa: E731
+_COUNT = [0, -1, 2.5, True, "4", None]
+_POS_FLOAT = [-1.0, float("nan"), float("inf"), "a"]
+
+BAD = {  # argument name -> {case id: bad value (or a function of env)}
+    "x": {
+        "nan": _nan_x, "inf": _inf_x,
+        "uint8": lambda e: (e["x"] * 255).astype(np.uint8),
+        "bool": lambda e: e["x"] > 0.5,
+        "complex": lambda e: e["x"].astype(np.complex64),
+        "1d": lambda e: e["x"].reshape(-1),
+        "empty_batch": lambda e: e["x"][:0],
+        "empty_axis": lambda e: e["x"][:, :0],
+        "str": "image.png", "none": None, "dict": {"x": 1},
+        "keys": lambda e: jax.random.split(e["key"], N),
+        "ragged_list": [[1.0, 2.0], [1.0]],
+        "wrong_channels": lambda e: e["x"][..., :1],
+        "float64_overflow": lambda e: np.full(e["x"].shape, 1e300),
+    },
+    "target": {
+        "too_big": 3, "negative": -1, "huge": 10**9, "wrong_len": lambda e: np.array([0, 1, 2]),
+        "2d": lambda e: np.array([[0, 1]]), "float": 1.5, "str": "pred", "bool": True,
+        "float_array": lambda e: np.array([0.0, 1.0]), "out_of_range_array": lambda e: np.array([0, 7]),
+        "callable_wrong_shape": lambda e: (lambda out: out),
+        "callable_raises": lambda e: (lambda out: out[:, 10]["x"]),
+    },
+    "key": {
+        "str": "seed", "float": 1.5, "two_keys": lambda e: jax.random.split(e["key"], 2),
+        "uint32_3": lambda e: np.zeros(3, np.uint32), "float_array": lambda e: np.zeros(2, np.float32),
+    },
+    "batch_size": {"zero": 0, "negative": -3, "float": 2.5, "str": "8", "bool": True, "huge": 2**40},
+    "steps": {f"v{i}": v for i, v in enumerate(_COUNT)},
+    "n_samples": {f"v{i}": v for i, v in enumerate(_COUNT)},
+    "n_masks": {f"v{i}": v for i, v in enumerate(_COUNT)},
+    "n_permutations": {f"v{i}": v for i, v in enumerate(_COUNT)},
+    "cells": {"zero": 0, "float": 2.5, "str": "2"},
+    "window": {"zero": 0, "too_big": 100, "float": 2.5, "str": "4", "wrong_len": (2, 2, 2, 2, 2)},
+    "strides": {"zero": 0, "float": 2.5, "str": "4"},
+    "win_size": {"even": 4, "zero": 0, "too_big": 99},
+    "noise_level": {f"v{i}": v for i, v in enumerate(_POS_FLOAT)},
+    "noise_scale": {f"v{i}": v for i, v in enumerate(_POS_FLOAT)},
+    "radius": {f"v{i}": v for i, v in enumerate(_POS_FLOAT)},
+    "kernel_width": {f"v{i}": v for i, v in enumerate(_POS_FLOAT)},
+    "alpha": {f"v{i}": v for i, v in enumerate(_POS_FLOAT)},
+    "blur_sigma": {"negative": -1.0, "nan": float("nan"), "str": "a"},
+    "p": {"negative": -0.5, "above_one": 1.5, "nan": float("nan")},
+    "subset_size": {"zero": 0, "negative": -1, "too_big_fraction": 1.5, "str": "a"},
+    "baseline": {
+        "wrong_shape": lambda e: np.ones((3, 3), np.float32), "bogus_str": "bogus",
+        "nan": lambda e: np.full(e["x"].shape, np.nan, np.float32),
+        "complex": lambda e: np.ones(e["x"].shape, np.complex64),
+    },
+    "segments": {
+        "float": lambda e: e["seg"].astype(np.float32), "gaps": lambda e: e["seg"] * 2,
+        "wrong_shape": lambda e: np.zeros((7, 7), np.int32), "negative": lambda e: e["seg"] - 1,
+        "str": "slic", "wrong_n": lambda e: np.stack([e["seg"]] * 3),
+    },
+    "layer": {"missing": "no_such_layer", "float": 3.5},
+    "rule": {"bogus": "bogus"}, "distance": {"bogus": "bogus"}, "noise": {"bogus": "bogus"},
+    "kind": {"bogus": "bogus"}, "similarity": {"bogus": "bogus"}, "normalize": {"bogus": "bogus"},
+    "perturbation": {"bogus": "bogus"},
+    "attributions": {
+        "wrong_shape": lambda e: np.ones((N, 5, 5), np.float32), "nan": _nan_x, "str": "saliency",
+        "empty": lambda e: np.ones((0, H, W), np.float32),
+    },
+    "mask": {"wrong_shape": lambda e: np.ones((N, 5, 5), bool), "str": "mask"},
+    "model": {
+        "int": 3, "none": None, "str": "resnet", "linen_without_variables": nn.Dense(3),
+        "wrong_output": lambda e: (lambda x: x.sum()),
+    },
+    "explain": {"int": 3, "str": "saliency"},
+    "a": {"wrong_shape": lambda e: np.ones((N, 5, 5, C), np.float32), "str": "img"},
+    "images": {"1d": lambda e: np.ones(5, np.float32), "str": "img"},
+    "height": {"zero": 0, "float": 2.5},
+    "width": {"zero": 0, "float": 2.5},
+    "grid": {"zero": 0, "too_big": 100},
+}
+
+ERROR_NAMES = {  # (argument, case) -> the arguments an error may legitimately name instead
+    ("x", "wrong_channels"): ("x", "model", "attributions"),
+    ("model", "wrong_output"): ("model", "target"),
+    ("attributions", "wrong_shape"): ("attributions", "mask", "x"),
+    ("a", "wrong_shape"): ("a", "b"),
+}
+MUST_RAISE = {("x", "nan"), ("x", "inf"), ("x", "float64_overflow"), ("attributions", "nan")}
+
+SKIP_FUNCTIONS = {  # not functions of user data, or tested elsewhere
+    "explain_dataset", "load_results", "enable_compilation_cache", "to_numpy", "as_model",
+    "from_linen", "from_nnx", "from_callable", "feature_visualization", "evaluate",
+    "model_parameter_randomisation", "random_logit", "superpixels", "with_relu_rule",
+    "global_importance", "global_surrogate", "as_target", "apply_coalitions", "filters",
+    "noise_tunnel", "resolve_baseline",
+}
+
+_FLAX = "the model's own Flax ScopeParamShapeError escapes (no 'x: the model cannot be called' check)"
+_BLUR = "gaussian_blur does not validate x (AttributeError/IndexError, NaN passes through)"
+KNOWN: dict[str, str] = {  # case id -> the failure, reported to the module's owner
+    "feature_maps-x-wrong_channels": _FLAX,
+    "grad_cam-x-wrong_channels": _FLAX,
+    "grad_cam_plus_plus-x-wrong_channels": _FLAX,
+    "layer_activations-x-wrong_channels": _FLAX,
+    "layer_gradient_x_activation-x-wrong_channels": _FLAX,
+    "layer_integrated_gradients-x-wrong_channels": _FLAX,
+    **{f"gaussian_blur-x-{c}": _BLUR for c in
+       ("nan", "inf", "1d", "str", "none", "dict", "keys", "ragged_list", "float64_overflow")},
+    "grid_segments-height-zero": "message names 'grid' with a range [1, 0], not height",
+    "grid_segments-height-float": "message names 'grid' with a range [1, 2.5], not height",
+    "grid_segments-width-zero": "message names 'grid' with a range [1, 0], not width",
+    "grid_segments-width-float": "message names 'grid' with a range [1, 2.5], not width",
+    "pixel_segments-height-float": "TypeError from np.arange without the argument name",
+    "pixel_segments-width-float": "TypeError from np.arange without the argument name",
+    "occlusion-window-float": "TypeError: object of type 'float' has no len()",
+    "tile-images-str": "ValueError: could not convert string to float (no argument name)",
+    "to_pixels-segments-gaps": "labels with gaps are not checked: silent NaN in the result",
+    "to_pixels-segments-str": "ValueError: invalid literal for int() (no argument name)",
+    "to_pixels-segments-wrong_n": "broadcasting error from inside jnp (no argument name)",
+}
+
+
+def _public_functions():
+    out = []
+    for name in sorted(getattr(jx, "__all__", [])):
+        fn = getattr(jx, name, None)
+        if name in SKIP_FUNCTIONS or not inspect.isfunction(fn):
+            continue
+        out.append((name, fn))
+    return out
+
+
+def _good_call(fn):
+    """(positional names, keyword names, cheap extra kwargs) for a valid call, or None."""
+    sig = inspect.signature(fn)
+    pos, kw, extra = [], [], {}
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        required = p.default is inspect.Parameter.empty
+        if p.name in CHEAP and not required:
+            extra[p.name] = CHEAP[p.name]
+        if p.name == "attributions" or required or p.name in ("key", "segments") and p.default is None:
+            if p.name not in GOOD:
+                return None
+            (pos if p.kind is p.POSITIONAL_OR_KEYWORD else kw).append(p.name)
+    return pos, kw, extra
+
+
+def _cases():
+    cases = []
+    for name, fn in _public_functions():
+        call = _good_call(fn)
+        if call is None:
+            continue
+        params = inspect.signature(fn).parameters
+        for arg in params:
+            for case, value in BAD.get(arg, {}).items():
+                if value is None and arg in ("key",) and params[arg].default is not None:
+                    continue
+                cases.append(pytest.param(name, arg, case, id=f"{name}-{arg}-{case}"))
+    return cases
+
+
+CASES = _cases()
+
+
+def _value(v):
+    return v(env()) if callable(v) and not isinstance(v, (nn.Module, type)) and getattr(v, "__name__", "") == "<lambda>" else v
+
+
+def _names(msg: str, name: str) -> bool:
+    """The message names the argument: `name:` (the convention), or the word for long names."""
+    if re.search(rf"(^|[\s'`(\"]){re.escape(name)}[:'`\"]", msg):
+        return True
+    return len(name) >= 3 and re.search(rf"\b{re.escape(name)}\b", msg) is not None
+
+
+def test_corpus_is_large():
+    assert len(CASES) >= 200, len(CASES)
+
+
+@pytest.mark.parametrize("fname, arg, case", CASES)
+def test_bad_input(fname, arg, case, request):
+    if request.node.callspec.id in KNOWN:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN[request.node.callspec.id], strict=True))
+    fn = getattr(jx, fname)
+    pos, kw, extra = _good_call(fn)
+    e = env()
+    args = {n: GOOD[n](e) for n in pos + kw}
+    args.update(extra)
+    args[arg] = _value(BAD[arg][case])
+    call_pos = [args.pop(n) for n in pos]
+    names = ERROR_NAMES.get((arg, case), (arg,))
+    try:
+        result = fn(*call_pos, **args)
+        leaves = jax.tree.leaves(jax.device_get(result))
+    except (ValueError, TypeError) as err:
+        msg = str(err)
+        assert any(_names(msg, n) for n in names), f"{type(err).__name__} does not name {names}: {msg}"
+        return
+    assert (arg, case) not in MUST_RAISE, f"accepted {arg}={case} and returned a result"
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        if a.dtype.kind == "f":
+            assert np.isfinite(a).all(), f"silent NaN/inf in the result for {arg}={case}"
