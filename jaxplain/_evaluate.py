@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +47,31 @@ def _registry() -> dict[str, _Spec]:
         "completeness_gap": _Spec(L.completeness_gap, True, absval, False),
         "efficiency_gap": _Spec(L.efficiency_gap, True, absval, False),
         "model_parameter_randomisation": _Spec(
-            S.model_parameter_randomisation, True, lambda r: r.spearman.mean(0), False, ("key",)),
+            S.model_parameter_randomisation, True, lambda r: r.spearman.mean(0), False, ("key",)
+        ),
         "random_logit": _Spec(S.random_logit, True, same, False, ("key",)),
     }
 
 
-METRICS = ("deletion", "insertion", "monotonicity", "faithfulness_correlation", "infidelity",
-           "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "pointing_game",
-           "relevance_mass", "relevance_rank_accuracy", "sparseness", "complexity",
-           "completeness_gap", "efficiency_gap", "model_parameter_randomisation", "random_logit")
+METRICS = (
+    "deletion",
+    "insertion",
+    "monotonicity",
+    "faithfulness_correlation",
+    "infidelity",
+    "max_sensitivity",
+    "avg_sensitivity",
+    "local_lipschitz_estimate",
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank_accuracy",
+    "sparseness",
+    "complexity",
+    "completeness_gap",
+    "efficiency_gap",
+    "model_parameter_randomisation",
+    "random_logit",
+)
 DEFAULT_METRICS = ("deletion", "insertion", "faithfulness_correlation", "sparseness", "complexity")
 
 
@@ -70,8 +87,12 @@ class MetricTable(Mapping):
       higher_is_better: per metric, True / False, or None when unknown.
     """
 
-    def __init__(self, methods: tuple[str, ...], values: dict[str, np.ndarray],
-                 higher_is_better: dict[str, bool | None]):
+    def __init__(
+        self,
+        methods: tuple[str, ...],
+        values: dict[str, np.ndarray],
+        higher_is_better: dict[str, bool | None],
+    ):
         self.methods = tuple(methods)
         self._values = dict(values)
         self.higher_is_better = dict(higher_is_better)
@@ -110,7 +131,9 @@ class MetricTable(Mapping):
         """Method names sorted best first on `metric` (needs a known direction)."""
         hib = self.higher_is_better.get(metric)
         if hib is None:
-            raise ValueError(f"metric: {metric!r} has no known direction; pass (fn, higher_is_better)")
+            raise ValueError(
+                f"metric: {metric!r} has no known direction; pass (fn, higher_is_better)"
+            )
         mean = self.mean()[metric]
         order = np.argsort(-mean if hib else mean, kind="stable")
         return [self.methods[i] for i in order]
@@ -118,20 +141,27 @@ class MetricTable(Mapping):
     def to_text(self, precision: int = 4) -> str:
         """A plain-text table: mean +- standard error; `*` marks the best method per metric."""
         means, errs = self.mean(), self.stderr()
-        head = ["method"] + [m + {True: " (+)", False: " (-)", None: ""}[self.higher_is_better[m]]
-                             for m in self.metrics]
+        head = ["method"] + [
+            m + {True: " (+)", False: " (-)", None: ""}[self.higher_is_better[m]]
+            for m in self.metrics
+        ]
         rows = []
         for i, name in enumerate(self.methods):
             row = [name]
             for m in self.metrics:
                 hib = self.higher_is_better[m]
-                best = hib is not None and np.isfinite(means[m]).any() and i == int(
-                    np.nanargmax(means[m]) if hib else np.nanargmin(means[m]))
-                row.append(f"{means[m][i]:.{precision}f} +- {errs[m][i]:.{precision}f}"
-                           + ("*" if best else " "))
+                best = (
+                    hib is not None
+                    and np.isfinite(means[m]).any()
+                    and i == int(np.nanargmax(means[m]) if hib else np.nanargmin(means[m]))
+                )
+                row.append(
+                    f"{means[m][i]:.{precision}f} +- {errs[m][i]:.{precision}f}"
+                    + ("*" if best else " ")
+                )
             rows.append(row)
         widths = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
-        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
         lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
         lines.append("(+) higher is better, (-) lower is better, * best")
         return "\n".join(lines)
@@ -155,9 +185,18 @@ def _accepted(fn: Callable, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def evaluate(methods: Mapping[str, Callable], model: Any, x: Any, *, target: Any,
-             metrics: Any = DEFAULT_METRICS, key: Any = None, mask: Any = None,
-             segments: Any = None, batch_size: int | None = None) -> MetricTable:
+def evaluate(
+    methods: Mapping[str, Callable],
+    model: Any,
+    x: Any,
+    *,
+    target: Any,
+    metrics: Any = DEFAULT_METRICS,
+    key: Any = None,
+    mask: Any = None,
+    segments: Any = None,
+    batch_size: int | None = None,
+) -> MetricTable:
     """Runs every attribution method once and scores it with every metric.
 
     Args:
@@ -183,11 +222,17 @@ def evaluate(methods: Mapping[str, Callable], model: Any, x: Any, *, target: Any
       A `MetricTable` (metric -> `(n_methods, N)` values).
     """
     if not isinstance(methods, Mapping) or not methods:
-        V.fail("methods", "a non-empty dict name -> explain(model, x)", type(methods).__name__,
-               TypeError)
+        V.fail(
+            "methods",
+            "a non-empty dict name -> explain(model, x)",
+            type(methods).__name__,
+            TypeError,
+        )
     for name, fn in methods.items():
         if not callable(fn):
-            V.fail(f"methods[{name!r}]", "a callable explain(model, x)", type(fn).__name__, TypeError)
+            V.fail(
+                f"methods[{name!r}]", "a callable explain(model, x)", type(fn).__name__, TypeError
+            )
     model = as_model(model)
     x = V.check_array(x)
     registry = _registry()
@@ -202,19 +247,29 @@ def evaluate(methods: Mapping[str, Callable], model: Any, x: Any, *, target: Any
     for name, explain in methods.items():
         a = jax.block_until_ready(B.run_explain(explain, model, x, target))
         for i, (m, spec) in enumerate(specs.items()):
-            kw = {"target": target, "explain": explain, "mask": mask, "segments": segments,
-                  "batch_size": batch_size,
-                  "key": None if key is None else jax.random.fold_in(key, i)}
+            kw = {
+                "target": target,
+                "explain": explain,
+                "mask": mask,
+                "segments": segments,
+                "batch_size": batch_size,
+                "key": None if key is None else jax.random.fold_in(key, i),
+            }
             kw = _accepted(spec.fn, {k: v for k, v in kw.items() if v is not None or k == "target"})
             r = spec.fn(model, x, a, **kw) if spec.uses_model else spec.fn(a, **kw)
             r = spec.post(getattr(r, "auc", r) if spec.post is _same else r)
             r = np.asarray(r, dtype=np.float64)
             if r.shape != (x.shape[0],):
-                raise ValueError(f"metrics[{m!r}]: expected one value per example, shape "
-                                 f"({x.shape[0]},), got shape {r.shape}")
+                raise ValueError(
+                    f"metrics[{m!r}]: expected one value per example, shape "
+                    f"({x.shape[0]},), got shape {r.shape}"
+                )
             values[m].append(r)
-    return MetricTable(tuple(methods), {m: np.stack(v) for m, v in values.items()},
-                       {m: s.higher_is_better for m, s in specs.items()})
+    return MetricTable(
+        tuple(methods),
+        {m: np.stack(v) for m, v in values.items()},
+        {m: s.higher_is_better for m, s in specs.items()},
+    )
 
 
 def _same(r):
@@ -236,8 +291,12 @@ def _metric_specs(metrics: Any, registry: dict[str, _Spec]) -> dict[str, _Spec]:
         elif isinstance(m, tuple) and len(m) == 2 and callable(m[0]):
             specs[name] = _Spec(m[0], True, _same, None if m[1] is None else bool(m[1]))
         else:
-            V.fail(f"metrics[{name!r}]", "a metric name, a callable or (callable, higher_is_better)",
-                   type(m).__name__, TypeError)
+            V.fail(
+                f"metrics[{name!r}]",
+                "a metric name, a callable or (callable, higher_is_better)",
+                type(m).__name__,
+                TypeError,
+            )
     if not specs:
         V.fail("metrics", "at least one metric", "none")
     return specs

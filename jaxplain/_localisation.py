@@ -24,8 +24,11 @@ from .targets import as_target
 def _map_and_mask(attributions: Any, mask: Any) -> tuple[jax.Array, jax.Array]:
     a = B.attribution_array(attributions)
     if a.ndim not in (3, 4):
-        V.fail("attributions", "pixel-level attributions (N, H, W, C) or a map (N, H, W)",
-               f"shape {tuple(a.shape)}")
+        V.fail(
+            "attributions",
+            "pixel-level attributions (N, H, W, C) or a map (N, H, W)",
+            f"shape {tuple(a.shape)}",
+        )
     pm = a.sum(-1) if a.ndim == 4 else a
     return pm, B.check_mask(mask, pm.shape)
 
@@ -57,7 +60,7 @@ def _pointing(pm, m, *, tol):
     if tol:
         r = np.arange(-tol, tol + 1)
         disk = jnp.asarray((r[:, None] ** 2 + r[None, :] ** 2) <= tol * tol, jnp.float32)
-        grow = lambda mm: jax.scipy.signal.convolve2d(mm, disk, mode="same") > 0.5  # noqa: E731
+        grow = lambda mm: jax.scipy.signal.convolve2d(mm, disk, mode="same") > 0.5
         m = jax.vmap(grow)(m.astype(jnp.float32))
     n = pm.shape[0]
     top = jnp.argmax(pm.reshape(n, -1), axis=1)
@@ -173,8 +176,15 @@ def _entropy(a):
 # ---- axioms ------------------------------------------------------------------------------------
 
 
-def completeness_gap(model: Any, x: Any, attributions: Any, *, target: Any, baseline: Any = "zero",
-                     blur_sigma: float | None = None) -> jax.Array:
+def completeness_gap(
+    model: Any,
+    x: Any,
+    attributions: Any,
+    *,
+    target: Any,
+    baseline: Any = "zero",
+    blur_sigma: float | None = None,
+) -> jax.Array:
     """Completeness gap: `sum(a) - (f(x) - f(baseline))` per example.
 
     Zero for methods that satisfy completeness with this baseline (integrated
@@ -199,7 +209,9 @@ def completeness_gap(model: Any, x: Any, attributions: Any, *, target: Any, base
         V.fail("attributions", f"one row per example ({x.shape[0]})", f"shape {tuple(a.shape)}")
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
-    return _completeness(model, x, t, a, arr, mode=mode, sigma=B.check_sigma(blur_sigma, x.shape, mode))
+    return _completeness(
+        model, x, t, a, arr, mode=mode, sigma=B.check_sigma(blur_sigma, x.shape, mode)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "sigma"))
@@ -208,14 +220,23 @@ def _completeness(model, x, target, a, baseline, *, mode, sigma):
     x4 = B.as_view(x)
     base = B.make_baseline(x4, mode, baseline, sigma)
     t = target.resolve(f, x4)
-    fx, fb = jnp.split(t.take(jnp.tile(jnp.arange(x.shape[0]), 2)).select(
-        f(jnp.concatenate([x4, base]))), 2)
+    fx, fb = jnp.split(
+        t.take(jnp.tile(jnp.arange(x.shape[0]), 2)).select(f(jnp.concatenate([x4, base]))), 2
+    )
     return a.reshape(a.shape[0], -1).sum(1) - (fx - fb)
 
 
-def efficiency_gap(model: Any, x: Any, attributions: Any, *, target: Any, segments: Any = None,
-                   baseline: Any = "zero", blur_sigma: float | None = None,
-                   batch_size: int | None = None) -> jax.Array:
+def efficiency_gap(
+    model: Any,
+    x: Any,
+    attributions: Any,
+    *,
+    target: Any,
+    segments: Any = None,
+    baseline: Any = "zero",
+    blur_sigma: float | None = None,
+    batch_size: int | None = None,
+) -> jax.Array:
     """Efficiency gap of feature attributions: `sum_j phi_j - (v(all) - v(none))`.
 
     `v(S)` is the target with the features outside `S` replaced by the baseline,
@@ -239,9 +260,18 @@ def efficiency_gap(model: Any, x: Any, attributions: Any, *, target: Any, segmen
     kind, seg, d = B.check_features(a.shape, x.shape, segments)
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
-    return _efficiency(model, x, t, a, seg, arr, features=(kind, d), mode=mode,
-                       sigma=B.check_sigma(blur_sigma, x.shape, mode),
-                       batch_size=V.check_batch_size(batch_size))
+    return _efficiency(
+        model,
+        x,
+        t,
+        a,
+        seg,
+        arr,
+        features=(kind, d),
+        mode=mode,
+        sigma=B.check_sigma(blur_sigma, x.shape, mode),
+        batch_size=V.check_batch_size(batch_size),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("features", "mode", "sigma", "batch_size"))
@@ -252,7 +282,14 @@ def _efficiency(model, x, target, a, segments, baseline, *, features, mode, sigm
     base = B.make_baseline(x4, mode, baseline, sigma)
     t = target.resolve(f, x4)
     values, seg = B.to_features(a, x.shape, kind, segments, d)
-    v = coalition_values(f, t, x4, base, seg,
-                         lambda ex, s: jnp.broadcast_to(s[:, None] == 0, (ex.shape[0], d)), 2,
-                         batch_size)
+    v = coalition_values(
+        f,
+        t,
+        x4,
+        base,
+        seg,
+        lambda ex, s: jnp.broadcast_to(s[:, None] == 0, (ex.shape[0], d)),
+        2,
+        batch_size,
+    )
     return values.sum(1) - (v[:, 0] - v[:, 1])

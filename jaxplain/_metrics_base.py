@@ -9,7 +9,8 @@ their pixels' values.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,8 @@ import numpy as np
 from . import _validate as V
 from ._types import Explanation
 from .features import check_segments, gaussian_blur
+from .models import as_model
+from .targets import as_target
 
 LAYOUTS = "(N, H, W, C), (N, H, W) or (N, D)"
 BASELINES = ("zero", "mean", "blur")
@@ -55,8 +58,9 @@ def attribution_array(attributions: Any, name: str = "attributions") -> jax.Arra
     return V.check_array(attributions, name, min_ndim=2)
 
 
-def check_pixel_map(a_shape: tuple[int, ...], x_shape: tuple[int, ...],
-                    name: str = "attributions") -> None:
+def check_pixel_map(
+    a_shape: tuple[int, ...], x_shape: tuple[int, ...], name: str = "attributions"
+) -> None:
     """Pixel-level attributions are shaped like `x`, or `(N, H, W)` for images `(N, H, W, C)`."""
     n, h, w, _ = view_shape(x_shape)
     if tuple(a_shape) == tuple(x_shape) or (len(x_shape) == 4 and tuple(a_shape) == (n, h, w)):
@@ -76,8 +80,9 @@ def pixel_map(a: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
     return a.reshape(n, h, w, c).sum(-1) if tuple(a.shape) == tuple(x_shape) else a
 
 
-def check_features(a_shape: tuple[int, ...], x_shape: tuple[int, ...], segments: Any,
-                   name: str = "attributions") -> tuple[str, jax.Array | None, int]:
+def check_features(
+    a_shape: tuple[int, ...], x_shape: tuple[int, ...], segments: Any, name: str = "attributions"
+) -> tuple[str, jax.Array | None, int]:
     """Validates how attributions map to features (Python time): `(kind, segments, d)`.
 
     `kind` is "pixels" (every pixel a feature, `segments` None), "values" (`(N, d)`
@@ -87,22 +92,29 @@ def check_features(a_shape: tuple[int, ...], x_shape: tuple[int, ...], segments:
     n, h, w, _ = view_shape(x_shape)
     if segments is None:
         if len(a_shape) == 2 and len(x_shape) != 2:
-            V.fail(name, "pixel-level attributions; per-feature values (N, d) need segments=",
-                   f"shape {tuple(a_shape)}")
+            V.fail(
+                name,
+                "pixel-level attributions; per-feature values (N, d) need segments=",
+                f"shape {tuple(a_shape)}",
+            )
         check_pixel_map(a_shape, x_shape, name)
         return "pixels", None, h * w
     seg, d = check_segments(segments, (n, h, w))
     if len(a_shape) == 2 and tuple(a_shape) != tuple(x_shape):
         if tuple(a_shape) != (n, d):
-            V.fail(name, f"per-feature values of shape {(n, d)} for segments with {d} labels",
-                   f"shape {tuple(a_shape)}")
+            V.fail(
+                name,
+                f"per-feature values of shape {(n, d)} for segments with {d} labels",
+                f"shape {tuple(a_shape)}",
+            )
         return "values", seg, d
     check_pixel_map(a_shape, x_shape, name)
     return "sums", seg, d
 
 
-def to_features(a: jax.Array, x_shape: tuple[int, ...], kind: str, segments: jax.Array | None,
-                d: int) -> tuple[jax.Array, jax.Array]:
+def to_features(
+    a: jax.Array, x_shape: tuple[int, ...], kind: str, segments: jax.Array | None, d: int
+) -> tuple[jax.Array, jax.Array]:
     """Attributions as `(values (N, d), segments (N, H, W))` for a `check_features` kind (traced)."""
     n, h, w, _ = view_shape(x_shape)
     if kind == "pixels":
@@ -111,13 +123,41 @@ def to_features(a: jax.Array, x_shape: tuple[int, ...], kind: str, segments: jax
     if kind == "values":
         return a, segments
     pm = pixel_map(a, x_shape)
-    return jax.vmap(lambda p, s: jax.ops.segment_sum(p.ravel(), s.ravel(), d))(pm, segments), segments
+    return jax.vmap(lambda p, s: jax.ops.segment_sum(p.ravel(), s.ravel(), d))(
+        pm, segments
+    ), segments
+
+
+# ---- shared validation and set-up of the perturbation metrics ----------------------------
+
+
+def prepare(model, x, attributions, target, baseline, segments, blur_sigma):
+    """Python-time validation shared by the perturbation metrics."""
+    model = as_model(model)
+    x = V.check_array(x)
+    a = attribution_array(attributions)
+    kind, seg, d = check_features(a.shape, x.shape, segments)
+    t = as_target(target, model, x)
+    mode, arr = check_baseline(baseline, x)
+    sigma = check_sigma(blur_sigma, x.shape, mode)
+    return model, x, a, (kind, seg, d), t, (mode, arr, sigma)
+
+
+def setup(model, x, target, a, feats, base, softmax):
+    """Traced: the model on the image view, the view, the bound target, features, baseline."""
+    (kind, seg, d), (mode, arr, sigma) = feats, base
+    f = view_model(model, x.shape, softmax)
+    x4 = as_view(x)
+    values, seg = to_features(a, x.shape, kind, seg, d)
+    return f, x4, target.resolve(f, x4), values, seg, make_baseline(x4, mode, arr, sigma)
 
 
 # ---- baselines ---------------------------------------------------------------------------
 
 
-def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> tuple[str, jax.Array | None]:
+def check_baseline(
+    baseline: Any, x: jax.Array, name: str = "baseline"
+) -> tuple[str, jax.Array | None]:
     """`(mode, array)`: a named baseline ("zero", "mean", "blur"; array None) or an array like `x`."""
     if isinstance(baseline, str):
         V.check_choice(baseline, name, BASELINES)
@@ -171,9 +211,8 @@ def check_mask(mask: Any, x_shape: tuple[int, ...], name: str = "mask") -> jax.A
         V.fail(name, f"a mask of shape {(h, w)} or {(n, h, w)}", f"shape {shape}")
     if V.is_concrete(mask):
         arr = np.asarray(mask)
-        if dtype != jnp.bool_:
-            if not np.isin(arr, (0, 1)).all():
-                V.fail(name, "booleans or 0/1 values", f"values in [{arr.min()}, {arr.max()}]")
+        if dtype != jnp.bool_ and not np.isin(arr, (0, 1)).all():
+            V.fail(name, "booleans or 0/1 values", f"values in [{arr.min()}, {arr.max()}]")
         per = arr.reshape(-1, h * w).astype(bool).any(axis=1)
         if not per.all():
             empty = np.flatnonzero(~per)[:5].tolist()
@@ -237,7 +276,7 @@ def subset_size(v: Any, d: int, name: str = "subset_size") -> int:
     """An int count in [1, d] or a float fraction in (0, 1) of the `d` features."""
     if isinstance(v, float):
         V.check_float(v, name, minimum=0.0, maximum=1.0, open_min=True)
-        return max(1, min(d, int(round(v * d))))
+        return max(1, min(d, round(v * d)))
     return V.check_int(v, name, minimum=1, maximum=d)
 
 
@@ -252,8 +291,10 @@ def accepts_target(fn: Callable) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.kind is p.VAR_KEYWORD or (p.name == "target" and p.kind is not p.POSITIONAL_ONLY)
-               for p in params)
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == "target" and p.kind is not p.POSITIONAL_ONLY)
+        for p in params
+    )
 
 
 def run_explain(explain: Callable, model: Any, x: jax.Array, target: Any) -> jax.Array:
@@ -264,16 +305,24 @@ def run_explain(explain: Callable, model: Any, x: jax.Array, target: Any) -> jax
     return jnp.asarray(out)
 
 
-def explain_shape(explain: Any, model: Any, x: jax.Array, target: Any,
-                  name: str = "explain") -> tuple[int, ...]:
+def explain_shape(
+    explain: Any, model: Any, x: jax.Array, target: Any, name: str = "explain"
+) -> tuple[int, ...]:
     """Validates `explain` at Python time (one trace, no compile) and returns its output shape."""
     if not callable(explain):
-        V.fail(name, "a callable explain(model, x) -> attributions", type(explain).__name__, TypeError)
+        V.fail(
+            name, "a callable explain(model, x) -> attributions", type(explain).__name__, TypeError
+        )
     try:
         out = jax.eval_shape(lambda m, z, t: run_explain(explain, m, z, t), model, x, target)
-    except Exception as e:  # noqa: BLE001 - surface the user's error with context
-        raise ValueError(f"{name}: calling explain(model, x) failed: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        raise ValueError(
+            f"{name}: calling explain(model, x) failed: {type(e).__name__}: {e}"
+        ) from e
     if not hasattr(out, "shape") or len(out.shape) < 1 or out.shape[0] != x.shape[0]:
-        V.fail(name, f"attributions with the batch size {x.shape[0]} on axis 0",
-               getattr(out, "shape", type(out).__name__))
+        V.fail(
+            name,
+            f"attributions with the batch size {x.shape[0]} on axis 0",
+            getattr(out, "shape", type(out).__name__),
+        )
     return tuple(out.shape)

@@ -11,7 +11,8 @@ function object again reuses that program.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,19 +39,34 @@ def _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
     if attributions is not None:
         a = B.attribution_array(attributions)
         if tuple(a.shape) != shape:
-            V.fail("attributions", f"the shape explain(model, x) returns, {shape}",
-                   f"shape {tuple(a.shape)}")
+            V.fail(
+                "attributions",
+                f"the shape explain(model, x) returns, {shape}",
+                f"shape {tuple(a.shape)}",
+            )
     else:
         a = None
     key = V.check_key(key)
     radius = V.check_float(radius, "radius", minimum=0.0, open_min=True)
     n_samples = V.check_int(n_samples, "n_samples", minimum=1)
     V.check_choice(noise, "noise", NOISES)
-    return _sensitivity(model, x, t, a, key, explain=explain, radius=radius, n_samples=n_samples,
-                        noise=noise, batch_size=V.check_batch_size(batch_size))
+    return _sensitivity(
+        model,
+        x,
+        t,
+        a,
+        key,
+        explain=explain,
+        radius=radius,
+        n_samples=n_samples,
+        noise=noise,
+        batch_size=V.check_batch_size(batch_size),
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size"))
+@functools.partial(
+    jax.jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size")
+)
 def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise, batch_size):
     t = target.resolve(model, x)
     if a0 is None:
@@ -67,8 +83,10 @@ def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise
         eps = jax.vmap(draw)(B.sample_keys(key, ex, s))
         a = B.run_explain(explain, model, x[ex] + eps, t.take(ex))
         if a.shape != (size,) + a0.shape[1:]:
-            raise ValueError(f"explain: expected attributions of shape {(size,) + a0.shape[1:]} "
-                             f"on perturbed inputs, got {a.shape}")
+            raise ValueError(
+                f"explain: expected attributions of shape {(size,) + a0.shape[1:]} "
+                f"on perturbed inputs, got {a.shape}"
+            )
         return _norm(a - a0[ex]), _norm(eps)
 
     da, dx = batching.chunked_map(chunk, n * n_samples, batch_size)
@@ -99,9 +117,20 @@ _ARGS = """
 """
 
 
-def max_sensitivity(model: Any, x: Any, attributions: Any = None, *, explain: Callable, target: Any,
-                    key: Any, radius: float = 0.05, n_samples: int = 16, noise: str = "uniform",
-                    relative: bool = True, batch_size: int | None = None) -> jax.Array:
+def max_sensitivity(
+    model: Any,
+    x: Any,
+    attributions: Any = None,
+    *,
+    explain: Callable,
+    target: Any,
+    key: Any,
+    radius: float = 0.05,
+    n_samples: int = 16,
+    noise: str = "uniform",
+    relative: bool = True,
+    batch_size: int | None = None,
+) -> jax.Array:
     """Max-sensitivity: the largest change of the attributions under small input noise.
 
     `max_j ||a(x + eps_j) - a(x)|| / ||a(x)||` over Monte Carlo draws `eps_j`
@@ -115,14 +144,26 @@ def max_sensitivity(model: Any, x: Any, attributions: Any = None, *, explain: Ca
     References:
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-    da, _, na = _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
-                     batch_size)
+    da, _, na = _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    )
     return jnp.max(_relative(da, na, relative), axis=1)
 
 
-def avg_sensitivity(model: Any, x: Any, attributions: Any = None, *, explain: Callable, target: Any,
-                    key: Any, radius: float = 0.05, n_samples: int = 16, noise: str = "uniform",
-                    relative: bool = True, batch_size: int | None = None) -> jax.Array:
+def avg_sensitivity(
+    model: Any,
+    x: Any,
+    attributions: Any = None,
+    *,
+    explain: Callable,
+    target: Any,
+    key: Any,
+    radius: float = 0.05,
+    n_samples: int = 16,
+    noise: str = "uniform",
+    relative: bool = True,
+    batch_size: int | None = None,
+) -> jax.Array:
     """Average sensitivity: the mean change of the attributions under small input noise.
 
     As `max_sensitivity`, averaging over the draws instead of taking the maximum.
@@ -135,14 +176,25 @@ def avg_sensitivity(model: Any, x: Any, attributions: Any = None, *, explain: Ca
     References:
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-    da, _, na = _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
-                     batch_size)
+    da, _, na = _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    )
     return jnp.mean(_relative(da, na, relative), axis=1)
 
 
-def local_lipschitz_estimate(model: Any, x: Any, attributions: Any = None, *, explain: Callable,
-                             target: Any, key: Any, radius: float = 0.1, n_samples: int = 16,
-                             noise: str = "gaussian", batch_size: int | None = None) -> jax.Array:
+def local_lipschitz_estimate(
+    model: Any,
+    x: Any,
+    attributions: Any = None,
+    *,
+    explain: Callable,
+    target: Any,
+    key: Any,
+    radius: float = 0.1,
+    n_samples: int = 16,
+    noise: str = "gaussian",
+    batch_size: int | None = None,
+) -> jax.Array:
     """Local Lipschitz estimate: `max_j ||a(x + eps_j) - a(x)|| / ||eps_j||`.
 
     A Monte Carlo lower bound on the explanation's local Lipschitz constant around
@@ -155,8 +207,9 @@ def local_lipschitz_estimate(model: Any, x: Any, attributions: Any = None, *, ex
       Alvarez-Melis and Jaakkola, "On the Robustness of Interpretability Methods",
       ICML Workshop on Human Interpretability 2018.
     """
-    da, dx, _ = _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
-                     batch_size)
+    da, dx, _ = _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    )
     return jnp.max(da / jnp.maximum(dx, jnp.finfo(dx.dtype).tiny), axis=1)
 
 

@@ -9,7 +9,8 @@ reuses the compiled attribution program: the whole cascade compiles once.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,8 +87,12 @@ def _window(win_size, hw):
 @functools.partial(jax.jit, static_argnames=("win", "data_range"))
 def _ssim(a, b, *, win, data_range):
     if a.ndim == 4:  # channel mean
-        return jnp.mean(jax.vmap(lambda u, v: _ssim(u, v, win=win, data_range=data_range),
-                                 in_axes=3, out_axes=1)(a, b), axis=1)
+        return jnp.mean(
+            jax.vmap(
+                lambda u, v: _ssim(u, v, win=win, data_range=data_range), in_axes=3, out_axes=1
+            )(a, b),
+            axis=1,
+        )
     if data_range is None:
         hi = jnp.maximum(a.max((1, 2)), b.max((1, 2)))
         lo = jnp.minimum(a.min((1, 2)), b.min((1, 2)))
@@ -97,7 +102,7 @@ def _ssim(a, b, *, win, data_range):
     k = jnp.full((win, win), 1.0 / (win * win), a.dtype)
 
     def one(u, v, r):
-        f = lambda z: jax.scipy.signal.convolve2d(z, k, mode="valid")  # noqa: E731
+        f = lambda z: jax.scipy.signal.convolve2d(z, k, mode="valid")
         mu, mv = f(u), f(v)
         c = win * win / (win * win - 1.0)
         vu, vv, cuv = c * (f(u * u) - mu * mu), c * (f(v * v) - mv * mv), c * (f(u * v) - mu * mv)
@@ -170,18 +175,29 @@ def layer_groups(model: Model, x: jax.Array) -> list[tuple[str, list[int]]]:
             names = names[:-1]
         if names and names[0] == "params" and len(names) > 1:
             names = names[1:]
-        if (first[i] == np.inf or not jnp.issubdtype(leaf.dtype, jnp.floating)
-                or _STATS & set(names)):
+        if (
+            first[i] == np.inf
+            or not jnp.issubdtype(leaf.dtype, jnp.floating)
+            or _STATS & set(names)
+        ):
             continue
         groups.setdefault("/".join(names[:-1]) or names[-1], []).append(i)
     order = sorted(groups.items(), key=lambda kv: -min(first[i] for i in kv[1]))
     return order
 
 
-def model_parameter_randomisation(model: Any, x: Any, attributions: Any = None, *,
-                                  explain: Callable, target: Any, key: Any,
-                                  layers: Any = None, cascade: bool = True,
-                                  absolute: bool = True) -> RandomisationResult:
+def model_parameter_randomisation(
+    model: Any,
+    x: Any,
+    attributions: Any = None,
+    *,
+    explain: Callable,
+    target: Any,
+    key: Any,
+    layers: Any = None,
+    cascade: bool = True,
+    absolute: bool = True,
+) -> RandomisationResult:
     """Model parameter randomisation test, cascading from the output layer down.
 
     For each stage the weights of one more layer are replaced by Gaussian noise
@@ -225,8 +241,11 @@ def model_parameter_randomisation(model: Any, x: Any, attributions: Any = None, 
             V.fail("layers", f"names among {list(known)}", list(layers))
         groups = [(name, known[name]) for name in layers]
     t = t.resolve(model, x)
-    ref = _explain(model, x, t, explain=explain) if attributions is None else (
-        B.attribution_array(attributions))
+    ref = (
+        _explain(model, x, t, explain=explain)
+        if attributions is None
+        else (B.attribution_array(attributions))
+    )
     if tuple(ref.shape) != shape:
         V.fail("attributions", f"the shape explain(model, x) returns, {shape}", tuple(ref.shape))
     win = _sim_window(shape)
@@ -253,8 +272,17 @@ def _sim_window(shape: tuple[int, ...]) -> int:
     return win if win >= 3 else 0
 
 
-def random_logit(model: Any, x: Any, attributions: Any = None, *, explain: Callable, target: Any,
-                 key: Any, similarity: str = "ssim", absolute: bool = True) -> jax.Array:
+def random_logit(
+    model: Any,
+    x: Any,
+    attributions: Any = None,
+    *,
+    explain: Callable,
+    target: Any,
+    key: Any,
+    similarity: str = "ssim",
+    absolute: bool = True,
+) -> jax.Array:
     """Random logit test: attributions for the target versus for a random other class.
 
     Args:
@@ -279,8 +307,12 @@ def random_logit(model: Any, x: Any, attributions: Any = None, *, explain: Calla
     x = V.check_array(x)
     V.check_choice(similarity, "similarity", SIMILARITIES)
     if callable(explain) and not B.accepts_target(explain):
-        V.fail("explain", "a callable taking target= (the test explains another class)",
-               "a callable without a target parameter", TypeError)
+        V.fail(
+            "explain",
+            "a callable taking target= (the test explains another class)",
+            "a callable without a target parameter",
+            TypeError,
+        )
     t = as_target(target, model, x)
     if callable(t.fn) or (t.index is None and not t.needs_outputs):
         V.fail("target", "class indices or 'predicted' (the test swaps the class)", repr(target))
@@ -290,12 +322,16 @@ def random_logit(model: Any, x: Any, attributions: Any = None, *, explain: Calla
     if k < 2:
         V.fail("model", "outputs with at least 2 classes", k)
     t = t.resolve(model, x)
-    ref = _explain(model, x, t, explain=explain) if attributions is None else (
-        B.attribution_array(attributions))
+    ref = (
+        _explain(model, x, t, explain=explain)
+        if attributions is None
+        else (B.attribution_array(attributions))
+    )
     if tuple(ref.shape) != shape:
         V.fail("attributions", f"the shape explain(model, x) returns, {shape}", tuple(ref.shape))
     shift = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (), 1, k))(
-        jnp.arange(x.shape[0]))
+        jnp.arange(x.shape[0])
+    )
     other = Target((t.index + shift) % k, None)
     a = _explain(model, x, other, explain=explain)
     win = _sim_window(shape)

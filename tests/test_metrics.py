@@ -7,7 +7,6 @@ import pytest
 import scipy.ndimage
 
 import jaxplain as jx
-from jaxplain import _metrics_base as B
 from jaxplain import testing
 
 
@@ -74,8 +73,12 @@ def test_deletion_with_x_is_optimal_for_sum_model():
     ks = (np.arange(17) * 64 + 8) // 16
     ref = np.array([[p[k:].sum() for k in ks] for p in pix])
     np.testing.assert_allclose(best.values, ref, rtol=1e-5)
-    rand = [jx.deletion(sum_model, x, jax.random.normal(jax.random.key(s), x.shape), target=None,
-                        steps=16).auc for s in range(5)]
+    rand = [
+        jx.deletion(
+            sum_model, x, jax.random.normal(jax.random.key(s), x.shape), target=None, steps=16
+        ).auc
+        for s in range(5)
+    ]
     rand = np.stack(rand)
     assert (rand >= np.asarray(best.auc) - 1e-4).all()
     assert rand.mean() > float(best.auc.mean()) + 0.5
@@ -91,10 +94,11 @@ def test_curves_match_numpy_reference(cnn, insert):
     a = jax.random.normal(jax.random.key(1), x.shape)
     fn = jx.insertion if insert else jx.deletion
     c = fn(model, x, a, target=1, steps=5, baseline=0.25, segments=seg)
-    vals = np.asarray(jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), seg.ravel(), 12))(
-        a.sum(-1)))
+    vals = np.asarray(
+        jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), seg.ravel(), 12))(a.sum(-1))
+    )
     fj = jax.jit(lambda z: model(z)[:, 1])
-    f = lambda z: np.asarray(fj(jnp.asarray(z, jnp.float32)))  # noqa: E731
+    f = lambda z: np.asarray(fj(jnp.asarray(z, jnp.float32)))
     curve, auc = np_deletion(f, np.asarray(x), vals, seg, 5, np.full(x.shape, 0.25), insert)
     np.testing.assert_allclose(c.values, curve, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c.auc, auc, rtol=1e-5, atol=1e-6)
@@ -105,7 +109,9 @@ def test_features_given_as_values_or_pixels_agree(cnn):
     model, x = cnn
     seg = jx.grid_segments(8, 8, 4)
     a = jax.random.normal(jax.random.key(2), x.shape)
-    per = jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), jnp.asarray(seg).ravel(), 16))(a.sum(-1))
+    per = jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), jnp.asarray(seg).ravel(), 16))(
+        a.sum(-1)
+    )
     c1 = jx.deletion(model, x, a, target="predicted", steps=8, segments=seg)
     c2 = jx.deletion(model, x, jx.Explanation(per), target="predicted", steps=8, segments=seg)
     c3 = jx.deletion(model, x, a.sum(-1), target="predicted", steps=8, segments=seg)
@@ -118,14 +124,17 @@ def test_curves_independent_of_batch_size_and_jit(smooth):
     a = jax.random.normal(jax.random.key(3), x.shape)
     ref = jx.deletion(model, x, a, target=2, steps=10, baseline="blur")
     for bs in (7, 33):
-        np.testing.assert_allclose(jx.deletion(model, x, a, target=2, steps=10, baseline="blur",
-                                               batch_size=bs).values, ref.values, rtol=1e-5)
+        np.testing.assert_allclose(
+            jx.deletion(model, x, a, target=2, steps=10, baseline="blur", batch_size=bs).values,
+            ref.values,
+            rtol=1e-5,
+        )
     a2 = a * 2
     with testing.count_compiles() as c:
         jx.deletion(model, x, a2, target=2, steps=10, baseline="blur")
     assert c["n"] == 0
     # eager (no jit anywhere) == jitted, on a tiny problem
-    f = lambda z: jnp.tanh(z).reshape(z.shape[0], -1).sum(1)  # noqa: E731
+    f = lambda z: jnp.tanh(z).reshape(z.shape[0], -1).sum(1)
     xs, sa = x[:1, :4, :4, :1], a[:1, :4, :4, :1]
     jitted = jx.insertion(f, xs, sa, target=None, steps=3, baseline="mean")
     with jax.disable_jit():
@@ -136,15 +145,20 @@ def test_curves_independent_of_batch_size_and_jit(smooth):
 def test_baselines():
     x = testing.random_images(4, n=2, size=9)
     blurred = jx.features.gaussian_blur(x, 1.0)
-    ref = scipy.ndimage.gaussian_filter(np.asarray(x), sigma=(0, 1, 1, 0), mode="reflect",
-                                        truncate=3.0)
+    ref = scipy.ndimage.gaussian_filter(
+        np.asarray(x), sigma=(0, 1, 1, 0), mode="reflect", truncate=3.0
+    )
     np.testing.assert_allclose(blurred, ref, atol=1e-5)
     a = jnp.ones_like(x)
-    for name, expect in (("blur", jnp.asarray(ref)), ("mean", x.mean((1, 2), keepdims=True)),
-                         ("zero", 0.0)):
+    for name, expect in (
+        ("blur", jnp.asarray(ref)),
+        ("mean", x.mean((1, 2), keepdims=True)),
+        ("zero", 0.0),
+    ):
         c = jx.deletion(sum_model, x, a, target=None, steps=1, baseline=name, blur_sigma=1.0)
-        np.testing.assert_allclose(c.values[:, 1], sum_model(jnp.broadcast_to(expect, x.shape)),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            c.values[:, 1], sum_model(jnp.broadcast_to(expect, x.shape)), rtol=1e-5
+        )
 
 
 def test_tabular_inputs():
@@ -169,20 +183,27 @@ def test_infidelity_zero_for_matching_perturbations(linear):
     ig = jx.integrated_gradients(model, x, target=1, baseline=b, steps=4)
     np.testing.assert_allclose(ig.values, w[..., 1] * (x - b), rtol=1e-4, atol=1e-5)
     key = jax.random.key(0)
-    inf = jx.infidelity(model, x, ig, target=1, key=key, perturbation="subset", baseline=b,
-                        n_samples=16)
+    inf = jx.infidelity(
+        model, x, ig, target=1, key=key, perturbation="subset", baseline=b, n_samples=16
+    )
     assert float(jnp.max(inf)) < 1e-6
     sal = jx.saliency(model, x, target=1)
     assert float(jnp.max(jx.infidelity(model, x, sal, target=1, key=key, n_samples=16))) < 1e-6
     bad = jx.infidelity(model, x, sal.values[:, ::-1], target=1, key=key, n_samples=16)
     assert float(jnp.min(bad)) > 1e-2
     # a custom perturbation distribution: single-pixel spikes
-    spike = lambda k, xe: jnp.zeros_like(xe).at[  # noqa: E731
-        jnp.unravel_index(jax.random.randint(k, (), 0, xe.size), xe.shape)].set(1.0)
-    assert float(jnp.max(jx.infidelity(model, x, sal, target=1, key=key, perturbation=spike))) < 1e-6
+    spike = lambda k, xe: (
+        jnp.zeros_like(xe)
+        .at[jnp.unravel_index(jax.random.randint(k, (), 0, xe.size), xe.shape)]
+        .set(1.0)
+    )
+    assert (
+        float(jnp.max(jx.infidelity(model, x, sal, target=1, key=key, perturbation=spike))) < 1e-6
+    )
     # normalize rescales attributions: 3 * saliency is as good as saliency
     np.testing.assert_allclose(
-        jx.infidelity(model, x, 3 * sal.values, target=1, key=key, normalize=True), 0, atol=1e-5)
+        jx.infidelity(model, x, 3 * sal.values, target=1, key=key, normalize=True), 0, atol=1e-5
+    )
 
 
 def test_random_metrics_keys_and_batch_size(smooth):
@@ -195,8 +216,13 @@ def test_random_metrics_keys_and_batch_size(smooth):
         np.testing.assert_allclose(r1, r2, rtol=1e-4, atol=1e-5)
         assert not np.allclose(r1, r3)
     inf = jx.infidelity(model, x, a, target=0, key=1, perturbation="subset", n_samples=20)
-    np.testing.assert_allclose(inf, jx.infidelity(model, x, a, target=0, key=jax.random.key(1),
-                                                  perturbation="subset", n_samples=20), rtol=1e-5)
+    np.testing.assert_allclose(
+        inf,
+        jx.infidelity(
+            model, x, a, target=0, key=jax.random.key(1), perturbation="subset", n_samples=20
+        ),
+        rtol=1e-5,
+    )
 
 
 def test_faithfulness_correlation(linear):
@@ -221,9 +247,10 @@ def test_sensitivity_of_gradients_on_linear_model_is_zero(linear, smooth):
     model, w, x, _ = linear
     key = jax.random.key(0)
     for fn in (jx.max_sensitivity, jx.avg_sensitivity):
-        np.testing.assert_allclose(fn(model, x, explain=explain_saliency, target=1, key=key), 0,
-                                   atol=1e-6)
-    gxi = lambda m, z: jx.gradient_x_input(m, z, target=1)  # noqa: E731
+        np.testing.assert_allclose(
+            fn(model, x, explain=explain_saliency, target=1, key=key), 0, atol=1e-6
+        )
+    gxi = lambda m, z: jx.gradient_x_input(m, z, target=1)
     lip = jx.local_lipschitz_estimate(model, x, explain=gxi, target=1, key=key, n_samples=32)
     wmax = float(jnp.abs(w[..., 1]).max())
     assert (lip <= wmax + 1e-4).all() and (lip > 0.5 * float(jnp.abs(w[..., 1]).mean())).all()
@@ -235,7 +262,7 @@ def test_sensitivity_of_gradients_on_linear_model_is_zero(linear, smooth):
 
 def test_sensitivity_deterministic_and_batch_size_free(smooth):
     model, x = smooth
-    kw = dict(explain=explain_saliency, target="predicted", n_samples=6, radius=0.3)
+    kw = {"explain": explain_saliency, "target": "predicted", "n_samples": 6, "radius": 0.3}
     r1 = jx.max_sensitivity(model, x, key=jax.random.key(1), **kw)
     a0 = explain_saliency(model, x, target=jx.as_target("predicted", model, x).resolve(model, x))
     r2 = jx.max_sensitivity(model, x, a0, key=jax.random.key(1), batch_size=4, **kw)
@@ -265,14 +292,17 @@ def test_localisation():
     a = rng.normal(size=(3, 6, 6)).astype(np.float32)
     masks = rng.uniform(size=(3, 6, 6)) < 0.3
     pos = np.maximum(a, 0)
-    np.testing.assert_allclose(jx.relevance_mass(a, masks),
-                               (pos * masks).sum((1, 2)) / pos.sum((1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        jx.relevance_mass(a, masks), (pos * masks).sum((1, 2)) / pos.sum((1, 2)), rtol=1e-6
+    )
     ref = []
     for ai, mi in zip(a, masks):
         k = mi.sum()
         top = np.argsort(-ai.ravel())[:k]
         ref.append(mi.ravel()[top].mean())
-    np.testing.assert_allclose(jx.relevance_rank_accuracy(a, masks.astype(np.int32)), ref, rtol=1e-6)
+    np.testing.assert_allclose(
+        jx.relevance_rank_accuracy(a, masks.astype(np.int32)), ref, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -303,8 +333,9 @@ def test_sparseness_and_complexity():
     gini = ((2 * np.arange(1, n + 1) - n - 1) * v).sum(1) / (n * v.sum(1))
     np.testing.assert_allclose(jx.sparseness(a), gini, rtol=1e-5)
     p = np.abs(a.reshape(4, -1)) / np.abs(a.reshape(4, -1)).sum(1, keepdims=True)
-    np.testing.assert_allclose(jx.complexity(jx.Explanation(jnp.asarray(a))),
-                               -(p * np.log(p)).sum(1), rtol=1e-5)
+    np.testing.assert_allclose(
+        jx.complexity(jx.Explanation(jnp.asarray(a))), -(p * np.log(p)).sum(1), rtol=1e-5
+    )
     np.testing.assert_allclose(jx.sparseness(jnp.zeros((2, 3))), 0.0)
 
 
@@ -314,15 +345,19 @@ def test_sparseness_and_complexity():
 def test_completeness_and_efficiency_gaps(linear, cnn):
     model, w, x, b = linear
     exact = w[..., 1] * (x - b)
-    np.testing.assert_allclose(jx.completeness_gap(model, x, exact, target=1, baseline=b), 0,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        jx.completeness_gap(model, x, exact, target=1, baseline=b), 0, atol=1e-4
+    )
     seg = jx.grid_segments(8, 8, 2)
     phi = jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), jnp.asarray(seg).ravel(), 4))(
-        exact.sum(-1))
-    np.testing.assert_allclose(jx.efficiency_gap(model, x, phi, target=1, baseline=b,
-                                                 segments=seg), 0, atol=1e-4)
-    np.testing.assert_allclose(jx.efficiency_gap(model, x, exact + 1.0 / 192, target=1,
-                                                 baseline=b), 1.0, atol=1e-4)
+        exact.sum(-1)
+    )
+    np.testing.assert_allclose(
+        jx.efficiency_gap(model, x, phi, target=1, baseline=b, segments=seg), 0, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        jx.efficiency_gap(model, x, exact + 1.0 / 192, target=1, baseline=b), 1.0, atol=1e-4
+    )
     cm, cx = cnn
     ig = jx.integrated_gradients(cm, cx, target=2, steps=64)
     gap = jx.completeness_gap(cm, cx, ig, target=2)
@@ -376,9 +411,14 @@ def test_evaluate_ranks_methods():
         "random": lambda m, z: jax.random.normal(jax.random.key(0), z.shape),
         "input": lambda m, z: z,
     }
-    table = jx.evaluate(methods, sum_model, x, target=None, key=jax.random.key(0),
-                        metrics=("deletion", "insertion", "faithfulness_correlation", "sparseness",
-                                 "complexity"))
+    table = jx.evaluate(
+        methods,
+        sum_model,
+        x,
+        target=None,
+        key=jax.random.key(0),
+        metrics=("deletion", "insertion", "faithfulness_correlation", "sparseness", "complexity"),
+    )
     assert table.methods == ("random", "input")
     assert table["deletion"].shape == (2, 4)
     assert table.ranking("deletion") == ["input", "random"]
@@ -387,10 +427,16 @@ def test_evaluate_ranks_methods():
     text = str(table)
     assert "input" in text and "deletion (-)" in text and "*" in text
     # direct calls agree with the table
-    np.testing.assert_allclose(table["deletion"][1], jx.deletion(sum_model, x, x, target=None).auc,
-                               rtol=1e-6)
-    custom = jx.evaluate(methods, sum_model, x, target=None,
-                         metrics={"mean_attr": (lambda model, x, a: a.mean((1, 2, 3)), True)})
+    np.testing.assert_allclose(
+        table["deletion"][1], jx.deletion(sum_model, x, x, target=None).auc, rtol=1e-6
+    )
+    custom = jx.evaluate(
+        methods,
+        sum_model,
+        x,
+        target=None,
+        metrics={"mean_attr": (lambda model, x, a: a.mean((1, 2, 3)), True)},
+    )
     np.testing.assert_allclose(custom["mean_attr"][1], x.mean((1, 2, 3)), rtol=1e-6)
     with pytest.raises(TypeError, match="key"):
         jx.evaluate(methods, sum_model, x, target=None, metrics=["infidelity"])

@@ -29,13 +29,14 @@ def trained():
     @jax.jit
     def step(p, s):
         loss, g = jax.value_and_grad(
-            lambda p: optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean())(p)
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean()
+        )(p)
         u, s = opt.update(g, s)
         return optax.apply_updates(p, u), s, loss
 
     state = opt.init(params)
     for _ in range(40):
-        params, state, loss = step(params, state)
+        params, state, _ = step(params, state)
     acc = float((module.apply(params, x).argmax(-1) == y).mean())
     assert acc > 0.5, acc
     return jx.from_linen(module, params), x[:4]
@@ -59,8 +60,12 @@ def test_ssim_matches_skimage():
     b = np.clip(a + rng.normal(0, 0.2, size=a.shape), 0, 1).astype(np.float32)
     ref = [structural_similarity(u, v, data_range=1.0) for u, v in zip(a, b)]
     np.testing.assert_allclose(jx.ssim(a, b, data_range=1.0), ref, rtol=1e-4)
-    ref5 = [structural_similarity(u, v, data_range=float(max(u.max(), v.max()) - min(u.min(), v.min())),
-                                  win_size=5) for u, v in zip(a, b)]
+    ref5 = [
+        structural_similarity(
+            u, v, data_range=float(max(u.max(), v.max()) - min(u.min(), v.min())), win_size=5
+        )
+        for u, v in zip(a, b)
+    ]
     np.testing.assert_allclose(jx.ssim(a, b, win_size=5), ref5, rtol=1e-4)
     np.testing.assert_allclose(jx.ssim(a, a), 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="b: expected the shape of a"):
@@ -90,8 +95,9 @@ def test_layer_groups_top_first():
 def test_randomisation_separates_model_explanations_from_edge_detectors(trained):
     model, x = trained
     key = jax.random.key(0)
-    res = jx.model_parameter_randomisation(model, x, explain=explain_saliency, target="predicted",
-                                           key=key)
+    res = jx.model_parameter_randomisation(
+        model, x, explain=explain_saliency, target="predicted", key=key
+    )
     assert res.layers == ("head", "conv1", "conv0")
     assert res.spearman.shape == (3, 4) and res.ssim.shape == (3, 4)
     # saliency depends on the weights: similarity drops once the cascade is complete
@@ -104,12 +110,14 @@ def test_randomisation_separates_model_explanations_from_edge_detectors(trained)
     # weights change through Model.replace: the cascade reuses one compiled program
     x2, k2 = x * 0.5, jax.random.key(1)
     with testing.count_compiles() as c:
-        again = jx.model_parameter_randomisation(model, x2, explain=explain_saliency,
-                                                 target="predicted", key=k2, cascade=False)
+        again = jx.model_parameter_randomisation(
+            model, x2, explain=explain_saliency, target="predicted", key=k2, cascade=False
+        )
     assert c["n"] == 0
     assert again.spearman.shape == (3, 4)
-    same = jx.model_parameter_randomisation(model, x, explain=explain_saliency, target="predicted",
-                                            key=key, layers=["head", "conv1"])
+    same = jx.model_parameter_randomisation(
+        model, x, explain=explain_saliency, target="predicted", key=key, layers=["head", "conv1"]
+    )
     np.testing.assert_allclose(same.spearman, res.spearman[:2], rtol=1e-5, atol=1e-6)
 
 
@@ -118,10 +126,12 @@ def test_random_logit(trained):
     key = jax.random.key(0)
     s = jx.random_logit(model, x, explain=explain_saliency, target="predicted", key=key)
     assert s.shape == (4,) and float(s.mean()) < 0.9
-    np.testing.assert_allclose(jx.random_logit(model, x, explain=explain_saliency, target="predicted",
-                                               key=key), s)
-    np.testing.assert_allclose(jx.random_logit(model, x, explain=edges, target="predicted", key=key),
-                               1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        jx.random_logit(model, x, explain=explain_saliency, target="predicted", key=key), s
+    )
+    np.testing.assert_allclose(
+        jx.random_logit(model, x, explain=edges, target="predicted", key=key), 1.0, atol=1e-5
+    )
 
 
 def test_sanity_errors(trained):
@@ -130,13 +140,16 @@ def test_sanity_errors(trained):
     with pytest.raises(TypeError, match="explain: expected a callable taking target="):
         jx.random_logit(model, x, explain=lambda m, z: z, target=0, key=key)
     with pytest.raises(ValueError, match="layers: expected names among"):
-        jx.model_parameter_randomisation(model, x, explain=edges, target=0, key=key,
-                                         layers=["dense"])
+        jx.model_parameter_randomisation(
+            model, x, explain=edges, target=0, key=key, layers=["dense"]
+        )
     with pytest.raises(TypeError, match="model: expected a model with weights"):
-        jx.model_parameter_randomisation(lambda z: z.sum((1, 2, 3)), x, explain=edges,
-                                         target=None, key=key)
+        jx.model_parameter_randomisation(
+            lambda z: z.sum((1, 2, 3)), x, explain=edges, target=None, key=key
+        )
     with pytest.raises(ValueError, match="explain: calling explain"):
-        jx.model_parameter_randomisation(model, x, explain=lambda m, z: z[5, 5, 5, 5, 5], target=0,
-                                         key=key)
+        jx.model_parameter_randomisation(
+            model, x, explain=lambda m, z: z[5, 5, 5, 5, 5], target=0, key=key
+        )
     with pytest.raises(ValueError, match="target"):
         jx.random_logit(model, x, explain=edges, target=lambda o: o[:, 0], key=key)
