@@ -430,6 +430,16 @@ def test_evaluate_ranks_methods():
     np.testing.assert_allclose(
         table["deletion"][1], jx.deletion(sum_model, x, x, target=None).auc, rtol=1e-6
     )
+    more = jx.evaluate(
+        methods,
+        sum_model,
+        x,
+        target=None,
+        key=jax.random.key(1),
+        metrics={"gap": "completeness_gap", "sens": "max_sensitivity"},
+    )
+    np.testing.assert_allclose(more["gap"][1], 0.0, atol=1e-4)  # x is complete for a sum
+    assert more.ranking("sens") == ["input", "random"]  # x moves by eps; the noise is new
     custom = jx.evaluate(
         methods,
         sum_model,

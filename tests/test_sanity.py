@@ -88,8 +88,12 @@ def test_layer_groups_top_first():
     v = m.init(jax.random.key(0), x)
     names = [n for n, _ in layer_groups(jx.from_linen(m, v), x)]
     assert names == ["head", "conv1", "conv0"]
-    names = [n for n, _ in layer_groups(jx.from_nnx(testing.tiny_cnn_nnx(v)), x)]
+    nnx_model = jx.from_nnx(testing.tiny_cnn_nnx(v))
+    names = [n for n, _ in layer_groups(nnx_model, x)]
     assert names == ["head", "convs/1", "convs/0"]
+    r = jx.model_parameter_randomisation(nnx_model, x, explain=edges, target=0, key=0)
+    assert r.layers == ("head", "convs/1", "convs/0")
+    np.testing.assert_allclose(r.spearman, 1.0, atol=1e-5)
 
 
 def test_randomisation_separates_model_explanations_from_edge_detectors(trained):
