@@ -34,6 +34,12 @@ def parse(argv, name):
     return args
 
 
+def centered(e):
+    """An explanation minus its per-image mean."""
+    v = e.values
+    return e._replace(values=v - v.mean(axis=tuple(range(1, v.ndim)), keepdims=True))
+
+
 def main(argv=None) -> dict[str, Path]:
     args = parse(argv, "digits_cnn")
     q = args.quick
@@ -72,8 +78,9 @@ def main(argv=None) -> dict[str, Path]:
         "gradient x input": lambda m, x, target: jx.gradient_x_input(m, x, target=target),
         "Grad-CAM": lambda m, x, target: jx.grad_cam(m, x, target=target, layer=trained.last_conv),
         "occlusion": lambda m, x, target: jx.occlusion(m, x, target=target, window=4, strides=2),
-        "RISE": lambda m, x, target: jx.rise(
-            m, x, target=target, key=key, n_masks=500 if q else 2000, cells=4
+        # RISE scores sit around p(target); centre them to see what is above/below average.
+        "RISE": lambda m, x, target: centered(
+            jx.rise(m, x, target=target, key=key, n_masks=500 if q else 2000, cells=4)
         ),
         "KernelSHAP": lambda m, x, target: jx.to_pixels(
             jx.kernel_shap(

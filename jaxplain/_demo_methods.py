@@ -43,6 +43,7 @@ class MethodSpec:
     call: Callable[[Context], Any]
     features: bool = False  # returns one value per segment
     quick: bool = True  # part of the --quick selection (one or two per family)
+    center: bool = False  # shown relative to the image's mean (maps with a large offset)
 
 
 def method_specs(quick: bool) -> list[MethodSpec]:
@@ -134,6 +135,7 @@ def method_specs(quick: bool) -> list[MethodSpec]:
                 c.model, c.x, target=c.target, key=k(c, 3), n_masks=500 if q else 2000, cells=4
             ),
             quick=False,
+            center=True,  # RISE scores sit around p(target): show what is above/below average
         ),
         MethodSpec(
             "LIME",
@@ -277,7 +279,10 @@ def run_methods(
 def pixel_maps(
     results: dict[str, Any], specs: list[MethodSpec], segments: np.ndarray, hw
 ) -> dict[str, np.ndarray]:
-    """Every result as an `(N, H, W)` map (channels summed, features painted on their pixels)."""
+    """Every result as an `(N, H, W)` map (channels summed, features painted on their pixels).
+
+    Maps of specs with `center=True` have their per-image mean subtracted.
+    """
     from . import visualize as viz
 
     by_name = {s.name: s for s in specs}
@@ -288,5 +293,8 @@ def pixel_maps(
             v = viz.feature_map(v, segments)
         elif v.ndim == 4:
             v = v.sum(-1)
-        maps[name] = viz.upsample(v, hw)
+        v = viz.upsample(v, hw)
+        if by_name[name].center:
+            v = v - v.mean(axis=(-2, -1), keepdims=True)
+        maps[name] = v
     return maps

@@ -79,3 +79,12 @@ def _fmt(v: float | None, unit: str = "", digits: int = 3) -> str:
     if v is None or not np.isfinite(v):
         return "-"
     return f"{v:.{digits}g}{unit}"
+
+
+def _fmt_time(seconds: float | None) -> str:
+    """`12.3 ms` below a second, `4.15 s` above; `-` when unknown."""
+    if seconds is None or not np.isfinite(seconds):
+        return "-"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"

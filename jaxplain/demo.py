@@ -39,7 +39,7 @@ from ._demo_methods import (
     pixel_maps,
     run_methods,
 )
-from ._report import Report, _fmt
+from ._report import Report, _fmt, _fmt_time
 
 __all__ = [
     "CAM",
@@ -261,10 +261,10 @@ def run(
             [
                 t.name,
                 t.family,
-                _fmt(t.first_s, " s"),
-                _fmt(t.steady_s * 1e3, " ms"),
+                _fmt_time(t.first_s),
+                _fmt_time(t.steady_s),
                 str(t.n_evals),
-                _fmt(t.limit_s * 1e3 if t.limit_s else None, " ms"),
+                _fmt_time(t.limit_s),
                 _fmt(t.ratio, "x", 2),
             ]
             for t in timings
