@@ -200,6 +200,7 @@ def local_lipschitz_estimate(
     A Monte Carlo lower bound on the explanation's local Lipschitz constant around
     each input. Lower is better.
     {args}
+
     Returns:
       `(N,)` estimate per example.
 
@@ -215,4 +216,4 @@ def local_lipschitz_estimate(
 
 for _f in (max_sensitivity, avg_sensitivity, local_lipschitz_estimate):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.replace("{args}", _ARGS)
+        _f.__doc__ = _f.__doc__.replace("    {args}", _ARGS.rstrip("\n"))

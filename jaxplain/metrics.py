@@ -151,6 +151,7 @@ def deletion(
     A faithful explanation makes the target fall quickly, so a *lower* AUC is
     better. Costs `N * (steps + 1)` forward passes.
     {args}
+
     Returns:
       A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
 
@@ -201,6 +202,7 @@ def insertion(
     blurred copy of `x` by default); a *higher* AUC is better. Costs
     `N * (steps + 1)` forward passes.
     {args}
+
     Returns:
       A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
 
@@ -228,7 +230,7 @@ def insertion(
 
 for _f in (deletion, insertion):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.replace("{args}", _CURVE_ARGS)
+        _f.__doc__ = _f.__doc__.replace("    {args}", _CURVE_ARGS.rstrip("\n"))
 
 
 def monotonicity(
