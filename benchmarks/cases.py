@@ -6,6 +6,9 @@ uses, and a builder that returns a `Bench`: the jaxplain call, the number of
 model evaluations, the peer calls on the PyTorch twin (every configuration of
 a sweep, plus the peer's defaults) and optional agreement checks.
 
+`--quick` runs only the fastest peer configuration of each sweep (a smoke run);
+the full run adds the peers' defaults and the rest of each sweep.
+
 Settings follow the issues: IG 50 steps on 16 images; Grad-CAM on 64 images;
 LIME and KernelSHAP 1000 samples and Shapley sampling 10 permutations on one
 image with 64 grid superpixels; deletion 64 steps on 16 images.
@@ -133,7 +136,7 @@ def integrated_gradients(ctx: Ctx) -> Bench:
               note="limit = steps x images forward+backward; the 2 forwards per image for the "
                    "completeness gap are part of jaxplain's time")
     if ctx.peer("captum"):
-        sweep = [None, 400, 160] if not ctx.quick else [None, 160]
+        sweep = [None, 400, 160] if not ctx.quick else [160]
         for ibs in sweep:
             label = "None (default)" if ibs is None else str(ibs)
             b.peers[f"captum.IntegratedGradients[internal_batch_size={label}]"] = P.captum_ig(
@@ -257,12 +260,12 @@ def lime(ctx: Ctx) -> Bench:
               lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
               note="jaxplain with default arguments (batch_size=None)")
     if ctx.peer("captum"):
-        for ppe in ([None, 50, 250, 1000] if not ctx.quick else [None, 250]):
+        for ppe in ([None, 50, 250, 1000] if not ctx.quick else [250]):
             label = "1 (default)" if ppe is None else str(ppe)
             b.peers[f"captum.Lime[perturbations_per_eval={label}]"] = P.captum_lime(
                 ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
     if ctx.peer("lime"):
-        for bs in ([10, 250, 1000] if not ctx.quick else [10, 1000]):
+        for bs in ([10, 250, 1000] if not ctx.quick else [1000]):
             label = "10 (default)" if bs == 10 else str(bs)
             b.peers[f"lime.LimeImageExplainer[batch_size={label}]"] = P.lime_image(
                 ctx.torch_model, x, t, seg, n_samples=ns, batch_size=bs)
@@ -278,12 +281,16 @@ def kernel_shap(ctx: Ctx) -> Bench:
               lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
               note="jaxplain with default arguments")
     if ctx.peer("captum"):
-        for ppe in ([None, 250, 1000] if not ctx.quick else [None, 250]):
+        for ppe in ([None, 250, 1000] if not ctx.quick else [250]):
             label = "1 (default)" if ppe is None else str(ppe)
             b.peers[f"captum.KernelShap[perturbations_per_eval={label}]"] = P.captum_kernel_shap(
                 ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
     if ctx.peer("shap"):
-        b.peers["shap.KernelExplainer[default]"] = P.shap_kernel(ctx.torch_model, x, t, seg, n_samples=ns)
+        b.peers["shap.KernelExplainer[l1_reg=auto (default)]"] = P.shap_kernel(
+            ctx.torch_model, x, t, seg, n_samples=ns)
+        if not ctx.quick:
+            b.peers["shap.KernelExplainer[l1_reg=False]"] = P.shap_kernel(
+                ctx.torch_model, x, t, seg, n_samples=ns, l1_reg=False)
     return b
 
 
@@ -297,7 +304,7 @@ def shapley_sampling(ctx: Ctx) -> Bench:
     b = Bench(1, n_perm * d, {"n_permutations": n_perm, "features": d, "baseline": 0.0},
               lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True)
     if ctx.peer("captum"):
-        for ppe in ([None, 16, 64] if not ctx.quick else [None, 64]):
+        for ppe in ([None, 16, 64] if not ctx.quick else [64]):
             label = "1 (default)" if ppe is None else str(ppe)
             name = f"captum.ShapleyValueSampling[perturbations_per_eval={label}]"
             b.peers[name] = P.captum_shapley_sampling(ctx.torch_model, x, t, seg, n_permutations=n_perm, ppe=ppe)

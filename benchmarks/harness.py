@@ -42,7 +42,7 @@ SCHEMA = 1
 
 RESULT_FIELDS = (
     "case", "method", "model", "kind", "n_images", "n_evals", "settings",
-    "jaxplain", "limit", "peers", "best_peer", "ratios", "agreement", "note",
+    "jaxplain", "limit", "limit_chunked", "peers", "best_peer", "ratios", "agreement", "note",
 )
 TIMING_FIELDS = ("first_s", "compile_s", "median_s", "min_s", "times_s", "rss_peak_mb", "xla_mb")
 
@@ -79,28 +79,51 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, first, seconds[0]
 
 
-def measure(contenders: dict[str, Callable[[], Any]], repeats: int = 5) -> dict[str, dict]:
+def measure(contenders: dict[str, Callable[[], Any]], repeats: int = 5, budget_s: float | None = None,
+            keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked")) -> dict[str, dict]:
     """Times zero-argument callables with the interleaved protocol above.
 
-    Returns `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
-    contender that raises is reported as `{"error": message}` and left out of
-    the rounds.
+    Args:
+      contenders: name -> zero-argument callable.
+      repeats: timed rounds.
+      budget_s: rough time allowed per contender (outside `keep`). A contender
+        whose warm call takes longer runs in fewer rounds (at least one, all
+        reported in `times_s`): a peer 50x slower than jaxplain needs no
+        fine-grained median to show it.
+      keep: contenders always timed in every round.
+
+    Returns:
+      `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
+      contender that raises is reported as `{"error": message}` and left out.
     """
     out: dict[str, dict] = {}
     live: dict[str, Callable] = {}
+    rounds: dict[str, int] = {}
     for name, fn in contenders.items():
         try:
             _, first, comp = first_call(fn)
-            block(fn())  # second warm-up
+            slow = budget_s is not None and name not in keep and first * (repeats + 1) > budget_s
+            if slow and comp == 0.0:
+                warm = first  # a slow call that compiled nothing is warm already
+            else:
+                t0 = time.perf_counter()
+                block(fn())  # second warm-up
+                warm = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 - one failing peer must not stop the run
             out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
             continue
         out[name] = {"first_s": first, "compile_s": comp, "times_s": []}
         live[name] = fn
+        n = max(1, repeats)
+        if budget_s is not None and name not in keep and warm * n > budget_s:
+            n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
+        rounds[name] = n
     names = list(live)
     for r in range(max(1, repeats)):
         k = r % max(1, len(names))
         for name in names[k:] + names[:k]:
+            if r >= rounds[name]:
+                continue
             t0 = time.perf_counter()
             block(live[name]())
             out[name]["times_s"].append(time.perf_counter() - t0)
@@ -123,18 +146,30 @@ def rss_mb() -> float | None:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _trim() -> None:
+    """Returns freed heap memory to the OS (glibc), so RSS growth reflects the next call."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_growth(fn: Callable[[], Any], interval: float = 0.002) -> float | None:
     """Peak growth of host RSS (MB) during one call, sampled by a thread.
 
-    Memory the allocator kept from earlier calls is reused without growing RSS,
-    so this is a lower bound on the call's working set; compare it between
-    settings, not with other tools' numbers.
+    Freed heap memory is handed back to the OS first (`malloc_trim`), but
+    allocators with their own pools (XLA's, PyTorch's) may still reuse memory
+    kept from earlier calls without growing RSS: a lower bound on the call's
+    working set; compare it between settings rather than across tools.
     """
     try:
         import psutil
     except ImportError:
         return None
     proc = psutil.Process()
+    _trim()
     base = proc.memory_info().rss
     peak = [base]
     stop = threading.Event()
@@ -205,10 +240,35 @@ limit_forward_backward_to_layer = jax.jit(_fwd_bwd_to, static_argnames=("feature
 """One forward pass and one backward pass down to a layer (Grad-CAM's cost)."""
 
 
+def _chunked(model, inputs, target, chunk, grad):
+    """The same evaluations in chunks of `chunk` inputs (`lax.scan` via jaxplain.batching)."""
+    from jaxplain import batching
+
+    def one(start, size):
+        xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)
+        tb = jax.lax.dynamic_slice_in_dim(target, start, size)
+        if grad:
+            return jax.grad(lambda z: jnp.sum(_select(model(z), tb)))(xb).sum(axis=0)
+        return _select(model(xb), tb)
+
+    n = inputs.shape[0]
+    if grad:
+        return batching.chunked_sum(one, n, chunk)
+    return batching.chunked_map(one, n, chunk)
+
+
+limit_chunked = jax.jit(_chunked, static_argnames=("chunk", "grad"))
+"""The limit's evaluations streamed in chunks of `chunk` inputs: a second reference.
+
+On CPU one huge batch is not always the fastest way to run `n` evaluations
+(activations fall out of cache), so the report shows both limits.
+"""
+
+
 def limit_inputs(x: np.ndarray, n_evals: int, seed: int = 0) -> jax.Array:
     """`n_evals` model inputs built from `x` (scaled copies), on device, before timing."""
     rng = np.random.default_rng(seed)
-    rows = np.arange(n_evals) % x.shape[0]
+    rows = (np.arange(n_evals) * x.shape[0]) // n_evals  # grouped by example
     scale = rng.uniform(0.0, 1.0, size=(n_evals,) + (1,) * (x.ndim - 1)).astype(np.float32)
     return jax.device_put(jnp.asarray(x[rows] * scale))
 
@@ -306,13 +366,8 @@ def machine_info() -> dict:
         mem_gb = psutil.virtual_memory().total / 2**30
     except ImportError:
         mem_gb = None
-    torch_threads = None
-    try:
-        import torch
-
-        torch_threads = torch.get_num_threads()
-    except ImportError:
-        pass
+    torch = sys.modules.get("torch")  # only if a peer already imported it
+    torch_threads = torch.get_num_threads() if torch is not None else None
     return {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -333,15 +388,11 @@ def machine_info() -> dict:
 
 
 def peers_available() -> dict[str, str | None]:
-    """Which peers can run: `{name: None}` when available, else the reason it cannot."""
-    out = {}
-    for mod in ("torch", "captum", "shap", "lime"):
-        try:
-            __import__(mod)
-            out[mod] = None
-        except Exception as e:  # noqa: BLE001 - shap can fail on import for many reasons
-            out[mod] = f"{type(e).__name__}: {e}"[:200]
-    return out
+    """Which peers are installed: `{name: None}` when found, else why not (no import done)."""
+    from importlib.util import find_spec
+
+    return {mod: None if find_spec(mod) is not None else "not installed"
+            for mod in ("torch", "captum", "shap", "lime")}
 
 
 # ---- the JSON record ------------------------------------------------------------------

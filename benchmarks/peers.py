@@ -8,6 +8,8 @@ a missing peer only disables its own builders (see `available`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, Callable
 
 import numpy as np
@@ -160,8 +162,12 @@ def coalition_fn(tm, x: np.ndarray, target: int, segments: np.ndarray, chunk: in
     return f
 
 
-def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0) -> Callable:
-    """shap `KernelExplainer` on the feature coalitions (background: all features off)."""
+def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0, l1_reg: Any = "auto") -> Callable:
+    """shap `KernelExplainer` on the feature coalitions (background: all features off).
+
+    `l1_reg="auto"` (shap's default) selects features with an AIC Lasso when few
+    coalitions are sampled; `l1_reg=False` keeps all features (more accurate).
+    """
     import shap
 
     d = int(np.max(segments)) + 1
@@ -172,7 +178,7 @@ def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0
     def run():
         if seed is not None:
             np.random.seed(seed)
-        return ex.shap_values(ones, nsamples=n_samples, silent=True)
+        return ex.shap_values(ones, nsamples=n_samples, silent=True, l1_reg=l1_reg)
 
     return run
 
@@ -191,9 +197,13 @@ def lime_image(tm, x, target, segments, *, n_samples: int, batch_size: int = 10,
         with torch.no_grad():
             return tm(to_nchw(np.asarray(images, np.float32))).numpy()
 
-    return lambda: explainer.explain_instance(
-        img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=n_samples,
-        batch_size=batch_size, segmentation_fn=lambda _: seg, progress_bar=False, random_seed=seed)
+    def run():
+        with contextlib.redirect_stderr(io.StringIO()):  # lime always draws a tqdm bar
+            return explainer.explain_instance(
+                img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=n_samples,
+                batch_size=batch_size, segmentation_fn=lambda _: seg, random_seed=seed)
+
+    return run
 
 
 def to_features(values: Any, segments: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
+from jaxplain import batching
 
 from . import cases as C
 from . import extras
@@ -72,16 +73,25 @@ def _limit(case: C.Case, ctx: C.Ctx, bench: C.Bench, n: int):
     return fn, (lambda m, z: H._fwd_bwd(m, z, td, n_out), (model, inputs))
 
 
-def run_case(case: C.Case, ctx: C.Ctx, repeats: int) -> dict:
+def run_case(case: C.Case, ctx: C.Ctx, repeats: int, budget_s: float | None = None) -> dict:
     bench = case.build(ctx)
     out, first_s, compile_s = H.first_call(bench.jaxplain)
     reported = getattr(out, "n_evals", None)
     reported = int(np.sum(np.asarray(reported))) if reported is not None else None
     n = reported if (bench.reported_evals and reported) else bench.n_evals
     limit_fn, limit_mem = _limit(case, ctx, bench, n)
-    contenders = {"jaxplain": bench.jaxplain, "limit": limit_fn, **bench.peers}
-    timings = H.measure(contenders, repeats)
+    contenders = {"jaxplain": bench.jaxplain, "limit": limit_fn}
+    chunk = batching.DEFAULT_BATCH_SIZE
+    if case.kind != "fwdbwd_to_layer" and n > chunk:
+        inputs = H.limit_inputs(bench.x, n)
+        td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])
+        grad = case.kind == "fwdbwd"
+        contenders["limit_chunked"] = lambda: H.limit_chunked(ctx.model, inputs, td, chunk=chunk, grad=grad)
+    timings = H.measure({**contenders, **bench.peers}, repeats, budget_s=budget_s)
     jt, lt = timings.pop("jaxplain"), timings.pop("limit")
+    lct = timings.pop("limit_chunked", None)
+    if lct is not None:
+        lct["chunk"] = chunk
     jt["first_s"], jt["compile_s"] = first_s, compile_s
     peers = timings
     # Memory, untimed: XLA accounting for jitted code, host RSS growth for everyone timed.
@@ -91,6 +101,7 @@ def run_case(case: C.Case, ctx: C.Ctx, repeats: int) -> dict:
     jt["rss_peak_mb"] = H.peak_rss_growth(bench.jaxplain)
     lt["rss_peak_mb"] = H.peak_rss_growth(limit_fn)
     ratios, best = H.compute_ratios(jt, lt, peers)
+    ratios["jaxplain/limit_chunked"] = H.ratio(jt, lct)
     for name in best.values():
         peers[name]["rss_peak_mb"] = H.peak_rss_growth(bench.peers[name])
     for name, k in bench.peer_evals.items():
@@ -105,7 +116,7 @@ def run_case(case: C.Case, ctx: C.Ctx, repeats: int) -> dict:
     return {
         "case": case.name, "method": case.method, "model": ctx.spec.name, "kind": case.kind,
         "n_images": bench.n_images, "n_evals": n, "n_evals_reported": reported, "settings": bench.settings,
-        "jaxplain": jt, "limit": lt, "peers": peers, "best_peer": best, "ratios": ratios,
+        "jaxplain": jt, "limit": lt, "limit_chunked": lct, "peers": peers, "best_peer": best, "ratios": ratios,
         "agreement": agreement, "note": bench.note,
     }
 
@@ -185,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             log(f"{case.name} on {spec.name} ...")
             try:
-                res = run_case(case, ctx, repeats)
+                res = run_case(case, ctx, repeats, budget_s=6.0 if args.quick else 15.0)
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the run
                 record["skipped"].append({"case": case.name, "model": spec.name,
                                           "reason": f"{type(e).__name__}: {e}"[:500]})
@@ -194,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record["results"].append(res)
             record["agreement"].extend(dict(a, model=spec.name) for a in res["agreement"])
             log("  " + report.one_line(res))
+            H.write_json(record, Path(out_dir) / "partial.json")  # survives an interrupted run
     small = ctxs.get("small-avg") or make_ctx(twins.Spec("small", "avg"), args.quick, not args.no_peers, record)
     for extra in ("sample_efficiency", "scaling"):
         wanted = extra in args.only if args.only else not (args.quick and extra == "scaling")
@@ -206,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             record["skipped"].append({"case": extra, "reason": f"{type(e).__name__}: {e}"[:500]})
             log(f"  FAILED: {type(e).__name__}: {e}")
     record["wall_s"] = time.perf_counter() - t_start
+    if "torch" in sys.modules:
+        record["machine"]["torch_threads"] = sys.modules["torch"].get_num_threads()
     try:
         import os
 
@@ -213,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError:
         pass
     paths = report.write_all(record, out_dir, readme=args.readme if args.update_readme else None)
+    (Path(out_dir) / "partial.json").unlink(missing_ok=True)
     log(f"done in {record['wall_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     return 0
 
