@@ -2,7 +2,9 @@
 
 Coalition sizes whose every subset fits in the budget are enumerated exactly
 (smallest and largest sizes first, as shap's `KernelExplainer` does); the other
-sizes are sampled on device in complementary pairs. Each chunk of evaluations is
+sizes are sampled on device in complementary pairs, the sizes of successive pairs
+following a randomly shifted low-discrepancy (golden-ratio) sequence so that any
+number of samples holds every size in its expected proportion. Each chunk of evaluations is
 folded into regression statistics (`Z^T W Z`, `Z^T W y`), kept per group of
 sampled pairs so a delete-a-group jackknife gives standard errors. The final
 weighted least squares is solved with the efficiency constraint
@@ -25,6 +27,8 @@ from . import features
 from ._types import ArrayLike, Explanation
 from .perturbation import add_local, ranks_from_bits, stream, uniform_from_bits, unit_bits, values_at
 from .shapley import check_adaptive, prepare, run_rounds
+
+_GOLDEN = 2654435769  # round(2^32 / golden ratio): a Weyl sequence step
 
 N_GROUPS = 8
 """Groups of sampled pairs for the jackknife standard error."""
@@ -187,8 +191,11 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, paired: bool):
 
     bits = unit_bits(key, pair, d + 1)
     cdf = np.cumsum(plan.sample_probs)[:-1].astype(np.float32)
-    size = jnp.asarray(plan.sample_sizes, jnp.int32)[jnp.searchsorted(cdf, uniform_from_bits(bits[:, 0]),
-                                                                      side="right")]
+    # sizes follow a randomly shifted golden-ratio sequence: every prefix of pairs holds each
+    # size in (almost exactly) its expected proportion, each pair's size is still marginally exact.
+    shift = unit_bits(key, jnp.full((1,), -1, jnp.int32), 1)[0, 0]
+    u = uniform_from_bits(shift + pair.astype(jnp.uint32) * jnp.uint32(_GOLDEN))  # wraps mod 2^32
+    size = jnp.asarray(plan.sample_sizes, jnp.int32)[jnp.searchsorted(cdf, u, side="right")]
     s_mask = ranks_from_bits(bits[:, 1:]) < size[:, None]
     if paired:
         s_mask = s_mask ^ (j % 2 == 1)[:, None]
