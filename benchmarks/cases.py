@@ -17,7 +17,8 @@ image with 64 grid superpixels; deletion 64 steps on 16 images.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -112,8 +113,15 @@ def saliency(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    b = Bench(n, n, {"absolute": False}, lambda: jx.saliency(model, x, target=t), x, t,
-              memory=(lambda m, xx: jx.saliency(m, xx, target=t), (model, jnp.asarray(x))))
+    b = Bench(
+        n,
+        n,
+        {"absolute": False},
+        lambda: jx.saliency(model, x, target=t),
+        x,
+        t,
+        memory=(lambda m, xx: jx.saliency(m, xx, target=t), (model, jnp.asarray(x))),
+    )
     if ctx.peer("captum"):
         b.peers["captum.Saliency"] = P.captum_saliency(ctx.torch_model, x, t)
 
@@ -130,17 +138,25 @@ def integrated_gradients(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, rule = ctx.model, "riemann_trapezoid"
-    call = lambda m, xx: jx.integrated_gradients(m, xx, target=t, steps=steps, rule=rule)  # noqa: E731
-    b = Bench(n, n * steps, {"steps": steps, "rule": rule, "baseline": 0.0},
-              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))),
-              note="limit = steps x images forward+backward; the 2 forwards per image for the "
-                   "completeness gap are part of jaxplain's time")
+    call = lambda m, xx: jx.integrated_gradients(m, xx, target=t, steps=steps, rule=rule)
+    b = Bench(
+        n,
+        n * steps,
+        {"steps": steps, "rule": rule, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        note="limit = steps x images forward+backward; the 2 forwards per image for the "
+        "completeness gap are part of jaxplain's time",
+    )
     if ctx.peer("captum"):
         sweep = [None, 400, 160] if not ctx.quick else [160]
         for ibs in sweep:
             label = "None (default)" if ibs is None else str(ibs)
             b.peers[f"captum.IntegratedGradients[internal_batch_size={label}]"] = P.captum_ig(
-                ctx.torch_model, x, t, steps=steps, method=rule, internal_batch_size=ibs)
+                ctx.torch_model, x, t, steps=steps, method=rule, internal_batch_size=ibs
+            )
         b.agreement = lambda out, peer_out: _ig_agreement(ctx)
     return b
 
@@ -156,13 +172,30 @@ def _ig_agreement(ctx: Ctx) -> list[dict]:
     x = ctx.images(4)
     t = ctx.targets(x)
     steps, out = 50, []
-    for rule, captum_rule, scale in (("riemann_trapezoid", "riemann_trapezoid", (steps - 1) / steps),
-                                     ("riemann_middle", "riemann_middle", 1.0),
-                                     ("gauss_legendre", "gausslegendre", 1.0)):
-        a = np.asarray(jx.integrated_gradients(ctx.model, x, target=t, steps=steps, rule=rule).values) * scale
-        ref = twins.from_nchw(_np(P.captum_ig(ctx.torch_model, x, t, steps=steps, method=captum_rule)()))
-        out.append(_agree(f"integrated_gradients[{rule}]", "captum.IntegratedGradients", rel_err(a, ref),
-                          1e-4, steps=steps, rescaled=scale != 1.0))
+    for rule, captum_rule, scale in (
+        ("riemann_trapezoid", "riemann_trapezoid", (steps - 1) / steps),
+        ("riemann_middle", "riemann_middle", 1.0),
+        ("gauss_legendre", "gausslegendre", 1.0),
+    ):
+        a = (
+            np.asarray(
+                jx.integrated_gradients(ctx.model, x, target=t, steps=steps, rule=rule).values
+            )
+            * scale
+        )
+        ref = twins.from_nchw(
+            _np(P.captum_ig(ctx.torch_model, x, t, steps=steps, method=captum_rule)())
+        )
+        out.append(
+            _agree(
+                f"integrated_gradients[{rule}]",
+                "captum.IntegratedGradients",
+                rel_err(a, ref),
+                1e-4,
+                steps=steps,
+                rescaled=scale != 1.0,
+            )
+        )
     return out
 
 
@@ -171,15 +204,23 @@ def smoothgrad(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.smoothgrad(m, xx, target=t, key=key, n_samples=ns, noise_level=level)  # noqa
-    b = Bench(n, n * ns, {"n_samples": ns, "noise_level": level}, lambda: call(model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))))
+    call = lambda m, xx: jx.smoothgrad(m, xx, target=t, key=key, n_samples=ns, noise_level=level)
+    b = Bench(
+        n,
+        n * ns,
+        {"n_samples": ns, "noise_level": level},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+    )
     if ctx.peer("captum"):
         stdev = float(level * (x.max() - x.min()))
-        for bs in ([None, 4] if not ctx.quick else [None]):
+        for bs in [None, 4] if not ctx.quick else [None]:
             label = "None (default)" if bs is None else str(bs)
-            b.peers[f"captum.NoiseTunnel(Saliency)[nt_samples_batch_size={label}]"] = P.captum_smoothgrad(
-                ctx.torch_model, x, t, n_samples=ns, stdev=stdev, batch=bs)
+            b.peers[f"captum.NoiseTunnel(Saliency)[nt_samples_batch_size={label}]"] = (
+                P.captum_smoothgrad(ctx.torch_model, x, t, n_samples=ns, stdev=stdev, batch=bs)
+            )
     return b
 
 
@@ -189,18 +230,34 @@ def expected_gradients(ctx: Ctx) -> Bench:
     refs = twins.images(32, ctx.spec.size, seed=7)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.expected_gradients(m, xx, target=t, references=refs, key=key,  # noqa: E731
-                                               n_samples=ns)
-    b = Bench(n, n * ns, {"n_samples": ns, "references": len(refs)}, lambda: call(model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))),
-              note="targets are the predicted classes (shap's ranked_outputs=1)")
+    call = lambda m, xx: jx.expected_gradients(
+        m,
+        xx,
+        target=t,
+        references=refs,
+        key=key,
+        n_samples=ns,
+    )
+    b = Bench(
+        n,
+        n * ns,
+        {"n_samples": ns, "references": len(refs)},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        note="targets are the predicted classes (shap's ranked_outputs=1)",
+    )
     if ctx.peer("captum"):
-        b.peers["captum.GradientShap"] = P.captum_gradient_shap(ctx.torch_model, x, t, refs, n_samples=ns)
+        b.peers["captum.GradientShap"] = P.captum_gradient_shap(
+            ctx.torch_model, x, t, refs, n_samples=ns
+        )
     if ctx.peer("shap"):
-        for bs in ([50, 512] if not ctx.quick else [50]):
+        for bs in [50, 512] if not ctx.quick else [50]:
             label = "50 (default)" if bs == 50 else str(bs)
             b.peers[f"shap.GradientExplainer[batch_size={label}]"] = P.shap_gradient(
-                ctx.torch_model, x, refs, n_samples=ns, batch_size=bs)
+                ctx.torch_model, x, refs, n_samples=ns, batch_size=bs
+            )
     return b
 
 
@@ -209,7 +266,7 @@ def guided_backprop(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.guided_backprop(m, xx, target=t)  # noqa: E731
+    call = lambda m, xx: jx.guided_backprop(m, xx, target=t)
     b = Bench(n, n, {}, lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))))
     if ctx.peer("captum"):
         b.peers["captum.GuidedBackprop"] = P.captum_guided_backprop(ctx.torch_model, x, t)
@@ -227,9 +284,16 @@ def grad_cam(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, layer = ctx.model, ctx.spec.last_layer
-    call = lambda m, xx: jx.grad_cam(m, xx, target=t, layer=layer, upsample=False)  # noqa: E731
-    b = Bench(n, n, {"layer": layer, "relu": True, "upsample": False}, lambda: call(model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))))
+    call = lambda m, xx: jx.grad_cam(m, xx, target=t, layer=layer, upsample=False)
+    b = Bench(
+        n,
+        n,
+        {"layer": layer, "relu": True, "upsample": False},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+    )
     if ctx.peer("captum"):
         b.peers["captum.LayerGradCam"] = P.captum_layer_gradcam(ctx.torch_model, layer, x, t)
 
@@ -255,20 +319,30 @@ def lime(ctx: Ctx) -> Bench:
     ns = 1000
     x, t, seg = _one_image(ctx)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.lime(m, xx, target=t, segments=seg, key=key, n_samples=ns)  # noqa: E731
-    b = Bench(1, ns, {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
-              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
-              note="jaxplain with default arguments (batch_size=None)")
+    call = lambda m, xx: jx.lime(m, xx, target=t, segments=seg, key=key, n_samples=ns)
+    b = Bench(
+        1,
+        ns,
+        {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+        note="jaxplain with default arguments (batch_size=None)",
+    )
     if ctx.peer("captum"):
-        for ppe in ([None, 50, 250, 1000] if not ctx.quick else [250]):
+        for ppe in [None, 50, 250, 1000] if not ctx.quick else [250]:
             label = "1 (default)" if ppe is None else str(ppe)
             b.peers[f"captum.Lime[perturbations_per_eval={label}]"] = P.captum_lime(
-                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
+                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe
+            )
     if ctx.peer("lime"):
-        for bs in ([10, 250, 1000] if not ctx.quick else [1000]):
+        for bs in [10, 250, 1000] if not ctx.quick else [1000]:
             label = "10 (default)" if bs == 10 else str(bs)
             b.peers[f"lime.LimeImageExplainer[batch_size={label}]"] = P.lime_image(
-                ctx.torch_model, x, t, seg, n_samples=ns, batch_size=bs)
+                ctx.torch_model, x, t, seg, n_samples=ns, batch_size=bs
+            )
     return b
 
 
@@ -276,21 +350,32 @@ def kernel_shap(ctx: Ctx) -> Bench:
     ns = 1000
     x, t, seg = _one_image(ctx)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.kernel_shap(m, xx, target=t, segments=seg, key=key, n_samples=ns)  # noqa
-    b = Bench(1, ns, {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
-              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True,
-              note="jaxplain with default arguments")
+    call = lambda m, xx: jx.kernel_shap(m, xx, target=t, segments=seg, key=key, n_samples=ns)
+    b = Bench(
+        1,
+        ns,
+        {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+        note="jaxplain with default arguments",
+    )
     if ctx.peer("captum"):
-        for ppe in ([None, 250, 1000] if not ctx.quick else [250]):
+        for ppe in [None, 250, 1000] if not ctx.quick else [250]:
             label = "1 (default)" if ppe is None else str(ppe)
             b.peers[f"captum.KernelShap[perturbations_per_eval={label}]"] = P.captum_kernel_shap(
-                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe)
+                ctx.torch_model, x, t, seg, n_samples=ns, ppe=ppe
+            )
     if ctx.peer("shap"):
         b.peers["shap.KernelExplainer[l1_reg=auto (default)]"] = P.shap_kernel(
-            ctx.torch_model, x, t, seg, n_samples=ns)
+            ctx.torch_model, x, t, seg, n_samples=ns
+        )
         if not ctx.quick:
             b.peers["shap.KernelExplainer[l1_reg=False]"] = P.shap_kernel(
-                ctx.torch_model, x, t, seg, n_samples=ns, l1_reg=False)
+                ctx.torch_model, x, t, seg, n_samples=ns, l1_reg=False
+            )
     return b
 
 
@@ -299,15 +384,31 @@ def shapley_sampling(ctx: Ctx) -> Bench:
     x, t, seg = _one_image(ctx)
     d = int(seg.max()) + 1
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.shapley_sampling(m, xx, target=t, segments=seg, key=key,  # noqa: E731
-                                             n_permutations=n_perm)
-    b = Bench(1, n_perm * d, {"n_permutations": n_perm, "features": d, "baseline": 0.0},
-              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+    call = lambda m, xx: jx.shapley_sampling(
+        m,
+        xx,
+        target=t,
+        segments=seg,
+        key=key,
+        n_permutations=n_perm,
+    )
+    b = Bench(
+        1,
+        n_perm * d,
+        {"n_permutations": n_perm, "features": d, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+    )
     if ctx.peer("captum"):
-        for ppe in ([None, 16, 64] if not ctx.quick else [64]):
+        for ppe in [None, 16, 64] if not ctx.quick else [64]:
             label = "1 (default)" if ppe is None else str(ppe)
             name = f"captum.ShapleyValueSampling[perturbations_per_eval={label}]"
-            b.peers[name] = P.captum_shapley_sampling(ctx.torch_model, x, t, seg, n_permutations=n_perm, ppe=ppe)
+            b.peers[name] = P.captum_shapley_sampling(
+                ctx.torch_model, x, t, seg, n_permutations=n_perm, ppe=ppe
+            )
             b.peer_evals[name] = 1 + n_perm * d
     return b
 
@@ -317,15 +418,24 @@ def occlusion(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.occlusion(m, xx, target=t, window=win, strides=win)  # noqa: E731
+    call = lambda m, xx: jx.occlusion(m, xx, target=t, window=win, strides=win)
     n_win = (ctx.spec.size // win) ** 2
-    b = Bench(n, n * (n_win + 1), {"window": win, "strides": win, "baseline": 0.0},
-              lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+    b = Bench(
+        n,
+        n * (n_win + 1),
+        {"window": win, "strides": win, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+    )
     if ctx.peer("captum"):
-        for ppe in ([None, 64, 256] if not ctx.quick else [None, 256]):
+        for ppe in [None, 64, 256] if not ctx.quick else [None, 256]:
             label = "1 (default)" if ppe is None else str(ppe)
             b.peers[f"captum.Occlusion[perturbations_per_eval={label}]"] = P.captum_occlusion(
-                ctx.torch_model, x, t, window=win, stride=win, ppe=ppe)
+                ctx.torch_model, x, t, window=win, stride=win, ppe=ppe
+            )
 
         def agree(out, peer_out):
             name = min((k for k in peer_out if k.startswith("captum.Occlusion")), default=None)
@@ -333,7 +443,11 @@ def occlusion(ctx: Ctx) -> Bench:
                 return []
             ref = twins.from_nchw(_np(peer_out[name]))
             a = np.asarray(out)
-            a = a if a.shape == ref.shape else np.broadcast_to(a.reshape(a.shape[:3] + (-1,)), ref.shape)
+            a = (
+                a
+                if a.shape == ref.shape
+                else np.broadcast_to(a.reshape(a.shape[:3] + (-1,)), ref.shape)
+            )
             return [_agree("occlusion", "captum.Occlusion", rel_err(a, ref), 1e-4)]
 
         b.agreement = agree
@@ -345,9 +459,18 @@ def rise(ctx: Ctx) -> Bench:
     x = ctx.images(1)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.rise(m, xx, target=t, key=key, n_masks=nm)  # noqa: E731
-    return Bench(1, nm, {"n_masks": nm}, lambda: call(model, x), x, t,
-                 memory=(call, (model, jnp.asarray(x))), reported_evals=True, note="no peer implements RISE")
+    call = lambda m, xx: jx.rise(m, xx, target=t, key=key, n_masks=nm)
+    return Bench(
+        1,
+        nm,
+        {"n_masks": nm},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+        note="no peer implements RISE",
+    )
 
 
 def deletion(ctx: Ctx) -> Bench:
@@ -356,25 +479,47 @@ def deletion(ctx: Ctx) -> Bench:
     t = ctx.targets(x)
     model = ctx.model
     attr = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
-    call = lambda m, xx: jx.deletion(m, xx, attr, target=t, steps=steps)  # noqa: E731
-    return Bench(n, n * (steps + 1), {"steps": steps, "baseline": "zero"}, lambda: call(model, x), x, t,
-                 memory=(call, (model, jnp.asarray(x))), reported_evals=False,
-                 note="limit = (steps + 1) forwards per image; Quantus is not installed (no peer)")
+    call = lambda m, xx: jx.deletion(m, xx, attr, target=t, steps=steps)
+    return Bench(
+        n,
+        n * (steps + 1),
+        {"steps": steps, "baseline": "zero"},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=False,
+        note="limit = (steps + 1) forwards per image; Quantus is not installed (no peer)",
+    )
 
 
 def exact_shapley(ctx: Ctx) -> Bench:
     x, t, _ = _one_image(ctx)
     seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, (3, 4)))
     model = ctx.model
-    call = lambda m, xx: jx.exact_shapley(m, xx, target=t, segments=seg)  # noqa: E731
-    return Bench(1, 2**12, {"features": 12}, lambda: call(model, x), x, t,
-                 memory=(call, (model, jnp.asarray(x))), reported_evals=True)
+    call = lambda m, xx: jx.exact_shapley(m, xx, target=t, segments=seg)
+    return Bench(
+        1,
+        2**12,
+        {"features": 12},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+    )
 
 
 CASES: tuple[Case, ...] = (
     Case("saliency", "saliency", "fwdbwd", saliency, ("small", "large"), quick=True),
-    Case("integrated_gradients", "integrated_gradients", "fwdbwd", integrated_gradients,
-         ("small", "large"), quick=True),
+    Case(
+        "integrated_gradients",
+        "integrated_gradients",
+        "fwdbwd",
+        integrated_gradients,
+        ("small", "large"),
+        quick=True,
+    ),
     Case("smoothgrad", "smoothgrad", "fwdbwd", smoothgrad),
     Case("expected_gradients", "expected_gradients", "fwdbwd", expected_gradients),
     Case("guided_backprop", "guided_backprop", "fwdbwd", guided_backprop),

@@ -15,7 +15,7 @@ show cost grows linearly while memory stays flat.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +35,16 @@ def exact_shapley_values(model, x: np.ndarray, target: int, segments: np.ndarray
     keep = masks[:, segments]  # (2^d, H, W)
     inputs = np.where(keep[..., None], x[0][None], 0.0).astype(np.float32)
     t = jnp.full((len(codes),), target, jnp.int32)
-    v = np.concatenate([np.asarray(H.limit_forward(model, jnp.asarray(inputs[s:s + 1024]), t[s:s + 1024]))
-                        for s in range(0, len(codes), 1024)]).astype(np.float64)
+    v = np.concatenate(
+        [
+            np.asarray(H.limit_forward(model, jnp.asarray(inputs[s : s + 1024]), t[s : s + 1024]))
+            for s in range(0, len(codes), 1024)
+        ]
+    ).astype(np.float64)
     sizes = masks.sum(1)
-    w = np.array([math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)])
+    w = np.array(
+        [math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)]
+    )
     phi = np.zeros(d)
     for j in range(d):
         without = codes[(codes >> j) & 1 == 0]
@@ -62,8 +68,16 @@ def sample_efficiency(ctx, quick: bool = False, log: Callable = print) -> list[d
     rows: list[dict] = []
     if hasattr(jx, "exact_shapley"):
         e = np.asarray(jx.exact_shapley(ctx.model, x, target=t, segments=seg).values)[0]
-        rows.append({"estimator": "jaxplain.exact_shapley", "budget": None, "n_evals": 2**d,
-                     "rmse": _rmse([e], exact), "rmse_rel": _rmse([e], exact) / scale, "seeds": 1})
+        rows.append(
+            {
+                "estimator": "jaxplain.exact_shapley",
+                "budget": None,
+                "n_evals": 2**d,
+                "rmse": _rmse([e], exact),
+                "rmse_rel": _rmse([e], exact) / scale,
+                "seeds": 1,
+            }
+        )
     seeds = range(3 if quick else 8)
     perms = (8,) if quick else (4, 8, 16, 32)
     torch_ok = ctx.peer("captum")
@@ -77,8 +91,14 @@ def sample_efficiency(ctx, quick: bool = False, log: Callable = print) -> list[d
         for s in seeds:
             key = jax.random.key(1000 + s)
             if hasattr(jx, "shapley_sampling"):
-                r = jx.shapley_sampling(ctx.model, x, target=t, segments=seg, key=key, n_permutations=n_perm)
-                add("jaxplain.shapley_sampling", int(np.asarray(r.n_evals)[0]), np.asarray(r.values)[0])
+                r = jx.shapley_sampling(
+                    ctx.model, x, target=t, segments=seg, key=key, n_permutations=n_perm
+                )
+                add(
+                    "jaxplain.shapley_sampling",
+                    int(np.asarray(r.n_evals)[0]),
+                    np.asarray(r.values)[0],
+                )
             if hasattr(jx, "kernel_shap"):
                 r = jx.kernel_shap(ctx.model, x, target=t, segments=seg, key=key, n_samples=budget)
                 add("jaxplain.kernel_shap", int(np.asarray(r.n_evals)[0]), np.asarray(r.values)[0])
@@ -87,20 +107,49 @@ def sample_efficiency(ctx, quick: bool = False, log: Callable = print) -> list[d
 
                 torch.manual_seed(s)
                 m = max(1, round((budget - 1) / d))
-                add("captum.ShapleyValueSampling", 1 + m * d, P.to_features(P.captum_shapley_sampling(
-                    ctx.torch_model, x, t, seg, n_permutations=m, ppe=d)(), seg)[0])
+                add(
+                    "captum.ShapleyValueSampling",
+                    1 + m * d,
+                    P.to_features(
+                        P.captum_shapley_sampling(
+                            ctx.torch_model, x, t, seg, n_permutations=m, ppe=d
+                        )(),
+                        seg,
+                    )[0],
+                )
                 torch.manual_seed(s)
-                add("captum.KernelShap", budget, P.to_features(P.captum_kernel_shap(
-                    ctx.torch_model, x, t, seg, n_samples=budget, ppe=budget)(), seg)[0])
+                add(
+                    "captum.KernelShap",
+                    budget,
+                    P.to_features(
+                        P.captum_kernel_shap(
+                            ctx.torch_model, x, t, seg, n_samples=budget, ppe=budget
+                        )(),
+                        seg,
+                    )[0],
+                )
             if ctx.torch_model is not None and P.available("shap"):
                 for l1 in ("auto", False):
-                    v = P.shap_kernel(ctx.torch_model, x, t, seg, n_samples=budget, seed=s, l1_reg=l1)()
+                    v = P.shap_kernel(
+                        ctx.torch_model, x, t, seg, n_samples=budget, seed=s, l1_reg=l1
+                    )()
                     add(f"shap.KernelExplainer[l1_reg={l1}]", budget, np.asarray(v).reshape(-1)[:d])
         for name, (evals, ests) in runs.items():
             r = _rmse(ests, exact)
-            rows.append({"estimator": name, "budget": budget, "n_evals": evals, "rmse": r,
-                         "rmse_rel": r / scale, "seeds": len(ests)})
-        log(f"  budget {budget}: " + ", ".join(f"{n}={_rmse(e, exact):.4f}" for n, (_, e) in runs.items()))
+            rows.append(
+                {
+                    "estimator": name,
+                    "budget": budget,
+                    "n_evals": evals,
+                    "rmse": r,
+                    "rmse_rel": r / scale,
+                    "seeds": len(ests),
+                }
+            )
+        log(
+            f"  budget {budget}: "
+            + ", ".join(f"{n}={_rmse(e, exact):.4f}" for n, (_, e) in runs.items())
+        )
     return rows
 
 
@@ -117,23 +166,51 @@ def scaling(ctx, quick: bool = False, log: Callable = print) -> list[dict]:
         t = ctx.targets(x)
         xd = jnp.asarray(x)
         for steps in (25, 50, 100, 200):
-            f = lambda m, z, s=steps: jx.integrated_gradients(m, z, target=t, steps=s, batch_size=128)  # noqa
-            rows.append({"sweep": "steps", "method": "integrated_gradients", "value": steps, "batch_size": 128,
-                         "n_evals": 4 * steps, "median_s": _timed(lambda: f(model, xd)),
-                         "xla_mb": H.xla_memory_mb(f, model, xd)})
+            f = lambda m, z, s=steps: jx.integrated_gradients(
+                m, z, target=t, steps=s, batch_size=128
+            )
+            rows.append(
+                {
+                    "sweep": "steps",
+                    "method": "integrated_gradients",
+                    "value": steps,
+                    "batch_size": 128,
+                    "n_evals": 4 * steps,
+                    "median_s": _timed(lambda: f(model, xd)),
+                    "xla_mb": H.xla_memory_mb(f, model, xd),
+                }
+            )
         for bs in (16, 32, 64, 128, 256):
-            f = lambda m, z, b=bs: jx.integrated_gradients(m, z, target=t, steps=64, batch_size=b)  # noqa
-            rows.append({"sweep": "batch_size", "method": "integrated_gradients", "value": bs, "steps": 64,
-                         "n_evals": 256, "median_s": _timed(lambda: f(model, xd)),
-                         "xla_mb": H.xla_memory_mb(f, model, xd)})
+            f = lambda m, z, b=bs: jx.integrated_gradients(m, z, target=t, steps=64, batch_size=b)
+            rows.append(
+                {
+                    "sweep": "batch_size",
+                    "method": "integrated_gradients",
+                    "value": bs,
+                    "steps": 64,
+                    "n_evals": 256,
+                    "median_s": _timed(lambda: f(model, xd)),
+                    "xla_mb": H.xla_memory_mb(f, model, xd),
+                }
+            )
         # Issue 3: memory for steps=50 vs steps=1000 at the same batch_size (16 images).
         x16 = jnp.asarray(ctx.images(16))
         t16 = ctx.targets(ctx.images(16))
         for steps in (50, 1000):
-            f = lambda m, z, s=steps: jx.integrated_gradients(m, z, target=t16, steps=s, batch_size=256)  # noqa
-            rows.append({"sweep": "memory_steps", "method": "integrated_gradients", "value": steps,
-                         "batch_size": 256, "n_evals": 16 * steps, "median_s": None,
-                         "xla_mb": H.xla_memory_mb(f, model, x16)})
+            f = lambda m, z, s=steps: jx.integrated_gradients(
+                m, z, target=t16, steps=s, batch_size=256
+            )
+            rows.append(
+                {
+                    "sweep": "memory_steps",
+                    "method": "integrated_gradients",
+                    "value": steps,
+                    "batch_size": 256,
+                    "n_evals": 16 * steps,
+                    "median_s": None,
+                    "xla_mb": H.xla_memory_mb(f, model, x16),
+                }
+            )
         log("  integrated_gradients sweeps done")
     if hasattr(jx, "kernel_shap"):
         x = ctx.images(1)
@@ -142,10 +219,25 @@ def scaling(ctx, quick: bool = False, log: Callable = print) -> list[dict]:
         seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, 8))
         key = jax.random.key(0)
         for ns in (250, 500, 1000, 2000, 4000):
-            f = lambda m, z, n=ns: jx.kernel_shap(m, z, target=t, segments=seg, key=key, n_samples=n,  # noqa
-                                                  batch_size=256)
-            rows.append({"sweep": "n_samples", "method": "kernel_shap", "value": ns, "batch_size": 256,
-                         "n_evals": ns, "median_s": _timed(lambda: f(model, xd)),
-                         "xla_mb": H.xla_memory_mb(f, model, xd)})
+            f = lambda m, z, n=ns: jx.kernel_shap(
+                m,
+                z,
+                target=t,
+                segments=seg,
+                key=key,
+                n_samples=n,
+                batch_size=256,
+            )
+            rows.append(
+                {
+                    "sweep": "n_samples",
+                    "method": "kernel_shap",
+                    "value": ns,
+                    "batch_size": 256,
+                    "n_evals": ns,
+                    "median_s": _timed(lambda: f(model, xd)),
+                    "xla_mb": H.xla_memory_mb(f, model, xd),
+                }
+            )
         log("  kernel_shap sweep done")
     return rows

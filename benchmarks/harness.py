@@ -30,8 +30,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,21 @@ SCHEMA = 1
 """Version of the JSON layout (bump when fields change)."""
 
 RESULT_FIELDS = (
-    "case", "method", "model", "kind", "n_images", "n_evals", "settings",
-    "jaxplain", "limit", "limit_chunked", "peers", "best_peer", "ratios", "agreement", "note",
+    "case",
+    "method",
+    "model",
+    "kind",
+    "n_images",
+    "n_evals",
+    "settings",
+    "jaxplain",
+    "limit",
+    "limit_chunked",
+    "peers",
+    "best_peer",
+    "ratios",
+    "agreement",
+    "note",
 )
 TIMING_FIELDS = ("first_s", "compile_s", "median_s", "min_s", "times_s", "rss_peak_mb", "xla_mb")
 
@@ -79,8 +93,12 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, first, seconds[0]
 
 
-def measure(contenders: dict[str, Callable[[], Any]], repeats: int = 5, budget_s: float | None = None,
-            keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked")) -> dict[str, dict]:
+def measure(
+    contenders: dict[str, Callable[[], Any]],
+    repeats: int = 5,
+    budget_s: float | None = None,
+    keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
+) -> dict[str, dict]:
     """Times zero-argument callables with the interleaved protocol above.
 
     Args:
@@ -316,7 +334,9 @@ def compute_ratios(jaxplain: dict, limit: dict, peers: dict[str, dict]) -> tuple
             continue
         best[g] = name
         ratios[f"{g}:best/jaxplain"] = ratio(timing, jaxplain)
-        defaults = [k for k in peers if group_of(k) == g and is_default(k) and "median_s" in peers[k]]
+        defaults = [
+            k for k in peers if group_of(k) == g and is_default(k) and "median_s" in peers[k]
+        ]
         if defaults:
             ratios[f"{g}:default/jaxplain"] = ratio(peers[defaults[0]], jaxplain)
     return ratios, best
@@ -354,10 +374,16 @@ def machine_info() -> dict:
     except OSError:
         load = None
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
     except Exception:  # noqa: BLE001
         commit = None
     try:
@@ -381,9 +407,23 @@ def machine_info() -> dict:
         "jax_devices": [str(d) for d in jax.devices()],
         "torch_threads": torch_threads,
         "git_commit": commit,
-        "versions": {m: _version(m) for m in (
-            "jaxplain", "jax", "jaxlib", "flax", "numpy", "torch", "captum", "shap", "lime",
-            "scikit-image", "scikit-learn", "psutil")},
+        "versions": {
+            m: _version(m)
+            for m in (
+                "jaxplain",
+                "jax",
+                "jaxlib",
+                "flax",
+                "numpy",
+                "torch",
+                "captum",
+                "shap",
+                "lime",
+                "scikit-image",
+                "scikit-learn",
+                "psutil",
+            )
+        },
     }
 
 
@@ -391,8 +431,10 @@ def peers_available() -> dict[str, str | None]:
     """Which peers are installed: `{name: None}` when found, else why not (no import done)."""
     from importlib.util import find_spec
 
-    return {mod: None if find_spec(mod) is not None else "not installed"
-            for mod in ("torch", "captum", "shap", "lime")}
+    return {
+        mod: None if find_spec(mod) is not None else "not installed"
+        for mod in ("torch", "captum", "shap", "lime")
+    }
 
 
 # ---- the JSON record ------------------------------------------------------------------

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,20 @@ def _feature_mask(segments: np.ndarray, n: int, channels: int = 3):
 # ---- gradient family ------------------------------------------------------------------
 
 
-def captum_ig(tm, x: np.ndarray, target, *, steps: int, method: str, internal_batch_size=None) -> Callable:
+def captum_ig(
+    tm, x: np.ndarray, target, *, steps: int, method: str, internal_batch_size=None
+) -> Callable:
     from captum.attr import IntegratedGradients
 
     ig, xt, t = IntegratedGradients(tm), to_nchw(x), _t(target)
-    return lambda: ig.attribute(xt, baselines=0.0, target=t, n_steps=steps, method=method,
-                                internal_batch_size=internal_batch_size)
+    return lambda: ig.attribute(
+        xt,
+        baselines=0.0,
+        target=t,
+        n_steps=steps,
+        method=method,
+        internal_batch_size=internal_batch_size,
+    )
 
 
 def captum_saliency(tm, x, target) -> Callable:
@@ -61,8 +70,15 @@ def captum_smoothgrad(tm, x, target, *, n_samples: int, stdev: float, batch=None
     from captum.attr import NoiseTunnel, Saliency
 
     nt, xt, t = NoiseTunnel(Saliency(tm)), to_nchw(x), _t(target)
-    return lambda: nt.attribute(xt, nt_type="smoothgrad", nt_samples=n_samples, stdevs=stdev,
-                                nt_samples_batch_size=batch, target=t, abs=False)
+    return lambda: nt.attribute(
+        xt,
+        nt_type="smoothgrad",
+        nt_samples=n_samples,
+        stdevs=stdev,
+        nt_samples_batch_size=batch,
+        target=t,
+        abs=False,
+    )
 
 
 def captum_gradient_shap(tm, x, target, refs: np.ndarray, *, n_samples: int) -> Callable:
@@ -104,8 +120,9 @@ def captum_lime(tm, x, target, segments, *, n_samples: int, ppe: int | None) -> 
     lime, xt, t = Lime(tm), to_nchw(x), _t(target)
     mask = _feature_mask(segments, len(x), x.shape[-1])
     kw = {} if ppe is None else {"perturbations_per_eval": ppe}
-    return lambda: lime.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
-                                  n_samples=n_samples, **kw)
+    return lambda: lime.attribute(
+        xt, baselines=0.0, target=t, feature_mask=mask, n_samples=n_samples, **kw
+    )
 
 
 def captum_kernel_shap(tm, x, target, segments, *, n_samples: int, ppe: int | None) -> Callable:
@@ -114,18 +131,22 @@ def captum_kernel_shap(tm, x, target, segments, *, n_samples: int, ppe: int | No
     ks, xt, t = KernelShap(tm), to_nchw(x), _t(target)
     mask = _feature_mask(segments, len(x), x.shape[-1])
     kw = {} if ppe is None else {"perturbations_per_eval": ppe}
-    return lambda: ks.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
-                                n_samples=n_samples, **kw)
+    return lambda: ks.attribute(
+        xt, baselines=0.0, target=t, feature_mask=mask, n_samples=n_samples, **kw
+    )
 
 
-def captum_shapley_sampling(tm, x, target, segments, *, n_permutations: int, ppe: int | None) -> Callable:
+def captum_shapley_sampling(
+    tm, x, target, segments, *, n_permutations: int, ppe: int | None
+) -> Callable:
     from captum.attr import ShapleyValueSampling
 
     sv, xt, t = ShapleyValueSampling(tm), to_nchw(x), _t(target)
     mask = _feature_mask(segments, len(x), x.shape[-1])
     kw = {} if ppe is None else {"perturbations_per_eval": ppe}
-    return lambda: sv.attribute(xt, baselines=0.0, target=t, feature_mask=mask,
-                                n_samples=n_permutations, **kw)
+    return lambda: sv.attribute(
+        xt, baselines=0.0, target=t, feature_mask=mask, n_samples=n_permutations, **kw
+    )
 
 
 def captum_occlusion(tm, x, target, *, window: int, stride: int, ppe: int | None) -> Callable:
@@ -134,11 +155,19 @@ def captum_occlusion(tm, x, target, *, window: int, stride: int, ppe: int | None
     oc, xt, t = Occlusion(tm), to_nchw(x), _t(target)
     c = x.shape[-1]
     kw = {} if ppe is None else {"perturbations_per_eval": ppe}
-    return lambda: oc.attribute(xt, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                                baselines=0.0, target=t, **kw)
+    return lambda: oc.attribute(
+        xt,
+        sliding_window_shapes=(c, window, window),
+        strides=(c, stride, stride),
+        baselines=0.0,
+        target=t,
+        **kw,
+    )
 
 
-def coalition_fn(tm, x: np.ndarray, target: int, segments: np.ndarray, chunk: int = 1000) -> Callable:
+def coalition_fn(
+    tm, x: np.ndarray, target: int, segments: np.ndarray, chunk: int = 1000
+) -> Callable:
     """`f(z) -> (m,)`: the twin's target logit on `x` with features where `z == 0` set to 0.
 
     What a shap `KernelExplainer` user writes for an image model: masks -> images on
@@ -153,16 +182,18 @@ def coalition_fn(tm, x: np.ndarray, target: int, segments: np.ndarray, chunk: in
         z = np.asarray(z)
         out = np.empty(len(z), np.float32)
         for s in range(0, len(z), chunk):
-            keep = z[s:s + chunk][:, seg] > 0.5  # (m, H, W)
+            keep = z[s : s + chunk][:, seg] > 0.5  # (m, H, W)
             imgs = np.where(keep[..., None], img, 0.0).astype(np.float32)
             with torch.no_grad():
-                out[s:s + chunk] = tm(to_nchw(imgs))[:, int(target)].numpy()
+                out[s : s + chunk] = tm(to_nchw(imgs))[:, int(target)].numpy()
         return out
 
     return f
 
 
-def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0, l1_reg: Any = "auto") -> Callable:
+def shap_kernel(
+    tm, x, target, segments, *, n_samples: int, seed: int | None = 0, l1_reg: Any = "auto"
+) -> Callable:
     """shap `KernelExplainer` on the feature coalitions (background: all features off).
 
     `l1_reg="auto"` (shap's default) selects features with an AIC Lasso when few
@@ -171,8 +202,9 @@ def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0
     import shap
 
     d = int(np.max(segments)) + 1
-    ex = shap.KernelExplainer(coalition_fn(tm, x, int(np.asarray(target).reshape(-1)[0]), segments),
-                              np.zeros((1, d)))
+    ex = shap.KernelExplainer(
+        coalition_fn(tm, x, int(np.asarray(target).reshape(-1)[0]), segments), np.zeros((1, d))
+    )
     ones = np.ones((1, d))
 
     def run():
@@ -183,7 +215,9 @@ def shap_kernel(tm, x, target, segments, *, n_samples: int, seed: int | None = 0
     return run
 
 
-def lime_image(tm, x, target, segments, *, n_samples: int, batch_size: int = 10, seed: int = 0) -> Callable:
+def lime_image(
+    tm, x, target, segments, *, n_samples: int, batch_size: int = 10, seed: int = 0
+) -> Callable:
     """The `lime` package's `LimeImageExplainer` with our segmentation and a zero baseline."""
     import torch
     from lime import lime_image as li
@@ -200,8 +234,16 @@ def lime_image(tm, x, target, segments, *, n_samples: int, batch_size: int = 10,
     def run():
         with contextlib.redirect_stderr(io.StringIO()):  # lime always draws a tqdm bar
             return explainer.explain_instance(
-                img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=n_samples,
-                batch_size=batch_size, segmentation_fn=lambda _: seg, random_seed=seed)
+                img,
+                classifier,
+                labels=(label,),
+                top_labels=None,
+                hide_color=0,
+                num_samples=n_samples,
+                batch_size=batch_size,
+                segmentation_fn=lambda _: seg,
+                random_seed=seed,
+            )
 
     return run
 

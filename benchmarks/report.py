@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from . import harness as H
 
@@ -51,9 +50,11 @@ def peer_summary(res: dict) -> str:
 
 def one_line(res: dict) -> str:
     r = res["ratios"]
-    return (f"jaxplain {_ms(res['jaxplain'])} ms, limit {_ms(res['limit'])} ms, "
-            f"jaxplain/limit {_x(r.get('jaxplain/limit'))}, compile {res['jaxplain'].get('compile_s', 0):.2f} s; "
-            f"peers/jaxplain: {peer_summary(res)}")
+    return (
+        f"jaxplain {_ms(res['jaxplain'])} ms, limit {_ms(res['limit'])} ms, "
+        f"jaxplain/limit {_x(r.get('jaxplain/limit'))}, compile {res['jaxplain'].get('compile_s', 0):.2f} s; "
+        f"peers/jaxplain: {peer_summary(res)}"
+    )
 
 
 def _agreement_cell(res: dict) -> str:
@@ -83,19 +84,27 @@ def main_table(record: dict) -> str:
         lines.append(
             f"| `{res['case']}` | {res['model']} | {res['n_images']} | {res['n_evals']} ({res['kind']}) "
             f"| {_ms(j)} | {_ms(res['limit'])} | **{_x(res['ratios'].get('jaxplain/limit'))}**{chunked} "
-            f"| {first} | {peer_summary(res)} | {_agreement_cell(res)} |")
+            f"| {first} | {peer_summary(res)} | {_agreement_cell(res)} |"
+        )
     return "\n".join(lines)
 
 
 def memory_table(record: dict) -> str:
-    lines = ["| method | model | jaxplain XLA MB | limit XLA MB | jaxplain RSS+ MB | limit RSS+ MB "
-             "| best peer RSS+ MB |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| method | model | jaxplain XLA MB | limit XLA MB | jaxplain RSS+ MB | limit RSS+ MB "
+        "| best peer RSS+ MB |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for res in record.get("results", []):
-        peers = ", ".join(f"{g}: {_mb(res['peers'][n].get('rss_peak_mb'))}"
-                          for g, n in sorted(res.get("best_peer", {}).items()))
-        lines.append(f"| `{res['case']}` | {res['model']} | {_mb(res['jaxplain'].get('xla_mb'))} "
-                     f"| {_mb(res['limit'].get('xla_mb'))} | {_mb(res['jaxplain'].get('rss_peak_mb'))} "
-                     f"| {_mb(res['limit'].get('rss_peak_mb'))} | {peers or '—'} |")
+        peers = ", ".join(
+            f"{g}: {_mb(res['peers'][n].get('rss_peak_mb'))}"
+            for g, n in sorted(res.get("best_peer", {}).items())
+        )
+        lines.append(
+            f"| `{res['case']}` | {res['model']} | {_mb(res['jaxplain'].get('xla_mb'))} "
+            f"| {_mb(res['limit'].get('xla_mb'))} | {_mb(res['jaxplain'].get('rss_peak_mb'))} "
+            f"| {_mb(res['limit'].get('rss_peak_mb'))} | {peers or '—'} |"
+        )
     return "\n".join(lines)
 
 
@@ -103,11 +112,16 @@ def agreement_table(record: dict) -> str:
     rows = [a for a in record.get("agreement", []) if "rel_err" in a]
     if not rows:
         return "_no agreement checks ran (peers missing?)_"
-    lines = ["| check | model | vs | max rel. error | tolerance | pass |", "|---|---|---|---:|---:|---|"]
+    lines = [
+        "| check | model | vs | max rel. error | tolerance | pass |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for a in rows:
         note = " (Captum weights rescaled by (n-1)/n)" if a.get("rescaled") else ""
-        lines.append(f"| `{a['check']}`{note} | {a.get('model', '')} | {a['vs']} | {a['rel_err']:.2e} "
-                     f"| {a['tol']:.0e} | {'yes' if a['pass'] else '**no**'} |")
+        lines.append(
+            f"| `{a['check']}`{note} | {a.get('model', '')} | {a['vs']} | {a['rel_err']:.2e} "
+            f"| {a['tol']:.0e} | {'yes' if a['pass'] else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
@@ -129,8 +143,11 @@ def efficiency_table(record: dict) -> str:
     ratios = efficiency_ratios(record)
     if ratios:
         text += "\n\n" + "\n".join(
-            f"- {a} / {b} RMSE at ~{bud} evaluations: {_x(r)}" for (a, b, bud), r in ratios.items())
-    exact = [r for r in record.get("sample_efficiency", []) if r["estimator"] == "jaxplain.exact_shapley"]
+            f"- {a} / {b} RMSE at ~{bud} evaluations: {_x(r)}" for (a, b, bud), r in ratios.items()
+        )
+    exact = [
+        r for r in record.get("sample_efficiency", []) if r["estimator"] == "jaxplain.exact_shapley"
+    ]
     if exact:
         text += f"\n- `jaxplain.exact_shapley` vs the harness's own enumeration: RMSE {exact[0]['rmse']:.2e}"
     return text
@@ -138,12 +155,17 @@ def efficiency_table(record: dict) -> str:
 
 def efficiency_ratios(record: dict) -> dict:
     """jaxplain RMSE / peer RMSE at each budget, for the pairs the issue names."""
-    cell = {(r["estimator"], r["budget"]): r["rmse"] for r in record.get("sample_efficiency", [])
-            if r.get("budget") is not None}
-    pairs = [("jaxplain.shapley_sampling", "captum.ShapleyValueSampling"),
-             ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=auto]"),
-             ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=False]"),
-             ("jaxplain.kernel_shap", "captum.KernelShap")]
+    cell = {
+        (r["estimator"], r["budget"]): r["rmse"]
+        for r in record.get("sample_efficiency", [])
+        if r.get("budget") is not None
+    }
+    pairs = [
+        ("jaxplain.shapley_sampling", "captum.ShapleyValueSampling"),
+        ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=auto]"),
+        ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=False]"),
+        ("jaxplain.kernel_shap", "captum.KernelShap"),
+    ]
     out = {}
     for a, b in pairs:
         for bud in sorted({k[1] for k in cell}):
@@ -156,15 +178,22 @@ def scaling_table(record: dict) -> str:
     rows = record.get("scaling", [])
     if not rows:
         return "_scaling sweep not run (full run only)_"
-    lines = ["| sweep | method | value | model evals | median ms | XLA MB |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| sweep | method | value | model evals | median ms | XLA MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ms = "—" if r.get("median_s") is None else f"{1000 * r['median_s']:.1f}"
-        lines.append(f"| {r['sweep']} | `{r['method']}` | {r['value']} | {r['n_evals']} | {ms} "
-                     f"| {_mb(r.get('xla_mb'))} |")
+        lines.append(
+            f"| {r['sweep']} | `{r['method']}` | {r['value']} | {r['n_evals']} | {ms} "
+            f"| {_mb(r.get('xla_mb'))} |"
+        )
     mem = {r["value"]: r.get("xla_mb") for r in rows if r["sweep"] == "memory_steps"}
     if mem.get(50) and mem.get(1000):
-        lines.append(f"\nIG memory growth steps 50 → 1000 at batch_size 256: **{mem[1000] / mem[50]:.2f}×** "
-                     f"(goal ≤ 1.2×)")
+        lines.append(
+            f"\nIG memory growth steps 50 → 1000 at batch_size 256: **{mem[1000] / mem[50]:.2f}×** "
+            f"(goal ≤ 1.2×)"
+        )
     return "\n".join(lines)
 
 
@@ -180,16 +209,20 @@ def header(record: dict) -> str:
         f"medians; wall {record.get('wall_s') or 0:.0f} s) on {m.get('cpu', '?')}, "
         f"{m.get('cpus_usable', '?')} usable cores, backend {m.get('jax_backend', '?')}; "
         f"load average {load[0]:.1f} at start" + (f", {load_end[0]:.1f} at end" if load_end else "")
-        if load else "",
-        "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + (f"; git {m['git_commit']}"
-                                                                      if m.get("git_commit") else ""),
+        if load
+        else "",
+        "Versions: "
+        + ", ".join(f"{k} {x}" for k, x in v.items())
+        + (f"; git {m['git_commit']}" if m.get("git_commit") else ""),
     ]
     if missing:
         lines.append("Peers not installed: " + ", ".join(missing))
     twins = record.get("twins", {})
     ok = [f"{k} ({t['max_rel_logit_error']:.1e})" for k, t in twins.items() if t.get("verified")]
     if ok:
-        lines.append("Twin models verified (max relative logit error, Flax vs PyTorch): " + ", ".join(ok))
+        lines.append(
+            "Twin models verified (max relative logit error, Flax vs PyTorch): " + ", ".join(ok)
+        )
     bad = [f"{k}: {t.get('problem')}" for k, t in twins.items() if not t.get("verified")]
     if bad:
         lines.append("Peers not timed on: " + "; ".join(bad))
@@ -209,32 +242,62 @@ weights. Compile time is the XLA compilation inside jaxplain's first call."""
 
 def full_markdown(record: dict) -> str:
     skipped = record.get("skipped", [])
-    skip = "\n".join(f"- {s['case']}{' on ' + s['model'] if s.get('model') else ''}: {s['reason']}"
-                     for s in skipped)
-    return "\n\n".join([
-        "# jaxplain benchmarks", header(record), "## Time", LEGEND, main_table(record),
-        "![ratios](ratios.png)", "## Peak memory",
-        "XLA MB: buffers XLA allocates for the jitted call (temporaries, outputs, arguments). "
-        "RSS+ MB: growth of the process's resident memory during one call (a lower bound: "
-        "memory freed by earlier calls is reused).", memory_table(record),
-        "## Agreement with Captum on identical weights", agreement_table(record),
-        "## Sample efficiency: relative RMSE vs exact Shapley (d = 12), (model evaluations)",
-        efficiency_table(record), "## Scaling", scaling_table(record), "![scaling](scaling.png)",
-        "## Skipped", skip or "nothing",
-    ]) + "\n"
+    skip = "\n".join(
+        f"- {s['case']}{' on ' + s['model'] if s.get('model') else ''}: {s['reason']}"
+        for s in skipped
+    )
+    return (
+        "\n\n".join(
+            [
+                "# jaxplain benchmarks",
+                header(record),
+                "## Time",
+                LEGEND,
+                main_table(record),
+                "![ratios](ratios.png)",
+                "## Peak memory",
+                "XLA MB: buffers XLA allocates for the jitted call (temporaries, outputs, arguments). "
+                "RSS+ MB: growth of the process's resident memory during one call (a lower bound: "
+                "memory freed by earlier calls is reused).",
+                memory_table(record),
+                "## Agreement with Captum on identical weights",
+                agreement_table(record),
+                "## Sample efficiency: relative RMSE vs exact Shapley (d = 12), (model evaluations)",
+                efficiency_table(record),
+                "## Scaling",
+                scaling_table(record),
+                "![scaling](scaling.png)",
+                "## Skipped",
+                skip or "nothing",
+            ]
+        )
+        + "\n"
+    )
 
 
 def readme_section(record: dict, rel_dir: str = "benchmarks/results") -> str:
     lines = [
-        "## Benchmarks", "",
+        "## Benchmarks",
+        "",
         "Generated by `python -m benchmarks --update-readme` (`bash run.sh bench`); never edited by hand. "
-        "Reproduce with `pip install -e \".[bench]\"` then `python -m benchmarks` (full, ≤ 15 min on 2 cores) "
+        'Reproduce with `pip install -e ".[bench]"` then `python -m benchmarks` (full, ≤ 15 min on 2 cores) '
         "or `python -m benchmarks --quick` (~2 min). Full tables (memory, scaling) in "
-        f"[`{rel_dir}/table.md`]({rel_dir}/table.md), raw numbers in `{rel_dir}/latest.json`.", "",
-        header(record), "", LEGEND, "", main_table(record), "",
-        f"![ratios]({rel_dir}/ratios.png)", "",
-        "Agreement with Captum on identical weights:", "", agreement_table(record), "",
-        "Sample efficiency, relative RMSE vs exact Shapley (d = 12) at equal model evaluations:", "",
+        f"[`{rel_dir}/table.md`]({rel_dir}/table.md), raw numbers in `{rel_dir}/latest.json`.",
+        "",
+        header(record),
+        "",
+        LEGEND,
+        "",
+        main_table(record),
+        "",
+        f"![ratios]({rel_dir}/ratios.png)",
+        "",
+        "Agreement with Captum on identical weights:",
+        "",
+        agreement_table(record),
+        "",
+        "Sample efficiency, relative RMSE vs exact Shapley (d = 12) at equal model evaluations:",
+        "",
         efficiency_table(record),
     ]
     return "\n".join(lines)
@@ -243,7 +306,7 @@ def readme_section(record: dict, rel_dir: str = "benchmarks/results") -> str:
 def update_readme(record: dict, readme: Path, rel_dir: str = "benchmarks/results") -> bool:
     """Replaces the text between the bench markers; returns False when the markers are missing."""
     text = readme.read_text()
-    pat = re.compile(re.escape(BENCH_START) + r".*?" + re.escape(BENCH_END), re.S)
+    pat = re.compile(re.escape(BENCH_START) + r".*?" + re.escape(BENCH_END), re.DOTALL)
     if not pat.search(text):
         return False
     new = f"{BENCH_START}\n{readme_section(record, rel_dir)}\n{BENCH_END}"
@@ -272,8 +335,14 @@ def ratio_chart(record: dict, path: Path) -> Path | None:
     chunked = [(yy, r["ratios"].get("jaxplain/limit_chunked")) for yy, r in zip(y, results)]
     chunked = [(yy, v) for yy, v in chunked if v]
     if chunked:
-        axes[0].plot([v for _, v in chunked], [yy for yy, _ in chunked], "D", color="tab:orange",
-                     markersize=5, label="vs chunked limit")
+        axes[0].plot(
+            [v for _, v in chunked],
+            [yy for yy, _ in chunked],
+            "D",
+            color="tab:orange",
+            markersize=5,
+            label="vs chunked limit",
+        )
         axes[0].legend(fontsize=6, loc="lower right")
     axes[0].axvline(1.0, color="k", lw=0.8)
     axes[0].axvline(1.1, color="tab:red", lw=0.8, ls="--")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,8 @@ import jaxplain as jx
 from jaxplain import batching
 
 from . import cases as C
-from . import extras
+from . import extras, report, twins
 from . import harness as H
-from . import report, twins
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -60,16 +60,16 @@ def _limit(case: C.Case, ctx: C.Ctx, bench: C.Bench, n: int):
     if case.kind == "fwdbwd_to_layer":
         xd, td = jnp.asarray(bench.x), jnp.asarray(bench.target)
         f, h, p = ctx.features_fn, ctx.head_fn, ctx.variables
-        fn = lambda: H.limit_forward_backward_to_layer(f, h, p, xd, td)  # noqa: E731
+        fn = lambda: H.limit_forward_backward_to_layer(f, h, p, xd, td)
         return fn, (lambda p_, x_: H._fwd_bwd_to(f, h, p_, x_, td), (p, xd))
     inputs = H.limit_inputs(bench.x, n)
     rows = (np.arange(n) * bench.n_images) // n
     td = jnp.asarray(np.asarray(bench.target)[rows])
     if case.kind == "fwd":
-        fn = lambda: H.limit_forward(model, inputs, td)  # noqa: E731
+        fn = lambda: H.limit_forward(model, inputs, td)
         return fn, (lambda m, z: H._select(m(z), td), (model, inputs))
     n_out = bench.n_images if n % bench.n_images == 0 else 1
-    fn = lambda: H.limit_forward_backward(model, inputs, td, n_out=n_out)  # noqa: E731
+    fn = lambda: H.limit_forward_backward(model, inputs, td, n_out=n_out)
     return fn, (lambda m, z: H._fwd_bwd(m, z, td, n_out), (model, inputs))
 
 
@@ -86,7 +86,9 @@ def run_case(case: C.Case, ctx: C.Ctx, repeats: int, budget_s: float | None = No
         inputs = H.limit_inputs(bench.x, n)
         td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])
         grad = case.kind == "fwdbwd"
-        contenders["limit_chunked"] = lambda: H.limit_chunked(ctx.model, inputs, td, chunk=chunk, grad=grad)
+        contenders["limit_chunked"] = lambda: H.limit_chunked(
+            ctx.model, inputs, td, chunk=chunk, grad=grad
+        )
     timings = H.measure({**contenders, **bench.peers}, repeats, budget_s=budget_s)
     jt, lt = timings.pop("jaxplain"), timings.pop("limit")
     lct = timings.pop("limit_chunked", None)
@@ -110,14 +112,28 @@ def run_case(case: C.Case, ctx: C.Ctx, repeats: int, budget_s: float | None = No
     agreement = []
     if bench.agreement is not None:
         try:
-            agreement = bench.agreement(np.asarray(getattr(out, "values", out)), _LazyOutputs(bench.peers))
+            agreement = bench.agreement(
+                np.asarray(getattr(out, "values", out)), _LazyOutputs(bench.peers)
+            )
         except Exception as e:  # noqa: BLE001 - report, do not stop the run
             agreement = [{"check": case.name, "error": f"{type(e).__name__}: {e}"[:300]}]
     return {
-        "case": case.name, "method": case.method, "model": ctx.spec.name, "kind": case.kind,
-        "n_images": bench.n_images, "n_evals": n, "n_evals_reported": reported, "settings": bench.settings,
-        "jaxplain": jt, "limit": lt, "limit_chunked": lct, "peers": peers, "best_peer": best, "ratios": ratios,
-        "agreement": agreement, "note": bench.note,
+        "case": case.name,
+        "method": case.method,
+        "model": ctx.spec.name,
+        "kind": case.kind,
+        "n_images": bench.n_images,
+        "n_evals": n,
+        "n_evals_reported": reported,
+        "settings": bench.settings,
+        "jaxplain": jt,
+        "limit": lt,
+        "limit_chunked": lct,
+        "peers": peers,
+        "best_peer": best,
+        "ratios": ratios,
+        "agreement": agreement,
+        "note": bench.note,
     }
 
 
@@ -143,16 +159,35 @@ def make_ctx(spec: twins.Spec, quick: bool, use_peers: bool, record: dict) -> C.
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a ~2 minute smoke run (small avg-pool model)")
-    ap.add_argument("--only", nargs="+", metavar="METHOD",
-                    help=f"cases to run (names from the case table, or {', '.join(EXTRAS)})")
-    ap.add_argument("--update-readme", action="store_true", help="rewrite the README benchmark section")
-    ap.add_argument("--out", type=Path, default=None, help="output directory (default benchmarks/results, "
-                    "or benchmarks/results/quick with --quick)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 quick, 5 full)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a ~2 minute smoke run (small avg-pool model)"
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="METHOD",
+        help=f"cases to run (names from the case table, or {', '.join(EXTRAS)})",
+    )
+    ap.add_argument(
+        "--update-readme", action="store_true", help="rewrite the README benchmark section"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default benchmarks/results, "
+        "or benchmarks/results/quick with --quick)",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default 3 quick, 5 full)"
+    )
     ap.add_argument("--no-peers", action="store_true", help="jaxplain vs the limit only")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="regenerate table/plots/README from an existing JSON, without running")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="regenerate table/plots/README from an existing JSON, without running",
+    )
     ap.add_argument("--readme", type=Path, default=README, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -172,16 +207,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only:
         bad = sorted(set(args.only) - known)
         if bad:
-            print(f"--only: unknown case(s) {bad}; expected names from {sorted(known)}", file=sys.stderr)
+            print(
+                f"--only: unknown case(s) {bad}; expected names from {sorted(known)}",
+                file=sys.stderr,
+            )
             return 2
-    selected = [c for c in C.CASES if (c.name in args.only if args.only else (c.quick or not args.quick))]
-    record = H.new_record({"quick": args.quick, "only": args.only, "repeats": repeats,
-                           "no_peers": args.no_peers, "argv": list(argv or sys.argv[1:])})
+    selected = [
+        c for c in C.CASES if (c.name in args.only if args.only else (c.quick or not args.quick))
+    ]
+    record = H.new_record(
+        {
+            "quick": args.quick,
+            "only": args.only,
+            "repeats": repeats,
+            "no_peers": args.no_peers,
+            "argv": list(argv or sys.argv[1:]),
+        }
+    )
     for lib, why in record["peers_available"].items():
         if why is not None and not args.no_peers:
             log(f"peer {lib} unavailable ({why}); its columns are skipped")
-    specs = [twins.Spec("small", "avg")] if args.quick else [
-        twins.Spec(a, p) for a in ("small", "large") for p in ("avg", "max")]
+    specs = (
+        [twins.Spec("small", "avg")]
+        if args.quick
+        else [twins.Spec(a, p) for a in ("small", "large") for p in ("avg", "max")]
+    )
     ctxs: dict[str, C.Ctx] = {}
     for spec in specs:
         cases_here = [c for c in selected if spec.arch in c.archs]
@@ -190,23 +240,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = ctxs[spec.name] = make_ctx(spec, args.quick, not args.no_peers, record)
         for case in cases_here:
             if not hasattr(jx, case.method):
-                record["skipped"].append({"case": case.name, "model": spec.name,
-                                          "reason": f"jaxplain.{case.method} does not exist yet"})
+                record["skipped"].append(
+                    {
+                        "case": case.name,
+                        "model": spec.name,
+                        "reason": f"jaxplain.{case.method} does not exist yet",
+                    }
+                )
                 log(f"skip {case.name}: jaxplain.{case.method} does not exist")
                 continue
             log(f"{case.name} on {spec.name} ...")
             try:
                 res = run_case(case, ctx, repeats, budget_s=6.0 if args.quick else 15.0)
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the run
-                record["skipped"].append({"case": case.name, "model": spec.name,
-                                          "reason": f"{type(e).__name__}: {e}"[:500]})
+                record["skipped"].append(
+                    {
+                        "case": case.name,
+                        "model": spec.name,
+                        "reason": f"{type(e).__name__}: {e}"[:500],
+                    }
+                )
                 log(f"  FAILED: {type(e).__name__}: {e}")
                 continue
             record["results"].append(res)
             record["agreement"].extend(dict(a, model=spec.name) for a in res["agreement"])
             log("  " + report.one_line(res))
             H.write_json(record, Path(out_dir) / "partial.json")  # survives an interrupted run
-    small = ctxs.get("small-avg") or make_ctx(twins.Spec("small", "avg"), args.quick, not args.no_peers, record)
+    small = ctxs.get("small-avg") or make_ctx(
+        twins.Spec("small", "avg"), args.quick, not args.no_peers, record
+    )
     for extra in ("sample_efficiency", "scaling"):
         wanted = extra in args.only if args.only else not (args.quick and extra == "scaling")
         if not wanted:

@@ -46,7 +46,9 @@ class BenchCNN(nn.Module):
     pool: str = "avg"
 
     def setup(self):
-        self.convs = [nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}") for i, f in enumerate(self.features)]
+        self.convs = [
+            nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}") for i, f in enumerate(self.features)
+        ]
         self.dense = nn.Dense(self.n_classes, name="head")
 
     def _pool(self, x):
@@ -170,7 +172,9 @@ def torch_twin(spec: Spec, variables: Any):
             kern = np.asarray(params[f"conv{i}"]["kernel"])  # (H, W, I, O)
             conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kern.transpose(3, 2, 0, 1))))
             conv.bias.copy_(torch.from_numpy(np.array(params[f"conv{i}"]["bias"])))
-        model.head.weight.copy_(torch.from_numpy(np.ascontiguousarray(np.asarray(params["head"]["kernel"]).T)))
+        model.head.weight.copy_(
+            torch.from_numpy(np.ascontiguousarray(np.asarray(params["head"]["kernel"]).T))
+        )
         model.head.bias.copy_(torch.from_numpy(np.array(params["head"]["bias"])))
     model.eval()
     for p in model.parameters():

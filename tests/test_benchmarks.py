@@ -12,8 +12,8 @@ import pytest
 import jaxplain as jx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
-from benchmarks import extras, harness as H, report, run, twins  # noqa: E402
-
+from benchmarks import extras, report, run, twins
+from benchmarks import harness as H
 
 # ---- twins ----------------------------------------------------------------------------
 
@@ -31,11 +31,16 @@ def test_twins_agree_and_mismatch_is_refused(pool):
     spec = twins.Spec("small", pool)
     module, variables = twins.flax_model(spec)
     x = twins.images(2, spec.size)
-    f = lambda z: module.apply(variables, z)  # noqa: E731
+    f = lambda z: module.apply(variables, z)
     assert twins.check_twins(f, twins.torch_twin(spec, variables), x) < 1e-5
     # One changed conv weight in the twin: refused.
     p = variables["params"]
-    bad = {"params": {**p, "conv1": {**p["conv1"], "kernel": p["conv1"]["kernel"].at[0, 0, 0, 0].add(0.5)}}}
+    bad = {
+        "params": {
+            **p,
+            "conv1": {**p["conv1"], "kernel": p["conv1"]["kernel"].at[0, 0, 0, 0].add(0.5)},
+        }
+    }
     with pytest.raises(twins.TwinMismatch, match="refusing to time"):
         twins.check_twins(f, twins.torch_twin(spec, bad), x)
     # Kernels copied without the HWIO -> OIHW transpose of the spatial axes: refused.
@@ -48,8 +53,12 @@ def test_flax_model_split_matches_call(small):
     spec, module, variables, x = small
     a = module.apply(variables, x, method=twins.BenchCNN.last_conv)
     assert a.shape == (2, 8, 8, 128)
-    np.testing.assert_allclose(module.apply(variables, a, method=twins.BenchCNN.head_from),
-                               module.apply(variables, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        module.apply(variables, a, method=twins.BenchCNN.head_from),
+        module.apply(variables, x),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 # ---- limit and arithmetic -------------------------------------------------------------
@@ -63,8 +72,11 @@ def test_limit_forward_backward_sums_per_example_gradients():
     g = H.limit_forward_backward(model, inputs, t, n_out=2)
     np.testing.assert_allclose(g[0], 3 * w[..., 1], rtol=1e-5)
     np.testing.assert_allclose(g[1], 3 * w[..., 4], rtol=1e-5)
-    np.testing.assert_allclose(H.limit_forward(model, inputs, t),
-                               jnp.take_along_axis(model(inputs), t[:, None], 1)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        H.limit_forward(model, inputs, t),
+        jnp.take_along_axis(model(inputs), t[:, None], 1)[:, 0],
+        rtol=1e-6,
+    )
 
 
 def test_ratio_arithmetic():
@@ -93,7 +105,9 @@ def test_measure_interleaves_and_survives_errors():
     def boom():
         raise RuntimeError("peer broke")
 
-    out = H.measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "bad": boom}, repeats=4)
+    out = H.measure(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "bad": boom}, repeats=4
+    )
     assert "error" in out["bad"] and "peer broke" in out["bad"]["error"]
     for k in "ab":
         assert len(out[k]["times_s"]) == 4
@@ -120,16 +134,31 @@ def test_exact_shapley_enumeration_on_a_linear_model():
 def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2):
     jt = {"first_s": 3.0, "compile_s": 2.5, "median_s": jx_s, "min_s": jx_s, "times_s": [jx_s]}
     lt = {"first_s": 1.0, "compile_s": 0.5, "median_s": lim_s, "min_s": lim_s, "times_s": [lim_s]}
-    peers = {"captum.IntegratedGradients[internal_batch_size=None (default)]": {"median_s": 0.66},
-             "captum.IntegratedGradients[internal_batch_size=160]": {"median_s": 0.44}}
+    peers = {
+        "captum.IntegratedGradients[internal_batch_size=None (default)]": {"median_s": 0.66},
+        "captum.IntegratedGradients[internal_batch_size=160]": {"median_s": 0.44},
+    }
     ratios, best = H.compute_ratios(jt, lt, peers)
     lct = {"median_s": 0.2 * lim_s / 0.2 * 1.1, "chunk": 512}
     ratios["jaxplain/limit_chunked"] = H.ratio(jt, lct)
-    return {"case": case, "method": case, "model": "small-avg", "kind": "fwdbwd", "n_images": 16,
-            "n_evals": 800, "n_evals_reported": 832, "settings": {"steps": 50}, "jaxplain": jt, "limit": lt,
-            "limit_chunked": lct, "peers": peers, "best_peer": best, "ratios": ratios,
-            "agreement": [{"check": "ig", "vs": "captum", "rel_err": 2e-6, "tol": 1e-4, "pass": True}],
-            "note": ""}
+    return {
+        "case": case,
+        "method": case,
+        "model": "small-avg",
+        "kind": "fwdbwd",
+        "n_images": 16,
+        "n_evals": 800,
+        "n_evals_reported": 832,
+        "settings": {"steps": 50},
+        "jaxplain": jt,
+        "limit": lt,
+        "limit_chunked": lct,
+        "peers": peers,
+        "best_peer": best,
+        "ratios": ratios,
+        "agreement": [{"check": "ig", "vs": "captum", "rel_err": 2e-6, "tol": 1e-4, "pass": True}],
+        "note": "",
+    }
 
 
 def test_markdown_table_and_readme_section(tmp_path):
@@ -157,28 +186,64 @@ def test_write_all_json_has_every_field(tmp_path):
     record = H.new_record({"quick": True, "repeats": 1})
     record["results"].append(_fake_result())
     record["sample_efficiency"] = [
-        {"estimator": "jaxplain.shapley_sampling", "budget": 90, "n_evals": 90, "rmse": 0.1, "rmse_rel": 0.2,
-         "seeds": 3},
-        {"estimator": "captum.ShapleyValueSampling", "budget": 90, "n_evals": 85, "rmse": 0.2, "rmse_rel": 0.4,
-         "seeds": 3}]
-    record["scaling"] = [{"sweep": "steps", "method": "integrated_gradients", "value": s, "n_evals": 4 * s,
-                          "median_s": 0.01 * s, "xla_mb": 12.0} for s in (25, 50)]
+        {
+            "estimator": "jaxplain.shapley_sampling",
+            "budget": 90,
+            "n_evals": 90,
+            "rmse": 0.1,
+            "rmse_rel": 0.2,
+            "seeds": 3,
+        },
+        {
+            "estimator": "captum.ShapleyValueSampling",
+            "budget": 90,
+            "n_evals": 85,
+            "rmse": 0.2,
+            "rmse_rel": 0.4,
+            "seeds": 3,
+        },
+    ]
+    record["scaling"] = [
+        {
+            "sweep": "steps",
+            "method": "integrated_gradients",
+            "value": s,
+            "n_evals": 4 * s,
+            "median_s": 0.01 * s,
+            "xla_mb": 12.0,
+        }
+        for s in (25, 50)
+    ]
     paths = report.write_all(record, tmp_path)
     names = {p.name for p in paths}
     assert {"latest.json", "table.md", "ratios.png", "scaling.png"} <= names
     data = json.loads((tmp_path / "latest.json").read_text())
-    assert {"schema", "args", "machine", "peers_available", "twins", "results", "agreement",
-            "sample_efficiency", "scaling", "skipped", "wall_s"} <= set(data)
+    assert {
+        "schema",
+        "args",
+        "machine",
+        "peers_available",
+        "twins",
+        "results",
+        "agreement",
+        "sample_efficiency",
+        "scaling",
+        "skipped",
+        "wall_s",
+    } <= set(data)
     assert {"date_utc", "cpu", "cpus_usable", "versions", "jax_backend"} <= set(data["machine"])
     assert set(H.RESULT_FIELDS) <= set(data["results"][0])
-    assert report.efficiency_ratios(data)[("jaxplain.shapley_sampling", "captum.ShapleyValueSampling", 90)] \
-        == pytest.approx(0.5)
+    assert report.efficiency_ratios(data)[
+        ("jaxplain.shapley_sampling", "captum.ShapleyValueSampling", 90)
+    ] == pytest.approx(0.5)
     assert "0.50×" in (tmp_path / "table.md").read_text()
 
 
 def test_main_end_to_end_tiny(tmp_path):
     """`main` with one cheap case and no peers writes a complete record."""
-    rc = run.main(["--quick", "--only", "saliency", "--no-peers", "--repeats", "1", "--out", str(tmp_path)])
+    rc = run.main(
+        ["--quick", "--only", "saliency", "--no-peers", "--repeats", "1", "--out", str(tmp_path)]
+    )
     assert rc == 0
     data = json.loads((tmp_path / "latest.json").read_text())
     assert data["args"]["only"] == ["saliency"]
@@ -190,7 +255,8 @@ def test_main_end_to_end_tiny(tmp_path):
         for side in ("jaxplain", "limit"):
             assert res[side]["median_s"] > 0 and len(res[side]["times_s"]) == 1
         assert res["ratios"]["jaxplain/limit"] == pytest.approx(
-            res["jaxplain"]["median_s"] / res["limit"]["median_s"])
+            res["jaxplain"]["median_s"] / res["limit"]["median_s"]
+        )
     else:
         assert data["skipped"][0]["case"] == "saliency"
     assert run.main(["--only", "no_such_method", "--out", str(tmp_path)]) == 2
