@@ -7,9 +7,10 @@ inputs on device from the chunk's indices, evaluates the model, and folds the
 results into a running accumulator. Peak memory therefore depends on
 `batch_size`, not on the number of steps or samples.
 
-Full chunks run inside one `lax.scan`; a final shorter chunk (when `batch_size`
-does not divide `total`) runs once after it, so no evaluation is wasted on
-padding.
+Up to `MAX_UNROLL` full chunks are laid out in sequence (fast on XLA:CPU); more
+run inside one `lax.scan`, whose memory is one chunk's whatever the count. A final
+shorter chunk (when `batch_size` does not divide `total`) runs once after them,
+so no evaluation is wasted on padding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ import jax.numpy as jnp
 
 DEFAULT_BATCH_SIZE = 512
 """Model inputs per chunk when a method is called with `batch_size=None`."""
+
+MAX_UNROLL = 8
+"""Up to this many full chunks are laid out one after another in the program
+instead of in a `lax.scan`: on XLA:CPU a convolution inside a while-loop body runs
+2-3x slower than the same convolution outside (measured on a 3-conv CNN, jax
+0.10.2). Beyond it, `lax.scan` keeps the program size and compile time flat."""
 
 
 def chunk_size(batch_size: int | None, total: int) -> int:
@@ -38,13 +45,15 @@ def fold(fn: Callable[[Any, jax.Array, int], Any], init: Any, total: int, batch_
     bs = chunk_size(batch_size, total)
     n_full, rem = divmod(total, bs)
     carry = init
-    if n_full == 1:
-        carry = fn(carry, jnp.int32(0), bs)
-    elif n_full > 1:
-        def body(c, i):
-            return fn(c, i * bs, bs), None
+    if n_full <= MAX_UNROLL:
+        for i in range(n_full):
+            carry = fn(carry, jnp.int32(i * bs), bs)
+    else:
+        def body(c, _):  # the chunk counter rides in the carry: no (n_full,) index array
+            state, i = c
+            return (fn(state, i * bs, bs), i + 1), None
 
-        carry, _ = jax.lax.scan(body, carry, jnp.arange(n_full, dtype=jnp.int32))
+        (carry, _), _ = jax.lax.scan(body, (carry, jnp.int32(0)), None, length=n_full)
     if rem:
         carry = fn(carry, jnp.int32(n_full * bs), rem)
     return carry
@@ -67,9 +76,9 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     bs = chunk_size(batch_size, total)
     n_full, rem = divmod(total, bs)
     parts = []
-    if n_full == 1:
-        parts.append(fn(jnp.int32(0), bs))
-    elif n_full > 1:
+    if n_full <= MAX_UNROLL:
+        parts.extend(fn(jnp.int32(i * bs), bs) for i in range(n_full))
+    else:
         _, ys = jax.lax.scan(lambda c, i: (c, fn(i * bs, bs)), None, jnp.arange(n_full, dtype=jnp.int32))
         parts.append(jax.tree.map(lambda y: y.reshape((n_full * bs,) + y.shape[2:]), ys))
     if rem:
