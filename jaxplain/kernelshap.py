@@ -172,8 +172,16 @@ def unrank(rank: jax.Array, size: jax.Array, d: int) -> jax.Array:
     return jax.lax.fori_loop(0, d, body, init)[2]
 
 
-def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, paired: bool):
-    """Coalitions `(b, d)`, weights `(b,)` and jackknife group `(b,)` of units `i` (group -1: enumerated)."""
+def size_shift(key: jax.Array) -> jax.Array:
+    """The random start of the low-discrepancy sequence of sampled sizes (uint32)."""
+    return unit_bits(key, jnp.full((1,), -1, jnp.int32), 1)[0, 0]
+
+
+def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, paired: bool, shift: jax.Array):
+    """Coalitions `(b, d)`, weights `(b,)` and jackknife group `(b,)` of units `i` (group -1: enumerated).
+
+    `shift` is `size_shift(key)`.
+    """
     d = plan.d
     enum = i < plan.n_enum
     if plan.block_start:
@@ -193,7 +201,6 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, paired: bool):
     cdf = np.cumsum(plan.sample_probs)[:-1].astype(np.float32)
     # sizes follow a randomly shifted golden-ratio sequence: every prefix of pairs holds each
     # size in (almost exactly) its expected proportion, each pair's size is still marginally exact.
-    shift = unit_bits(key, jnp.full((1,), -1, jnp.int32), 1)[0, 0]
     u = uniform_from_bits(shift + pair.astype(jnp.uint32) * jnp.uint32(_GOLDEN))  # wraps mod 2^32
     size = jnp.asarray(plan.sample_sizes, jnp.int32)[jnp.searchsorted(cdf, u, side="right")]
     s_mask = ranks_from_bits(bits[:, 1:]) < size[:, None]
@@ -255,15 +262,18 @@ def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, 
     delta = fx - f0
     g = N_GROUPS
 
+    shift = size_shift(key)
+
     def units_fn(ex, i):
-        return coalitions(plan, key, i, paired)[0][:, None]
+        masks, weight, group = coalitions(plan, key, i, paired, shift)
+        return masks[:, None], (weight, group)
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
 
     def reduce_fn(stats, c):
         gram, zy, cnt = stats
-        _, weight, group = coalitions(plan, key, c.unit, paired)
+        weight, group = c.extra
         slot = jnp.where(group < 0, g, group)
         q = (c.onehot[:, :, None] * jax.nn.one_hot(slot, g + 1)[:, None, :]).reshape(c.onehot.shape[0], -1)
         z = c.aux[:, 0].astype(jnp.float32)

@@ -97,8 +97,8 @@ def lime(
     V.check_choice(distance, "distance", DISTANCES)
     alpha = V.check_float(alpha, "alpha", minimum=0.0)
     batch_size = V.check_batch_size(batch_size)
-    return _lime(model, x, t, seg, b, key, d=d, mode=mode, n_samples=n_samples,
-                 kernel_width=kernel_width, distance=distance, alpha=alpha, batch_size=batch_size)
+    return _lime(model, x, t, seg, b, key, kernel_width, alpha, d=d, mode=mode, n_samples=n_samples,
+                 distance=distance, batch_size=batch_size)
 
 
 def lime_masks(key: jax.Array, sample: jax.Array, d: int) -> jax.Array:
@@ -133,9 +133,8 @@ def masked_solve(a: jax.Array, r: jax.Array, present: jax.Array) -> jax.Array:
     return out[..., 0] if vec else out
 
 
-@functools.partial(jax.jit, static_argnames=("d", "mode", "n_samples", "kernel_width", "distance", "alpha",
-                                             "batch_size"))
-def _lime(model, x, target, seg, b, key, *, d, mode, n_samples, kernel_width, distance, alpha, batch_size):
+@functools.partial(jax.jit, static_argnames=("d", "mode", "n_samples", "distance", "batch_size"))
+def _lime(model, x, target, seg, b, key, kernel_width, alpha, *, d, mode, n_samples, distance, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -144,7 +143,7 @@ def _lime(model, x, target, seg, b, key, *, d, mode, n_samples, kernel_width, di
     (fx,), target = values_at(model, target, [x], batch_size)
 
     def units_fn(ex, s):
-        return lime_masks(key, s + 1, d)[:, None]
+        return lime_masks(key, s + 1, d)[:, None], None
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
@@ -167,7 +166,7 @@ def _lime(model, x, target, seg, b, key, *, d, mode, n_samples, kernel_width, di
     gram, zy, yy = stream(model, target, n, n_samples - 1, units_fn, inputs_fn, reduce_fn, init, batch_size)
 
     keep = jnp.concatenate([jnp.ones((n, 1), bool), present], axis=1)
-    penalty = jnp.diag(jnp.concatenate([jnp.zeros((1,)), jnp.full((d,), alpha)]))
+    penalty = jnp.diag(jnp.concatenate([jnp.zeros((1,)), jnp.full((d,), 1.0)])) * alpha
     beta = masked_solve(gram + penalty, zy, keep)
     sw = gram[:, 0, 0]
     ss_tot = yy - jnp.square(zy[:, 0]) / sw

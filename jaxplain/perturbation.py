@@ -71,7 +71,8 @@ class Chunk(NamedTuple):
         to sum per-unit statistics per example, then `add_local(acc, ex0, part)`.
       ex: example index of each unit `(m,)`.
       unit: unit index within its example `(m,)` (offset included).
-      aux: what `units_fn` returned for these units (leaves `(m, unit_size, ...)`).
+      aux: the per-row data `units_fn` returned (leaves `(m, unit_size, ...)`).
+      extra: the per-unit data `units_fn` returned (leaves `(m, ...)`), or None.
       values: target values `(m, unit_size)`.
     """
 
@@ -80,6 +81,7 @@ class Chunk(NamedTuple):
     ex: jax.Array
     unit: jax.Array
     aux: Any
+    extra: Any
     values: jax.Array
 
 
@@ -101,10 +103,11 @@ def stream(
 
     Unit `u` of example `e` has flat index `e * n_units + u`; chunks hold whole
     units and at most `batch_size` model inputs (a unit larger than that is
-    evaluated in sub-batches). Per unit, `units_fn(ex (m,), u (m,))` returns aux
-    data with leaves `(m, unit_size, ...)` (e.g. coalition masks);
+    evaluated in sub-batches). Per unit, `units_fn(ex (m,), u (m,))` returns
+    `(aux, extra)`: per-row data with leaves `(m, unit_size, ...)` (e.g. coalition
+    masks) and per-unit data for the reducer (leaves `(m, ...)`, or None);
     `inputs_fn(ex_rows (b,), aux_rows)` builds the `b` model inputs of some rows
-    of it on device; `reduce_fn(carry, Chunk)` folds the values into running
+    on device; `reduce_fn(carry, Chunk)` folds the values into running
     per-example statistics. `offset` (may be traced) shifts unit indices, for
     adaptive rounds.
     """
@@ -117,7 +120,7 @@ def stream(
     def step(carry, start, size):
         ex, u = batching.flat_index(start, size, n_units)
         u = u + offset
-        aux = units_fn(ex, u)
+        aux, extra = units_fn(ex, u)
         rows = size * unit_size
         ex_rows = jnp.repeat(ex, unit_size)
         aux_rows = jax.tree.map(lambda a: a.reshape((rows,) + a.shape[2:]), aux)
@@ -129,7 +132,7 @@ def stream(
         values = batching.chunked_map(part, rows, bs)
         ex0 = start // n_units
         onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
-        return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, values.reshape(size, unit_size)))
+        return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size)))
 
     return _fold(step, init, n * n_units, m)
 
@@ -317,7 +320,7 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
         mask = window_mask(c.unit).astype(x.dtype)
         return add_local(acc, c.ex0, jnp.einsum("mk,m,m...->k...", c.onehot, drop, mask))
 
-    acc = stream(model, target, n, int(np.prod(npos)), lambda ex, u: u[:, None],
+    acc = stream(model, target, n, int(np.prod(npos)), lambda ex, u: (u[:, None], None),
                  inputs_fn, reduce_fn, jnp.zeros_like(x), batch_size)
     count = np.ones(shape, np.float32)
     for axis, (s, w, st, k) in enumerate(zip(shape, window, strides, npos)):
@@ -383,7 +386,7 @@ def rise(
     if mode == "mean":
         V.fail("baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'")
     batch_size = V.check_batch_size(batch_size)
-    return _rise(model, x, t, b, key, mode=mode, n_masks=n_masks, p=p, cells=cells, batch_size=batch_size)
+    return _rise(model, x, t, b, key, p, mode=mode, n_masks=n_masks, cells=cells, batch_size=batch_size)
 
 
 def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: float, cells: int) -> jax.Array:
@@ -399,14 +402,14 @@ def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: flo
     return jax.vmap(one)(unit_bits(key, index, cells * cells + 2))
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "n_masks", "p", "cells", "batch_size"))
-def _rise(model, x, target, b, key, *, mode, n_masks, p, cells, batch_size):
+@functools.partial(jax.jit, static_argnames=("mode", "n_masks", "cells", "batch_size"))
+def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
     n, h, w = x.shape[:3]
     b = features.make_baseline(mode, b, x, None, 0)
     target = target.resolve(model, x)
 
     def units_fn(ex, u):
-        return rise_masks(key, u, h, w, p, cells)[:, None]
+        return rise_masks(key, u, h, w, p, cells)[:, None], None
 
     def inputs_fn(ex, masks):
         m = masks.reshape(masks.shape + (1,) * (x.ndim - 3)).astype(x.dtype)

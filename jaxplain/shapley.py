@@ -141,7 +141,7 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     bits = jnp.left_shift(1, jnp.arange(d, dtype=jnp.int32))
 
     def units_fn(ex, i):  # coalition i + 1 in 1..2^d - 2 (the two ends are known)
-        return (jnp.bitwise_and((i + 1)[:, None], bits) != 0)[:, None]
+        return (jnp.bitwise_and((i + 1)[:, None], bits) != 0)[:, None], None
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
@@ -248,15 +248,14 @@ def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_perm
 
     def units_fn(ex, u):
         rank = permutation_ranks(key, u, d)
-        return jnp.concatenate([r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1)
+        return jnp.concatenate([r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1), rank
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
 
     def reduce_fn(stats, c):
-        rank = permutation_ranks(key, c.unit, d)
         total = 0.0
-        for i, r in enumerate(orders(rank)):
+        for i, r in enumerate(orders(c.extra)):
             ys = jnp.concatenate([f0[c.ex][:, None], c.values[:, i * (d - 1):(i + 1) * (d - 1)],
                                   fx[c.ex][:, None]], axis=1)
             total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)

@@ -46,7 +46,7 @@ def test_per_example_segments_with_different_feature_counts():
     m, w, x = _problem(1)
     seg = np.stack([jx.grid_segments(4, 4, 2), jx.grid_segments(4, 4, (1, 3))])  # d = 4 and 3
     e = jx.lime(m, x, target=0, segments=seg, key=jax.random.key(1), n_samples=300, kernel_width=1e3,
-                alpha=1e-6, distance="hamming")
+                alpha=1e-6)
     ref = _per_feature(w, x, 0.0, seg, 0)
     np.testing.assert_allclose(e.values[0], ref[0], atol=2e-4)
     np.testing.assert_allclose(e.values[1, :3], ref[1, :3], atol=2e-4)
@@ -68,6 +68,9 @@ def test_matches_weighted_ridge_on_the_same_samples():
     dist = pairwise_distances(z, z[:1], metric="cosine").ravel()
     wts = np.sqrt(np.exp(-(dist**2) / 0.25**2))
     np.testing.assert_allclose(L.kernel_weights(jnp.asarray(z), jnp.ones(6), 0.25, "cosine"), wts, rtol=1e-5)
+    ham = pairwise_distances(z, z[:1], metric="hamming").ravel()
+    np.testing.assert_allclose(L.kernel_weights(jnp.asarray(z), jnp.ones(6), 0.5, "hamming"),
+                               np.sqrt(np.exp(-(ham**2) / 0.5**2)), rtol=1e-5)
     ridge = Ridge(alpha=1.0).fit(z, y, sample_weight=wts)
     np.testing.assert_allclose(e.values[0], ridge.coef_, atol=2e-4)
     np.testing.assert_allclose(e.intercept[0], ridge.intercept_, atol=2e-4)
@@ -105,6 +108,23 @@ def test_flax_model_predicted_target_and_no_recompile():
     with testing.count_compiles() as c:
         jx.lime(model2, x2, **kw).values.block_until_ready()
     assert c["n"] == 0
+
+
+def test_memory_is_bounded_by_batch_size_not_n_samples():
+    x = testing.random_images(0, n=1, size=4, channels=1)
+    seg, d = jx.features.check_segments(jx.grid_segments(4, 4, 2), x.shape)
+    m = jx.as_model(_nonlinear)
+    t = jx.as_target(None, m, x)
+    sizes = {}
+    for n in (1000, 100000):
+        lowered = L._lime.lower(m, x, t, seg, jnp.zeros_like(x), jax.random.key(0), 0.25, 1.0, d=d, mode=None,
+                                n_samples=n, distance="cosine", batch_size=256)
+        sizes[n] = lowered.compile().memory_analysis().temp_size_in_bytes
+    assert sizes[100000] <= sizes[1000] * 1.05 + 1024, sizes
+    # and the 100 000-sample run itself
+    e = jx.lime(_nonlinear, x, target=None, segments=seg[0], key=jax.random.key(0), n_samples=100000,
+                batch_size=256)
+    assert np.isfinite(e.values).all() and e.n_evals.tolist() == [100000]
 
 
 def test_bad_inputs():

@@ -95,7 +95,7 @@ def test_stream_splits_units_larger_than_batch_and_merges_moments():
     samples = np.random.default_rng(0).normal(size=(3, 7, 4)).astype(np.float32)
 
     def units_fn(ex, u):
-        return jnp.broadcast_to(u[:, None, None].astype(jnp.float32), (u.shape[0], 5, 1))
+        return jnp.broadcast_to(u[:, None, None].astype(jnp.float32), (u.shape[0], 5, 1)), None
 
     def inputs_fn(ex, aux):
         return x[ex] * aux[:, :, None, None]
