@@ -71,12 +71,14 @@ def pipeline(method, model, x, batch, kw):
     return time.perf_counter() - t
 
 
-def throughput(n: int, batch: int, reps: int) -> dict:
+def throughput(n: int, batch: int, reps: int, names: list[str]) -> dict:
     model, x = setup(n)
     dev = [jax.device_put(x[i:i + batch]) for i in range(0, n - n % batch, batch)]
     n_ref = len(dev) * batch
     out = {}
     for name, (method, kw) in methods(x.shape[1]).items():
+        if name not in names:
+            continue
         reference(method, model, dev[:1], kw)  # compile both paths first
         pipeline(method, model, x[: 2 * batch], batch, kw)
         ref, pipe = [], []
@@ -132,9 +134,13 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--methods", default="saliency,integrated_gradients,lime")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile-time processes")
     args = ap.parse_args(argv)
     res = {"devices": [str(d) for d in jax.devices()], "n": args.n, "batch": args.batch,
-           "throughput": throughput(args.n, args.batch, args.reps), "compile": compile_times()}
+           "throughput": throughput(args.n, args.batch, args.reps, args.methods.split(","))}
+    if not args.no_compile:
+        res["compile"] = compile_times()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -296,6 +296,9 @@ class _Run:
             if reserved in method_kwargs:
                 raise TypeError(f"{reserved}: is passed by explain_dataset; do not give it as a keyword")
         self.kwargs = dict(method_kwargs)
+        for name in self.kwargs:  # a typo fails now, not after the loader started
+            if not _takes(self.method, name):
+                raise TypeError(f"{name}: {_method_name(self.method)} takes no argument {name!r}")
         self.key = V.check_key(self.kwargs.pop("key")) if self.kwargs.get("key") is not None else None
         self.kwargs.pop("key", None)
         self.mesh = _mesh_from(mesh, devices)
@@ -542,10 +545,10 @@ class _Run:
             nxt = self._next_placed(host, bar)
             while nxt is not None:
                 b, x, t = nxt
-                nxt = self._next_placed(host, bar)  # transfer of i + 1 starts before compute of i
-                pending.append((b, self._dispatch(b, x, t)))
+                pending.append((b, self._dispatch(b, x, t)))  # asynchronous: returns at once
+                nxt = self._next_placed(host, bar)  # batch i + 1 is sent while batch i computes
                 if len(pending) > 1:
-                    yield self._emit(*pending.popleft(), bar)
+                    yield self._emit(*pending.popleft(), bar)  # results of i - 1 come back
             while pending:
                 yield self._emit(*pending.popleft(), bar)
             if self.folder is not None:

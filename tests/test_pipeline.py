@@ -277,7 +277,14 @@ def test_bad_arguments_fail_before_running(setup, kwargs, exc, match):
 def test_bad_items_name_the_item(setup, items, exc, match):
     model, _ = setup
     with pytest.raises(exc, match=match):
-        list(jx.explain_dataset(jx.saliency, model, iter(items), batch_size=2, progress=False))
+        list(jx.explain_dataset(jx.saliency, model, iter(items), batch_size=2, progress=False,
+                                **({} if isinstance(items[0], tuple) else {"target": 0})))
+
+
+def test_unknown_method_arguments_fail_at_call_time(setup):
+    model, x = setup
+    with pytest.raises(TypeError, match="stepz"):
+        jx.explain_dataset(jx.integrated_gradients, model, x, batch_size=4, target=0, stepz=3)
 
 
 def test_target_twice_is_an_error(setup):
