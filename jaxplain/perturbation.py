@@ -134,24 +134,7 @@ def stream(
         onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
         return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size)))
 
-    return _fold(step, init, n * n_units, m)
-
-
-def _fold(fn: Callable, init: Any, total: int, size: int) -> Any:
-    """`batching.fold` with the chunk counter in the carry (no `(total / size,)` index array)."""
-    n_full, rem = divmod(total, size)
-    carry = init
-    if n_full == 1:
-        carry = fn(carry, jnp.int32(0), size)
-    elif n_full > 1:
-        def body(c, _):
-            state, i = c
-            return (fn(state, i * size, size), i + 1), None
-
-        (carry, _), _ = jax.lax.scan(body, (carry, jnp.int32(0)), None, length=n_full)
-    if rem:
-        carry = fn(carry, jnp.int32(n_full * size), rem)
-    return carry
+    return batching.fold(step, init, n * n_units, m)
 
 
 def add_local(acc: jax.Array, ex0: jax.Array, part: jax.Array) -> jax.Array:
