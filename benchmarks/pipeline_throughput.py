@@ -61,7 +61,7 @@ def reference(method, model, batches, kw):
 def pipeline(method, model, x, batch, kw):
     def gen():  # a loader yielding host NumPy chunks of another size
         for i in range(0, len(x), 100):
-            yield x[i:i + 100]
+            yield x[i : i + 100]
 
     t = time.perf_counter()
     n = 0
@@ -73,7 +73,7 @@ def pipeline(method, model, x, batch, kw):
 
 def throughput(n: int, batch: int, reps: int, names: list[str]) -> dict:
     model, x = setup(n)
-    dev = [jax.device_put(x[i:i + batch]) for i in range(0, n - n % batch, batch)]
+    dev = [jax.device_put(x[i : i + batch]) for i in range(0, n - n % batch, batch)]
     n_ref = len(dev) * batch
     out = {}
     for name, (method, kw) in methods(x.shape[1]).items():
@@ -85,10 +85,18 @@ def throughput(n: int, batch: int, reps: int, names: list[str]) -> dict:
         for _ in range(reps):
             ref.append(n_ref / reference(method, model, dev, kw))
             pipe.append(n / pipeline(method, model, x, batch, kw))
-        out[name] = {"reference_img_s": max(ref), "pipeline_img_s": max(pipe),
-                     "ratio": max(pipe) / max(ref), "all_reference": ref, "all_pipeline": pipe}
-        print(f"{name:22s} reference {max(ref):9.1f} img/s  pipeline {max(pipe):9.1f} img/s  "
-              f"ratio {max(pipe) / max(ref):.2f}", flush=True)
+        out[name] = {
+            "reference_img_s": max(ref),
+            "pipeline_img_s": max(pipe),
+            "ratio": max(pipe) / max(ref),
+            "all_reference": ref,
+            "all_pipeline": pipe,
+        }
+        print(
+            f"{name:22s} reference {max(ref):9.1f} img/s  pipeline {max(pipe):9.1f} img/s  "
+            f"ratio {max(pipe) / max(ref):.2f}",
+            flush=True,
+        )
     return out
 
 
@@ -121,8 +129,13 @@ def compile_times() -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     runs = {}
     for label, arg in [("no_cache", "-"), ("cold_cache", cache), ("warm_cache", cache)]:
-        p = subprocess.run([sys.executable, "-c", COMPILE, arg], env=env, capture_output=True,
-                           text=True, check=True)
+        p = subprocess.run(
+            [sys.executable, "-c", COMPILE, arg],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs[label] = json.loads(p.stdout.strip().splitlines()[-1])
         print(label, json.dumps(runs[label]), flush=True)
     return runs
@@ -137,8 +150,12 @@ def main(argv=None):
     ap.add_argument("--methods", default="saliency,integrated_gradients,lime")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time processes")
     args = ap.parse_args(argv)
-    res = {"devices": [str(d) for d in jax.devices()], "n": args.n, "batch": args.batch,
-           "throughput": throughput(args.n, args.batch, args.reps, args.methods.split(","))}
+    res = {
+        "devices": [str(d) for d in jax.devices()],
+        "n": args.n,
+        "batch": args.batch,
+        "throughput": throughput(args.n, args.batch, args.reps, args.methods.split(",")),
+    }
     if not args.no_compile:
         res["compile"] = compile_times()
     if args.json:

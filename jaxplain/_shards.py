@@ -161,8 +161,9 @@ class ShardFolder:
         with np.load(os.path.join(self.path, shard_name(index))) as z:
             return str(z["_input_digest"])
 
-    def write(self, index: int, start: int, result: dict[str, np.ndarray], rowwise: list[str],
-              digest: str) -> None:
+    def write(
+        self, index: int, start: int, result: dict[str, np.ndarray], rowwise: list[str], digest: str
+    ) -> None:
         arrays = {k: v for k, v in result.items()}
         arrays["_start"] = np.asarray(start, np.int64)
         arrays["_rowwise"] = np.asarray(rowwise, dtype=np.str_)
@@ -177,8 +178,12 @@ class ShardFolder:
                 f"batches: the data ended after {n_batches} batches but {self.path!r} holds "
                 f"shards {extra[:5]} beyond that; the dataset changed since the first run"
             )
-        self.manifest.update(complete=True, n_batches=n_batches, n_examples=n_examples,
-                             finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.manifest.update(
+            complete=True,
+            n_batches=n_batches,
+            n_examples=n_examples,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         self._write_manifest()
 
 
@@ -187,7 +192,9 @@ def read_manifest(path: str, missing_ok: bool = False) -> dict | None:
     if not os.path.exists(file):
         if missing_ok:
             return None
-        raise FileNotFoundError(f"path: no {MANIFEST} in {path!r}; expected a folder written by explain_dataset")
+        raise FileNotFoundError(
+            f"path: no {MANIFEST} in {path!r}; expected a folder written by explain_dataset"
+        )
     with open(file) as f:
         return json.load(f)
 

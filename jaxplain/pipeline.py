@@ -51,12 +51,8 @@ of compiling them again (call it before the first computation).
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
-import inspect
 import os
-import queue
-import threading
 import time
 import warnings
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -66,9 +62,22 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import _shards
-from . import batching
 from . import _validate as V
 from ._shards import load_results as load_results
+from ._stream import (
+    DIRECT,
+    TRACE_ERRORS,
+    Background,
+    all_finite,
+    is_array,
+    mesh_from,
+    method_name,
+    pad_rows,
+    resolve_method,
+    runner,
+    take_rows,
+    takes,
+)
 from ._types import Explanation
 from .models import as_model
 
@@ -169,9 +178,21 @@ def explain_dataset(
       ...                                          batch_size=5, target=1, progress=False)]
       [(5, 3), (5, 3), (2, 3)]
     """
-    run = _Run(method, model, batches, batch_size=batch_size, out=out, mesh=mesh, devices=devices,
-               progress=progress, nan_policy=nan_policy, eval_batch_size=eval_batch_size,
-               keys=keys, prefetch=prefetch, method_kwargs=method_kwargs)
+    run = _Run(
+        method,
+        model,
+        batches,
+        batch_size=batch_size,
+        out=out,
+        mesh=mesh,
+        devices=devices,
+        progress=progress,
+        nan_policy=nan_policy,
+        eval_batch_size=eval_batch_size,
+        keys=keys,
+        prefetch=prefetch,
+        method_kwargs=method_kwargs,
+    )
     if out is None:
         return run.iterate()
     for _ in run.iterate():
@@ -179,8 +200,9 @@ def explain_dataset(
     return run.summary()
 
 
-def enable_compilation_cache(path: str | os.PathLike, *, min_compile_time_secs: float = 0.0,
-                             min_entry_size_bytes: int = 0) -> str:
+def enable_compilation_cache(
+    path: str | os.PathLike, *, min_compile_time_secs: float = 0.0, min_entry_size_bytes: int = 0
+) -> str:
     """Turns on JAX's persistent compilation cache in folder `path`.
 
     Compiled programs are stored on disk, and a later process that compiles the
@@ -220,88 +242,64 @@ def enable_compilation_cache(path: str | os.PathLike, *, min_compile_time_secs: 
 # ---- the run ----------------------------------------------------------------------------
 
 
-def _resolve_method(method: Any) -> Callable:
-    if isinstance(method, str):
-        import jaxplain
-
-        fn = getattr(jaxplain, method, None)
-        if fn is None or not callable(fn) or method.startswith("_"):
-            V.fail("method", "a jaxplain method name such as 'integrated_gradients' or a function",
-                   repr(method))
-        return fn
-    if not callable(method):
-        V.fail("method", "a function method(model, x, **kwargs) or a method name", type(method).__name__,
-               TypeError)
-    return method
-
-
-def _method_name(method: Callable) -> str:
-    return f"{getattr(method, '__module__', '?')}.{getattr(method, '__qualname__', repr(method))}"
-
-
-def _is_array(a: Any) -> bool:
-    return isinstance(a, (np.ndarray, jax.Array)) or hasattr(a, "__array__")
-
-
-def _mesh_from(mesh: Any, devices: Any) -> Mesh | None:
-    if mesh is not None and devices is not None:
-        raise ValueError("mesh, devices: expected at most one of them, got both")
-    if devices is not None:
-        if isinstance(devices, jax.Device):
-            devices = [devices]
-        try:
-            devs = list(devices)
-        except TypeError:
-            V.fail("devices", "a list of jax devices", type(devices).__name__, TypeError)
-        if not devs or not all(isinstance(d, jax.Device) for d in devs):
-            V.fail("devices", "a non-empty list of jax devices (e.g. jax.devices())", repr(devices)[:80],
-                   TypeError)
-        if len(set(devs)) != len(devs):
-            V.fail("devices", "distinct devices", repr(devs))
-        mesh = Mesh(np.array(devs), ("batch",))
-    if mesh is None:
-        return None
-    if not isinstance(mesh, Mesh):
-        V.fail("mesh", "a jax.sharding.Mesh", type(mesh).__name__, TypeError)
-    if "batch" not in mesh.axis_names:
-        V.fail("mesh", "a mesh with an axis named 'batch'", f"axes {mesh.axis_names}")
-    local = set(jax.local_devices())
-    if any(d not in local for d in mesh.devices.flat):
-        V.fail("mesh", "devices of this process only (run one explain_dataset per host; see the "
-               "jaxplain.pipeline docstring)", "a mesh spanning other processes")
-    return mesh
-
-
 class _Run:
     """State of one `explain_dataset` call (validated eagerly, run lazily)."""
 
-    def __init__(self, method, model, batches, *, batch_size, out, mesh, devices, progress, nan_policy,
-                 eval_batch_size, keys, prefetch, method_kwargs):
-        self.method = _resolve_method(method)
+    def __init__(
+        self,
+        method,
+        model,
+        batches,
+        *,
+        batch_size,
+        out,
+        mesh,
+        devices,
+        progress,
+        nan_policy,
+        eval_batch_size,
+        keys,
+        prefetch,
+        method_kwargs,
+    ):
+        self.method = resolve_method(method)
         self.model = as_model(model)
         self.batch_size = V.check_int(batch_size, "batch_size", minimum=1, maximum=V.MAX_INT32)
         self.eval_batch_size = V.check_batch_size(eval_batch_size)
         self.nan_policy = V.check_choice(nan_policy, "nan_policy", PIPELINE_NAN_POLICIES)
         self.progress = bool(progress)
         self.prefetch = V.check_int(prefetch, "prefetch", minimum=1, maximum=64)
-        if (not isinstance(keys, (tuple, list)) or len(keys) != 2
-                or not all(isinstance(k, str) for k in keys)):
-            V.fail("keys", "a pair of dict keys (inputs, targets) such as ('image', 'label')", repr(keys),
-                   TypeError)
+        if (
+            not isinstance(keys, (tuple, list))
+            or len(keys) != 2
+            or not all(isinstance(k, str) for k in keys)
+        ):
+            V.fail(
+                "keys",
+                "a pair of dict keys (inputs, targets) such as ('image', 'label')",
+                repr(keys),
+                TypeError,
+            )
         self.keys = tuple(keys)
         if "batch_size" in method_kwargs:
-            raise TypeError("batch_size: is the number of examples per call here; pass the method's "
-                            "own chunk size as eval_batch_size=")
+            raise TypeError(
+                "batch_size: is the number of examples per call here; pass the method's "
+                "own chunk size as eval_batch_size="
+            )
         for reserved in ("model", "x"):
             if reserved in method_kwargs:
-                raise TypeError(f"{reserved}: is passed by explain_dataset; do not give it as a keyword")
+                raise TypeError(
+                    f"{reserved}: is passed by explain_dataset; do not give it as a keyword"
+                )
         self.kwargs = dict(method_kwargs)
         for name in self.kwargs:  # a typo fails now, not after the loader started
-            if not _takes(self.method, name):
-                raise TypeError(f"{name}: {_method_name(self.method)} takes no argument {name!r}")
-        self.key = V.check_key(self.kwargs.pop("key")) if self.kwargs.get("key") is not None else None
+            if not takes(self.method, name):
+                raise TypeError(f"{name}: {method_name(self.method)} takes no argument {name!r}")
+        self.key = (
+            V.check_key(self.kwargs.pop("key")) if self.kwargs.get("key") is not None else None
+        )
         self.kwargs.pop("key", None)
-        self.mesh = _mesh_from(mesh, devices)
+        self.mesh = mesh_from(mesh, devices)
         self.n_shards = 1 if self.mesh is None else int(self.mesh.shape["batch"])
         self.rows = -(-self.batch_size // self.n_shards) * self.n_shards  # device batch
         self.data, self.total = self._data(batches)
@@ -312,40 +310,67 @@ class _Run:
         self.folder = None
         if out is not None:
             if not isinstance(out, (str, os.PathLike)):
-                V.fail("out", "a folder path (str or os.PathLike) or None", type(out).__name__, TypeError)
+                V.fail(
+                    "out",
+                    "a folder path (str or os.PathLike) or None",
+                    type(out).__name__,
+                    TypeError,
+                )
             fp, args = self._fingerprint()
             self.folder = _shards.ShardFolder(out, fp, args)
         self.runner = None
         self.n_classes = None
-        self.stats = dict(computed=0, computed_examples=0, skipped=0, examples=0, batches=0, seconds=0.0)
+        self.stats = dict(
+            computed=0, computed_examples=0, skipped=0, examples=0, batches=0, seconds=0.0
+        )
 
     # -- data --------------------------------------------------------------------------------
     def _data(self, batches):
         """Normalises `batches` to an iterable of items; slices a per-example target."""
         if batches is None or isinstance(batches, (str, bytes)):
-            V.fail("batches", "an array (N, ...) or an iterable of batches", type(batches).__name__, TypeError)
+            V.fail(
+                "batches",
+                "an array (N, ...) or an iterable of batches",
+                type(batches).__name__,
+                TypeError,
+            )
         target = self.kwargs.get("target")
-        per_example = _is_array(target) and not isinstance(target, (str, bytes)) and np.ndim(target) >= 1
-        if _is_array(batches) and not isinstance(batches, (list, tuple)):
+        per_example = (
+            is_array(target) and not isinstance(target, (str, bytes)) and np.ndim(target) >= 1
+        )
+        if is_array(batches) and not isinstance(batches, (list, tuple)):
             arr = batches
             n = int(np.shape(arr)[0]) if np.ndim(arr) >= 1 else 0
             if np.ndim(arr) < 2:
                 V.fail("batches", "an array with a batch axis (N, ...)", f"shape {np.shape(arr)}")
             if per_example:
                 if np.shape(target) != (n,):
-                    V.fail("target", f"one target per example, shape ({n},)", f"shape {np.shape(target)}")
+                    V.fail(
+                        "target",
+                        f"one target per example, shape ({n},)",
+                        f"shape {np.shape(target)}",
+                    )
                 self.kwargs.pop("target")
                 step = self.batch_size
-                return ((arr[i:i + step], target[i:i + step]) for i in range(0, n, step)), n
+                return ((arr[i : i + step], target[i : i + step]) for i in range(0, n, step)), n
             step = self.batch_size
-            return (arr[i:i + step] for i in range(0, n, step)), n
+            return (arr[i : i + step] for i in range(0, n, step)), n
         if per_example:
-            V.fail("target", "an int, 'predicted' or a callable (per-example targets of a stream go "
-                   "in the data as (x, target) pairs)", f"an array of shape {np.shape(target)}")
+            V.fail(
+                "target",
+                "an int, 'predicted' or a callable (per-example targets of a stream go "
+                "in the data as (x, target) pairs)",
+                f"an array of shape {np.shape(target)}",
+            )
         try:
             it = iter(batches)
         except TypeError:
-            V.fail("batches", "an array (N, ...) or an iterable of batches", type(batches).__name__, TypeError)
+            V.fail(
+                "batches",
+                "an array (N, ...) or an iterable of batches",
+                type(batches).__name__,
+                TypeError,
+            )
         total = None
         if isinstance(batches, (list, tuple)):
             try:
@@ -358,10 +383,18 @@ class _Run:
         if isinstance(item, dict):
             kx, kt = self.keys
             if kx not in item:
-                V.fail("batches", f"dict items with the key {kx!r} (set keys=)", f"keys {sorted(item)} in item {i}")
+                V.fail(
+                    "batches",
+                    f"dict items with the key {kx!r} (set keys=)",
+                    f"keys {sorted(item)} in item {i}",
+                )
             return item[kx], item.get(kt)
-        if isinstance(item, (tuple, list)) and len(item) == 2 and np.ndim(item[1]) <= 1 \
-                and np.ndim(item[0]) >= 2:
+        if (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and np.ndim(item[1]) <= 1
+            and np.ndim(item[0]) >= 2
+        ):
             return item[0], item[1]
         return item, None
 
@@ -378,12 +411,19 @@ class _Run:
             if example_shape is None:
                 example_shape, dtype, has_target = x.shape[1:], x.dtype, t is not None
                 if has_target and "target" in self.kwargs:
-                    raise ValueError("target: given both as a keyword and inside the data; pass one")
+                    raise ValueError(
+                        "target: given both as a keyword and inside the data; pass one"
+                    )
             elif x.shape[1:] != example_shape:
-                V.fail("batches", f"examples of shape {example_shape} like the first batch",
-                       f"shape {x.shape[1:]} in item {i}")
+                V.fail(
+                    "batches",
+                    f"examples of shape {example_shape} like the first batch",
+                    f"shape {x.shape[1:]} in item {i}",
+                )
             if (t is not None) != has_target:
-                V.fail("batches", "targets in every item or in none", f"item {i} differs from item 0")
+                V.fail(
+                    "batches", "targets in every item or in none", f"item {i} differs from item 0"
+                )
             if x.dtype != dtype:
                 x = x.astype(dtype)
             if has_target:
@@ -392,15 +432,19 @@ class _Run:
             xs.append(x)
             buffered += x.shape[0]
             while buffered >= self.batch_size:
-                bx, xs = _take(xs, self.batch_size)
+                bx, xs = take_rows(xs, self.batch_size)
                 bt = None
                 if has_target:
-                    bt, ts = _take(ts, self.batch_size)
+                    bt, ts = take_rows(ts, self.batch_size)
                 yield self._make(index, start, bx, bt)
-                index, start, buffered = index + 1, start + self.batch_size, buffered - self.batch_size
+                index, start, buffered = (
+                    index + 1,
+                    start + self.batch_size,
+                    buffered - self.batch_size,
+                )
         if buffered:
-            bx, _ = _take(xs, buffered)
-            bt = _take(ts, buffered)[0] if has_target else None
+            bx, _ = take_rows(xs, buffered)
+            bt = take_rows(ts, buffered)[0] if has_target else None
             yield self._make(index, start, bx, bt)
 
     def _check_x(self, x: Any, i: int) -> np.ndarray:
@@ -412,20 +456,26 @@ class _Run:
         except Exception:  # noqa: BLE001 - ragged lists and exotic objects
             V.fail(name, "an array (n, ...) of floats", type(x).__name__, TypeError)
         if arr.dtype.kind not in "f" and arr.dtype.name != "bfloat16":
-            V.fail(name, "floating inputs (cast images with x.astype(np.float32) / 255)",
-                   f"dtype {arr.dtype}", TypeError)
+            V.fail(
+                name,
+                "floating inputs (cast images with x.astype(np.float32) / 255)",
+                f"dtype {arr.dtype}",
+                TypeError,
+            )
         if arr.ndim < 2 or arr.shape[0] < 1 or 0 in arr.shape:
             V.fail(name, "a non-empty batch (n, ...) with at least 2 dims", f"shape {arr.shape}")
         if arr.dtype == np.float64 and not jax.config.jax_enable_x64:
             with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
                 arr = arr.astype(np.float32)
-        if self.nan_policy != "ignore":
+        if self.nan_policy != "ignore" and not all_finite(arr):
             bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
             if bad.any():
                 rows = np.flatnonzero(bad)[:5].tolist()
-                msg = (f"{name}: expected finite inputs (no NaN or inf), got non-finite values in "
-                       f"{int(bad.sum())} examples (rows {rows} of this item); pass nan_policy='ignore' "
-                       f"to explain them anyway")
+                msg = (
+                    f"{name}: expected finite inputs (no NaN or inf), got non-finite values in "
+                    f"{int(bad.sum())} examples (rows {rows} of this item); pass nan_policy='ignore' "
+                    f"to explain them anyway"
+                )
                 if self.nan_policy == "raise":
                     raise ValueError(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=4)
@@ -445,10 +495,17 @@ class _Run:
             shape = getattr(out, "shape", ())
             self.n_classes = shape[-1] if len(shape) == 2 else -1
             if self.n_classes < 0:
-                V.fail(name, "no per-example targets: the model returns one scalar per example", repr(shape))
+                V.fail(
+                    name,
+                    "no per-example targets: the model returns one scalar per example",
+                    repr(shape),
+                )
         if arr.min() < 0 or arr.max() >= self.n_classes:
-            V.fail(name, f"class indices in [0, {self.n_classes})",
-                   f"values in [{arr.min()}, {arr.max()}]")
+            V.fail(
+                name,
+                f"class indices in [0, {self.n_classes})",
+                f"values in [{arr.min()}, {arr.max()}]",
+            )
         return arr.astype(np.int32)
 
     def _make(self, index, start, x, t) -> _HostBatch:
@@ -458,8 +515,14 @@ class _Run:
             digest = _shards.input_digest(x, t)
             if index in self.folder.done:  # nothing to pad or send
                 return _HostBatch(index, start, x, t, n_valid, digest)
-        return _HostBatch(index, start, _pad(x, self.rows), None if t is None else _pad(t, self.rows),
-                          n_valid, digest)
+        return _HostBatch(
+            index,
+            start,
+            pad_rows(x, self.rows),
+            None if t is None else pad_rows(t, self.rows),
+            n_valid,
+            digest,
+        )
 
     # -- device ------------------------------------------------------------------------------
     def _place(self, b: _HostBatch):
@@ -474,19 +537,26 @@ class _Run:
 
     def _dispatch(self, b: _HostBatch, x, t):
         if self.runner is None:
-            self.runner = _runner(self.method, self.kwargs, self.mesh, self.eval_batch_size,
-                                  self.key is not None, t is not None, self.rows)
-        if self.runner is not _DIRECT:
+            self.runner = runner(
+                self.method,
+                self.kwargs,
+                self.mesh,
+                self.eval_batch_size,
+                self.key is not None,
+                t is not None,
+                self.rows,
+            )
+        if self.runner is not DIRECT:
             try:
                 with V.values_checked(x):
                     return self.runner(self.model, x, t, self.key, np.int32(b.start))
-            except _TRACE_ERRORS as e:
+            except TRACE_ERRORS as e:
                 if self.mesh is not None or self.key is not None:
                     raise TypeError(
-                        f"method: {_method_name(self.method)} cannot run under jax.jit ({type(e).__name__}); "
+                        f"method: {method_name(self.method)} cannot run under jax.jit ({type(e).__name__}); "
                         f"explain_dataset needs that for devices=/mesh= and for stochastic methods"
                     ) from e
-                self.runner = _DIRECT
+                self.runner = DIRECT
         kwargs = dict(self.kwargs)  # a method that needs concrete inputs: call it as is
         if t is not None:
             kwargs["target"] = t
@@ -499,8 +569,10 @@ class _Run:
         if isinstance(result, jax.Array) or isinstance(result, np.ndarray):
             result = Explanation(result)
         if not isinstance(result, Explanation):
-            raise TypeError(f"method: expected it to return an Explanation or an array, got "
-                            f"{type(result).__name__}")
+            raise TypeError(
+                f"method: expected it to return an Explanation or an array, got "
+                f"{type(result).__name__}"
+            )
         host = jax.device_get(result)
         fields, rowwise = {}, []
         for name, v in zip(Explanation._fields, host):
@@ -508,26 +580,30 @@ class _Run:
                 continue
             v = np.asarray(v)
             if v.ndim >= 1 and v.shape[0] == self.rows:
-                v = v[:b.n_valid]
+                v = v[: b.n_valid]
                 rowwise.append(name)
             fields[name] = v
         if "values" not in rowwise:
-            raise ValueError(f"method: expected values with one row per example ({self.rows}), got "
-                             f"shape {fields['values'].shape}")
+            raise ValueError(
+                f"method: expected values with one row per example ({self.rows}), got "
+                f"shape {fields['values'].shape}"
+            )
         if self.nan_policy != "ignore":
             self._check_results(b, fields, rowwise)
         return Explanation(**fields), rowwise
 
     def _check_results(self, b, fields, rowwise):
         v = fields["values"]  # diagnostics (stderr of tiny samples, ...) may be NaN by design
-        if v.dtype.kind != "f":
+        if v.dtype.kind != "f" or all_finite(v):
             return
         bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
         if bad.any():
             rows = (b.start + np.flatnonzero(bad)[:5]).tolist()
-            msg = (f"method: returned NaN/inf for {int(bad.sum())} examples of batch {b.index} "
-                   f"(examples {rows}); the model outputs or their gradients are not finite there. "
-                   f"Pass nan_policy='ignore' to keep such results")
+            msg = (
+                f"method: returned NaN/inf for {int(bad.sum())} examples of batch {b.index} "
+                f"(examples {rows}); the model outputs or their gradients are not finite there. "
+                f"Pass nan_policy='ignore' to keep such results"
+            )
             if self.nan_policy == "raise":
                 raise ValueError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
@@ -536,11 +612,16 @@ class _Run:
     def iterate(self) -> Iterator[Explanation]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.total, unit="img", disable=not self.progress, smoothing=0.1,
-                   desc=getattr(self.method, "__name__", "explain"))
+        bar = tqdm(
+            total=self.total,
+            unit="img",
+            disable=not self.progress,
+            smoothing=0.1,
+            desc=getattr(self.method, "__name__", "explain"),
+        )
         t0 = time.perf_counter()
         pending: collections.deque = collections.deque()
-        host = _background(self._host_batches(), self.prefetch)
+        host = Background(self._host_batches(), self.prefetch)
         try:
             nxt = self._next_placed(host, bar)
             while nxt is not None:
@@ -567,7 +648,8 @@ class _Run:
                     raise ValueError(
                         f"batches: batch {b.index} differs from the data its stored shard was computed "
                         f"from; the loader must yield the same data in the same order to resume "
-                        f"(or use a new out= folder)")
+                        f"(or use a new out= folder)"
+                    )
                 self.stats["skipped"] += 1
                 bar.update(b.n_valid)
                 continue
@@ -577,8 +659,13 @@ class _Run:
     def _emit(self, b, result, bar):
         expl, rowwise = self._finalize(b, result)
         if self.folder is not None:
-            self.folder.write(b.index, b.start, {k: v for k, v in expl._asdict().items() if v is not None},
-                              rowwise, b.digest)
+            self.folder.write(
+                b.index,
+                b.start,
+                {k: v for k, v in expl._asdict().items() if v is not None},
+                rowwise,
+                b.digest,
+            )
         self.stats["computed"] += 1
         self.stats["computed_examples"] += b.n_valid
         bar.update(b.n_valid)
@@ -587,7 +674,7 @@ class _Run:
     def _fingerprint(self):
         h = hashlib.blake2b(digest_size=12)
         args = {
-            "method": _shards.describe(_method_name(self.method), h),
+            "method": _shards.describe(method_name(self.method), h),
             "model": _shards.describe(_shards.model_digest(self.model), h),
             "batch_size": _shards.describe(self.batch_size, h),
             "eval_batch_size": _shards.describe(self.eval_batch_size, h),
@@ -605,170 +692,12 @@ class _Run:
     def summary(self) -> RunSummary:
         s = self.stats
         rate = s["computed_examples"] / max(s["seconds"], 1e-9)
-        return RunSummary(self.folder.path, s["examples"], s["batches"], s["computed"], s["skipped"],
-                          s["seconds"], rate)
-
-
-# ---- the jitted runner --------------------------------------------------------------------
-
-_DIRECT = object()
-_TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-                 jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
-_RUNNERS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
-
-
-def _takes(method: Callable, name: str) -> bool:
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def _as_explanation(result: Any) -> Explanation:
-    if isinstance(result, Explanation):
-        return result
-    if isinstance(result, (jax.Array, np.ndarray)) or hasattr(result, "shape"):
-        return Explanation(result)
-    raise TypeError(f"method: expected it to return an Explanation or an array, got {type(result).__name__}")
-
-
-def _runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
-    """One jitted function per (method, config, layout), cached across calls.
-
-    Deterministic methods run on the (local) batch as given. Stochastic methods run
-    one vmapped lane per example, keyed by `fold_in(key, global example index)`,
-    so each example's randomness is independent of batch size, device count and
-    resume point; the lanes share the `eval_batch_size` budget (per device).
-    With a mesh, the body runs under `shard_map`: each device explains its own
-    rows, with no communication.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    _shards.describe(kwargs, h)
-    cache_key = (method, mesh, h.hexdigest(), eval_batch_size, stochastic, has_target, rows)
-    if cache_key in _RUNNERS:
-        _RUNNERS.move_to_end(cache_key)
-        return _RUNNERS[cache_key]
-    takes_bs = _takes(method, "batch_size")
-    n_dev = 1 if mesh is None else int(mesh.shape["batch"])
-    local_rows = rows // n_dev
-
-    def body(model, x, t, key, start):
-        kw = dict(kwargs)
-        if not stochastic:
-            if t is not None:
-                kw["target"] = t
-            if eval_batch_size is not None and takes_bs:
-                kw["batch_size"] = eval_batch_size
-            return _as_explanation(method(model, x, **kw))
-        offset = start + (0 if mesh is None else jax.lax.axis_index("batch") * local_rows)
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + np.arange(local_rows, dtype=np.int32))
-        if takes_bs:
-            kw["batch_size"] = max(1, (eval_batch_size or batching.DEFAULT_BATCH_SIZE) // local_rows)
-
-        def lane(x1, t1, k1):
-            kw1 = dict(kw, key=k1)
-            if t1 is not None:
-                kw1["target"] = t1[None]
-            return _as_explanation(method(model, x1[None], **kw1))
-
-        out = jax.vmap(lane)(x, t, keys)
-        return jax.tree.map(lambda a: a.reshape((local_rows,) + a.shape[2:]) if a.ndim >= 2 and a.shape[1] == 1
-                            else a, out)
-
-    if mesh is None:
-        fn = jax.jit(body)
-    else:
-        row = P("batch")
-
-        def sharded(model, x, t, key, start):
-            specs = (P(), row, None if t is None else row, None if key is None else P(), P())
-            return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=row, check_vma=False)(
-                model, x, t, key, start)
-
-        fn = jax.jit(sharded)
-    _RUNNERS[cache_key] = fn
-    while len(_RUNNERS) > 32:
-        _RUNNERS.popitem(last=False)
-    return fn
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-
-def _take(parts: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The first `n` rows of the concatenation of `parts`, and the rest (copies only if needed)."""
-    if parts[0].shape[0] == n:
-        return parts[0], parts[1:]
-    if parts[0].shape[0] > n:
-        return parts[0][:n], [parts[0][n:]] + parts[1:]
-    out, k, rest = [], 0, list(parts)
-    while k < n:
-        p = rest.pop(0)
-        need = n - k
-        if p.shape[0] > need:
-            out.append(p[:need])
-            rest.insert(0, p[need:])
-            k = n
-        else:
-            out.append(p)
-            k += p.shape[0]
-    return np.concatenate(out, axis=0), rest
-
-
-def _pad(a: np.ndarray, rows: int) -> np.ndarray:
-    """Pads axis 0 to `rows` by repeating the last row (a valid input, unlike zeros for some models)."""
-    if a.shape[0] == rows:
-        return a
-    reps = np.repeat(a[-1:], rows - a.shape[0], axis=0)
-    return np.concatenate([a, reps], axis=0)
-
-
-class _background:
-    """Iterates `it` in a daemon thread, `size` items ahead; errors re-raise in the consumer."""
-
-    _END = object()
-
-    def __init__(self, it: Iterator, size: int):
-        self._q: queue.Queue = queue.Queue(maxsize=size)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(it,), daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self, it):
-        try:
-            for item in it:
-                if not self._put((item, None)):
-                    return
-            self._put((self._END, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            self._put((None, e))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item, err = self._q.get()
-        if err is not None:
-            self._stop.set()
-            raise err
-        if item is self._END:
-            self._stop.set()
-            raise StopIteration
-        return item
-
-    def close(self):
-        self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._q.get_nowait()
-        self._thread.join(timeout=5)
+        return RunSummary(
+            self.folder.path,
+            s["examples"],
+            s["batches"],
+            s["computed"],
+            s["skipped"],
+            s["seconds"],
+            rate,
+        )

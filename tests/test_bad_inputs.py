@@ -19,7 +19,6 @@ import re
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -74,8 +73,14 @@ GOOD = {  # argument name -> a valid value
     "mode": lambda e: "guided",
 }
 CHEAP = {  # small settings so that calls which do run stay fast
-    "steps": 2, "n_samples": 4, "n_masks": 4, "n_permutations": 2, "window": 4, "strides": 4,
-    "cells": 2, "win_size": 3,
+    "steps": 2,
+    "n_samples": 4,
+    "n_masks": 4,
+    "n_permutations": 2,
+    "window": 4,
+    "strides": 4,
+    "cells": 2,
+    "win_size": 3,
 }
 
 _nan_x = lambda e: np.where(np.arange(C) == 1, np.nan, e["x"]).astype(np.float32)  # noqa: E731
@@ -85,31 +90,51 @@ _POS_FLOAT = [-1.0, float("nan"), float("inf"), "a"]
 
 BAD = {  # argument name -> {case id: bad value (or a function of env)}
     "x": {
-        "nan": _nan_x, "inf": _inf_x,
+        "nan": _nan_x,
+        "inf": _inf_x,
         "uint8": lambda e: (e["x"] * 255).astype(np.uint8),
         "bool": lambda e: e["x"] > 0.5,
         "complex": lambda e: e["x"].astype(np.complex64),
         "1d": lambda e: e["x"].reshape(-1),
         "empty_batch": lambda e: e["x"][:0],
         "empty_axis": lambda e: e["x"][:, :0],
-        "str": "image.png", "none": None, "dict": {"x": 1},
+        "str": "image.png",
+        "none": None,
+        "dict": {"x": 1},
         "keys": lambda e: jax.random.split(e["key"], N),
         "ragged_list": [[1.0, 2.0], [1.0]],
         "wrong_channels": lambda e: e["x"][..., :1],
         "float64_overflow": lambda e: np.full(e["x"].shape, 1e300),
     },
     "target": {
-        "too_big": 3, "negative": -1, "huge": 10**9, "wrong_len": lambda e: np.array([0, 1, 2]),
-        "2d": lambda e: np.array([[0, 1]]), "float": 1.5, "str": "pred", "bool": True,
-        "float_array": lambda e: np.array([0.0, 1.0]), "out_of_range_array": lambda e: np.array([0, 7]),
-        "callable_wrong_shape": lambda e: (lambda out: out),
-        "callable_raises": lambda e: (lambda out: out[:, 10]["x"]),
+        "too_big": 3,
+        "negative": -1,
+        "huge": 10**9,
+        "wrong_len": lambda e: np.array([0, 1, 2]),
+        "2d": lambda e: np.array([[0, 1]]),
+        "float": 1.5,
+        "str": "pred",
+        "bool": True,
+        "float_array": lambda e: np.array([0.0, 1.0]),
+        "out_of_range_array": lambda e: np.array([0, 7]),
+        "callable_wrong_shape": lambda e: lambda out: out,
+        "callable_raises": lambda e: lambda out: out[:, 10]["x"],
     },
     "key": {
-        "str": "seed", "float": 1.5, "two_keys": lambda e: jax.random.split(e["key"], 2),
-        "uint32_3": lambda e: np.zeros(3, np.uint32), "float_array": lambda e: np.zeros(2, np.float32),
+        "str": "seed",
+        "float": 1.5,
+        "two_keys": lambda e: jax.random.split(e["key"], 2),
+        "uint32_3": lambda e: np.zeros(3, np.uint32),
+        "float_array": lambda e: np.zeros(2, np.float32),
     },
-    "batch_size": {"zero": 0, "negative": -3, "float": 2.5, "str": "8", "bool": True, "huge": 2**40},
+    "batch_size": {
+        "zero": 0,
+        "negative": -3,
+        "float": 2.5,
+        "str": "8",
+        "bool": True,
+        "huge": 2**40,
+    },
     "steps": {f"v{i}": v for i, v in enumerate(_COUNT)},
     "n_samples": {f"v{i}": v for i, v in enumerate(_COUNT)},
     "n_masks": {f"v{i}": v for i, v in enumerate(_COUNT)},
@@ -127,27 +152,40 @@ BAD = {  # argument name -> {case id: bad value (or a function of env)}
     "p": {"negative": -0.5, "above_one": 1.5, "nan": float("nan")},
     "subset_size": {"zero": 0, "negative": -1, "too_big_fraction": 1.5, "str": "a"},
     "baseline": {
-        "wrong_shape": lambda e: np.ones((3, 3), np.float32), "bogus_str": "bogus",
+        "wrong_shape": lambda e: np.ones((3, 3), np.float32),
+        "bogus_str": "bogus",
         "nan": lambda e: np.full(e["x"].shape, np.nan, np.float32),
         "complex": lambda e: np.ones(e["x"].shape, np.complex64),
     },
     "segments": {
-        "float": lambda e: e["seg"].astype(np.float32), "gaps": lambda e: e["seg"] * 2,
-        "wrong_shape": lambda e: np.zeros((7, 7), np.int32), "negative": lambda e: e["seg"] - 1,
-        "str": "slic", "wrong_n": lambda e: np.stack([e["seg"]] * 3),
+        "float": lambda e: e["seg"].astype(np.float32),
+        "gaps": lambda e: e["seg"] * 2,
+        "wrong_shape": lambda e: np.zeros((7, 7), np.int32),
+        "negative": lambda e: e["seg"] - 1,
+        "str": "slic",
+        "wrong_n": lambda e: np.stack([e["seg"]] * 3),
     },
     "layer": {"missing": "no_such_layer", "float": 3.5},
-    "rule": {"bogus": "bogus"}, "distance": {"bogus": "bogus"}, "noise": {"bogus": "bogus"},
-    "kind": {"bogus": "bogus"}, "similarity": {"bogus": "bogus"}, "normalize": {"bogus": "bogus"},
+    "rule": {"bogus": "bogus"},
+    "distance": {"bogus": "bogus"},
+    "noise": {"bogus": "bogus"},
+    "kind": {"bogus": "bogus"},
+    "similarity": {"bogus": "bogus"},
+    "normalize": {"bogus": "bogus"},
     "perturbation": {"bogus": "bogus"},
     "attributions": {
-        "wrong_shape": lambda e: np.ones((N, 5, 5), np.float32), "nan": _nan_x, "str": "saliency",
+        "wrong_shape": lambda e: np.ones((N, 5, 5), np.float32),
+        "nan": _nan_x,
+        "str": "saliency",
         "empty": lambda e: np.ones((0, H, W), np.float32),
     },
     "mask": {"wrong_shape": lambda e: np.ones((N, 5, 5), bool), "str": "mask"},
     "model": {
-        "int": 3, "none": None, "str": "resnet", "linen_without_variables": nn.Dense(3),
-        "wrong_output": lambda e: (lambda x: x.sum()),
+        "int": 3,
+        "none": None,
+        "str": "resnet",
+        "linen_without_variables": nn.Dense(3),
+        "wrong_output": lambda e: lambda x: x.sum(),
     },
     "explain": {"int": 3, "str": "saliency"},
     "a": {"wrong_shape": lambda e: np.ones((N, 5, 5, C), np.float32), "str": "img"},
@@ -166,14 +204,32 @@ ERROR_NAMES = {  # (argument, case) -> the arguments an error may legitimately n
 MUST_RAISE = {("x", "nan"), ("x", "inf"), ("x", "float64_overflow"), ("attributions", "nan")}
 
 SKIP_FUNCTIONS = {  # not functions of user data, or tested elsewhere
-    "explain_dataset", "load_results", "enable_compilation_cache", "to_numpy", "as_model",
-    "from_linen", "from_nnx", "from_callable", "feature_visualization", "evaluate",
-    "model_parameter_randomisation", "random_logit", "superpixels", "with_relu_rule",
-    "global_importance", "global_surrogate", "as_target", "apply_coalitions", "filters",
-    "noise_tunnel", "resolve_baseline",
+    "explain_dataset",
+    "load_results",
+    "enable_compilation_cache",
+    "to_numpy",
+    "as_model",
+    "from_linen",
+    "from_nnx",
+    "from_callable",
+    "feature_visualization",
+    "evaluate",
+    "model_parameter_randomisation",
+    "random_logit",
+    "superpixels",
+    "with_relu_rule",
+    "global_importance",
+    "global_surrogate",
+    "as_target",
+    "apply_coalitions",
+    "filters",
+    "noise_tunnel",
+    "resolve_baseline",
 }
 
-_FLAX = "the model's own Flax ScopeParamShapeError escapes (no 'x: the model cannot be called' check)"
+_FLAX = (
+    "the model's own Flax ScopeParamShapeError escapes (no 'x: the model cannot be called' check)"
+)
 _BLUR = "gaussian_blur does not validate x (AttributeError/IndexError, NaN passes through)"
 KNOWN: dict[str, str] = {  # case id -> the failure, reported to the module's owner
     "feature_maps-x-wrong_channels": _FLAX,
@@ -182,8 +238,20 @@ KNOWN: dict[str, str] = {  # case id -> the failure, reported to the module's ow
     "layer_activations-x-wrong_channels": _FLAX,
     "layer_gradient_x_activation-x-wrong_channels": _FLAX,
     "layer_integrated_gradients-x-wrong_channels": _FLAX,
-    **{f"gaussian_blur-x-{c}": _BLUR for c in
-       ("nan", "inf", "1d", "str", "none", "dict", "keys", "ragged_list", "float64_overflow")},
+    **{
+        f"gaussian_blur-x-{c}": _BLUR
+        for c in (
+            "nan",
+            "inf",
+            "1d",
+            "str",
+            "none",
+            "dict",
+            "keys",
+            "ragged_list",
+            "float64_overflow",
+        )
+    },
     "grid_segments-height-zero": "message names 'grid' with a range [1, 0], not height",
     "grid_segments-height-float": "message names 'grid' with a range [1, 2.5], not height",
     "grid_segments-width-zero": "message names 'grid' with a range [1, 0], not width",
@@ -218,7 +286,12 @@ def _good_call(fn):
         required = p.default is inspect.Parameter.empty
         if p.name in CHEAP and not required:
             extra[p.name] = CHEAP[p.name]
-        if p.name == "attributions" or required or p.name in ("key", "segments") and p.default is None:
+        if (
+            p.name == "attributions"
+            or required
+            or p.name in ("key", "segments")
+            and p.default is None
+        ):
             if p.name not in GOOD:
                 return None
             (pos if p.kind is p.POSITIONAL_OR_KEYWORD else kw).append(p.name)
@@ -244,7 +317,13 @@ CASES = _cases()
 
 
 def _value(v):
-    return v(env()) if callable(v) and not isinstance(v, (nn.Module, type)) and getattr(v, "__name__", "") == "<lambda>" else v
+    return (
+        v(env())
+        if callable(v)
+        and not isinstance(v, (nn.Module, type))
+        and getattr(v, "__name__", "") == "<lambda>"
+        else v
+    )
 
 
 def _names(msg: str, name: str) -> bool:
@@ -275,7 +354,9 @@ def test_bad_input(fname, arg, case, request):
         leaves = jax.tree.leaves(jax.device_get(result))
     except (ValueError, TypeError) as err:
         msg = str(err)
-        assert any(_names(msg, n) for n in names), f"{type(err).__name__} does not name {names}: {msg}"
+        assert any(_names(msg, n) for n in names), (
+            f"{type(err).__name__} does not name {names}: {msg}"
+        )
         return
     assert (arg, case) not in MUST_RAISE, f"accepted {arg}={case} and returned a result"
     for leaf in leaves:

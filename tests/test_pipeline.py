@@ -38,7 +38,7 @@ def ragged(x, sizes):
     i, k = 0, 0
     while i < len(x):
         s = sizes[k % len(sizes)]
-        yield x[i:i + s]
+        yield x[i : i + s]
         i, k = i + s, k + 1
 
 
@@ -47,8 +47,16 @@ def ragged(x, sizes):
 
 def test_rechunks_ragged_stream_and_matches_direct_call(setup):
     model, x = setup
-    res = list(jx.explain_dataset(jx.saliency, model, ragged(x, [3, 8, 1, 5]), batch_size=6,
-                                  target="predicted", progress=False))
+    res = list(
+        jx.explain_dataset(
+            jx.saliency,
+            model,
+            ragged(x, [3, 8, 1, 5]),
+            batch_size=6,
+            target="predicted",
+            progress=False,
+        )
+    )
     assert [r.values.shape[0] for r in res] == [6, 6, 6, 6, 5]
     ref = jx.saliency(model, x, target="predicted")
     np.testing.assert_allclose(stack(res), ref.values, rtol=1e-6, atol=1e-8)
@@ -57,8 +65,11 @@ def test_rechunks_ragged_stream_and_matches_direct_call(setup):
 def test_whole_array_with_per_example_targets(setup):
     model, x = setup
     y = np.arange(len(x)) % 3
-    res = list(jx.explain_dataset("integrated_gradients", model, x, batch_size=8, target=y, steps=4,
-                                  progress=False))
+    res = list(
+        jx.explain_dataset(
+            "integrated_gradients", model, x, batch_size=8, target=y, steps=4, progress=False
+        )
+    )
     ref = jx.integrated_gradients(model, x, target=y, steps=4)
     np.testing.assert_allclose(stack(res), ref.values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stack(res, "gap"), ref.gap, rtol=1e-4, atol=1e-6)
@@ -67,11 +78,14 @@ def test_whole_array_with_per_example_targets(setup):
 def test_pairs_and_dicts_carry_targets(setup):
     model, x = setup
     y = (np.arange(len(x)) * 7) % 3
-    pairs = [(x[i:i + 4], y[i:i + 4]) for i in range(0, len(x), 4)]
-    dicts = [{"image": x[i:i + 5], "label": y[i:i + 5]} for i in range(0, len(x), 5)]
+    pairs = [(x[i : i + 4], y[i : i + 4]) for i in range(0, len(x), 4)]
+    dicts = [{"image": x[i : i + 5], "label": y[i : i + 5]} for i in range(0, len(x), 5)]
     a = stack(jx.explain_dataset(jx.saliency, model, iter(pairs), batch_size=7, progress=False))
-    b = stack(jx.explain_dataset(jx.saliency, model, dicts, batch_size=7, keys=("image", "label"),
-                                 progress=False))
+    b = stack(
+        jx.explain_dataset(
+            jx.saliency, model, dicts, batch_size=7, keys=("image", "label"), progress=False
+        )
+    )
     ref = jx.saliency(model, x, target=y).values
     np.testing.assert_allclose(a, ref, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(b, ref, rtol=1e-6, atol=1e-8)
@@ -103,8 +117,17 @@ def test_twenty_batch_stream_compiles_each_function_once(setup):
     data = np.concatenate([x] * 7)[:197]  # 20 batches of 10, the last one padded
 
     def run(bs):
-        return list(jx.explain_dataset(jx.integrated_gradients, model, ragged(data, [13, 4]),
-                                       batch_size=bs, target="predicted", steps=3, progress=False))
+        return list(
+            jx.explain_dataset(
+                jx.integrated_gradients,
+                model,
+                ragged(data, [13, 4]),
+                batch_size=bs,
+                target="predicted",
+                steps=3,
+                progress=False,
+            )
+        )
 
     names, n = _compiled_names(lambda: run(10))
     assert len(run(10)) == 20
@@ -113,9 +136,19 @@ def test_twenty_batch_stream_compiles_each_function_once(setup):
     again, n2 = _compiled_names(lambda: run(10))
     assert n2 == 0 and again == []
     new_weights = jax.tree.map(lambda a: a * 1.5, model)
-    _, n3 = _compiled_names(lambda: list(jx.explain_dataset(
-        jx.integrated_gradients, new_weights, data, batch_size=10, target="predicted", steps=3,
-        progress=False)))
+    _, n3 = _compiled_names(
+        lambda: list(
+            jx.explain_dataset(
+                jx.integrated_gradients,
+                new_weights,
+                data,
+                batch_size=10,
+                target="predicted",
+                steps=3,
+                progress=False,
+            )
+        )
+    )
     assert n3 == 0
 
 
@@ -123,7 +156,8 @@ def noisy(model, x, *, target, key, batch_size=None):
     """A cheap stochastic 'method' with a closed form: x + N(0, 1) noise from the key."""
     key = jx._validate.check_key(key)
     noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), x.shape[1:]))(
-        jnp.arange(x.shape[0]))
+        jnp.arange(x.shape[0])
+    )
     return jx.Explanation(x + noise, n_evals=jnp.full((x.shape[0],), batch_size or -1))
 
 
@@ -135,8 +169,8 @@ def test_stochastic_keys_are_per_example(setup):
     b = list(jx.explain_dataset(noisy, model, ragged(x, [2, 9]), batch_size=7, **kw))
     np.testing.assert_array_equal(stack(a), stack(b))  # independent of batch size
     for i in (0, 13, 28):  # example i is explained alone with fold_in(key, i)
-        ref = noisy(model, x[i:i + 1], target=1, key=jax.random.fold_in(key, i))
-        np.testing.assert_allclose(stack(a)[i:i + 1], ref.values, rtol=1e-6, atol=1e-6)
+        ref = noisy(model, x[i : i + 1], target=1, key=jax.random.fold_in(key, i))
+        np.testing.assert_allclose(stack(a)[i : i + 1], ref.values, rtol=1e-6, atol=1e-6)
     # each example is one lane; lanes share the eval batch budget (512 // 4 per lane)
     assert set(stack(a, "n_evals").tolist()) == {512 // 4}
     c = list(jx.explain_dataset(noisy, model, x, batch_size=4, **dict(kw, key=jax.random.key(6))))
@@ -149,10 +183,26 @@ def test_stochastic_keys_are_per_example(setup):
 def test_smoothgrad_stream_equals_per_example_calls(setup):
     model, x = setup
     key = jax.random.key(5)
-    a = stack(jx.explain_dataset(jx.smoothgrad, model, x[:6], batch_size=3, target=1, key=key,
-                                 n_samples=2, progress=False))
-    ref = np.concatenate([jx.smoothgrad(model, x[i:i + 1], target=1, key=jax.random.fold_in(key, i),
-                                        n_samples=2).values for i in range(6)])
+    a = stack(
+        jx.explain_dataset(
+            jx.smoothgrad,
+            model,
+            x[:6],
+            batch_size=3,
+            target=1,
+            key=key,
+            n_samples=2,
+            progress=False,
+        )
+    )
+    ref = np.concatenate(
+        [
+            jx.smoothgrad(
+                model, x[i : i + 1], target=1, key=jax.random.fold_in(key, i), n_samples=2
+            ).values
+            for i in range(6)
+        ]
+    )
     np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-8)
 
 
@@ -160,10 +210,10 @@ def test_any_method_and_bare_array_results(setup):
     model, x = setup
 
     def squared(model, x, *, target):
-        return (x ** 2) * target
+        return (x**2) * target
 
     res = list(jx.explain_dataset(squared, model, x, batch_size=10, target=2, progress=False))
-    np.testing.assert_allclose(stack(res), 2 * x ** 2, rtol=1e-6)
+    np.testing.assert_allclose(stack(res), 2 * x**2, rtol=1e-6)
 
     def concrete_only(model, x, *, target):  # needs concrete inputs: run eagerly
         return jx.Explanation(np.asarray(x) * float(np.asarray(x).max() > -1))
@@ -180,7 +230,9 @@ def test_generator_errors_propagate_and_early_stop_does_not_hang(setup):
         raise KeyError("loader broke")
 
     with pytest.raises(KeyError, match="loader broke"):
-        list(jx.explain_dataset(jx.saliency, model, broken(), batch_size=2, target=0, progress=False))
+        list(
+            jx.explain_dataset(jx.saliency, model, broken(), batch_size=2, target=0, progress=False)
+        )
 
     def endless():
         while True:
@@ -209,46 +261,66 @@ def test_nan_policy(setup):
     with pytest.raises(ValueError, match=r"batches \(item 0\).*finite.*rows \[11\]"):
         list(jx.explain_dataset(jx.saliency, model, bad, batch_size=29, target=0, progress=False))
     with pytest.warns(RuntimeWarning, match="finite"):
-        list(jx.explain_dataset(jx.saliency, model, bad, batch_size=29, target=0, progress=False,
-                                nan_policy="warn"))
+        list(
+            jx.explain_dataset(
+                jx.saliency, model, bad, batch_size=29, target=0, progress=False, nan_policy="warn"
+            )
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = list(jx.explain_dataset(jx.saliency, model, bad, batch_size=29, target=0,
-                                      progress=False, nan_policy="ignore"))
+        res = list(
+            jx.explain_dataset(
+                jx.saliency,
+                model,
+                bad,
+                batch_size=29,
+                target=0,
+                progress=False,
+                nan_policy="ignore",
+            )
+        )
     assert res[0].values.shape == x.shape  # explained anyway
 
     def nan_model(x):  # finite inputs, NaN outputs where the first pixel is < 0.5
         return jnp.sqrt(x[:, 0, 0, 0] - 0.5)
 
     with pytest.raises(ValueError, match=r"method: returned NaN/inf .* batch 0"):
-        list(jx.explain_dataset(jx.saliency, nan_model, x, batch_size=8, target=None, progress=False))
+        list(
+            jx.explain_dataset(jx.saliency, nan_model, x, batch_size=8, target=None, progress=False)
+        )
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(batch_size=2.5), TypeError, "batch_size"),
-    (dict(batch_size=True), TypeError, "batch_size"),
-    (dict(batch_size=4, method=3), TypeError, "method"),
-    (dict(batch_size=4, method="no_such_method"), ValueError, "method"),
-    (dict(batch_size=4, nan_policy="skip"), ValueError, "nan_policy"),
-    (dict(batch_size=4, prefetch=0), ValueError, "prefetch"),
-    (dict(batch_size=4, keys="x"), TypeError, "keys"),
-    (dict(batch_size=4, out=3), TypeError, "out"),
-    (dict(batch_size=4, devices="cpu"), TypeError, "devices"),
-    (dict(batch_size=4, devices=[]), TypeError, "devices"),
-    (dict(batch_size=4, mesh="m"), TypeError, "mesh"),
-    (dict(batch_size=4, mesh=jax.make_mesh((1,), ("data",))), ValueError, "mesh"),
-    (dict(batch_size=4, mesh=jax.make_mesh((1,), ("batch",)), devices=jax.devices()), ValueError,
-     "mesh, devices"),
-    (dict(batch_size=4, key="k"), TypeError, "key"),
-    (dict(batch_size=4, model=3), TypeError, "model"),
-    (dict(batch_size=4, batches=None), TypeError, "batches"),
-    (dict(batch_size=4, batches=5), TypeError, "batches"),
-    (dict(batch_size=4, batches=np.ones(5, np.float32)), ValueError, "batches"),
-    (dict(batch_size=4, target=np.zeros(3, np.int32)), ValueError, "target"),
-    (dict(batch_size=4, eval_batch_size=0), ValueError, "batch_size"),
-    (dict(batch_size=4, eval_batch_size=None, x=1), TypeError, "x"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=2.5), TypeError, "batch_size"),
+        (dict(batch_size=True), TypeError, "batch_size"),
+        (dict(batch_size=4, method=3), TypeError, "method"),
+        (dict(batch_size=4, method="no_such_method"), ValueError, "method"),
+        (dict(batch_size=4, nan_policy="skip"), ValueError, "nan_policy"),
+        (dict(batch_size=4, prefetch=0), ValueError, "prefetch"),
+        (dict(batch_size=4, keys="x"), TypeError, "keys"),
+        (dict(batch_size=4, out=3), TypeError, "out"),
+        (dict(batch_size=4, devices="cpu"), TypeError, "devices"),
+        (dict(batch_size=4, devices=[]), TypeError, "devices"),
+        (dict(batch_size=4, mesh="m"), TypeError, "mesh"),
+        (dict(batch_size=4, mesh=jax.make_mesh((1,), ("data",))), ValueError, "mesh"),
+        (
+            dict(batch_size=4, mesh=jax.make_mesh((1,), ("batch",)), devices=jax.devices()),
+            ValueError,
+            "mesh, devices",
+        ),
+        (dict(batch_size=4, key="k"), TypeError, "key"),
+        (dict(batch_size=4, model=3), TypeError, "model"),
+        (dict(batch_size=4, batches=None), TypeError, "batches"),
+        (dict(batch_size=4, batches=5), TypeError, "batches"),
+        (dict(batch_size=4, batches=np.ones(5, np.float32)), ValueError, "batches"),
+        (dict(batch_size=4, target=np.zeros(3, np.int32)), ValueError, "target"),
+        (dict(batch_size=4, eval_batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=4, eval_batch_size=None, x=1), TypeError, "x"),
+    ],
+)
 def test_bad_arguments_fail_before_running(setup, kwargs, exc, match):
     model, x = setup
     args = dict(method=jx.saliency, model=model, batches=x, target=0, progress=False)
@@ -259,26 +331,51 @@ def test_bad_arguments_fail_before_running(setup, kwargs, exc, match):
         list(r)
 
 
-@pytest.mark.parametrize("items, exc, match", [
-    ([np.ones((2, 8, 8, 3), np.float32), np.ones((2, 8, 8, 1), np.float32)], ValueError, r"item 1"),
-    ([np.ones((2, 8, 8, 3), np.uint8)], TypeError, "floating"),
-    ([np.ones((0, 8, 8, 3), np.float32)], ValueError, "non-empty"),
-    ([np.ones((8,), np.float32)], ValueError, "at least 2 dims"),
-    (["abc"], TypeError, "item 0"),
-    ([[[1.0], [1.0, 2.0]]], TypeError, "item 0"),
-    ([(np.ones((2, 8, 8, 3), np.float32), np.array([0, 3]))], ValueError, r"\[0, 3\)"),
-    ([(np.ones((2, 8, 8, 3), np.float32), np.array([0.0, 1.0]))], TypeError, "integer"),
-    ([(np.ones((2, 8, 8, 3), np.float32), np.array([0, 1, 2]))], ValueError, "one target per example"),
-    ([(np.ones((2, 8, 8, 3), np.float32), np.array([0, 1])), np.ones((2, 8, 8, 3), np.float32)],
-     ValueError, "targets in every item"),
-    ([{"img": np.ones((2, 8, 8, 3), np.float32)}], ValueError, "key 'x'"),
-    ([np.full((2, 8, 8, 3), 1e39)], ValueError, "finite"),
-])
+@pytest.mark.parametrize(
+    "items, exc, match",
+    [
+        (
+            [np.ones((2, 8, 8, 3), np.float32), np.ones((2, 8, 8, 1), np.float32)],
+            ValueError,
+            r"item 1",
+        ),
+        ([np.ones((2, 8, 8, 3), np.uint8)], TypeError, "floating"),
+        ([np.ones((0, 8, 8, 3), np.float32)], ValueError, "non-empty"),
+        ([np.ones((8,), np.float32)], ValueError, "at least 2 dims"),
+        (["abc"], TypeError, "item 0"),
+        ([[[1.0], [1.0, 2.0]]], TypeError, "item 0"),
+        ([(np.ones((2, 8, 8, 3), np.float32), np.array([0, 3]))], ValueError, r"\[0, 3\)"),
+        ([(np.ones((2, 8, 8, 3), np.float32), np.array([0.0, 1.0]))], TypeError, "integer"),
+        (
+            [(np.ones((2, 8, 8, 3), np.float32), np.array([0, 1, 2]))],
+            ValueError,
+            "one target per example",
+        ),
+        (
+            [
+                (np.ones((2, 8, 8, 3), np.float32), np.array([0, 1])),
+                np.ones((2, 8, 8, 3), np.float32),
+            ],
+            ValueError,
+            "targets in every item",
+        ),
+        ([{"img": np.ones((2, 8, 8, 3), np.float32)}], ValueError, "key 'x'"),
+        ([np.full((2, 8, 8, 3), 1e39)], ValueError, "finite"),
+    ],
+)
 def test_bad_items_name_the_item(setup, items, exc, match):
     model, _ = setup
     with pytest.raises(exc, match=match):
-        list(jx.explain_dataset(jx.saliency, model, iter(items), batch_size=2, progress=False,
-                                **({} if isinstance(items[0], tuple) else {"target": 0})))
+        list(
+            jx.explain_dataset(
+                jx.saliency,
+                model,
+                iter(items),
+                batch_size=2,
+                progress=False,
+                **({} if isinstance(items[0], tuple) else {"target": 0}),
+            )
+        )
 
 
 def test_unknown_method_arguments_fail_at_call_time(setup):
@@ -290,8 +387,16 @@ def test_unknown_method_arguments_fail_at_call_time(setup):
 def test_target_twice_is_an_error(setup):
     model, x = setup
     with pytest.raises(ValueError, match="target"):
-        list(jx.explain_dataset(jx.saliency, model, [(x[:2], np.array([0, 1]))], batch_size=2,
-                                target=0, progress=False))
+        list(
+            jx.explain_dataset(
+                jx.saliency,
+                model,
+                [(x[:2], np.array([0, 1]))],
+                batch_size=2,
+                target=0,
+                progress=False,
+            )
+        )
 
 
 # ---- resumable output ----------------------------------------------------------------------
@@ -306,10 +411,16 @@ def test_out_writes_shards_resumes_and_loads(setup, tmp_path):
         return jx.saliency(model, x, **kw)
 
     out = tmp_path / "run"
-    summary = jx.explain_dataset(counted, model, x, batch_size=8, target="predicted", out=out,
-                                 progress=False)
+    summary = jx.explain_dataset(
+        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    )
     assert isinstance(summary, jx.RunSummary)
-    assert (summary.n_examples, summary.n_batches, summary.n_computed, summary.n_skipped) == (29, 4, 4, 0)
+    assert (summary.n_examples, summary.n_batches, summary.n_computed, summary.n_skipped) == (
+        29,
+        4,
+        4,
+        0,
+    )
     assert sorted(os.listdir(out)) == ["manifest.json"] + [f"shard_{i:06d}.npz" for i in range(4)]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["n_examples"] == 29
@@ -318,13 +429,15 @@ def test_out_writes_shards_resumes_and_loads(setup, tmp_path):
     np.testing.assert_allclose(loaded.values, ref.values, rtol=1e-6, atol=1e-8)
     assert loaded.n_evals.shape == (29,)
     n_traced = len(calls)
-    again = jx.explain_dataset(counted, model, x, batch_size=8, target="predicted", out=out,
-                               progress=False)
+    again = jx.explain_dataset(
+        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    )
     assert (again.n_computed, again.n_skipped) == (0, 4) and len(calls) == n_traced
     # a lost shard is recomputed, the others are skipped
     os.remove(out / "shard_000002.npz")
-    again = jx.explain_dataset(counted, model, x, batch_size=8, target="predicted", out=out,
-                               progress=False)
+    again = jx.explain_dataset(
+        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    )
     assert (again.n_computed, again.n_skipped) == (1, 3)
     np.testing.assert_array_equal(jx.load_results(out).values, loaded.values)
 
@@ -340,14 +453,17 @@ def test_out_rejects_other_runs_and_changed_data(setup, tmp_path):
             jx.explain_dataset(jx.saliency, model, x, **args)
     other_weights = jax.tree.map(lambda a: a + 1.0, model)
     with pytest.raises(ValueError, match="out: .*other arguments"):
-        jx.explain_dataset(jx.saliency, other_weights, x, batch_size=8, target=0, out=out,
-                           progress=False)
+        jx.explain_dataset(
+            jx.saliency, other_weights, x, batch_size=8, target=0, out=out, progress=False
+        )
     with pytest.raises(ValueError, match="batches: batch 0 differs"):
-        jx.explain_dataset(jx.saliency, model, x[::-1], batch_size=8, target=0, out=out,
-                           progress=False)
+        jx.explain_dataset(
+            jx.saliency, model, x[::-1], batch_size=8, target=0, out=out, progress=False
+        )
     with pytest.raises(ValueError, match="beyond"):
-        jx.explain_dataset(jx.saliency, model, x[:16], batch_size=8, target=0, out=out,
-                           progress=False)
+        jx.explain_dataset(
+            jx.saliency, model, x[:16], batch_size=8, target=0, out=out, progress=False
+        )
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "shard_000000.npz").write_bytes(b"")
@@ -401,8 +517,13 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     script.write_text(KILL_SCRIPT)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "0.3"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), "0.3"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         shards = [n for n in os.listdir(out) if n.endswith(".npz")] if out.exists() else []
@@ -416,8 +537,14 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     assert 3 <= n_before < 12, n_before
     with pytest.raises(ValueError, match="not complete"):
         jx.load_results(out)
-    done = subprocess.run([sys.executable, str(script), str(out), "0"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(out), "0"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "done" in done.stdout, done.stderr
     full = tmp_path / "full"  # an uninterrupted run (in this process)
     defs = {}
@@ -462,8 +589,14 @@ def test_persistent_compilation_cache_is_used_by_a_second_process(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     runs = []
     for _ in range(2):
-        p = subprocess.run([sys.executable, str(script), str(cache)], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, str(script), str(cache)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     assert runs[0]["hits"] == 0 and os.listdir(cache)

@@ -70,8 +70,8 @@ SCRIPT = textwrap.dedent("""
             out[name]["err_direct"] = float(np.abs(cat(sharded) - ref.values).max())
 
     # the sharded program really splits the batch: each device sees 8 / 4 = 2 rows
-    from jaxplain import pipeline
-    runner = pipeline._runner(jx.saliency, {}, mesh, None, False, True, 8)
+    from jaxplain import _stream
+    runner = _stream.runner(jx.saliency, {}, mesh, None, False, True, 8)
     xs = jax.device_put(x[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
     ys = jax.device_put(y[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
     hlo = runner.lower(jax.device_put(model), xs, ys, None, np.int32(0)).compile().as_text()
@@ -95,11 +95,12 @@ def result(tmp_path_factory):
     path.write_text(SCRIPT)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    p = subprocess.run([sys.executable, str(path)], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+    p = subprocess.run(
+        [sys.executable, str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def test_four_devices(result):
