@@ -196,12 +196,26 @@ def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
     """The layer's activation as `jax.ShapeDtypeStruct`s (no FLOPs, no compilation).
 
     Also validates the layer name: raises `ValueError` listing the available
-    layers when it is wrong. Results are cached per (architecture, parameter
-    shapes, input shape, layer), so repeated calls do not re-trace the model.
+    layers when it is wrong, and `ValueError` naming `x` when the model cannot
+    be called on `x` (e.g. a wrong number of channels). Results are cached per
+    (architecture, parameter shapes, input shape, layer), so repeated calls do
+    not re-trace the model.
     """
     from .models import eval_shape_cached
 
-    return eval_shape_cached(lambda m, xb: m.probe(xb, layer)[1], model, x, ("probe", layer_parts(layer)))
+    parts = layer_parts(layer)
+    try:
+        return eval_shape_cached(lambda m, xb: m.probe(xb, layer)[1], model, x, ("probe", parts))
+    except (ValueError, TypeError) as e:
+        if str(e).startswith(("layer:", "model:")):  # our own errors name their argument
+            raise
+        err = e
+    except Exception as e:  # noqa: BLE001 - e.g. Flax's ScopeParamShapeError on a wrong x
+        err = e
+    raise ValueError(
+        f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
+        f"(expected a batch (N, ...) the model accepts): {type(err).__name__}: {err}"
+    ) from err
 
 
 def zeros_like_shape(shape: PyTree) -> PyTree:

@@ -168,6 +168,24 @@ def check_n_evals(n_examples: int, per_example: int, name: str) -> int:
     return total
 
 
+def check_budget(v: Any, name: str, n_examples: int, *, per_unit: int = 1, fixed: int = 0,
+                 minimum: int = 1) -> int:
+    """A count `v` (steps, samples...) whose model evaluations fit the int32 flat index.
+
+    Every example costs `v * per_unit + fixed` evaluations; `n_examples` times that
+    must stay <= `MAX_INT32`. Raises before any tracing, naming `name`.
+    """
+    v = check_count(v, name, minimum=minimum)
+    per_unit, n = max(int(per_unit), 1), max(int(n_examples), 1)
+    limit = (MAX_INT32 // n - int(fixed)) // per_unit
+    if v > limit:
+        each = f" x {per_unit} model evaluations" if per_unit > 1 else ""
+        fail(name, f"at most {max(limit, 0)} for a batch of {n} examples ({name}{each} per example "
+             f"must fit the int32 flat evaluation index); split the batch or lower {name}", v)
+    check_n_evals(n, v * per_unit + int(fixed), name)
+    return v
+
+
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         fail(name, f"an int >= {minimum}", repr(v), TypeError)

@@ -256,7 +256,7 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
     model, x, t, parts, shape = _prepare(model, x, target, layer)
     _single_array(shape, layer, "layer_integrated_gradients")
     b = V.check_baseline(baseline, x)
-    steps = V.check_int(steps, "steps", minimum=1)
+    steps = V.check_budget(steps, "steps", x.shape[0], fixed=2)
     V.check_choice(rule, "rule", RULES)
     alphas, weights = quadrature(rule, steps)
     batch_size = V.check_batch_size(batch_size)

@@ -58,6 +58,8 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
 
 def pixel_segments(height: int, width: int) -> np.ndarray:
     """One feature per pixel: labels `0..H*W-1` in row-major order."""
+    height = V.check_int(height, "height")
+    width = V.check_int(width, "width")
     return np.arange(height * width, dtype=np.int32).reshape(height, width)
 
 
@@ -70,7 +72,12 @@ def grid_segments(height: int, width: int, grid: int | tuple[int, int] = 8) -> n
            [2, 2, 3, 3],
            [2, 2, 3, 3]], dtype=int32)
     """
-    gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(grid)
+    height = V.check_int(height, "height")
+    width = V.check_int(width, "width")
+    if isinstance(grid, (int, np.integer)) or not isinstance(grid, (tuple, list)) or len(grid) != 2:
+        gh = gw = grid
+    else:
+        gh, gw = grid
     V.check_int(gh, "grid", maximum=height)
     V.check_int(gw, "grid", maximum=width)
     rows = (np.arange(height) * gh) // height
@@ -172,19 +179,49 @@ def to_pixels(values: Any, segments: Any) -> jax.Array:
     >>> to_pixels(jnp.array([[1.0, 2.0]]), jnp.array([[0, 1], [1, 1]]))[0].tolist()
     [[1.0, 2.0], [2.0, 2.0]]
     """
+    if isinstance(values, (str, bytes)) or values is None or isinstance(values, dict):
+        V.fail("values", "per-feature values (N, d)", type(values).__name__, TypeError)
     values = jnp.asarray(values)
-    segments = jnp.asarray(segments, jnp.int32)
     if values.ndim != 2:
         V.fail("values", "per-feature values (N, d)", f"shape {values.shape}")
-    if segments.ndim not in (2, 3):
-        V.fail("segments", "a label map (H, W) or (N, H, W)", f"shape {segments.shape}")
-    seg = jnp.broadcast_to(segments, values.shape[:1] + segments.shape[-2:])
+    shape = tuple(np.shape(segments)) if not isinstance(segments, (str, bytes)) else ()
+    if len(shape) not in (2, 3):
+        V.fail("segments", "an integer label map (H, W) or (N, H, W)",
+               repr(segments) if isinstance(segments, (str, bytes)) or segments is None
+               else f"shape {shape}", TypeError if not shape else ValueError)
+    if V.is_concrete(segments):  # label checks need values; under jit only shapes are checked
+        seg, d = check_segments(segments, (values.shape[0],) + shape[-2:])
+        if d > values.shape[1]:
+            V.fail("segments", f"at most {values.shape[1]} labels (values has {values.shape[1]} "
+                   f"features per example)", f"{d} labels")
+    else:
+        if len(shape) == 3 and shape[0] != values.shape[0]:
+            V.fail("segments", f"one label map per row of values ({values.shape[0]})",
+                   f"shape {shape}")
+        seg = jnp.broadcast_to(jnp.asarray(segments, jnp.int32),
+                               values.shape[:1] + shape[-2:])
     flat = seg.reshape(seg.shape[0], -1)
     return jnp.take_along_axis(values, flat, axis=1).reshape(seg.shape)
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Gaussian blur of images `(N, H, W, C)` on device (separable, reflecting borders)."""
+    """Gaussian blur of images `(N, H, W, C)` on device (separable, reflecting borders).
+
+    Args:
+      x: finite floating images `(N, H, W)` or `(N, H, W, C)`.
+      sigma: the standard deviation in pixels (>= 0; 0 returns `x`).
+
+    Raises:
+      TypeError: `x` is not a floating array or `sigma` not a number.
+      ValueError: `x` has fewer than 3 dims, an empty axis or NaN/inf; `sigma` < 0.
+    """
+    x = V.check_array(x, min_ndim=3)
+    sigma = V.check_float(sigma, "sigma", minimum=0.0)
+    return _gaussian_blur(x, sigma)
+
+
+def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+    """`gaussian_blur` without validation (traceable; for internal use)."""
     h, w = x.shape[1], x.shape[2]
     kh = jnp.asarray(_blur_matrix(h, float(sigma)), x.dtype)
     kw = jnp.asarray(_blur_matrix(w, float(sigma)), x.dtype)
@@ -232,7 +269,7 @@ def make_baseline(mode: str | None, array: jax.Array | None, x: jax.Array, segme
     if mode is None:
         return array
     if mode == "blur":
-        return gaussian_blur(x, max(x.shape[1], x.shape[2]) / 10.0)
+        return _gaussian_blur(x, max(x.shape[1], x.shape[2]) / 10.0)
     flat = segments.reshape(segments.shape[0], -1)
     xs = x.reshape(x.shape[0], flat.shape[1], -1)
     sums = jax.vmap(lambda s, v: jnp.zeros((d, v.shape[-1]), x.dtype).at[s].add(v))(flat, xs)

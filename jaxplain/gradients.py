@@ -139,7 +139,8 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
     """
     model, x, t = _prepare(model, x, target)
     V.check_choice(rule, "rule", RULES)
-    steps = V.check_int(steps, "steps", minimum=2 if rule == "riemann_trapezoid" else 1)
+    steps = V.check_budget(steps, "steps", x.shape[0], fixed=2,
+                           minimum=2 if rule == "riemann_trapezoid" else 1)
     batch_size = V.check_batch_size(batch_size)
     b = V.check_baseline(baseline, x)  # last: it converts (the others only inspect)
     return _ig(model, x, t, b, steps=steps, rule=rule, batch_size=batch_size)
@@ -205,7 +206,9 @@ def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *
         raise TypeError(f"method: expected an attribution function, got {type(method).__name__}")
     model, x, t = _prepare(model, x, target)
     key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples")
+    inner = method_kwargs.get("steps", 1)  # evaluations of `method` per example and sample
+    inner = inner + 2 if isinstance(inner, int) and not isinstance(inner, bool) and inner > 0 else 1
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], per_unit=inner)
     noise_level = V.check_float(noise_level, "noise_level", minimum=0.0)
     V.check_choice(kind, "kind", NOISE_KINDS)
     batch_size = V.check_batch_size(batch_size)
@@ -318,7 +321,7 @@ def expected_gradients(model: Any, x: jax.Array, *, target: Any, references: jax
     if refs.shape[1:] != x.shape[1:]:
         V.fail("references", f"a batch of examples shaped {tuple(x.shape[1:])}", f"shape {refs.shape}")
     key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples")
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
     return _eg(model, x, t, refs.astype(x.dtype), key, n_samples=n_samples,
                batch_size=V.check_batch_size(batch_size))
 

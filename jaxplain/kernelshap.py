@@ -130,7 +130,13 @@ def kernel_shap(
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap (0 up
       to rounding), n_evals (N,))`. `stderr` is 0 when every coalition was
-      enumerated and NaN with fewer than `2 * N_GROUPS` sampled coalitions.
+      enumerated, and None (not estimated) without `tol` when fewer than
+      `N_GROUPS` sampling units (pairs when `paired`) remain after the enumerated
+      sizes: e.g. `n_samples < 16` sampled coalitions with `paired=True`.
+
+    Raises:
+      ValueError: with `tol`, a `max_evals` too small to fill the `N_GROUPS`
+        jackknife groups; counts whose evaluations exceed the int32 flat index.
 
     References:
       Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions",
@@ -146,14 +152,26 @@ def kernel_shap(
     """
     model, x, t, seg, d, mode, b, batch_size = prepare(model, x, target, segments, baseline, batch_size)
     key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples")
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=2)
     for name, v in (("paired", paired), ("enumerate_sizes", enumerate_sizes)):
         if not isinstance(v, bool):
             V.fail(name, "a bool", repr(v), TypeError)
     plan = schedule(d, n_samples, enumerate_sizes)
     adaptive, tol, rounds = check_adaptive(tol, max_evals, max(plan.n_units, 1))
+    sampled = plan.n_units - plan.n_enum
+    if adaptive and not plan.exact and _groups(rounds * plan.n_units - plan.n_enum, paired) < N_GROUPS:
+        need = -(-(plan.n_enum + N_GROUPS * (2 if paired else 1)) // plan.n_units)
+        V.fail("max_evals", f"at least {2 + need * plan.n_units} ({need} rounds: tol is compared with "
+               f"a jackknife standard error over {N_GROUPS} groups of sampled coalitions)", max_evals)
+    with_stderr = plan.exact or adaptive or _groups(sampled, paired) >= N_GROUPS
     return _kernel_shap(model, x, t, seg, b, key, tol, rounds, plan=plan, mode=mode, paired=paired,
-                        adaptive=adaptive and not plan.exact, batch_size=batch_size)
+                        adaptive=adaptive and not plan.exact, with_stderr=with_stderr,
+                        batch_size=batch_size)
+
+
+def _groups(sampled: int, paired: bool) -> int:
+    """Sampling units (pairs when `paired`) among `sampled` coalitions: the jackknife groups they fill."""
+    return (sampled + 1) // 2 if paired else sampled
 
 
 def unrank(rank: jax.Array, size: jax.Array, d: int) -> jax.Array:
@@ -253,8 +271,10 @@ def estimate(stats, plan: Schedule, delta, present):
     return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "mode", "paired", "adaptive", "batch_size"))
-def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, paired, adaptive, batch_size):
+@functools.partial(jax.jit, static_argnames=("plan", "mode", "paired", "adaptive", "with_stderr",
+                                             "batch_size"))
+def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, paired, adaptive,
+                 batch_size, with_stderr=True):
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -296,5 +316,5 @@ def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, 
         phi, se = jnp.where(present, delta[:, None], 0.0), jnp.zeros((n, d))
     else:
         phi, se = estimate(stats, plan, delta, present)
-    return Explanation(phi, stderr=se, gap=phi.sum(-1) - delta,
+    return Explanation(phi, stderr=se if with_stderr else None, gap=phi.sum(-1) - delta,
                        n_evals=jnp.full((n,), 2 + rounds * plan.n_units, jnp.int32))

@@ -92,7 +92,7 @@ def lime(
     seg, d = features.check_segments(segments, x.shape)
     mode, b = features.baseline_spec(baseline, x)
     key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples")
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
     kernel_width = V.check_float(kernel_width, "kernel_width", minimum=0.0, open_min=True)
     V.check_choice(distance, "distance", DISTANCES)
     alpha = V.check_float(alpha, "alpha", minimum=0.0)

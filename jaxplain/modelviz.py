@@ -63,7 +63,13 @@ def tile(images: Any, *, ncols: int | None = None, pad: int = 1, pad_value: floa
     >>> tile(np.zeros((5, 3, 3)), ncols=5).shape
     (3, 19)
     """
-    a = np.asarray(images, dtype=np.float32)
+    if isinstance(images, (str, bytes)) or images is None or isinstance(images, dict):
+        V.fail("images", "a numeric array (K, h, w) or (K, h, w, c)", repr(images), TypeError)
+    try:
+        a = np.asarray(images, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"images: expected a numeric array (K, h, w) or (K, h, w, c), "
+                        f"got {type(images).__name__} ({e})") from e
     if a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[-1] not in (1, 3, 4)) or a.shape[0] < 1:
         V.fail("images", "(K, h, w) or (K, h, w, c) with c in {1, 3, 4}", f"shape {a.shape}")
     V.check_choice(normalize, "normalize", NORMALIZE)

@@ -263,7 +263,7 @@ def occlusion(
     model = as_model(model)
     x = V.check_array(x, min_ndim=4)
     t = as_target(target, model, x)
-    n_ax = 3 if not isinstance(window, (int, np.integer)) and len(window) == 3 else 2
+    n_ax = 3 if isinstance(window, (tuple, list)) and len(window) == 3 else 2
     win = _tuple(window, "window", n_ax)
     st = _tuple(strides, "strides", n_ax)
     dims = x.shape[1:1 + n_ax]
@@ -362,7 +362,7 @@ def rise(
     x = V.check_array(x, min_ndim=4)
     t = as_target(target, model, x)
     key = V.check_key(key)
-    n_masks = V.check_int(n_masks, "n_masks")
+    n_masks = V.check_budget(n_masks, "n_masks", x.shape[0], fixed=1)
     p = V.check_float(p, "p", minimum=0.0, maximum=1.0, open_min=True)
     cells = V.check_int(cells, "cells", maximum=min(x.shape[1], x.shape[2]))
     mode, b = features.baseline_spec(baseline, x)

@@ -203,7 +203,14 @@ def shapley_sampling(
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap,
-      n_evals (N,))`. `stderr` is NaN with fewer than two samples.
+      n_evals (N,))`. `stderr` is None when one sample cannot estimate it:
+      `n_permutations=1`, or `n_permutations=2` with `antithetic=True` (one
+      pair), without `tol`.
+
+    Raises:
+      ValueError: with `tol`, a `max_evals` too small for two standard-error
+        samples; an odd `n_permutations` with `antithetic=True`; counts whose
+        evaluations exceed the int32 flat index (`N * n_permutations * (d - 1)`).
 
     References:
       Castro, Gomez & Tejada, "Polynomial calculation of the Shapley value based
@@ -212,14 +219,22 @@ def shapley_sampling(
     """
     model, x, t, seg, d, mode, b, batch_size = prepare(model, x, target, segments, baseline, batch_size)
     key = V.check_key(key)
-    n_permutations = V.check_int(n_permutations, "n_permutations")
+    n_permutations = V.check_budget(n_permutations, "n_permutations", x.shape[0],
+                                    per_unit=max(d - 1, 1), fixed=2)
     if not isinstance(antithetic, bool):
         V.fail("antithetic", "a bool", repr(antithetic), TypeError)
     if antithetic and n_permutations % 2:
         V.fail("n_permutations", "an even number with antithetic=True (pairs of permutations)", n_permutations)
-    adaptive, tol, rounds = check_adaptive(tol, max_evals, n_permutations * max(d - 1, 0) or 1)
+    round_evals = n_permutations * max(d - 1, 0) or 1
+    adaptive, tol, rounds = check_adaptive(tol, max_evals, round_evals)
+    units = n_permutations // (2 if antithetic else 1)  # samples of the standard error per round
+    if adaptive and d > 1 and units * rounds < 2:
+        V.fail("max_evals", f"at least {2 + 2 * round_evals} (two rounds: tol is compared with a "
+               f"standard error, which needs two samples)", max_evals)
+    with_stderr = adaptive or d == 1 or units >= 2
     return _sampling(model, x, t, seg, b, key, tol, rounds, d=d, mode=mode, n_permutations=n_permutations,
-                     antithetic=antithetic, adaptive=adaptive and d > 1, batch_size=batch_size)
+                     antithetic=antithetic, adaptive=adaptive and d > 1, with_stderr=with_stderr,
+                     batch_size=batch_size)
 
 
 def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
@@ -228,9 +243,9 @@ def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("d", "mode", "n_permutations", "antithetic", "adaptive",
-                                             "batch_size"))
+                                             "with_stderr", "batch_size"))
 def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_permutations, antithetic, adaptive,
-              batch_size):
+              with_stderr=True, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -274,5 +289,5 @@ def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_perm
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
     n_evals = 2 + rounds * n_permutations * (d - 1)
-    return Explanation(phi, stderr=stderr_fn(stats), gap=phi.sum(-1) - delta,
+    return Explanation(phi, stderr=stderr_fn(stats) if with_stderr else None, gap=phi.sum(-1) - delta,
                        n_evals=jnp.full((n,), n_evals, jnp.int32))

@@ -1,11 +1,12 @@
 """Feature sets: superpixels, painting values back, baselines."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import features
+from jaxplain import features, testing
 
 
 def _valid(labels):
@@ -85,3 +86,40 @@ def test_blur_baseline_matches_scipy_style_gaussian():
     np.testing.assert_allclose(jx.resolve_baseline("blur", const, jx.grid_segments(10, 10, 2)), const, rtol=1e-5)
     b = jx.resolve_baseline("blur", x, jx.grid_segments(12, 12, 2))
     np.testing.assert_allclose(b, jx.gaussian_blur(x, 1.2), rtol=1e-6)
+
+
+def test_to_pixels_checks_labels_and_still_traces():
+    vals = jnp.arange(8.0).reshape(2, 4)
+    seg = jx.grid_segments(4, 4, 2)
+    with pytest.raises(ValueError, match="segments: expected labels 0..d-1 with no gaps"):
+        jx.to_pixels(vals, seg * 2)
+    with pytest.raises(TypeError, match="segments: expected an integer label map"):
+        jx.to_pixels(vals, "slic")
+    with pytest.raises(ValueError, match="segments: expected a label map of shape"):
+        jx.to_pixels(vals, np.stack([seg] * 3))
+    with pytest.raises(ValueError, match="segments: expected at most 4 labels"):
+        jx.to_pixels(vals, jx.pixel_segments(4, 4))
+    eager = jx.to_pixels(vals, seg)
+    traced = jax.jit(jx.to_pixels)(vals, seg)  # under jit only shapes are checked
+    np.testing.assert_array_equal(eager, traced)
+    np.testing.assert_array_equal(eager[1], np.asarray(vals[1])[seg])
+
+
+def test_gaussian_blur_validates_and_keeps_the_mean():
+    x = testing.random_images(0, n=2, size=8)
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        jx.gaussian_blur(np.where(np.arange(3) == 1, np.nan, x), 1.0)
+    with pytest.raises(TypeError, match="x: expected a floating array"):
+        jx.gaussian_blur("img", 1.0)
+    with pytest.raises(ValueError, match="sigma: expected a number >= 0.0"):
+        jx.gaussian_blur(x, -1.0)
+    np.testing.assert_allclose(jx.gaussian_blur(x, 0.0), x)
+    np.testing.assert_allclose(jx.gaussian_blur(x, 2.0).mean((1, 2)), np.asarray(x).mean((1, 2)), atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [jx.grid_segments, jx.pixel_segments])
+def test_segment_builders_name_height_and_width(fn):
+    with pytest.raises(ValueError, match="height: expected an int"):
+        fn(0, 8)
+    with pytest.raises(TypeError, match="width: expected an int"):
+        fn(8, 2.5)

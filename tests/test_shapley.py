@@ -217,3 +217,41 @@ def test_bad_inputs():
         jx.exact_shapley(f, X4, target=None, segments=np.stack([SEG6] * 2))
     with pytest.raises(ValueError, match="baseline"):
         jx.exact_shapley(f, X4, target=None, segments=SEG6, baseline="noise")
+
+
+@pytest.mark.parametrize("n_samples", [1, 2, 8])
+def test_kernel_shap_too_few_samples_for_a_stderr_gives_none(n_samples):
+    """Fewer than N_GROUPS sampled pairs cannot fill the jackknife: stderr None, never NaN."""
+    e = jx.kernel_shap(f, X4, target=None, segments=SEG6, key=jax.random.key(0), n_samples=n_samples)
+    assert e.stderr is None
+    assert np.isfinite(np.asarray(e.values)).all()
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-5)  # efficiency holds for any budget
+    full = jx.kernel_shap(f, X4, target=None, segments=SEG6, key=jax.random.key(0), n_samples=40)
+    assert full.stderr is not None and np.isfinite(np.asarray(full.stderr)).all()
+
+
+def test_kernel_shap_tol_needs_rounds_that_fill_the_jackknife():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="max_evals: expected at least 18"):
+        jx.kernel_shap(f, X4, target=None, segments=SEG6, key=key, n_samples=2, tol=1e-3, max_evals=10)
+    e = jx.kernel_shap(f, X4, target=None, segments=SEG6, key=key, n_samples=2, tol=1e-3, max_evals=18)
+    assert np.isfinite(np.asarray(e.stderr)).all()
+
+
+@pytest.mark.parametrize("n, antithetic, has_stderr",
+                         [(1, False, False), (2, True, False), (2, False, True), (4, True, True)])
+def test_shapley_sampling_stderr_needs_two_samples(n, antithetic, has_stderr):
+    e = jx.shapley_sampling(f, X4, target=None, segments=SEG6, key=jax.random.key(0), n_permutations=n,
+                            antithetic=antithetic)
+    assert (e.stderr is not None) == has_stderr
+    if has_stderr:
+        assert np.isfinite(np.asarray(e.stderr)).all() and (np.asarray(e.stderr) > 0).any()
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-5)
+
+
+def test_shapley_sampling_tol_needs_two_rounds():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="max_evals: expected at least 22"):
+        jx.shapley_sampling(f, X4, target=None, segments=SEG6, key=key, n_permutations=2, tol=1e-3, max_evals=12)
+    e = jx.shapley_sampling(f, X4, target=None, segments=SEG6, key=key, n_permutations=2, tol=1e-3)
+    assert np.isfinite(np.asarray(e.stderr)).all()
