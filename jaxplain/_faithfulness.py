@@ -98,7 +98,7 @@ def _subsets_call(
         model, x, attributions, target, baseline, segments, blur_sigma
     )
     key = V.check_key(key)
-    n_samples = V.check_int(n_samples, "n_samples", minimum=min_samples)
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1, minimum=min_samples)
     return _subsets(
         model,
         x,
@@ -241,7 +241,7 @@ def infidelity(
             )
         t = as_target(target, model, x)
         key = V.check_key(key)
-        n_samples = V.check_int(n_samples, "n_samples", minimum=1)
+        n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
         scale = V.check_float(noise_scale, "noise_scale", minimum=0.0, open_min=True)
         if callable(perturbation):
             try:

@@ -48,7 +48,7 @@ def _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
         a = None
     key = V.check_key(key)
     radius = V.check_float(radius, "radius", minimum=0.0, open_min=True)
-    n_samples = V.check_int(n_samples, "n_samples", minimum=1)
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
     V.check_choice(noise, "noise", NOISES)
     return _sensitivity(
         model,

@@ -56,7 +56,7 @@ def _curve_call(
     model, x, a, (fk, seg, d), t, (mode, arr, sigma) = B.prepare(
         model, x, attributions, target, baseline, segments, blur_sigma
     )
-    steps = V.check_int(steps, "steps", minimum=1)
+    steps = V.check_budget(steps, "steps", x.shape[0], fixed=1)
     batch_size = V.check_batch_size(batch_size)
     return _curve(
         model,
