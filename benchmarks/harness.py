@@ -52,6 +52,7 @@ RESULT_FIELDS = (
     "jaxplain",
     "limit",
     "limit_chunked",
+    "limit_dispatch",
     "peers",
     "best_peer",
     "ratios",
@@ -281,6 +282,18 @@ limit_chunked = jax.jit(_chunked, static_argnames=("chunk", "grad"))
 On CPU one huge batch is not always the fastest way to run `n` evaluations
 (activations fall out of cache), so the report shows both limits.
 """
+
+
+def limit_dispatch(model, parts, grad: bool = False) -> list:
+    """The evaluations as separate jitted calls, one per `(inputs, target)` part.
+
+    On CPU, batches that fit in cache run faster per evaluation than one huge
+    batch or a `lax.scan` over chunks; this is the floor the report calls
+    "dispatch" (best of a few batch sizes).
+    """
+    if grad:
+        return [limit_forward_backward(model, a, t, n_out=1) for a, t in parts]
+    return [limit_forward(model, a, t) for a, t in parts]
 
 
 def limit_inputs(x: np.ndarray, n_evals: int, seed: int = 0) -> jax.Array:

@@ -141,6 +141,8 @@ def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2):
     ratios, best = H.compute_ratios(jt, lt, peers)
     lct = {"median_s": 0.2 * lim_s / 0.2 * 1.1, "chunk": 512}
     ratios["jaxplain/limit_chunked"] = H.ratio(jt, lct)
+    ldt = {"median_s": 0.11, "batch": 256}
+    ratios["jaxplain/limit_dispatch"] = H.ratio(jt, ldt)
     return {
         "case": case,
         "method": case,
@@ -153,6 +155,7 @@ def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2):
         "jaxplain": jt,
         "limit": lt,
         "limit_chunked": lct,
+        "limit_dispatch": ldt,
         "peers": peers,
         "best_peer": best,
         "ratios": ratios,
@@ -167,7 +170,9 @@ def test_markdown_table_and_readme_section(tmp_path):
     record["agreement"].extend(record["results"][0]["agreement"])
     table = report.main_table(record)
     row = table.splitlines()[2]
-    assert "`integrated_gradients`" in row and "**1.10×** (1.00× chunked)" in row
+    assert (
+        "`integrated_gradients`" in row and "**1.10×** (1.00× chunked, 2.00× dispatch 256)" in row
+    )
     assert "captum.IntegratedGradients 2.00× best (internal_batch_size=160), 3.00× default" in row
     assert "✓ 2.0e-06" in row
     readme = tmp_path / "README.md"
