@@ -14,18 +14,25 @@ weighted least squares is solved with the efficiency constraint
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _progress, features
 from . import _validate as V
-from . import features
 from ._types import ArrayLike, Explanation
-from .perturbation import add_local, ranks_from_bits, stream, uniform_from_bits, unit_bits, values_at
+from .perturbation import (
+    add_local,
+    ranks_from_bits,
+    stream,
+    uniform_from_bits,
+    unit_bits,
+    values_at,
+)
 from .shapley import check_adaptive, prepare, run_rounds
 
 _GOLDEN = 2654435769  # round(2^32 / golden ratio): a Weyl sequence step
@@ -87,8 +94,18 @@ def schedule(d: int, n_samples: int, enumerate_sizes: bool = True) -> Schedule:
         return Schedule(d, n_enum, n_enum, *map(tuple, zip(*blocks)))
     probs = np.array([mass[s] for s in sizes])
     bs, bz, bf, bw = map(tuple, zip(*blocks)) if blocks else ((), (), (), ())
-    return Schedule(d, n_enum, n_samples, bs, bz, bf, bw, sizes, tuple((probs / probs.sum()).tolist()),
-                    float(sum(mass[s] for s in sizes)))
+    return Schedule(
+        d,
+        n_enum,
+        n_samples,
+        bs,
+        bz,
+        bf,
+        bw,
+        sizes,
+        tuple((probs / probs.sum()).tolist()),
+        float(sum(mass[s] for s in sizes)),
+    )
 
 
 def kernel_shap(
@@ -105,6 +122,7 @@ def kernel_shap(
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """KernelSHAP with exact efficiency, paired sampling and jackknife standard errors.
 
@@ -126,6 +144,8 @@ def kernel_shap(
       max_evals: with `tol`, the budget of model evaluations per example
         (default: 20 rounds).
       batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap (0 up
@@ -150,7 +170,9 @@ def kernel_shap(
     >>> [round(v, 4) for v in e.values[0].tolist()], e.n_evals.tolist()
     ([0.5, 0.5, 1.0], [8])
     """
-    model, x, t, seg, d, mode, b, batch_size = prepare(model, x, target, segments, baseline, batch_size)
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
     key = V.check_key(key)
     n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=2)
     for name, v in (("paired", paired), ("enumerate_sizes", enumerate_sizes)):
@@ -159,14 +181,40 @@ def kernel_shap(
     plan = schedule(d, n_samples, enumerate_sizes)
     adaptive, tol, rounds = check_adaptive(tol, max_evals, max(plan.n_units, 1))
     sampled = plan.n_units - plan.n_enum
-    if adaptive and not plan.exact and _groups(rounds * plan.n_units - plan.n_enum, paired) < N_GROUPS:
+    if (
+        adaptive
+        and not plan.exact
+        and _groups(rounds * plan.n_units - plan.n_enum, paired) < N_GROUPS
+    ):
         need = -(-(plan.n_enum + N_GROUPS * (2 if paired else 1)) // plan.n_units)
-        V.fail("max_evals", f"at least {2 + need * plan.n_units} ({need} rounds: tol is compared with "
-               f"a jackknife standard error over {N_GROUPS} groups of sampled coalitions)", max_evals)
+        V.fail(
+            "max_evals",
+            f"at least {2 + need * plan.n_units} ({need} rounds: tol is compared with "
+            f"a jackknife standard error over {N_GROUPS} groups of sampled coalitions)",
+            max_evals,
+        )
     with_stderr = plan.exact or adaptive or _groups(sampled, paired) >= N_GROUPS
-    return _kernel_shap(model, x, t, seg, b, key, tol, rounds, plan=plan, mode=mode, paired=paired,
-                        adaptive=adaptive and not plan.exact, with_stderr=with_stderr,
-                        batch_size=batch_size)
+    return _progress.run(
+        _kernel_shap,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        key,
+        tol,
+        rounds,
+        plan=plan,
+        mode=mode,
+        paired=paired,
+        adaptive=adaptive and not plan.exact,
+        with_stderr=with_stderr,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=None,
+        desc="kernel_shap",
+    )
 
 
 def _groups(sampled: int, paired: bool) -> int:
@@ -176,7 +224,9 @@ def _groups(sampled: int, paired: bool) -> int:
 
 def unrank(rank: jax.Array, size: jax.Array, d: int) -> jax.Array:
     """Subsets `(b, d)` bool of `size` features with lexicographic-colex index `rank` (both `(b,)`)."""
-    table = np.array([[min(math.comb(j, k), 2**31 - 1) for k in range(d + 1)] for j in range(d)], np.int64)
+    table = np.array(
+        [[min(math.comb(j, k), 2**31 - 1) for k in range(d + 1)] for j in range(d)], np.int64
+    )
     table = jnp.asarray(table.astype(np.int32))
 
     def body(t, carry):
@@ -239,7 +289,9 @@ def constrained_solve(gram, zy, delta, present):
     eye = jnp.eye(d, dtype=gram.dtype)
     a = gram * p[..., :, None] * p[..., None, :] + eye * (1.0 - p)[..., None, :]
     a = a + eye * (1e-6 * jnp.where(scale > 0, scale, 1.0))[..., None, None] * p[..., None, :]
-    sol = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), jnp.stack([zy * p, p], axis=-1))
+    sol = jax.scipy.linalg.cho_solve(
+        jax.scipy.linalg.cho_factor(a), jnp.stack([zy * p, p], axis=-1)
+    )
     u, v = sol[..., 0], sol[..., 1]
     mu = (jnp.sum(p * u, -1) - delta) / jnp.sum(p * v, -1)
     phi = (u - mu[..., None] * v) * p
@@ -259,9 +311,11 @@ def estimate(stats, plan: Schedule, delta, present):
         scale = jnp.where(n_s > 0, plan.mass / jnp.maximum(n_s, 1.0), 0.0)
         return ge[:, None] + scale[..., None, None] * gram_s, ae[:, None] + scale[..., None] * zy_s
 
-    gg, aa = combine(jnp.concatenate([tg[:, None], tg[:, None] - gs], 1),
-                     jnp.concatenate([ta[:, None], ta[:, None] - as_], 1),
-                     jnp.concatenate([tn[:, None], tn[:, None] - ns], 1))
+    gg, aa = combine(
+        jnp.concatenate([tg[:, None], tg[:, None] - gs], 1),
+        jnp.concatenate([ta[:, None], ta[:, None] - as_], 1),
+        jnp.concatenate([tn[:, None], tn[:, None] - ns], 1),
+    )
     phis = constrained_solve(gg, aa, delta[:, None], present[:, None])
     phi, reps = phis[:, 0], phis[:, 1:]
     se = jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(reps - reps.mean(1, keepdims=True)), 1))
@@ -271,10 +325,26 @@ def estimate(stats, plan: Schedule, delta, present):
     return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "mode", "paired", "adaptive", "with_stderr",
-                                             "batch_size"))
-def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, paired, adaptive,
-                 batch_size, with_stderr=True):
+@_progress.progress_jit(
+    static_argnames=("plan", "mode", "paired", "adaptive", "with_stderr", "batch_size")
+)
+def _kernel_shap(
+    model,
+    x,
+    target,
+    seg,
+    b,
+    key,
+    tol,
+    max_rounds,
+    *,
+    plan,
+    mode,
+    paired,
+    adaptive,
+    batch_size,
+    with_stderr=True,
+):
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -295,7 +365,9 @@ def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, 
         gram, zy, cnt = stats
         weight, group = c.extra
         slot = jnp.where(group < 0, g, group)
-        q = (c.onehot[:, :, None] * jax.nn.one_hot(slot, g + 1)[:, None, :]).reshape(c.onehot.shape[0], -1)
+        q = (c.onehot[:, :, None] * jax.nn.one_hot(slot, g + 1)[:, None, :]).reshape(
+            c.onehot.shape[0], -1
+        )
         z = c.aux[:, 0].astype(jnp.float32)
         qw = q * weight[:, None]
         y = c.values[:, 0] - f0[c.ex]
@@ -306,15 +378,30 @@ def _kernel_shap(model, x, target, seg, b, key, tol, max_rounds, *, plan, mode, 
         return gram, zy, cnt
 
     def round_fn(stats, r):
-        return stream(model, target, n, plan.n_units, units_fn, inputs_fn, reduce_fn, stats, batch_size,
-                      offset=r * plan.n_units)
+        return stream(
+            model,
+            target,
+            n,
+            plan.n_units,
+            units_fn,
+            inputs_fn,
+            reduce_fn,
+            stats,
+            batch_size,
+            offset=r * plan.n_units,
+        )
 
     init = (jnp.zeros((n, g + 1, d, d)), jnp.zeros((n, g + 1, d)), jnp.zeros((n, g + 1)))
-    stats, rounds = run_rounds(round_fn, lambda s: estimate(s, plan, delta, present)[1], init, adaptive, tol,
-                               max_rounds)
+    stats, rounds = run_rounds(
+        round_fn, lambda s: estimate(s, plan, delta, present)[1], init, adaptive, tol, max_rounds
+    )
     if d < 2:
         phi, se = jnp.where(present, delta[:, None], 0.0), jnp.zeros((n, d))
     else:
         phi, se = estimate(stats, plan, delta, present)
-    return Explanation(phi, stderr=se if with_stderr else None, gap=phi.sum(-1) - delta,
-                       n_evals=jnp.full((n,), 2 + rounds * plan.n_units, jnp.int32))
+    return Explanation(
+        phi,
+        stderr=se if with_stderr else None,
+        gap=phi.sum(-1) - delta,
+        n_evals=jnp.full((n,), 2 + rounds * plan.n_units, jnp.int32),
+    )

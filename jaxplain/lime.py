@@ -9,14 +9,14 @@ in closed form at the end. Memory is bounded by `batch_size`, not `n_samples`.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from . import _progress, features
 from . import _validate as V
-from . import features
 from ._types import ArrayLike, Explanation
 from .models import as_model
 from .perturbation import add_local, ranks_from_bits, stream, unit_bits, values_at
@@ -38,6 +38,7 @@ def lime(
     distance: str = "cosine",
     alpha: float = 1.0,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """LIME with feature coalitions (superpixels, grid cells, pixels).
 
@@ -64,6 +65,8 @@ def lime(
       distance: `"cosine"` (lime's default) or `"hamming"`.
       alpha: ridge penalty on the coefficients (lime's default 1.0).
       batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d) coefficients, score (N,) weighted R^2 of the
@@ -97,8 +100,26 @@ def lime(
     V.check_choice(distance, "distance", DISTANCES)
     alpha = V.check_float(alpha, "alpha", minimum=0.0)
     batch_size = V.check_batch_size(batch_size)
-    return _lime(model, x, t, seg, b, key, kernel_width, alpha, d=d, mode=mode, n_samples=n_samples,
-                 distance=distance, batch_size=batch_size)
+    return _progress.run(
+        _lime,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        key,
+        kernel_width,
+        alpha,
+        d=d,
+        mode=mode,
+        n_samples=n_samples,
+        distance=distance,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=x.shape[0] * n_samples,
+        desc="lime",
+    )
 
 
 def lime_masks(key: jax.Array, sample: jax.Array, d: int) -> jax.Array:
@@ -126,15 +147,20 @@ def masked_solve(a: jax.Array, r: jax.Array, present: jax.Array) -> jax.Array:
     `a (..., k, k)`, `r (..., k[, m])`, `present (..., k)` bool.
     """
     p = present.astype(a.dtype)
-    a = a * p[..., :, None] * p[..., None, :] + jnp.eye(a.shape[-1], dtype=a.dtype) * (1.0 - p)[..., None, :]
+    a = (
+        a * p[..., :, None] * p[..., None, :]
+        + jnp.eye(a.shape[-1], dtype=a.dtype) * (1.0 - p)[..., None, :]
+    )
     vec = r.ndim < a.ndim
     rhs = (r * p)[..., None] if vec else r * p[..., None]
     out = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), rhs)
     return out[..., 0] if vec else out
 
 
-@functools.partial(jax.jit, static_argnames=("d", "mode", "n_samples", "distance", "batch_size"))
-def _lime(model, x, target, seg, b, key, kernel_width, alpha, *, d, mode, n_samples, distance, batch_size):
+@_progress.progress_jit(static_argnames=("d", "mode", "n_samples", "distance", "batch_size"))
+def _lime(
+    model, x, target, seg, b, key, kernel_width, alpha, *, d, mode, n_samples, distance, batch_size
+):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
@@ -163,7 +189,9 @@ def _lime(model, x, target, seg, b, key, kernel_width, alpha, *, d, mode, n_samp
     # sample 0 (all ones, distance 0, weight 1, centred value 0) enters analytically.
     ones = jnp.concatenate([jnp.ones((n, 1)), pf], axis=1)
     init = (ones[:, :, None] * ones[:, None, :], jnp.zeros((n, d + 1)), jnp.zeros((n,)))
-    gram, zy, yy = stream(model, target, n, n_samples - 1, units_fn, inputs_fn, reduce_fn, init, batch_size)
+    gram, zy, yy = stream(
+        model, target, n, n_samples - 1, units_fn, inputs_fn, reduce_fn, init, batch_size
+    )
 
     keep = jnp.concatenate([jnp.ones((n, 1), bool), present], axis=1)
     penalty = jnp.diag(jnp.concatenate([jnp.zeros((1,)), jnp.full((d,), 1.0)])) * alpha

@@ -8,15 +8,15 @@ than `batch_size` perturbed inputs at once.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _progress, batching, features
 from . import _validate as V
-from . import batching, features
 from ._types import ArrayLike, Explanation
 from .features import apply_coalitions
 from .models import as_model
@@ -130,9 +130,12 @@ def stream(
             return target.take(sl[0]).select(model(inputs_fn(*sl)))
 
         values = batching.chunked_map(part, rows, bs)
+        _progress.report(rows, start)
         ex0 = start // n_units
         onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
-        return reduce_fn(carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size)))
+        return reduce_fn(
+            carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size))
+        )
 
     return batching.fold(step, init, n * n_units, m)
 
@@ -164,8 +167,11 @@ def merge_moments(stats: tuple, ex0: jax.Array, onehot: jax.Array, samples: jax.
     frac = (nk / jnp.maximum(c1, 1.0))[:, None]
     mu1 = mu0 + delta * frac
     s1 = s0 + m2k + jnp.square(delta) * (c0[:, None] * frac)
-    return (count.at[idx].set(c1, mode="drop"), mean.at[idx].set(mu1, mode="drop"),
-            m2.at[idx].set(s1, mode="drop"))
+    return (
+        count.at[idx].set(c1, mode="drop"),
+        mean.at[idx].set(mu1, mode="drop"),
+        m2.at[idx].set(s1, mode="drop"),
+    )
 
 
 def unit_keys(key: jax.Array, unit: jax.Array) -> jax.Array:
@@ -201,9 +207,11 @@ def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: 
     n = xs[0].shape[0]
     allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
     bs = batching.chunk_size(batch_size, allx.shape[0])
-    outs = batching.chunked_map(lambda s, b: model(jax.lax.dynamic_slice_in_dim(allx, s, b)), allx.shape[0], bs)
+    outs = batching.chunked_map(
+        lambda s, b: model(jax.lax.dynamic_slice_in_dim(allx, s, b)), allx.shape[0], bs
+    )
     bound = target.bind(outs[:n])
-    return [bound.select(outs[i * n:(i + 1) * n]) for i in range(len(xs))], bound
+    return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound
 
 
 # ---- occlusion -------------------------------------------------------------------------
@@ -213,7 +221,9 @@ def _tuple(v: Any, name: str, length: int, minimum: int = 1) -> tuple[int, ...]:
     vals = (v,) * length if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
     if not isinstance(vals, (tuple, list)) or len(vals) != length:
         V.fail(name, f"an int or a tuple of {length} ints", repr(v), TypeError)
-    return tuple(V.check_int(int(a) if isinstance(a, np.integer) else a, name, minimum=minimum) for a in vals)
+    return tuple(
+        V.check_int(int(a) if isinstance(a, np.integer) else a, name, minimum=minimum) for a in vals
+    )
 
 
 def occlusion(
@@ -225,6 +235,7 @@ def occlusion(
     strides: int | tuple[int, ...] = 1,
     baseline: Any = 0.0,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """Occlusion: the drop of the target when a sliding window is replaced by the baseline.
 
@@ -242,6 +253,8 @@ def occlusion(
         default 1).
       baseline: a number, an image, one image per example, or `"blur"`.
       batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, H, W, C), n_evals)`: one evaluation per window
@@ -266,23 +279,41 @@ def occlusion(
     n_ax = 3 if isinstance(window, (tuple, list)) and len(window) == 3 else 2
     win = _tuple(window, "window", n_ax)
     st = _tuple(strides, "strides", n_ax)
-    dims = x.shape[1:1 + n_ax]
+    dims = x.shape[1 : 1 + n_ax]
     if any(w > s for w, s in zip(win, dims)):
         V.fail("window", f"a window no larger than the image {dims}", win)
     mode, b = features.baseline_spec(baseline, x)
     if mode == "mean":
-        V.fail("baseline", "a number, an array or 'blur' (occlusion has no segments for 'mean')", "'mean'")
+        V.fail(
+            "baseline",
+            "a number, an array or 'blur' (occlusion has no segments for 'mean')",
+            "'mean'",
+        )
     batch_size = V.check_batch_size(batch_size)
-    return _occlusion(model, x, t, b, mode=mode, window=win, strides=st, batch_size=batch_size)
+    return _progress.run(
+        _occlusion,
+        model,
+        x,
+        t,
+        b,
+        mode=mode,
+        window=win,
+        strides=st,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=None,
+        desc="occlusion",
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "window", "strides", "batch_size"))
+@_progress.progress_jit(static_argnames=("mode", "window", "strides", "batch_size"))
 def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
     n, shape = x.shape[0], x.shape[1:]
     b = features.make_baseline(mode, b, x, None, 0)
     (fx,), target = values_at(model, target, [x], batch_size)
     npos = [(s - w) // st + 1 for s, w, st in zip(shape, window, strides)]
-    ranges = [jnp.arange(s) for s in shape[:len(window)]]
+    ranges = [jnp.arange(s) for s in shape[: len(window)]]
 
     def window_mask(pos):  # pos (b,) flat position -> (b, H, W, C) bool
         idx = jnp.unravel_index(pos, npos)
@@ -303,13 +334,22 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
         mask = window_mask(c.unit).astype(x.dtype)
         return add_local(acc, c.ex0, jnp.einsum("mk,m,m...->k...", c.onehot, drop, mask))
 
-    acc = stream(model, target, n, int(np.prod(npos)), lambda ex, u: (u[:, None], None),
-                 inputs_fn, reduce_fn, jnp.zeros_like(x), batch_size)
+    acc = stream(
+        model,
+        target,
+        n,
+        int(np.prod(npos)),
+        lambda ex, u: (u[:, None], None),
+        inputs_fn,
+        reduce_fn,
+        jnp.zeros_like(x),
+        batch_size,
+    )
     count = np.ones(shape, np.float32)
     for axis, (s, w, st, k) in enumerate(zip(shape, window, strides, npos)):
         c = np.zeros(s, np.float32)
         for i in range(k):
-            c[i * st:i * st + w] += 1
+            c[i * st : i * st + w] += 1
         bshape = [1] * len(shape)
         bshape[axis] = s
         count = count * c.reshape(bshape)
@@ -331,6 +371,7 @@ def rise(
     cells: int = 7,
     baseline: Any = 0.0,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """RISE: the target averaged over random smooth masks, weighted by each mask.
 
@@ -350,6 +391,8 @@ def rise(
       cells: grid size of the low-resolution masks.
       baseline: a number, an image, one image per example, or `"blur"`.
       batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, H, W), n_evals)`.
@@ -367,12 +410,32 @@ def rise(
     cells = V.check_int(cells, "cells", maximum=min(x.shape[1], x.shape[2]))
     mode, b = features.baseline_spec(baseline, x)
     if mode == "mean":
-        V.fail("baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'")
+        V.fail(
+            "baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'"
+        )
     batch_size = V.check_batch_size(batch_size)
-    return _rise(model, x, t, b, key, p, mode=mode, n_masks=n_masks, cells=cells, batch_size=batch_size)
+    return _progress.run(
+        _rise,
+        model,
+        x,
+        t,
+        b,
+        key,
+        p,
+        mode=mode,
+        n_masks=n_masks,
+        cells=cells,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=x.shape[0] * n_masks,
+        desc="rise",
+    )
 
 
-def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: float, cells: int) -> jax.Array:
+def rise_masks(
+    key: jax.Array, index: jax.Array, height: int, width: int, p: float, cells: int
+) -> jax.Array:
     """The RISE masks `(b, H, W)` with indices `index (b,)` (float in [0, 1])."""
     ch, cw = -(-height // cells), -(-width // cells)
 
@@ -385,7 +448,7 @@ def rise_masks(key: jax.Array, index: jax.Array, height: int, width: int, p: flo
     return jax.vmap(one)(unit_bits(key, index, cells * cells + 2))
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "n_masks", "cells", "batch_size"))
+@_progress.progress_jit(static_argnames=("mode", "n_masks", "cells", "batch_size"))
 def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
     n, h, w = x.shape[:3]
     b = features.make_baseline(mode, b, x, None, 0)
@@ -399,8 +462,19 @@ def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
         return b[ex] + m * (x[ex] - b[ex])
 
     def reduce_fn(acc, c):
-        return add_local(acc, c.ex0, jnp.einsum("mk,m,mhw->khw", c.onehot, c.values[:, 0], c.aux[:, 0]))
+        return add_local(
+            acc, c.ex0, jnp.einsum("mk,m,mhw->khw", c.onehot, c.values[:, 0], c.aux[:, 0])
+        )
 
-    acc = stream(model, target, n, n_masks, units_fn, inputs_fn, reduce_fn,
-                 jnp.zeros((n, h, w), jnp.float32), batch_size)
+    acc = stream(
+        model,
+        target,
+        n,
+        n_masks,
+        units_fn,
+        inputs_fn,
+        reduce_fn,
+        jnp.zeros((n, h, w), jnp.float32),
+        batch_size,
+    )
     return Explanation(acc / (n_masks * p), n_evals=jnp.full((n,), n_masks, jnp.int32))

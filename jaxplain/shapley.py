@@ -11,16 +11,16 @@ depend on `batch_size`) and shares the coalitions across examples.
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _progress, features
 from . import _validate as V
-from . import features
 from ._types import ArrayLike, Explanation
 from .models import as_model
 from .perturbation import add_local, merge_moments, ranks_from_bits, stream, unit_bits, values_at
@@ -43,14 +43,18 @@ def prepare(model, x, target, segments, baseline, batch_size):
     return model, x, t, seg, d, mode, b, V.check_batch_size(batch_size)
 
 
-def check_adaptive(tol: Any, max_evals: Any, round_evals: int, fixed_evals: int = 2) -> tuple[bool, float, int]:
+def check_adaptive(
+    tol: Any, max_evals: Any, round_evals: int, fixed_evals: int = 2
+) -> tuple[bool, float, int]:
     """Validates `tol`/`max_evals`; returns `(adaptive, tol, max_rounds)`.
 
     `tol` and `max_rounds` are passed traced, so changing them never recompiles.
     """
     if tol is None:
         if max_evals is not None:
-            V.fail("max_evals", "None unless tol= is given (it bounds adaptive stopping)", max_evals)
+            V.fail(
+                "max_evals", "None unless tol= is given (it bounds adaptive stopping)", max_evals
+            )
         return False, 0.0, 1
     tol = V.check_float(tol, "tol", minimum=0.0, open_min=True)
     if max_evals is None:
@@ -59,7 +63,9 @@ def check_adaptive(tol: Any, max_evals: Any, round_evals: int, fixed_evals: int 
     return True, tol, (max_evals - fixed_evals) // round_evals
 
 
-def run_rounds(round_fn: Callable, stderr_fn: Callable, init: Any, adaptive: bool, tol: Any, max_rounds: Any):
+def run_rounds(
+    round_fn: Callable, stderr_fn: Callable, init: Any, adaptive: bool, tol: Any, max_rounds: Any
+):
     """Runs `state = round_fn(state, r)` once, or (`adaptive`) until `max(stderr) < tol`.
 
     A `lax.while_loop` over fixed-shape rounds: no recompilation per round.
@@ -97,6 +103,7 @@ def exact_shapley(
     segments: ArrayLike,
     baseline: Any = 0.0,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """Exact Shapley values by enumerating all `2^d` coalitions (d <= 16), chunked.
 
@@ -111,6 +118,8 @@ def exact_shapley(
       segments: labels `(H, W)` or `(N, H, W)`, `0..d-1` without gaps, d <= 16.
       baseline: a number, an image, one image per example, `"blur"` or `"mean"`.
       batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), gap (N,) = sum(values) - (f(x) - f(baseline)),
@@ -124,14 +133,34 @@ def exact_shapley(
     >>> exact_shapley(f, jnp.ones((1, 1, 2, 1)), target=None, segments=jnp.array([[0, 1]])).values
     Array([[0.5, 0.5]], dtype=float32)
     """
-    model, x, t, seg, d, mode, b, batch_size = prepare(model, x, target, segments, baseline, batch_size)
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
     if d > MAX_EXACT_FEATURES:
-        V.fail("segments", f"at most {MAX_EXACT_FEATURES} features for exact_shapley (2^d evaluations; "
-               "use kernel_shap or shapley_sampling)", f"{d} features")
-    return _exact(model, x, t, seg, b, d=d, mode=mode, batch_size=batch_size)
+        V.fail(
+            "segments",
+            f"at most {MAX_EXACT_FEATURES} features for exact_shapley (2^d evaluations; "
+            "use kernel_shap or shapley_sampling)",
+            f"{d} features",
+        )
+    return _progress.run(
+        _exact,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        d=d,
+        mode=mode,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=x.shape[0] * 2**d,
+        desc="exact_shapley",
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("d", "mode", "batch_size"))
+@_progress.progress_jit(static_argnames=("d", "mode", "batch_size"))
 def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
@@ -153,7 +182,9 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
         y = c.values[:, 0] - f0[c.ex]
         return add_local(acc, c.ex0, jnp.einsum("mk,m,mj->kj", c.onehot, y, coef))
 
-    acc = stream(model, target, n, 2**d - 2, units_fn, inputs_fn, reduce_fn, jnp.zeros((n, d)), batch_size)
+    acc = stream(
+        model, target, n, 2**d - 2, units_fn, inputs_fn, reduce_fn, jnp.zeros((n, d)), batch_size
+    )
     delta = fx - f0
     phi = jnp.where(present, acc + delta[:, None] / d, 0.0)
     return Explanation(phi, gap=phi.sum(-1) - delta, n_evals=jnp.full((n,), 2**d, jnp.int32))
@@ -175,6 +206,7 @@ def shapley_sampling(
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """Shapley values by permutation sampling with antithetic permutations.
 
@@ -200,6 +232,8 @@ def shapley_sampling(
       max_evals: with `tol`, the budget of model evaluations per example
         (default: 20 rounds).
       batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap,
@@ -217,24 +251,54 @@ def shapley_sampling(
       on sampling", Computers & Operations Research 2009. Mitchell et al.,
       "Sampling Permutations for Shapley Value Estimation", JMLR 2022.
     """
-    model, x, t, seg, d, mode, b, batch_size = prepare(model, x, target, segments, baseline, batch_size)
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
     key = V.check_key(key)
-    n_permutations = V.check_budget(n_permutations, "n_permutations", x.shape[0],
-                                    per_unit=max(d - 1, 1), fixed=2)
+    n_permutations = V.check_budget(
+        n_permutations, "n_permutations", x.shape[0], per_unit=max(d - 1, 1), fixed=2
+    )
     if not isinstance(antithetic, bool):
         V.fail("antithetic", "a bool", repr(antithetic), TypeError)
     if antithetic and n_permutations % 2:
-        V.fail("n_permutations", "an even number with antithetic=True (pairs of permutations)", n_permutations)
+        V.fail(
+            "n_permutations",
+            "an even number with antithetic=True (pairs of permutations)",
+            n_permutations,
+        )
     round_evals = n_permutations * max(d - 1, 0) or 1
     adaptive, tol, rounds = check_adaptive(tol, max_evals, round_evals)
     units = n_permutations // (2 if antithetic else 1)  # samples of the standard error per round
     if adaptive and d > 1 and units * rounds < 2:
-        V.fail("max_evals", f"at least {2 + 2 * round_evals} (two rounds: tol is compared with a "
-               f"standard error, which needs two samples)", max_evals)
+        V.fail(
+            "max_evals",
+            f"at least {2 + 2 * round_evals} (two rounds: tol is compared with a "
+            f"standard error, which needs two samples)",
+            max_evals,
+        )
     with_stderr = adaptive or d == 1 or units >= 2
-    return _sampling(model, x, t, seg, b, key, tol, rounds, d=d, mode=mode, n_permutations=n_permutations,
-                     antithetic=antithetic, adaptive=adaptive and d > 1, with_stderr=with_stderr,
-                     batch_size=batch_size)
+    return _progress.run(
+        _sampling,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        key,
+        tol,
+        rounds,
+        d=d,
+        mode=mode,
+        n_permutations=n_permutations,
+        antithetic=antithetic,
+        adaptive=adaptive and d > 1,
+        with_stderr=with_stderr,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=None,
+        desc="shapley_sampling",
+    )
 
 
 def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
@@ -242,18 +306,47 @@ def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
     return ranks_from_bits(unit_bits(key, unit, d))
 
 
-@functools.partial(jax.jit, static_argnames=("d", "mode", "n_permutations", "antithetic", "adaptive",
-                                             "with_stderr", "batch_size"))
-def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_permutations, antithetic, adaptive,
-              with_stderr=True, batch_size):
+@_progress.progress_jit(
+    static_argnames=(
+        "d",
+        "mode",
+        "n_permutations",
+        "antithetic",
+        "adaptive",
+        "with_stderr",
+        "batch_size",
+    )
+)
+def _sampling(
+    model,
+    x,
+    target,
+    seg,
+    b,
+    key,
+    tol,
+    max_rounds,
+    *,
+    d,
+    mode,
+    n_permutations,
+    antithetic,
+    adaptive,
+    with_stderr=True,
+    batch_size,
+):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
     (fx, f0), target = values_at(model, target, [x, b], batch_size)
     delta = fx - f0
     if d == 1:
-        return Explanation(delta[:, None], stderr=jnp.zeros((n, 1)), gap=jnp.zeros((n,)),
-                           n_evals=jnp.full((n,), 2, jnp.int32))
+        return Explanation(
+            delta[:, None],
+            stderr=jnp.zeros((n, 1)),
+            gap=jnp.zeros((n,)),
+            n_evals=jnp.full((n,), 2, jnp.int32),
+        )
     per_unit = 2 if antithetic else 1
     units = n_permutations // per_unit
     sizes = jnp.arange(1, d)
@@ -263,7 +356,9 @@ def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_perm
 
     def units_fn(ex, u):
         rank = permutation_ranks(key, u, d)
-        return jnp.concatenate([r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1), rank
+        return jnp.concatenate(
+            [r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1
+        ), rank
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
@@ -271,14 +366,31 @@ def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_perm
     def reduce_fn(stats, c):
         total = 0.0
         for i, r in enumerate(orders(c.extra)):
-            ys = jnp.concatenate([f0[c.ex][:, None], c.values[:, i * (d - 1):(i + 1) * (d - 1)],
-                                  fx[c.ex][:, None]], axis=1)
+            ys = jnp.concatenate(
+                [
+                    f0[c.ex][:, None],
+                    c.values[:, i * (d - 1) : (i + 1) * (d - 1)],
+                    fx[c.ex][:, None],
+                ],
+                axis=1,
+            )
             total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)
         return merge_moments(stats, c.ex0, c.onehot, total / per_unit)
 
     def round_fn(stats, r):
-        return stream(model, target, n, units, units_fn, inputs_fn, reduce_fn, stats, batch_size,
-                      unit_size=per_unit * (d - 1), offset=r * units)
+        return stream(
+            model,
+            target,
+            n,
+            units,
+            units_fn,
+            inputs_fn,
+            reduce_fn,
+            stats,
+            batch_size,
+            unit_size=per_unit * (d - 1),
+            offset=r * units,
+        )
 
     def stderr_fn(stats):
         count, _, m2 = stats
@@ -289,5 +401,9 @@ def _sampling(model, x, target, seg, b, key, tol, max_rounds, *, d, mode, n_perm
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
     n_evals = 2 + rounds * n_permutations * (d - 1)
-    return Explanation(phi, stderr=stderr_fn(stats) if with_stderr else None, gap=phi.sum(-1) - delta,
-                       n_evals=jnp.full((n,), n_evals, jnp.int32))
+    return Explanation(
+        phi,
+        stderr=stderr_fn(stats) if with_stderr else None,
+        gap=phi.sum(-1) - delta,
+        n_evals=jnp.full((n,), n_evals, jnp.int32),
+    )
