@@ -272,9 +272,8 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Exp
     target = target.bind(out_x)
     diff = act_x - act_b
 
-    def chunk(start, size):
-        rows, s = batching.flat_index(start, size, steps)
-        scale = (alphas[s] - 1.0).reshape((size,) + (1,) * (diff.ndim - 1))
+    def weighted_grads(rows, s):
+        scale = (alphas[s] - 1.0).reshape(s.shape + (1,) * (diff.ndim - 1))
         t = target.take(rows)
         xr = x[rows]
 
@@ -283,10 +282,9 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Exp
             return jnp.sum(t.select(out))
 
         g = jax.grad(f)(scale.astype(diff.dtype) * diff[rows])
-        w = weights[s].reshape(scale.shape).astype(g.dtype)
-        return jnp.zeros_like(diff).at[rows].add(w * g)
+        return weights[s].reshape(scale.shape).astype(g.dtype) * g
 
-    avg_grad = batching.chunked_sum(chunk, n * steps, batch_size)
+    avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)
     values = diff * avg_grad
     out_b, _ = model.probe(x, layer, -diff)  # the model with the layer set to A(b)
     change = target.select(out_x) - target.select(out_b)
