@@ -10,8 +10,6 @@ and metrics.txt.
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 
 import jax
@@ -21,17 +19,12 @@ import numpy as np
 import jaxplain as jx
 from jaxplain import data, zoo
 from jaxplain import visualize as viz
+from jaxplain.cli import example_parser, parse_example_args
 
 
 def parse(argv, name):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="reduced budgets (also JAXPLAIN_QUICK=1)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "output" / name))
-    args = ap.parse_args(argv)
-    args.quick = args.quick or os.environ.get("JAXPLAIN_QUICK") == "1"
-    args.out = Path(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    return args
+    ap = example_parser(__doc__, Path(__file__).parent / "output" / name)
+    return parse_example_args(ap, argv)
 
 
 def centered(e):

@@ -11,8 +11,6 @@ boundary where they are fitted.
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 
 import flax.linen as nn
@@ -23,17 +21,12 @@ import optax
 from matplotlib.figure import Figure
 
 import jaxplain as jx
+from jaxplain.cli import example_parser, parse_example_args
 
 
 def parse(argv, name):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="reduced budgets (also JAXPLAIN_QUICK=1)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "output" / name))
-    args = ap.parse_args(argv)
-    args.quick = args.quick or os.environ.get("JAXPLAIN_QUICK") == "1"
-    args.out = Path(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    return args
+    ap = example_parser(__doc__, Path(__file__).parent / "output" / name)
+    return parse_example_args(ap, argv)
 
 
 class MLP(nn.Module):

@@ -15,8 +15,6 @@ next to no overhead.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 
@@ -27,19 +25,14 @@ import numpy as np
 import jaxplain as jx
 from jaxplain import data, zoo
 from jaxplain import visualize as viz
+from jaxplain.cli import example_parser, parse_example_args
 
 
 def parse(argv, name):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="reduced budgets (also JAXPLAIN_QUICK=1)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "output" / name))
+    ap = example_parser(__doc__, Path(__file__).parent / "output" / name)
     ap.add_argument("--images", type=int, default=None, help="explain only the first N test images")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
-    args.quick = args.quick or os.environ.get("JAXPLAIN_QUICK") == "1"
-    args.out = Path(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    return args
+    return parse_example_args(ap, argv)
 
 
 def limit_seconds(model, x: np.ndarray, n_evals: int, chunk: int, repeats: int = 3) -> float:

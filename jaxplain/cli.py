@@ -12,9 +12,10 @@ as flax bytes), so no Python code is needed to name the model.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXPLAIN_METHODS = {
     "saliency": "saliency",
@@ -26,6 +27,25 @@ EXPLAIN_METHODS = {
     "occlusion": "occlusion",
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def example_parser(doc: str, out: str | Path) -> argparse.ArgumentParser:
+    """The argument parser every script in `examples/` starts from: `--quick`, `--out`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="reduced budgets (also JAXPLAIN_QUICK=1)")
+    ap.add_argument("--out", default=str(out))
+    return ap
+
+
+def parse_example_args(
+    ap: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parses an example's arguments: `JAXPLAIN_QUICK=1` implies `--quick`; `--out` is created."""
+    args = ap.parse_args(argv)
+    args.quick = args.quick or os.environ.get("JAXPLAIN_QUICK") == "1"
+    args.out = Path(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +132,7 @@ def _bench(argv: list[str]) -> int:
     return int(rc or 0)
 
 
-def load_images(folder: str | Path, shape: Sequence[int]) -> tuple[list[str], "object"]:
+def load_images(folder: str | Path, shape: Sequence[int]) -> tuple[list[str], object]:
     """Reads every image in `folder`, converted and resized to `shape = (H, W, C)` in [0, 1]."""
     import numpy as np
     from skimage import io, transform
