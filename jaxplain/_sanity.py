@@ -134,6 +134,18 @@ def _explain(model, x, target, *, explain):
     return B.run_explain(explain, model, x, target)
 
 
+def _reference(model, x, t, explain, attributions, shape) -> jax.Array:
+    """The attributions to compare against: given ones (checked against `shape`) or explain's."""
+    ref = (
+        _explain(model, x, t, explain=explain)
+        if attributions is None
+        else B.attribution_array(attributions)
+    )
+    if tuple(ref.shape) != shape:
+        V.fail("attributions", f"the shape explain(model, x) returns, {shape}", tuple(ref.shape))
+    return ref
+
+
 @jax.jit
 def _randomise(params, key, flags):
     """Leaves with `flags[i]` re-drawn from `N(0, std(leaf)^2)`; the others kept."""
@@ -241,13 +253,7 @@ def model_parameter_randomisation(
             V.fail("layers", f"names among {list(known)}", list(layers))
         groups = [(name, known[name]) for name in layers]
     t = t.resolve(model, x)
-    ref = (
-        _explain(model, x, t, explain=explain)
-        if attributions is None
-        else (B.attribution_array(attributions))
-    )
-    if tuple(ref.shape) != shape:
-        V.fail("attributions", f"the shape explain(model, x) returns, {shape}", tuple(ref.shape))
+    ref = _reference(model, x, t, explain, attributions, shape)
     win = _sim_window(shape)
     n_leaves = len(jax.tree.leaves(model.params))
     flags = np.zeros(n_leaves, bool)
@@ -322,13 +328,7 @@ def random_logit(
     if k < 2:
         V.fail("model", "outputs with at least 2 classes", k)
     t = t.resolve(model, x)
-    ref = (
-        _explain(model, x, t, explain=explain)
-        if attributions is None
-        else (B.attribution_array(attributions))
-    )
-    if tuple(ref.shape) != shape:
-        V.fail("attributions", f"the shape explain(model, x) returns, {shape}", tuple(ref.shape))
+    ref = _reference(model, x, t, explain, attributions, shape)
     shift = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (), 1, k))(
         jnp.arange(x.shape[0])
     )
