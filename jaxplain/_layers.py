@@ -1,16 +1,22 @@
 """Layer access for Linen and NNX models: one additive probe at a named submodule.
 
-`probe(params, x, layer, delta)` runs the model with `delta` added to the output
-of the submodule `layer` and returns `(outputs, activation)`, the activation being
-the submodule's output *before* `delta` is added. Differentiating the outputs with
-respect to a zero `delta` gives gradients with respect to the layer's activations
-in one forward and one backward pass, and the backward pass stops at the layer.
+`probe(model, x, layer, delta, at=...)` runs the model with `delta` added at a
+*site* of the submodule `layer` and returns `(outputs, activation)`, the
+activation being the value at that site *before* `delta` is added. The site is
+the submodule's output (`at="output"`, the default and what `Model.probe` does)
+or its input (`at="input"`: the first positional argument of its `__call__`,
+Captum's `attribute_to_layer_input`). Differentiating the outputs with respect
+to a zero `delta` gives gradients with respect to the activation in one forward
+and one backward pass, and the backward pass stops at the layer.
+
+Both frameworks route the submodule's call through `_site_call`, the one place
+that knows the sites:
 
 - Linen: `flax.linen.intercept_methods` intercepts `__call__` of the module whose
   `path` matches; the user's module is not edited.
 - NNX: the graph definition and state are merged inside the traced function and
-  the named submodule of that fresh copy gets a subclass whose `__call__` records
-  the output and adds `delta`; nothing outside the trace is touched.
+  the named submodule of that fresh copy gets a subclass whose `__call__` goes
+  through a per-instance hook; nothing outside the trace is touched.
 
 Layer names are submodule paths: `"conv1"`, `"features/block3"`, the tuple
 `("features", "block3")`, and for NNX lists `"convs/1"` or `("convs", 1)`.
@@ -65,6 +71,38 @@ def _add(out: PyTree, delta: PyTree) -> PyTree:
     return jax.tree.map(lambda o, d: o + jnp.asarray(d, o.dtype), out, delta)
 
 
+SITES = ("output", "input")
+
+
+def check_site(at: Any) -> str:
+    """Validates a probe site (`"output"` or `"input"`); raises `ValueError` naming `at`."""
+    if not isinstance(at, str) or at not in SITES:
+        raise ValueError(
+            f"at: expected one of {SITES} (probe the layer's output or the first positional "
+            f"argument of its __call__), got {at!r}"
+        )
+    return at
+
+
+def _site_call(call: Any, args: tuple, kwargs: dict, at: str, delta: PyTree, hits: list,
+               name: str) -> Any:
+    """Calls the probed layer as `call(*args, **kwargs)` with `delta` added at the site `at`.
+
+    The value at the site (before `delta`) is appended to `hits`.
+    """
+    if at == "output":
+        out = call(*args, **kwargs)
+        hits.append(out)
+        return _add(out, delta)
+    if not args:
+        raise ValueError(
+            f"layer: {name!r} was called without a positional argument (keywords "
+            f"{sorted(kwargs)}); at='input' probes the first positional argument of __call__"
+        )
+    hits.append(args[0])
+    return call(_add(args[0], delta), *args[1:], **kwargs)
+
+
 def _single(layer: Any, hits: list) -> Any:
     if len(hits) > 1:
         raise ValueError(
@@ -94,10 +132,12 @@ def linen_layer_names(variables: PyTree) -> list[str]:
     return list(names)
 
 
-def linen_probe(apply: Any, variables: PyTree, x: jax.Array, layer: Any, delta: PyTree):
+def linen_probe(apply: Any, variables: PyTree, x: jax.Array, layer: Any, delta: PyTree,
+                at: str = "output"):
     """`probe` for a `LinenApply`: method interception on `module.path`."""
     import flax.linen as nn
 
+    at = check_site(at)
     target = layer_parts(layer)
     called: dict[str, None] = {}
     hits: list = []
@@ -108,11 +148,9 @@ def linen_probe(apply: Any, variables: PyTree, x: jax.Array, layer: Any, delta: 
         path = tuple(str(p) for p in context.module.path)
         if path:
             called.setdefault(layer_name(path), None)
-        out = next_fun(*args, **kwargs)
         if path == target:
-            hits.append(out)
-            out = _add(out, delta)
-        return out
+            return _site_call(next_fun, args, kwargs, at, delta, hits, layer_name(target))
+        return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
         outputs = apply(variables, x)
@@ -128,13 +166,18 @@ _HOOKS: dict[int, Any] = {}
 
 
 def _probed_class(cls: type) -> type:
-    """A subclass of `cls` whose `__call__` passes its output through a per-instance hook."""
+    """A subclass of `cls` whose `__call__` goes through a per-instance hook.
+
+    The hook gets `(call, args, kwargs)` with `call` the original `__call__` bound
+    to the instance, so it can change the input, the output, or both.
+    """
     sub = _PROBED_CLASSES.get(cls)
     if sub is None:
         def __call__(self, *args, **kwargs):
-            out = cls.__call__(self, *args, **kwargs)
             hook = _HOOKS.get(id(self))
-            return out if hook is None else hook(out)
+            if hook is None:
+                return cls.__call__(self, *args, **kwargs)
+            return hook(lambda *a, **k: cls.__call__(self, *a, **k), args, kwargs)
 
         sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
         _PROBED_CLASSES[cls] = sub
@@ -156,10 +199,12 @@ def nnx_layer_names(graphdef: Any, state: PyTree) -> list[str]:
     return list(nnx_submodules(nnx.merge(graphdef, state)))
 
 
-def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyTree):
+def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyTree,
+              at: str = "output"):
     """`probe` for an `NNXApply`: a recording subclass on the named submodule of a fresh merge."""
     from flax import nnx
 
+    at = check_site(at)
     name = layer_name(layer_parts(layer))
     module = nnx.merge(graphdef, state)
     subs = nnx_submodules(module)
@@ -168,9 +213,8 @@ def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyT
     sub = subs[name]
     hits: list = []
 
-    def hook(out):
-        hits.append(out)
-        return _add(out, delta)
+    def hook(call, args, kwargs):
+        return _site_call(call, args, kwargs, at, delta, hits, name)
 
     original = type(sub)
     _HOOKS[id(sub)] = hook
@@ -191,9 +235,31 @@ def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyT
 # ---- shared helpers for methods ----------------------------------------------------------
 
 
+def probe(model: Any, x: jax.Array, layer: Any, delta: PyTree = None, *, at: str = "output"):
+    """`(outputs, activation)` with `delta` added at the layer's output or input.
 
-def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
-    """The layer's activation as `jax.ShapeDtypeStruct`s (no FLOPs, no compilation).
+    `at="output"` is `model.probe(x, layer, delta)`. `at="input"` probes the
+    first positional argument of the layer's `__call__` (Linen and NNX models).
+    """
+    at = check_site(at)
+    if at == "output":
+        return model.probe(x, layer, delta)
+    from .models import LinenApply, NNXApply
+
+    apply = model.apply
+    if isinstance(apply, LinenApply):
+        return linen_probe(apply, model.params, x, layer, delta, at)
+    if isinstance(apply, NNXApply):
+        return nnx_probe(apply.graphdef, model.params, x, layer, delta, at)
+    raise TypeError(
+        f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), got {apply!r}"
+    )
+
+
+def activation_shape(model: Any, x: jax.Array, layer: Any, at: str = "output") -> PyTree:
+    """The activation at the layer's output (or input) as `jax.ShapeDtypeStruct`s.
+
+    No FLOPs, no compilation.
 
     Also validates the layer name: raises `ValueError` listing the available
     layers when it is wrong, and `ValueError` naming `x` when the model cannot
@@ -204,8 +270,10 @@ def activation_shape(model: Any, x: jax.Array, layer: Any) -> PyTree:
     from .models import eval_shape_cached
 
     parts = layer_parts(layer)
+    at = check_site(at)
     try:
-        return eval_shape_cached(lambda m, xb: m.probe(xb, layer)[1], model, x, ("probe", parts))
+        return eval_shape_cached(lambda m, xb: probe(m, xb, layer, at=at)[1], model, x,
+                                 ("probe", parts, at))
     except (ValueError, TypeError) as e:
         if str(e).startswith(("layer:", "model:")):  # our own errors name their argument
             raise

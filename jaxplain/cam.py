@@ -1,11 +1,15 @@
 """Layer attribution for CNNs: Grad-CAM, Grad-CAM++, layer gradient x activation, layer IG.
 
-Every method here goes through the model's layer probe (`Model.probe`): the
-model runs once with a zero `delta` added to the chosen layer's output, and the
-gradient with respect to `delta` is the gradient with respect to the layer's
-activations. Grad-CAM therefore costs exactly one forward pass plus one backward
-pass down to the layer, in a single jitted program; activations and gradients
-come from the same forward pass.
+Every method here goes through the model's layer probe (`_layers.probe`, which
+is `Model.probe` for a layer's output): the model runs once with a zero `delta`
+added to the chosen layer's output, and the gradient with respect to `delta` is
+the gradient with respect to the layer's activations. Grad-CAM therefore costs
+exactly one forward pass plus one backward pass down to the layer, in a single
+jitted program; activations and gradients come from the same forward pass.
+
+Every method takes `at="output"` (default) or `at="input"`: the latter attributes
+to the layer's *input*, the first positional argument of its `__call__` (what
+Captum calls `attribute_to_layer_input=True`), with the same cost.
 
 Layers are named by submodule path: `"conv1"`, `"features/block3"`,
 `("features", "block3")`, or for NNX lists `"convs/1"`. `model.layer_names()`
@@ -33,12 +37,13 @@ from .targets import Target, as_target
 # ---- shared plumbing --------------------------------------------------------------------
 
 
-def _prepare(model: Any, x: ArrayLike, target: Any, layer: Any):
+def _prepare(model: Any, x: ArrayLike, target: Any, layer: Any, at: Any):
     """Validates the common arguments; returns (model, x, target, layer key, activation shape)."""
+    _layers.check_site(at)
     model = as_model(model)
     x = V.check_array(x)
     parts = _layers.layer_parts(layer)
-    shape = _layers.activation_shape(model, x, parts)
+    shape = _layers.activation_shape(model, x, parts, at)
     t = None if target is _NO_TARGET else as_target(target, model, x)
     return model, x, t, parts, shape
 
@@ -80,10 +85,11 @@ def _upsample_size(upsample: Any, x: jax.Array,
     V.fail("upsample", f"True, False or a size of {n_spatial} positive ints", repr(upsample))
 
 
-def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], shape):
+def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], at: str, shape):
     """One forward and one backward pass: (scalars (N,), activations, layer gradients, target)."""
     zeros = _layers.zeros_like_shape(shape)
-    outputs, vjp, act = jax.vjp(lambda d: model.probe(x, layer, d), zeros, has_aux=True)
+    outputs, vjp, act = jax.vjp(lambda d: _layers.probe(model, x, layer, d, at=at), zeros,
+                                has_aux=True)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
     (grads,) = vjp(ct)
@@ -98,11 +104,12 @@ def _n_evals(x: jax.Array, k: int) -> jax.Array:
 
 
 def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
-             upsample: bool | tuple[int, ...] = True) -> Explanation:
+             upsample: bool | tuple[int, ...] = True, at: str = "output") -> Explanation:
     """Grad-CAM: layer activations weighted by their spatially averaged gradients.
 
     `cam = relu(sum_c mean_ij(dy/dA[..., c]) * A[..., c])` for the layer output `A`
-    `(N, h, w, C)`. One forward and one backward pass (to the layer), jitted.
+    `(N, h, w, C)` (or its input, with `at="input"`). One forward and one
+    backward pass (to the layer), jitted.
 
     Args:
       model: a Linen (`from_linen`) or NNX model.
@@ -113,13 +120,15 @@ def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = 
         the signed map.
       upsample: `True` resizes the map bilinearly to the input's spatial size,
         `False` keeps the layer's size, `(H, W)` resizes to that size.
+      at: `"output"` uses the layer's output as `A`; `"input"` the first
+        positional argument of the layer's `__call__`.
 
     Returns:
       `Explanation` with `values` `(N, H, W)` (or the layer's `(N, h, w)`).
 
     Raises:
-      ValueError: unknown layer (the message lists the available ones), or a
-        layer without spatial dims.
+      ValueError: unknown layer (the message lists the available ones), a
+        layer without spatial dims, or `at` not `"output"`/`"input"`.
 
     References:
       Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
@@ -131,38 +140,39 @@ def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = 
     >>> jx.grad_cam(model, x, target=0, layer="conv1").values.shape
     (2, 8, 8)
     """
-    return _cam_public(model, x, target, layer, relu, upsample, "grad_cam")
+    return _cam_public(model, x, target, layer, relu, upsample, at, "grad_cam")
 
 
 def grad_cam_plus_plus(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
-                       upsample: bool | tuple[int, ...] = True) -> Explanation:
+                       upsample: bool | tuple[int, ...] = True,
+                       at: str = "output") -> Explanation:
     """Grad-CAM++: channel weights from positive gradients with pixel-wise coefficients.
 
     `weights_c = sum_ij alpha_ijc relu(g_ijc)` with
     `alpha = g^2 / (2 g^2 + sum_ij(A_c) g^3)` (the closed form for an exponentiated
     class score, from first-order gradients only), then as `grad_cam`. Same cost
-    and arguments as `grad_cam`.
+    and arguments as `grad_cam` (including `at="input"`).
 
     References:
       Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
       Explanations for Deep Convolutional Networks", WACV 2018.
     """
-    return _cam_public(model, x, target, layer, relu, upsample, "grad_cam_plus_plus")
+    return _cam_public(model, x, target, layer, relu, upsample, at, "grad_cam_plus_plus")
 
 
-def _cam_public(model, x, target, layer, relu, upsample, variant) -> Explanation:
-    model, x, t, parts, shape = _prepare(model, x, target, layer)
+def _cam_public(model, x, target, layer, relu, upsample, at, variant) -> Explanation:
+    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
     shape = _check_spatial(shape, layer, variant)
     if not isinstance(relu, bool):
         V.fail("relu", "a bool", repr(relu), TypeError)
     size = _upsample_size(upsample, x, shape)
-    return _cam(model, x, t, layer=parts, variant=variant, relu=relu, size=size)
+    return _cam(model, x, t, layer=parts, at=at, variant=variant, relu=relu, size=size)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "variant", "relu", "size"))
-def _cam(model, x, target, *, layer, variant, relu, size) -> Explanation:
-    shape = _layers.activation_shape(model, x, layer)
-    _, act, g, _ = _layer_vjp(model, target, x, layer, shape)
+@functools.partial(jax.jit, static_argnames=("layer", "at", "variant", "relu", "size"))
+def _cam(model, x, target, *, layer, at, variant, relu, size) -> Explanation:
+    shape = _layers.activation_shape(model, x, layer, at)
+    _, act, g, _ = _layer_vjp(model, target, x, layer, at, shape)
     spatial = tuple(range(1, act.ndim - 1))
     if variant == "grad_cam":
         weights = jnp.mean(g, axis=spatial, keepdims=True)
@@ -182,27 +192,32 @@ def _cam(model, x, target, *, layer, variant, relu, size) -> Explanation:
 # ---- layer attributions ------------------------------------------------------------------
 
 
-def layer_activations(model: Any, x: ArrayLike, *, layer: Any) -> Explanation:
-    """The output of `layer` for each example (one forward pass).
+def layer_activations(model: Any, x: ArrayLike, *, layer: Any,
+                      at: str = "output") -> Explanation:
+    """The output (or, with `at="input"`, the input) of `layer` for each example.
+
+    One forward pass. The input is the first positional argument of the
+    layer's `__call__`.
 
     Returns:
       `Explanation` whose `values` are the layer's activations, e.g. `(N, h, w, C)`.
     """
-    model, x, _, parts, _ = _prepare(model, x, _NO_TARGET, layer)
-    return _activations(model, x, layer=parts)
+    model, x, _, parts, _ = _prepare(model, x, _NO_TARGET, layer, at)
+    return _activations(model, x, layer=parts, at=at)
 
 
-@functools.partial(jax.jit, static_argnames=("layer",))
-def _activations(model, x, *, layer) -> Explanation:
-    _, act = model.probe(x, layer)
+@functools.partial(jax.jit, static_argnames=("layer", "at"))
+def _activations(model, x, *, layer, at) -> Explanation:
+    _, act = _layers.probe(model, x, layer, at=at)
     return Explanation(values=act, n_evals=_n_evals(x, 1))
 
 
 def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
-                                layer: Any) -> Explanation:
+                                layer: Any, at: str = "output") -> Explanation:
     """Gradient of the target with respect to a layer's output, times that output.
 
-    One forward and one backward pass (to the layer).
+    With `at="input"`, the same for the layer's input (the first positional
+    argument of its `__call__`). One forward and one backward pass (to the layer).
 
     Returns:
       `Explanation` with `values` shaped like the layer's activations.
@@ -211,25 +226,27 @@ def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
       Shrikumar et al., "Not Just a Black Box: Learning Important Features Through
       Propagating Activation Differences", 2016 (gradient x input, here at a layer).
     """
-    model, x, t, parts, shape = _prepare(model, x, target, layer)
+    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
     _single_array(shape, layer, "layer_gradient_x_activation")
-    return _grad_x_act(model, x, t, layer=parts)
+    return _grad_x_act(model, x, t, layer=parts, at=at)
 
 
-@functools.partial(jax.jit, static_argnames=("layer",))
-def _grad_x_act(model, x, target, *, layer) -> Explanation:
-    shape = _layers.activation_shape(model, x, layer)
-    _, act, g, _ = _layer_vjp(model, target, x, layer, shape)
+@functools.partial(jax.jit, static_argnames=("layer", "at"))
+def _grad_x_act(model, x, target, *, layer, at) -> Explanation:
+    shape = _layers.activation_shape(model, x, layer, at)
+    _, act, g, _ = _layer_vjp(model, target, x, layer, at, shape)
     return Explanation(values=g * act, n_evals=_n_evals(x, 1))
 
 
 def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                                baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
-                               batch_size: int | None = None) -> Explanation:
+                               batch_size: int | None = None, at: str = "output") -> Explanation:
     """Integrated gradients with respect to a layer's activations.
 
     The path runs in activation space, from the layer's activations at the
-    baseline `A(b)` to those at the input `A(x)`; layers before `layer` see `x`:
+    baseline `A(b)` to those at the input `A(x)`; layers before `layer` see `x`.
+    `A` is the layer's output, or with `at="input"` its input (so layer IG at the
+    input of the first layer is input-space IG):
     `values = (A(x) - A(b)) * integral_0^1 dF/dA(A(b) + a (A(x) - A(b))) da`.
     The `steps` evaluations are streamed in chunks of `batch_size`.
 
@@ -243,6 +260,8 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
       rule: one of `"riemann_left"`, `"riemann_right"`, `"riemann_middle"`,
         `"riemann_trapezoid"`, `"gauss_legendre"`.
       batch_size: model inputs per chunk (`None`: the library default).
+      at: `"output"` or `"input"` (the first positional argument of the layer's
+        `__call__`).
 
     Returns:
       `Explanation` with `values` shaped like the layer's activations and `gap`
@@ -253,7 +272,7 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
       Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017;
       Dhamdhere et al., "How Important Is a Neuron?", ICLR 2019 (layer attribution).
     """
-    model, x, t, parts, shape = _prepare(model, x, target, layer)
+    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
     _single_array(shape, layer, "layer_integrated_gradients")
     b = V.check_baseline(baseline, x)
     steps = V.check_budget(steps, "steps", x.shape[0], fixed=2)
@@ -261,14 +280,14 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
     alphas, weights = quadrature(rule, steps)
     batch_size = V.check_batch_size(batch_size)
     return _layer_ig(model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights), layer=parts,
-                     batch_size=batch_size)
+                     at=at, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "batch_size"))
-def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Explanation:
+@functools.partial(jax.jit, static_argnames=("layer", "at", "batch_size"))
+def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) -> Explanation:
     n, steps = x.shape[0], alphas.shape[0]
-    out_x, act_x = model.probe(x, layer)
-    _, act_b = model.probe(b, layer)
+    out_x, act_x = _layers.probe(model, x, layer, at=at)
+    _, act_b = _layers.probe(model, b, layer, at=at)
     target = target.bind(out_x)
     diff = act_x - act_b
 
@@ -278,7 +297,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Exp
         xr = x[rows]
 
         def f(d):
-            out, _ = model.probe(xr, layer, d)
+            out, _ = _layers.probe(model, xr, layer, d, at=at)
             return jnp.sum(t.select(out))
 
         g = jax.grad(f)(scale.astype(diff.dtype) * diff[rows])
@@ -286,7 +305,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, batch_size) -> Exp
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)
     values = diff * avg_grad
-    out_b, _ = model.probe(x, layer, -diff)  # the model with the layer set to A(b)
+    out_b, _ = _layers.probe(model, x, layer, -diff, at=at)  # the layer's A set to A(b)
     change = target.select(out_x) - target.select(out_b)
     gap = jnp.sum(values.reshape(n, -1), axis=1) - change
     return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 3))

@@ -101,14 +101,16 @@ def tile_maps(maps: Any, *, ncols: int | None = None, pad: int = 1,
 # ---- feature maps and filters --------------------------------------------------------------
 
 
-def feature_maps(model: Any, x: Any, *, layer: Any) -> np.ndarray:
+def feature_maps(model: Any, x: Any, *, layer: Any, at: str = "output") -> np.ndarray:
     """The activations of `layer` on `x` as NumPy, e.g. `(N, h, w, C)`.
 
-    Pass `maps[i]` to `tile_maps` for one grid image per example.
+    `at="output"` (default) gives the layer's output, `at="input"` the first
+    positional argument of its `__call__` (what the layer sees). Pass `maps[i]`
+    to `tile_maps` for one grid image per example.
     """
     from .cam import layer_activations
 
-    return np.asarray(layer_activations(model, x, layer=layer).values)
+    return np.asarray(layer_activations(model, x, layer=layer, at=at).values)
 
 
 def filters(model: Any, layer: Any, *, ncols: int | None = None, pad: int = 1,

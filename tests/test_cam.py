@@ -230,3 +230,111 @@ def test_errors(twins):
         jx.layer_integrated_gradients(lin, x, target=0, layer="conv1", steps=0)
     with pytest.raises(TypeError, match="Linen or NNX"):
         jx.grad_cam(lambda z: z.mean(axis=(1, 2)), x, target=0, layer="conv1")
+
+
+# ---- attribution to a layer's input (at="input") ---------------------------------------------
+
+
+class Chain(nn.Module):
+    """Two blocks consumed directly: the input of block1 is the output of block0."""
+
+    @nn.compact
+    def __call__(self, x):
+        a = Features(name="block0")(x)
+        b = Features(name="block1")(a)
+        return nn.Dense(4, name="head")(jnp.mean(b, axis=(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def chain():
+    x = testing.random_images(3, n=2)
+    net = Chain()
+    return jx.from_linen(net, H.init_params(net, x, 4)), x
+
+
+def test_input_of_a_layer_equals_output_of_the_layer_feeding_it(chain):
+    model, x = chain
+    kw = {"target": "predicted"}
+    for fn, extra in ((jx.grad_cam, {"upsample": False, "relu": False}),
+                      (jx.grad_cam_plus_plus, {"upsample": False}),
+                      (jx.layer_gradient_x_activation, {})):
+        a = fn(model, x, layer="block1", at="input", **kw, **extra).values
+        b = fn(model, x, layer="block0", **kw, **extra).values
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert float(jnp.abs(a).max()) > 0
+    np.testing.assert_array_equal(jx.layer_activations(model, x, layer="block1", at="input").values,
+                                  jx.layer_activations(model, x, layer="block0").values)
+    a = jx.layer_integrated_gradients(model, x, target=1, layer="block1", at="input", steps=8)
+    b = jx.layer_integrated_gradients(model, x, target=1, layer="block0", steps=8)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+    np.testing.assert_allclose(a.gap, b.gap, atol=1e-6)
+    np.testing.assert_array_equal(
+        jx.layer_activations(model, x, layer="block0", at="input").values, x)
+
+
+def test_layer_ig_at_input_completeness(tanhnet):
+    from jaxplain import _layers
+
+    model, x = tanhnet
+    baseline = 0.5 * x[::-1]
+    r = jx.layer_integrated_gradients(model, x, target=2, layer="conv1", baseline=baseline,
+                                      steps=16, at="input")
+    out_x, a_x = _layers.probe(model, x, "conv1", at="input")  # tanh(conv0(x))
+    _, a_b = _layers.probe(model, baseline, "conv1", at="input")
+    assert r.values.shape == a_x.shape == (3, 8, 8, 4)
+    out_b, _ = _layers.probe(model, x, "conv1", a_b - a_x, at="input")
+    change = out_x[:, 2] - out_b[:, 2]
+    total = r.values.reshape(3, -1).sum(1)
+    np.testing.assert_allclose(total, change, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(r.gap, total - change, atol=1e-6)
+    assert float(jnp.abs(change).min()) > 1e-3
+    # at the input of the first layer, layer IG is input-space IG
+    kw = {"target": 0, "baseline": 0.2, "steps": 8, "rule": "riemann_trapezoid"}
+    first = jx.layer_integrated_gradients(model, x, layer="conv0", at="input", **kw)
+    ig = jx.integrated_gradients(model, x, **kw)
+    np.testing.assert_allclose(first.values, ig.values, atol=1e-6)
+    np.testing.assert_allclose(first.gap, ig.gap, atol=1e-5)  # both against f(x) - f(baseline)
+
+
+def test_linen_and_nnx_twins_agree_at_the_layer_input(twins):
+    lin, nx, _, x = twins
+    for fn in (jx.grad_cam, jx.grad_cam_plus_plus, jx.layer_gradient_x_activation):
+        a = fn(lin, x, target="predicted", layer="conv1", at="input").values
+        b = fn(nx, x, target="predicted", layer="convs/1", at="input").values
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert float(jnp.abs(a).max()) > 0
+    a = jx.layer_activations(lin, x, layer="head", at="input").values
+    assert a.shape == (2, 8)
+    np.testing.assert_allclose(jx.layer_activations(nx, x, layer="head", at="input").values, a,
+                               atol=1e-6)
+    a = jx.layer_integrated_gradients(lin, x, target=2, layer="conv1", steps=8, at="input")
+    b = jx.layer_integrated_gradients(nx, x, target=2, layer=("convs", 1), steps=8, at="input")
+    assert a.values.shape == (2, 8, 8, 4)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+    np.testing.assert_allclose(a.gap, b.gap, atol=1e-6)
+
+
+def test_layer_input_compiles_once_and_bad_site_fails_before_compiling(twins):
+    lin, nx, v, x = twins
+    lin2 = lin.replace(jax.tree.map(lambda a: -a, v))
+    first = jx.grad_cam(lin, x, target=0, layer="conv1", at="input")
+    with testing.count_compiles() as c:
+        again = jx.grad_cam(lin, x, target=0, layer="conv1", at="input")
+        jx.grad_cam(lin2, x, target=0, layer="conv1", at="input")
+    assert c["n"] == 0
+    np.testing.assert_array_equal(first.values, again.values)
+    calls = (
+        lambda at: jx.grad_cam(lin, x, target=0, layer="conv1", at=at),
+        lambda at: jx.grad_cam_plus_plus(nx, x, target=0, layer="convs/1", at=at),
+        lambda at: jx.layer_gradient_x_activation(lin, x, target=0, layer="conv1", at=at),
+        lambda at: jx.layer_integrated_gradients(nx, x, target=0, layer="convs/0", at=at),
+        lambda at: jx.layer_activations(lin, x, layer="conv1", at=at),
+    )
+    with testing.count_compiles() as c:
+        for call in calls:
+            for bad in ("inputs", None, True):
+                with pytest.raises(ValueError, match=r"at: expected one of \('output', 'input'\)"):
+                    call(bad)
+    assert c["n"] == 0
+    with pytest.raises(ValueError, match=r"layer: .*spatial dims.*\(2, 8\)"):
+        jx.grad_cam(lin, x, target=0, layer="head", at="input")

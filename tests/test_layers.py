@@ -176,3 +176,126 @@ def test_shared_layer_called_twice_is_an_error():
     model = jx.from_linen(Shared(), H.init_params(Shared(), x, 0))
     with pytest.raises(ValueError, match="called 2 times"):
         model.probe(x, "d")
+
+
+# ---- probes at a layer's input (at="input") --------------------------------------------------
+
+
+class BlockNNX(nnx.Module):
+    def __init__(self, cin, cout, rngs):
+        self.conv = nnx.Conv(cin, cout, (3, 3), rngs=rngs)
+
+    def __call__(self, x):
+        return jnp.tanh(self.conv(x))
+
+
+class ChainNNX(nnx.Module):
+    """Blocks consumed directly: the input of blocks/1 is the output of blocks/0."""
+
+    def __init__(self, rngs):
+        self.blocks = nnx.List([BlockNNX(3, 4, rngs), BlockNNX(4, 5, rngs)])
+        self.head = nnx.Linear(5, 2, rngs=rngs)
+
+    def __call__(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+def _input_probe(model, x, layer, delta=None):
+    return _layers.probe(model, x, layer, delta, at="input")
+
+
+def test_input_of_a_layer_is_the_output_of_the_layer_feeding_it():
+    x = testing.random_images(1, n=2)
+    lin = jx.from_linen(Nested(), H.init_params(Nested(), x, 0))
+    nx = jx.from_nnx(H.random_nnx(lambda: ChainNNX(nnx.Rngs(0))))
+    for model, prev, layers, first in (
+        (lin, "features/block1", ("features/block3", ("features", "block3", "conv")), "features"),
+        (nx, "blocks/0", ("blocks/1", "blocks/1/conv"), "blocks/0"),
+    ):
+        out, a_prev = model.probe(x, prev)
+        for layer in layers:
+            out_in, a_in = _input_probe(model, x, layer)
+            np.testing.assert_array_equal(a_in, a_prev)
+            np.testing.assert_array_equal(out_in, out)  # probing does not change the outputs
+        np.testing.assert_array_equal(_input_probe(model, x, first)[1], x)
+
+
+def test_input_activations_equal_subnetwork_linen_and_nnx(twins):
+    lin, nx, v, x = twins
+    p = v["params"]
+    a0 = nn.Conv(4, (3, 3)).apply({"params": p["conv0"]}, x)
+    h = nn.avg_pool(nn.relu(a0), (2, 2), (2, 2))
+    a1 = nn.Conv(8, (3, 3)).apply({"params": p["conv1"]}, h)
+    pooled = jnp.mean(nn.relu(a1), axis=(1, 2))
+    logits = nn.Dense(3).apply({"params": p["head"]}, pooled)
+    cases = ((lin, ("conv0", "conv1", "head")), (nx, ("convs/0", ("convs", 1), "head")))
+    for model, names in cases:
+        for name, ref in zip(names, (x, h, pooled)):
+            out, act = _input_probe(model, x, name)
+            np.testing.assert_allclose(act, ref, atol=1e-5)
+            np.testing.assert_allclose(out, logits, atol=1e-5)
+        # the shape helper agrees and keeps the two sites apart in its cache
+        assert _layers.activation_shape(model, x, names[2], "input").shape == (2, 8)
+        assert _layers.activation_shape(model, x, names[2]).shape == (2, 3)
+
+
+def test_delta_is_added_to_the_layer_input(twins):
+    lin, nx, v, x = twins
+    w = np.asarray(v["params"]["head"]["kernel"])
+    d = jnp.arange(16.0).reshape(2, 8) / 10
+    for model in (lin, nx):
+        out, pooled = _input_probe(model, x, "head")
+        out2, act2 = _input_probe(model, x, "head", d)
+        np.testing.assert_allclose(act2, pooled, atol=1e-6)  # activation before delta
+        np.testing.assert_allclose(out2, out + d @ w, atol=1e-5)
+
+
+def _fd_check_input(model, x, layer, cls):
+    _, act = _input_probe(model, x, layer)
+
+    @jax.jit
+    def f(d):
+        return jnp.sum(_input_probe(model, x, layer, d)[0][:, cls])
+
+    g = jax.jit(jax.grad(f))(jnp.zeros_like(act))
+    v = jax.random.normal(jax.random.key(4), act.shape)
+    eps = 1e-2
+    fd = (f(eps * v) - f(-eps * v)) / (2 * eps)
+    np.testing.assert_allclose(fd, jnp.vdot(g, v), rtol=2e-3, atol=1e-5)
+    assert float(jnp.abs(g).max()) > 0
+
+
+def test_layer_input_gradients_match_finite_differences():
+    x = testing.random_images(2, n=2)
+    net = Nested()
+    _fd_check_input(jx.from_linen(net, H.init_params(net, x, 1)), x, "features/block3", 1)
+    chain = jx.from_nnx(H.random_nnx(lambda: ChainNNX(nnx.Rngs(0))))
+    _fd_check_input(chain, x, "blocks/1", 0)
+    _fd_check_input(chain, x, ("blocks", 1, "conv"), 1)
+
+
+def test_bad_site_and_keyword_only_layer_input(twins):
+    lin, nx, _, x = twins
+    for model in (lin, nx):
+        for bad in ("inputs", "Output", None, 0):
+            with pytest.raises(ValueError, match=r"at: expected one of \('output', 'input'\)"):
+                _layers.probe(model, x, "head", at=bad)
+    with pytest.raises(ValueError, match="at: expected"):
+        _layers.activation_shape(lin, x, "conv0", "pre")
+    with pytest.raises(TypeError, match="Linen or NNX"):
+        _layers.probe(jx.as_model(lambda z: z.sum(axis=(1, 2, 3))), x, "conv0", at="input")
+    with pytest.raises(ValueError, match=r"no layer named 'conv9'"):
+        _input_probe(lin, x, "conv9")
+
+    class KeywordCall(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, name="d")(inputs=x)
+
+    z = jnp.ones((2, 3))
+    model = jx.from_linen(KeywordCall(), H.init_params(KeywordCall(), z, 0))
+    with pytest.raises(ValueError, match=r"'d' was called without a positional argument"):
+        _input_probe(model, z, "d")
+    model.probe(z, "d")  # the output site does not care how the layer was called

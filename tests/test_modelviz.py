@@ -64,6 +64,20 @@ def test_feature_maps_and_tile_maps(twins):
         jx.tile_maps(maps)
 
 
+def test_feature_maps_at_the_layer_input(twins):
+    lin, nx, _, x = twins
+    before = jx.feature_maps(lin, x, layer="conv0")
+    pooled = np.maximum(before, 0).reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4))
+    maps = jx.feature_maps(lin, x, layer="conv1", at="input")  # avg_pool(relu(conv0))
+    assert isinstance(maps, np.ndarray) and maps.shape == (2, 4, 4, 4)
+    np.testing.assert_allclose(maps, pooled, atol=1e-6)
+    np.testing.assert_allclose(jx.feature_maps(nx, x, layer="convs/1", at="input"), maps,
+                               atol=1e-6)
+    np.testing.assert_array_equal(jx.feature_maps(lin, x, layer="conv0", at="input"), x)
+    with pytest.raises(ValueError, match=r"at: expected one of \('output', 'input'\)"):
+        jx.feature_maps(lin, x, layer="conv1", at="in")
+
+
 def test_filters_linen_and_nnx(twins):
     lin, nx, v, _ = twins
     k0 = np.asarray(v["params"]["conv0"]["kernel"])  # (3, 3, 3, 4): RGB filters
