@@ -83,6 +83,7 @@ from .metrics import pointing_game as pointing_game
 from .metrics import random_logit as random_logit
 from .metrics import relevance_mass as relevance_mass
 from .metrics import relevance_rank_accuracy as relevance_rank_accuracy
+from .metrics import road as road
 from .metrics import sparseness as sparseness
 from .metrics import ssim as ssim
 
@@ -137,6 +138,7 @@ __all__ = [
     "random_logit",
     "relevance_mass",
     "relevance_rank_accuracy",
+    "road",
     "sparseness",
     "ssim",
     "grad_cam",

@@ -34,6 +34,7 @@ def _registry() -> dict[str, _Spec]:
         "deletion": _Spec(M.deletion, True, auc, False),
         "insertion": _Spec(M.insertion, True, auc, True),
         "monotonicity": _Spec(M.monotonicity, True, same, True),
+        "road": _Spec(M.road, True, auc, False, ("key",)),  # MoRF by default: lower is better
         "faithfulness_correlation": _Spec(M.faithfulness_correlation, True, same, True, ("key",)),
         "infidelity": _Spec(M.infidelity, True, same, False, ("key",)),
         "max_sensitivity": _Spec(R.max_sensitivity, True, same, False, ("key",)),
@@ -57,6 +58,7 @@ METRICS = (
     "deletion",
     "insertion",
     "monotonicity",
+    "road",
     "faithfulness_correlation",
     "infidelity",
     "max_sensitivity",

@@ -11,8 +11,9 @@ or an `Explanation`. With `segments=` and pixel-level attributions, a feature's
 attribution is the sum over its pixels.
 
 The other metric families live in `_faithfulness.py` (faithfulness correlation,
-infidelity), `_robustness.py`, `_localisation.py` (with complexity and the axiom
-gaps), `_sanity.py` and `_evaluate.py`; they are re-exported here, so
+infidelity), `_road.py` (ROAD: removal with noisy linear imputation),
+`_robustness.py`, `_localisation.py` (with complexity and the axiom gaps),
+`_sanity.py` and `_evaluate.py`; they are re-exported here, so
 `jaxplain.metrics.<name>` lists every metric.
 """
 
@@ -290,6 +291,7 @@ from ._localisation import (
     relevance_rank_accuracy,
     sparseness,
 )
+from ._road import road
 from ._robustness import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 from ._sanity import (
     RandomisationResult,
@@ -319,6 +321,7 @@ __all__ = [
     "random_logit",
     "relevance_mass",
     "relevance_rank_accuracy",
+    "road",
     "sparseness",
     "ssim",
 ]

@@ -173,6 +173,16 @@ BAD = {  # argument name -> {case id: bad value (or a function of env)}
     "similarity": {"bogus": "bogus"},
     "normalize": {"bogus": "bogus"},
     "perturbation": {"bogus": "bogus"},
+    "order": {"bogus": "bogus", "int": 1},
+    "fractions": {
+        "above_one": (0.0, 1.5),
+        "decreasing": (0.5, 0.1),
+        "one_value": (0.5,),
+        "str": "0.5",
+        "nan": (0.0, float("nan")),
+        "2d": ((0.1, 0.2),),
+    },
+    "noise_std": {"negative": -1.0, "nan": float("nan"), "str": "a"},
     "attributions": {
         "wrong_shape": lambda e: np.ones((N, 5, 5), np.float32),
         "nan": _nan_x,

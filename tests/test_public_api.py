@@ -64,6 +64,7 @@ PUBLIC = [
     "relevance_rank_accuracy",
     "resolve_baseline",
     "rise",
+    "road",
     "saliency",
     "shapley_sampling",
     "smoothgrad",
