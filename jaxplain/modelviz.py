@@ -9,7 +9,8 @@ Everything here returns arrays ready for `matplotlib.pyplot.imshow` (NumPy, in
 - `feature_visualization(model, layer=..., channel=..., key=...)`: inputs that
   maximise a channel (or a class), by gradient ascent with optax Adam, with the
   regularisers that make them legible (L2, total variation, jitter, a Fourier
-  parameterisation with a 1/f spectrum), several channels at once with `vmap`.
+  parameterisation with a 1/f spectrum, colours optimised in a decorrelated
+  colour space), several channels at once with `vmap`.
 - `tile`, `tile_maps`: arrange images / channel maps into one grid.
 """
 
@@ -30,6 +31,21 @@ from .models import as_model
 
 NORMALIZE = ("each", "all", "none")
 PARAMS = ("pixel", "fourier")
+
+# The square root of the RGB colour covariance of natural images, for
+# `feature_visualization(decorrelate=True)`. Computed once with NumPy (float64) from
+# scikit-image 0.26's `data.astronaut()`, `data.coffee()` and `data.chelsea()`: every
+# pixel of the three images pooled, scaled to [0, 1] (uint8 / 255);
+# `C = np.cov(pixels, rowvar=False)`; `lam, V = np.linalg.eigh(C)`;
+# `COLOR_SQRT = V @ diag(sqrt(lam)) @ V.T / sqrt(lam.max())`, i.e. the symmetric
+# square root of C divided by its largest eigenvalue, so that it never lengthens a
+# colour vector (eigenvalues of C: 0.00173, 0.0251, 0.172). `tests/test_modelviz.py`
+# recomputes it.
+COLOR_SQRT = np.array([
+    [0.5568174519, 0.2654878940, 0.1561428915],
+    [0.2654878940, 0.4322080566, 0.3362628234],
+    [0.1561428915, 0.3362628234, 0.4930553667],
+])
 
 
 # ---- tiling -------------------------------------------------------------------------------
@@ -149,6 +165,21 @@ def filters(model: Any, layer: Any, *, ncols: int | None = None, pad: int = 1,
 # ---- feature visualisation ----------------------------------------------------------------
 
 
+def decorrelated_to_rgb(z: Any) -> jax.Array:
+    """Maps decorrelated colour coordinates `(..., 3)` to RGB: `COLOR_SQRT @ z` per pixel.
+
+    Independent unit-variance coordinates become colours with (a scaled copy of)
+    the covariance of natural images. The result is unbounded; a squashing
+    function maps it to the valid range.
+    """
+    return jnp.asarray(z) @ jnp.asarray(COLOR_SQRT.T, jnp.float32)
+
+
+def rgb_to_decorrelated(rgb: Any) -> jax.Array:
+    """The inverse of `decorrelated_to_rgb` (`COLOR_SQRT` is positive definite)."""
+    return jnp.asarray(rgb) @ jnp.asarray(np.linalg.inv(COLOR_SQRT).T, jnp.float32)
+
+
 class FeatureVisualization(NamedTuple):
     """Result of `feature_visualization` (a pytree).
 
@@ -164,13 +195,14 @@ class FeatureVisualization(NamedTuple):
 def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None, target: Any = None,
                           key: Any, image_shape: Sequence[int], steps: int = 256, lr: float = 0.05,
                           l2: float = 1e-3, tv: float = 1e-2, jitter: int = 1,
-                          param: str = "fourier",
+                          param: str = "fourier", decorrelate: bool | None = None,
                           decay: float = 1.0, value_range: tuple[float, float] = (0.0, 1.0)
                           ) -> FeatureVisualization:
     """Activation maximisation: the input that most excites a channel or a class.
 
     Gradient ascent with optax Adam on a parameterised image
-    `lo + (hi - lo) * sigmoid(z)`, maximising the spatial mean of
+    `lo + (hi - lo) * sigmoid(M z)` (`M` the colour transform, or the identity
+    without `decorrelate`), maximising the spatial mean of
     `layer[..., channel]` (or the logit `target`) minus
     `l2 * mean((img - mid)^2) + tv * total_variation(img)`, on a randomly shifted
     copy of the image each step (jitter). Several channels are optimised at once
@@ -191,6 +223,12 @@ def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None,
       jitter: maximal random shift in pixels per step (0 disables).
       param: `"pixel"` (optimise pixels) or `"fourier"` (optimise a spectrum scaled
         by `1 / f**decay`, which favours smooth, natural-looking images).
+      decorrelate: optimise colours in a decorrelated colour space, mapped to RGB
+        by `COLOR_SQRT` (the square root of natural images' colour covariance)
+        before the sigmoid, so that steps change brightness and hue rather than
+        single channels. Works with either `param`. `None` (default) turns it on
+        for `image_shape` with 3 channels last and off otherwise; `True` for
+        another channel count is an error.
       decay: spectrum decay exponent for `"fourier"`.
       value_range: the model's input range `(lo, hi)`.
 
@@ -199,11 +237,13 @@ def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None,
       `tile(result.images)`.
 
     Raises:
-      ValueError: unknown layer, channel or class out of range, bad configuration.
+      ValueError: unknown layer, channel or class out of range, bad configuration
+        (e.g. `decorrelate=True` for an image that is not RGB).
 
     References:
       Erhan et al., "Visualizing Higher-Layer Features of a Deep Network", 2009;
-      Olah et al., "Feature Visualization", Distill 2017.
+      Olah et al., "Feature Visualization", Distill 2017 (Fourier and decorrelated
+      colour parameterisations).
     """
     model = as_model(model)
     key = V.check_key(key)
@@ -214,6 +254,16 @@ def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None,
         V.fail("image_shape", "one input's shape, e.g. (H, W, C), with positive ints",
                repr(image_shape))
     shape = tuple(int(s) for s in shape)
+    rgb = len(shape) >= 3 and shape[-1] == 3
+    if decorrelate is None:
+        decorrelate = rgb
+    elif not isinstance(decorrelate, (bool, np.bool_)):
+        V.fail("decorrelate", "True, False or None (on for 3-channel images)", repr(decorrelate),
+               TypeError)
+    elif decorrelate and not rgb:
+        V.fail("decorrelate", "False for an image_shape without 3 colour channels last "
+               "(colour decorrelation maps 3 channels to RGB)", f"True with image_shape {shape}")
+    decorrelate = bool(decorrelate)
     x0 = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
     if (channel is None) == (target is None):
         V.fail("channel", "exactly one of channel= (with layer=) or target=",
@@ -249,7 +299,7 @@ def feature_visualization(model: Any, *, layer: Any = None, channel: Any = None,
         V.fail("value_range", "lo < hi", value_range)
     return _feature_vis(model, jnp.asarray(ids, jnp.int32), key, jnp.float32(lr), jnp.float32(l2),
                         jnp.float32(tv), mode=mode, steps=steps, shape=shape, jitter=jitter,
-                        param=param, decay=decay, value_range=(lo, hi))
+                        param=param, decorrelate=decorrelate, decay=decay, value_range=(lo, hi))
 
 
 def _indices(v: Any, name: str, n: int, what: str) -> np.ndarray:
@@ -269,10 +319,10 @@ def _spectrum_scale(h: int, w: int, decay: float) -> np.ndarray:
     return (scale / np.sqrt(np.mean(scale * scale))).astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "steps", "shape", "jitter", "param", "decay",
-                                             "value_range"))
-def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, param, decay,
-                 value_range):
+@functools.partial(jax.jit, static_argnames=("mode", "steps", "shape", "jitter", "param",
+                                             "decorrelate", "decay", "value_range"))
+def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, param, decorrelate,
+                 decay, value_range):
     import optax
 
     lo, hi = value_range
@@ -287,6 +337,8 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
             s = scale.reshape(scale.shape + (1,) * (len(shape) - 2))
             spec = jax.lax.complex(p[0], p[1]) * s
             z = jnp.fft.irfft2(spec, s=(h, w), axes=(0, 1), norm="ortho")
+        if decorrelate:
+            z = decorrelated_to_rgb(z)
         return lo + (hi - lo) * jax.nn.sigmoid(z)
 
     def objective(img, idx):

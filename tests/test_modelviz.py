@@ -167,3 +167,101 @@ def test_feature_visualization_errors(twins):
                                  param="cppn")
     with pytest.raises(TypeError, match="channel"):
         jx.feature_visualization(lin, layer="conv1", channel=1.5, key=key, image_shape=SHAPE)
+
+
+# ---- colour decorrelation -------------------------------------------------------------------
+
+
+def test_color_sqrt_is_the_normalised_square_root_of_natural_colour_covariance():
+    from skimage import data
+
+    from jaxplain.modelviz import COLOR_SQRT
+
+    imgs = (data.astronaut(), data.coffee(), data.chelsea())
+    pixels = np.concatenate([np.asarray(im, np.float64).reshape(-1, 3) / 255.0 for im in imgs])
+    cov = np.cov(pixels, rowvar=False)
+    lam, vec = np.linalg.eigh(cov)
+    ref = vec @ np.diag(np.sqrt(lam)) @ vec.T / np.sqrt(lam.max())
+    np.testing.assert_allclose(COLOR_SQRT, ref, atol=1e-9)
+    # its defining properties: symmetric, positive definite, squares to C / max eigenvalue
+    np.testing.assert_array_equal(COLOR_SQRT, COLOR_SQRT.T)
+    assert np.linalg.eigvalsh(COLOR_SQRT).min() > 0
+    np.testing.assert_allclose(COLOR_SQRT @ COLOR_SQRT, cov / lam.max(), atol=1e-8)
+    np.testing.assert_allclose(np.linalg.norm(COLOR_SQRT, 2), 1.0, atol=1e-9)
+
+
+def test_color_transform_matches_definition_and_is_invertible():
+    from jaxplain.modelviz import COLOR_SQRT, decorrelated_to_rgb, rgb_to_decorrelated
+
+    z = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
+    rgb = decorrelated_to_rgb(z)
+    np.testing.assert_allclose(rgb, np.einsum("ij,hwj->hwi", COLOR_SQRT, z), atol=1e-6)
+    np.testing.assert_allclose(rgb_to_decorrelated(rgb), z, atol=1e-5)
+    np.testing.assert_allclose(decorrelated_to_rgb(rgb_to_decorrelated(z)), z, atol=1e-5)
+    # it never lengthens a colour vector (spectral norm 1)
+    assert np.all(np.linalg.norm(rgb, axis=-1) <= np.linalg.norm(z, axis=-1) + 1e-6)
+
+
+FVP = {**FV, "param": "pixel"}
+
+
+@pytest.fixture(scope="module")
+def fv_pixel(twins):
+    return jx.feature_visualization(twins[0], channel=[0, 1, 2], key=jax.random.key(0),
+                                    decorrelate=True, **FVP)
+
+
+def test_decorrelated_visualization_increases_the_activation(twins, fv, fv_pixel):
+    lin = twins[0]
+    for r in (fv, fv_pixel):  # fv: fourier with the default (decorrelated for RGB)
+        assert r.images.shape == (3,) + SHAPE
+        quarters = np.asarray(r.objective).reshape(3, 4, 10).mean(axis=(0, 2))
+        assert np.all(np.diff(quarters) > 0), quarters
+        assert 0.0 <= float(r.images.min()) and float(r.images.max()) <= 1.0
+        _, act = lin.probe(r.images, "conv1")
+        final = np.asarray(act)[np.arange(3), :, :, np.arange(3)].mean(axis=(1, 2))
+        assert np.all(final > np.asarray(r.objective)[:, 0])
+
+
+def test_decorrelate_default_deterministic_and_compiles_once(twins, fv, fv_pixel):
+    lin, _, v, _ = twins
+    key = jax.random.key(0)
+    lin2 = lin.replace(jax.tree.map(lambda a: 0.5 * a, v))
+    plain = jx.feature_visualization(lin, channel=[0, 1, 2], key=key, decorrelate=False, **FV)
+    with testing.count_compiles() as c:
+        explicit = jx.feature_visualization(lin, channel=[0, 1, 2], key=key, decorrelate=True,
+                                            **FV)
+        again = jx.feature_visualization(lin, channel=[0, 1, 2], key=key, decorrelate=True,
+                                         **FVP)
+        jx.feature_visualization(lin2, channel=[0, 1, 2], key=jax.random.key(5), decorrelate=True,
+                                 **FVP)
+        plain_again = jx.feature_visualization(lin, channel=[0, 1, 2], key=key,
+                                               decorrelate=False, **FV)
+    assert c["n"] == 0  # None resolves to True for RGB: the same program as decorrelate=True
+    np.testing.assert_array_equal(explicit.images, fv.images)
+    np.testing.assert_array_equal(again.images, fv_pixel.images)
+    np.testing.assert_array_equal(plain_again.images, plain.images)
+    assert not np.allclose(plain.images, fv.images)  # the switch changes the parameterisation
+
+
+def test_decorrelate_is_off_for_grey_images_and_bad_combinations_raise(twins):
+    lin = twins[0]
+    x1 = testing.random_images(0, n=1, channels=1)
+    net, v = H.tiny_cnn(x1, seed=1)
+    grey = jx.from_linen(net, v)
+    kw = {"layer": "conv1", "channel": 0, "key": jax.random.key(0), "image_shape": (8, 8, 1),
+          "steps": 3}
+    a = jx.feature_visualization(grey, **kw)
+    b = jx.feature_visualization(grey, decorrelate=False, **kw)
+    np.testing.assert_array_equal(a.images, b.images)
+    key = jax.random.key(0)
+    with testing.count_compiles() as c:
+        for shape in ((8, 8, 1), (8, 8), (8, 8, 4)):
+            with pytest.raises(ValueError, match=r"decorrelate: expected False .*3 colour"):
+                jx.feature_visualization(lin, layer="conv1", channel=0, key=key,
+                                         image_shape=shape, decorrelate=True)
+        for bad in ("yes", 1, 0.0):
+            with pytest.raises(TypeError, match="decorrelate"):
+                jx.feature_visualization(lin, layer="conv1", channel=0, key=key,
+                                         image_shape=SHAPE, decorrelate=bad)
+    assert c["n"] == 0
