@@ -11,7 +11,8 @@ the full run adds the peers' defaults and the rest of each sweep.
 
 Settings follow the issues: IG 50 steps on 16 images; Grad-CAM on 64 images;
 LIME and KernelSHAP 1000 samples and Shapley sampling 10 permutations on one
-image with 64 grid superpixels; deletion 64 steps on 16 images.
+image with 64 grid superpixels; deletion 64 steps on 16 images (Quantus PixelFlipping as
+its peer); ROAD at 10 fractions on 16 images.
 """
 
 from __future__ import annotations
@@ -485,18 +486,70 @@ def deletion(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    attr = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
-    call = lambda m, xx: jx.deletion(m, xx, attr, target=t, steps=steps)
-    return Bench(
+    sal = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
+    # One value per pixel, made tie-free with jaxplain's own order (ties by pixel
+    # index): Quantus breaks ties arbitrarily (unstable argsort), see P.distinct_ranks.
+    attr = P.distinct_ranks(sal.sum(-1))
+    call = lambda m, xx, aa: jx.deletion(m, xx, aa, target=t, steps=steps)
+    size = ctx.spec.size
+    b = Bench(
         n,
         n * (steps + 1),
-        {"steps": steps, "baseline": "zero"},
-        lambda: call(model, x),
+        {"steps": steps, "baseline": "zero", "attributions": "saliency (channel sum), tie-free"},
+        lambda: call(model, x, attr),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
+        # attributions as an argument: a captured constant makes XLA constant-fold the sort
+        memory=(call, (model, jnp.asarray(x), jnp.asarray(attr))),
         reported_evals=False,
-        note="limit = (steps + 1) forwards per image; Quantus is not installed (no peer)",
+        note="limit = (steps + 1) forwards per image",
+    )
+    if ctx.peer("quantus") and (size * size) % steps == 0:
+        name = "quantus.PixelFlipping"
+        b.peers[name] = P.quantus_pixel_flipping(
+            ctx.torch_model, x, t, attr, pixels_per_step=size * size // steps
+        )
+        b.peer_evals[name] = n * steps  # Quantus skips the unperturbed image
+        b.note += (
+            "; Quantus PixelFlipping: logits, baseline 0.0, the same pixels per step, "
+            "steps forwards per image (jaxplain also evaluates the unperturbed image)"
+        )
+
+        def agree(out, peer_out):
+            ours = np.asarray(out)[:, 1:]  # values after 1..steps removal steps
+            ref = np.asarray(peer_out[name], np.float64)
+            return [_agree("deletion", name, rel_err(ours, ref), 1e-4, steps=steps)]
+
+        b.agreement = agree
+    else:
+        b.note += "; no peer (Quantus is not installed or the twin is not verified)"
+    return b
+
+
+def road(ctx: Ctx) -> Bench:
+    """ROAD (MoRF, noisy linear imputation) at 10 fractions on 16 images.
+
+    No peer: Quantus 0.6.0's `ROAD` fails on RGB inputs (it broadcasts the
+    attributions over the channels, ranks C * H * W entries and indexes the
+    H * W imputation grid with them: IndexError), and no other peer implements it.
+    """
+    n, fractions = 16, tuple(round(0.1 * i, 1) for i in range(10))
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model, key = ctx.model, jax.random.key(0)
+    sal = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
+    attr = P.distinct_ranks(sal.sum(-1))
+    call = lambda m, xx, aa: jx.road(m, xx, aa, target=t, key=key, fractions=fractions)
+    return Bench(
+        n,
+        n * len(fractions),
+        {"fractions": list(fractions), "order": "morf", "noise_std": 0.01},
+        lambda: call(model, x, attr),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x), jnp.asarray(attr))),
+        note="limit = one forward per image and fraction; jaxplain's time also holds the "
+        "linear solves of the imputation; no peer (Quantus 0.6.0 ROAD fails on RGB inputs)",
     )
 
 
@@ -538,5 +591,6 @@ CASES: tuple[Case, ...] = (
     Case("occlusion", "occlusion", "fwd", occlusion),
     Case("rise", "rise", "fwd", rise),
     Case("deletion", "deletion", "fwd", deletion),
+    Case("road", "road", "fwd", road),
 )
 """Every case; `python -m benchmarks --only NAME` selects by `Case.name`."""

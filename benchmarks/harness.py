@@ -432,6 +432,7 @@ def machine_info() -> dict:
                 "captum",
                 "shap",
                 "lime",
+                "quantus",
                 "scikit-image",
                 "scikit-learn",
                 "psutil",
@@ -446,7 +447,7 @@ def peers_available() -> dict[str, str | None]:
 
     return {
         mod: None if find_spec(mod) is not None else "not installed"
-        for mod in ("torch", "captum", "shap", "lime")
+        for mod in ("torch", "captum", "shap", "lime", "quantus")
     }
 
 

@@ -295,7 +295,7 @@ def full_markdown(record: dict) -> str:
                 "RSS+ MB: growth of the process's resident memory during one call (a lower bound: "
                 "memory freed by earlier calls is reused).",
                 memory_table(record),
-                "## Agreement with Captum on identical weights",
+                "## Agreement with the peers (Captum, Quantus) on identical weights",
                 agreement_table(record),
                 "## Sample efficiency: relative RMSE vs exact Shapley (d = 12), (model evaluations)",
                 efficiency_table(record),
@@ -327,7 +327,7 @@ def readme_section(record: dict, rel_dir: str = "benchmarks/results") -> str:
         "",
         f"![ratios]({rel_dir}/ratios.png)",
         "",
-        "Agreement with Captum on identical weights:",
+        "Agreement with the peers (Captum, Quantus) on identical weights:",
         "",
         agreement_table(record),
         "",

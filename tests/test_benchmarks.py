@@ -265,3 +265,44 @@ def test_main_end_to_end_tiny(tmp_path):
     else:
         assert data["skipped"][0]["case"] == "saliency"
     assert run.main(["--only", "no_such_method", "--out", str(tmp_path)]) == 2
+
+
+# ---- metric cases (deletion vs Quantus, ROAD) --------------------------------------------
+
+
+def test_distinct_ranks_keep_jaxplain_order_and_break_ties():
+    from benchmarks import peers as P
+    from jaxplain import _metrics_base as B
+
+    a = np.array([[[0.5, 0.0], [0.0, 0.5]], [[1.0, -1.0], [2.0, 0.0]]], np.float32)
+    r = P.distinct_ranks(a)
+    assert all(len(np.unique(v)) == v.size for v in r)
+    np.testing.assert_array_equal(
+        B.ranks_desc(jnp.asarray(r.reshape(2, -1))), B.ranks_desc(jnp.asarray(a.reshape(2, -1)))
+    )
+
+
+def test_deletion_case_agrees_with_quantus():
+    pytest.importorskip("torch")
+    pytest.importorskip("quantus")
+    from benchmarks import cases as C
+
+    ctx = C.Ctx(twins.Spec("small", "avg"), quick=True)
+    ctx.torch_model = twins.torch_twin(ctx.spec, ctx.variables)
+    b = C.deletion(ctx)
+    (name,) = b.peers
+    assert name == "quantus.PixelFlipping" and b.peer_evals[name] == 16 * 64
+    out = np.asarray(b.jaxplain().values)
+    (check,) = b.agreement(out, run._LazyOutputs(b.peers))
+    assert check["pass"], check
+
+
+def test_road_case_builds_without_peers():
+    from benchmarks import cases as C
+
+    ctx = C.Ctx(twins.Spec("small", "avg"), quick=True)  # no torch twin: no peers
+    b = C.road(ctx)
+    assert b.peers == {} and b.n_evals == 16 * 10
+    assert "road" in {c.name for c in C.CASES}
+    c = b.jaxplain()
+    assert c.values.shape == (16, 10) and np.isfinite(np.asarray(c.auc)).all()
