@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain._xla import compiler_options, jit
+
 SCHEMA = 1
 """Version of the JSON layout (bump when fields change)."""
 
@@ -215,7 +217,7 @@ def xla_memory_mb(fn: Callable, *args: Any) -> float | None:
     Deterministic (no sampling); `None` when the backend does not report it.
     """
     try:
-        m = jax.jit(fn).lower(*args).compile().memory_analysis()
+        m = jit(fn).lower(*args).compile().memory_analysis()
     except Exception:  # noqa: BLE001 - not every backend/function supports it
         return None
     if m is None:
@@ -233,7 +235,7 @@ def _select(outputs: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
 
 
-@jax.jit
+@jit
 def limit_forward(model, inputs, target):
     """`n` forward passes as one batch: the target logit of every input, `(n,)`."""
     return _select(model(inputs), target)
@@ -245,7 +247,7 @@ def _fwd_bwd(model, inputs, target, n_out):
     return grads.reshape((n_out, -1) + grads.shape[1:]).sum(axis=1)
 
 
-limit_forward_backward = jax.jit(_fwd_bwd, static_argnames=("n_out",))
+limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
 """`n` forward+backward passes (gradients w.r.t. the inputs) as one batch."""
 
 
@@ -255,7 +257,7 @@ def _fwd_bwd_to(features, head, params, inputs, target):
     return a, g
 
 
-limit_forward_backward_to_layer = jax.jit(_fwd_bwd_to, static_argnames=("features", "head"))
+limit_forward_backward_to_layer = jit(_fwd_bwd_to, static_argnames=("features", "head"))
 """One forward pass and one backward pass down to a layer (Grad-CAM's cost)."""
 
 
@@ -276,7 +278,7 @@ def _chunked(model, inputs, target, chunk, grad):
     return batching.chunked_map(one, n, chunk)
 
 
-limit_chunked = jax.jit(_chunked, static_argnames=("chunk", "grad"))
+limit_chunked = jit(_chunked, static_argnames=("chunk", "grad"))
 """The limit's evaluations streamed in chunks of `chunk` inputs: a second reference.
 
 On CPU one huge batch is not always the fastest way to run `n` evaluations
@@ -419,6 +421,8 @@ def machine_info() -> dict:
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
         "torch_threads": torch_threads,
+        "xla_compiler_options": compiler_options(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "git_commit": commit,
         "versions": {
             m: _version(m)

@@ -248,6 +248,13 @@ def header(record: dict) -> str:
         + ", ".join(f"{k} {x}" for k, x in v.items())
         + (f"; git {m['git_commit']}" if m.get("git_commit") else ""),
     ]
+    opts = m.get("xla_compiler_options")
+    if opts is not None:
+        shown = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "none"
+        lines.append(
+            f"XLA compiler options of jaxplain's programs and of the limits: {shown}"
+            + (f"; XLA_FLAGS {m['xla_flags']!r}" if m.get("xla_flags") else "")
+        )
     if missing:
         lines.append("Peers not installed: " + ", ".join(missing))
     twins = record.get("twins", {})
@@ -266,8 +273,8 @@ LEGEND = """\
 *jaxplain / limit*: jaxplain's steady-state time over the **physical limit**, the same number of
 model evaluations (forward, or forward+backward; for Grad-CAM forward + backward to the layer) run
 as one jitted batch on inputs already on device, measured in the same rounds; "(… chunked)" is the
-ratio to the same evaluations streamed in chunks of 512 (jaxplain's default `batch_size`), shown
-when there are more than 512, and "(… dispatch b)" the ratio to the same evaluations run as
+ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
+(`batching.DEFAULT_BATCH_SIZE`, 128), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (best of 128 and 256): on CPU, cache-sized batches are often the
 fastest way to run them, faster than one huge batch or a `lax.scan` over chunks. *peer time / jaxplain
 time*: above 1× means jaxplain is faster; each peer at its best setting from a sweep and at its

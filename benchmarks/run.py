@@ -23,6 +23,7 @@ import numpy as np
 
 import jaxplain as jx
 from jaxplain import batching
+from jaxplain._xla import jit
 
 from . import cases as C
 from . import extras, report, twins
@@ -163,7 +164,7 @@ def make_ctx(spec: twins.Spec, quick: bool, use_peers: bool, record: dict) -> C.
         tm = twins.torch_twin(spec, ctx.variables)
         x = ctx.images(16)
         try:
-            ctx.twin_error = twins.check_twins(jax.jit(ctx.model.__call__), tm, x)
+            ctx.twin_error = twins.check_twins(jit(ctx.model.__call__), tm, x)
             ctx.torch_model = tm
             entry.update(max_rel_logit_error=ctx.twin_error, verified=True)
         except twins.TwinMismatch as e:

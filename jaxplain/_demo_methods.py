@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
+from jaxplain._xla import jit
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
 
@@ -211,8 +212,8 @@ class LimitTimer:
     ):
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
-        self._fwd = jax.jit(lambda m, z: m(z))
-        self._fb = jax.jit(
+        self._fwd = jit(lambda m, z: m(z))
+        self._fb = jit(
             jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(m(z), t[:, None], 1)))
         )
         self._cache: dict[tuple[int, bool], float] = {}

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
@@ -118,7 +119,7 @@ def _subsets_call(
 
 
 @functools.partial(
-    jax.jit,
+    jit,
     static_argnames=("features", "mode", "sigma", "softmax", "n_samples", "size", "batch_size"),
 )
 def _subsets(
@@ -278,7 +279,7 @@ def infidelity(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("perturb", "scale", "softmax", "n_samples", "batch_size")
+    jit, static_argnames=("perturb", "scale", "softmax", "n_samples", "batch_size")
 )
 def _noise(model, x, target, a, key, *, perturb, scale, softmax, n_samples, batch_size):
     """`(f(x) - f(x - I), I . a)`, both `(N, n_samples)`, for noise perturbations I."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from .models import as_model
@@ -55,7 +56,7 @@ def pointing_game(attributions: Any, mask: Any, *, tolerance: int = 0) -> jax.Ar
     return _pointing(pm, m, tol=tol)
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
+@functools.partial(jit, static_argnames=("tol",))
 def _pointing(pm, m, *, tol):
     if tol:
         r = np.arange(-tol, tol + 1)
@@ -84,7 +85,7 @@ def relevance_mass(attributions: Any, mask: Any) -> jax.Array:
     return _mass(pm, m)
 
 
-@jax.jit
+@jit
 def _mass(pm, m):
     pos = jnp.maximum(pm, 0.0).reshape(pm.shape[0], -1)
     tot = pos.sum(1)
@@ -108,7 +109,7 @@ def relevance_rank_accuracy(attributions: Any, mask: Any) -> jax.Array:
     return _rank_accuracy(pm, m)
 
 
-@jax.jit
+@jit
 def _rank_accuracy(pm, m):
     n = pm.shape[0]
     m = m.reshape(n, -1)
@@ -137,7 +138,7 @@ def sparseness(attributions: Any) -> jax.Array:
     return _gini(B.attribution_array(attributions))
 
 
-@jax.jit
+@jit
 def _gini(a):
     v = jnp.sort(jnp.abs(a.reshape(a.shape[0], -1)), axis=1)
     n = v.shape[1]
@@ -165,7 +166,7 @@ def complexity(attributions: Any) -> jax.Array:
     return _entropy(B.attribution_array(attributions))
 
 
-@jax.jit
+@jit
 def _entropy(a):
     v = jnp.abs(a.reshape(a.shape[0], -1))
     tot = v.sum(1, keepdims=True)
@@ -214,7 +215,7 @@ def completeness_gap(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "sigma"))
+@functools.partial(jit, static_argnames=("mode", "sigma"))
 def _completeness(model, x, target, a, baseline, *, mode, sigma):
     f = B.view_model(model, x.shape)
     x4 = B.as_view(x)
@@ -274,7 +275,7 @@ def efficiency_gap(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("features", "mode", "sigma", "batch_size"))
+@functools.partial(jit, static_argnames=("features", "mode", "sigma", "batch_size"))
 def _efficiency(model, x, target, a, segments, baseline, *, features, mode, sigma, batch_size):
     kind, d = features
     f = B.view_model(model, x.shape)

@@ -20,6 +20,8 @@ from typing import Any
 
 import jax
 
+from ._xla import eager as _eager
+from ._xla import jit
 from . import _validate as V
 
 _state = threading.local()
@@ -61,14 +63,14 @@ def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Calla
     """`jax.jit` with a second, reporting variant selected by `progress=True`."""
 
     def deco(fn: Callable) -> Callable:
-        plain = jax.jit(fn, static_argnames=static_argnames)
+        plain = jit(fn, static_argnames=static_argnames)
 
         @functools.wraps(fn)
         def with_reports(*args, **kwargs):
             with _tracing():
                 return fn(*args, **kwargs)
 
-        loud = jax.jit(with_reports, static_argnames=static_argnames)
+        loud = jit(with_reports, static_argnames=static_argnames)
 
         @functools.wraps(fn)
         def call(*args, progress: bool = False, **kwargs):
@@ -79,16 +81,6 @@ def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Calla
         return call
 
     return deco
-
-
-def _eager() -> bool:
-    """False inside any JAX transformation (a caller's jit, vmap, grad ...)."""
-    try:
-        from jax._src import core  # no public equivalent as of jax 0.10
-
-        return bool(core.trace_state_clean())
-    except (ImportError, AttributeError):  # pragma: no cover - be silent when unsure
-        return False
 
 
 def run(

@@ -1,7 +1,7 @@
 """Guided backpropagation and DeconvNet: swap the backward rule of every ReLU.
 
-The model is traced to a jaxpr and re-evaluated by a small interpreter that
-replaces each ReLU (`jax.nn.relu`, hence `flax.linen.relu` and `nnx.relu`, and
+The model is traced to a jaxpr and re-evaluated by the interpreter of
+`_jaxpr.py`, which replaces each ReLU (`jax.nn.relu`, hence `flax.linen.relu` and `nnx.relu`, and
 `max(x, 0)`) by a function with the same forward value and a custom VJP. This
 works on any JAX model without editing it: Linen, NNX or a plain callable.
 ReLUs inside control-flow primitives (`scan`, `while`, `cond`) keep their
@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
+
+from ._jaxpr import rewrite
 
 MODES = ("guided", "deconvnet")
 
@@ -65,37 +67,16 @@ def _is_relu_jaxpr(jaxpr) -> bool:
     return False
 
 
-def _eval(jaxpr, consts, args, relu):
-    env: dict = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
-
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, args):
-        env[v] = a
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        if name == "custom_jvp_call" and _is_relu_jaxpr(eqn.params["call_jaxpr"].jaxpr):
-            outs = [relu(invals[-1])]
-        elif _is_relu_max(eqn):
+def _relu_rule(relu):
+    def rule(eqn, invals):
+        if eqn.primitive.name == "custom_jvp_call" and _is_relu_jaxpr(eqn.params["call_jaxpr"].jaxpr):
+            return [relu(invals[-1])]
+        if _is_relu_max(eqn):
             operand = next(x for v, x in zip(eqn.invars, invals) if not _is_zero_literal(v))
-            outs = [relu(operand)]
-        elif name in ("jit", "pjit"):
-            closed = eqn.params["jaxpr"]
-            outs = _eval(closed.jaxpr, closed.consts, invals, relu)
-        else:
-            bind = eqn.primitive.get_bind_params(eqn.params)
-            subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older JAX: a pair
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*subfuns, *invals, **params)
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+            return [relu(operand)]
+        return None
+
+    return rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +87,4 @@ class ReluRuleApply:
     mode: str
 
     def __call__(self, params, x):
-        closed = jax.make_jaxpr(self.inner, return_shape=True)
-        closed, out_shape = closed(params, x)
-        flat = jax.tree.leaves((params, x))
-        outs = _eval(closed.jaxpr, closed.consts, flat, _RELUS[self.mode])
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+        return rewrite(self.inner, _relu_rule(_RELUS[self.mode]))(params, x)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
@@ -244,7 +245,7 @@ def _check_fractions(fractions: Any) -> tuple[float, ...]:
 
 
 @functools.partial(
-    jax.jit,
+    jit,
     static_argnames=(
         "features",
         "ks",

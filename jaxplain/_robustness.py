@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
@@ -65,7 +66,7 @@ def _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
 
 
 @functools.partial(
-    jax.jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size")
+    jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size")
 )
 def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise, batch_size):
     t = target.resolve(model, x)

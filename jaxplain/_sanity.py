@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from .models import Model, as_model
@@ -84,7 +85,7 @@ def _window(win_size, hw):
     return win
 
 
-@functools.partial(jax.jit, static_argnames=("win", "data_range"))
+@functools.partial(jit, static_argnames=("win", "data_range"))
 def _ssim(a, b, *, win, data_range):
     if a.ndim == 4:  # channel mean
         return jnp.mean(
@@ -122,14 +123,14 @@ def _maps(a: jax.Array, absolute: bool) -> jax.Array:
     return jnp.where(hi > lo, (m - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("absolute", "win"))
+@functools.partial(jit, static_argnames=("absolute", "win"))
 def _similarity(a, b, *, absolute, win):
     ma, mb = _maps(a, absolute), _maps(b, absolute)
     s = _ssim(ma, mb, win=win, data_range=1.0) if win else jnp.full(a.shape[:1], jnp.nan)
     return B.spearman(ma, mb), s
 
 
-@functools.partial(jax.jit, static_argnames=("explain",))
+@functools.partial(jit, static_argnames=("explain",))
 def _explain(model, x, target, *, explain):
     return B.run_explain(explain, model, x, target)
 
@@ -146,7 +147,7 @@ def _reference(model, x, t, explain, attributions, shape) -> jax.Array:
     return ref
 
 
-@jax.jit
+@jit
 def _randomise(params, key, flags):
     """Leaves with `flags[i]` re-drawn from `N(0, std(leaf)^2)`; the others kept."""
     leaves, treedef = jax.tree.flatten(params)

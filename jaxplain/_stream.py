@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from ._xla import jit
 from . import _shards
 from . import _validate as V
 from . import batching
@@ -173,7 +174,7 @@ def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
         )
 
     if mesh is None:
-        fn = jax.jit(body)
+        fn = jit(body)
     else:
         row = P("batch")
 
@@ -183,7 +184,7 @@ def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
                 model, x, t, key, start
             )
 
-        fn = jax.jit(sharded)
+        fn = jit(sharded)
     RUNNERS[cache_key] = fn
     while len(RUNNERS) > 32:
         RUNNERS.popitem(last=False)

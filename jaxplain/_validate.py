@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
+
 NAN_POLICIES = ("raise", "warn", "ignore")
 MAX_INT32 = 2**31 - 1
 """Upper bound of counts: flat evaluation indices are int32 on device."""
@@ -119,7 +121,7 @@ def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-@jax.jit
+@jit
 def _device_count_nonfinite(x):
     return jnp.sum(~jnp.isfinite(x))
 

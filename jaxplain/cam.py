@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._xla import jit
 from . import _layers
 from . import _validate as V
 from . import batching
@@ -169,7 +170,7 @@ def _cam_public(model, x, target, layer, relu, upsample, at, variant) -> Explana
     return _cam(model, x, t, layer=parts, at=at, variant=variant, relu=relu, size=size)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "at", "variant", "relu", "size"))
+@functools.partial(jit, static_argnames=("layer", "at", "variant", "relu", "size"))
 def _cam(model, x, target, *, layer, at, variant, relu, size) -> Explanation:
     shape = _layers.activation_shape(model, x, layer, at)
     _, act, g, _ = _layer_vjp(model, target, x, layer, at, shape)
@@ -206,7 +207,7 @@ def layer_activations(model: Any, x: ArrayLike, *, layer: Any,
     return _activations(model, x, layer=parts, at=at)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "at"))
+@functools.partial(jit, static_argnames=("layer", "at"))
 def _activations(model, x, *, layer, at) -> Explanation:
     _, act = _layers.probe(model, x, layer, at=at)
     return Explanation(values=act, n_evals=_n_evals(x, 1))
@@ -231,7 +232,7 @@ def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
     return _grad_x_act(model, x, t, layer=parts, at=at)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "at"))
+@functools.partial(jit, static_argnames=("layer", "at"))
 def _grad_x_act(model, x, target, *, layer, at) -> Explanation:
     shape = _layers.activation_shape(model, x, layer, at)
     _, act, g, _ = _layer_vjp(model, target, x, layer, at, shape)
@@ -283,7 +284,7 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
                      at=at, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "at", "batch_size"))
+@functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
 def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) -> Explanation:
     n, steps = x.shape[0], alphas.shape[0]
     out_x, act_x = _layers.probe(model, x, layer, at=at)

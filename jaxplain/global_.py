@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _validate as V
 from . import batching, features
 from ._types import Explanation
@@ -92,12 +93,12 @@ def global_importance(
     return _per_class(a, jnp.asarray(labels, jnp.int32), n_classes=n_classes)
 
 
-@jax.jit
+@jit
 def _overall(a):
     return jnp.mean(jnp.abs(a), axis=0), jnp.mean(a, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames="n_classes")
+@functools.partial(jit, static_argnames="n_classes")
 def _per_class(a, labels, *, n_classes):
     overall, mean = _overall(a)
     sums = jax.ops.segment_sum(jnp.abs(a), labels, num_segments=n_classes)
@@ -216,7 +217,7 @@ def _fit(z, y, ridge):
     return coef, intercept, r2
 
 
-@functools.partial(jax.jit, static_argnames=("ridge", "batch_size"))
+@functools.partial(jit, static_argnames=("ridge", "batch_size"))
 def _tabular(model, x, target, *, ridge, batch_size):
     n = x.shape[0]
     z = x.reshape(n, -1)
@@ -232,7 +233,7 @@ def _tabular(model, x, target, *, ridge, batch_size):
     return Surrogate(coef, intercept, r2, jnp.asarray(n, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("ridge", "d", "n_samples", "batch_size"))
+@functools.partial(jit, static_argnames=("ridge", "d", "n_samples", "batch_size"))
 def _coalitions(model, x, target, baseline, segments, key, *, ridge, d, n_samples, batch_size):
     n = x.shape[0]
     target = target.resolve(model, x)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ._xla import jit
 from . import _validate as V
 from . import batching
 from ._quadrature import RULES, quadrature
@@ -85,7 +86,7 @@ def gradient_x_input(model: Any, x: jax.Array, *, target: Any,
                      batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jax.jit, static_argnames=("absolute", "times_input", "batch_size"))
+@functools.partial(jit, static_argnames=("absolute", "times_input", "batch_size"))
 def _saliency(model, x, target, *, absolute, times_input, batch_size):
     def chunk(start, size):
         rows = start + jnp.arange(size, dtype=jnp.int32)
@@ -146,7 +147,7 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
     return _ig(model, x, t, b, steps=steps, rule=rule, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "rule", "batch_size"))
+@functools.partial(jit, static_argnames=("steps", "rule", "batch_size"))
 def _ig(model, x, target, baseline, *, steps, rule, batch_size):
     n = x.shape[0]
     ends = model(jnp.concatenate([x, baseline]))
@@ -227,7 +228,7 @@ def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *
                          takes_key=takes_key, kwargs=tuple(sorted(method_kwargs.items())))
 
 
-@functools.partial(jax.jit, static_argnames=("method", "n_samples", "kind", "batch_size",
+@functools.partial(jit, static_argnames=("method", "n_samples", "kind", "batch_size",
                                              "takes_key", "kwargs"))
 def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind, batch_size,
                   takes_key, kwargs):
@@ -326,7 +327,7 @@ def expected_gradients(model: Any, x: jax.Array, *, target: Any, references: jax
                batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples", "batch_size"))
+@functools.partial(jit, static_argnames=("n_samples", "batch_size"))
 def _eg(model, x, target, refs, key, *, n_samples, batch_size):
     n, m = x.shape[0], refs.shape[0]
     out_x = model(x)

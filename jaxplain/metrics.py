@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from .perturbation import coalition_values
@@ -77,7 +78,7 @@ def _curve_call(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("kind", "features", "steps", "mode", "sigma", "softmax", "batch_size")
+    jit, static_argnames=("kind", "features", "steps", "mode", "sigma", "softmax", "batch_size")
 )
 def _curve(
     model,

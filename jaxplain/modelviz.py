@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._xla import jit
 from . import _layers
+from ._jaxpr import canonical_convs
 from . import _validate as V
 from .models import as_model
 
@@ -148,7 +150,7 @@ def filters(model: Any, layer: Any, *, ncols: int | None = None, pad: int = 1,
       NumPy float32 `(H, W, 3)` for RGB filters, `(H, W)` otherwise.
     """
     model = as_model(model)
-    kernel = np.asarray(_layers.layer_kernel(model, _layers.layer_parts(layer)), np.float32)
+    kernel = np.asarray(_layers.layer_kernel(model, layer), np.float32)
     if kernel.ndim != 4:
         V.fail("layer", "a 2-D convolution with kernel (kh, kw, C_in, C_out)",
                f"{layer!r} with kernel shape {kernel.shape}")
@@ -319,7 +321,7 @@ def _spectrum_scale(h: int, w: int, decay: float) -> np.ndarray:
     return (scale / np.sqrt(np.mean(scale * scale))).astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "steps", "shape", "jitter", "param",
+@functools.partial(jit, static_argnames=("mode", "steps", "shape", "jitter", "param",
                                              "decorrelate", "decay", "value_range"))
 def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, param, decorrelate,
                  decay, value_range):
@@ -376,7 +378,7 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), obj
 
-        (p, _), hist = jax.lax.scan(step, (p0, opt.init(p0)), jnp.arange(steps))
+        (p, _), hist = jax.lax.scan(canonical_convs(step), (p0, opt.init(p0)), jnp.arange(steps))
         return to_image(p), hist
 
     images, hist = jax.vmap(one)(ids)

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from ._xla import jit
 from .models import Model, from_linen
 
 
@@ -184,7 +185,7 @@ def train_classifier(
         logits = module.apply(v, xb)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    @jax.jit
+    @jit
     def step(v, s, k, xb, yb):
         if augment is not None:
             xb = augment(k, xb)
@@ -212,7 +213,7 @@ def train_classifier(
 
 def accuracy(model: Callable, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:
     """Top-1 accuracy of `model` on `(x, y)`."""
-    f = jax.jit(lambda m, xb: jnp.argmax(m(xb), -1))
+    f = jit(lambda m, xb: jnp.argmax(m(xb), -1))
     hits = 0
     for i in range(0, len(x), batch):
         hits += int((np.asarray(f(model, jnp.asarray(x[i : i + batch]))) == y[i : i + batch]).sum())

@@ -43,7 +43,9 @@ def test_progress_bar_shows_eagerly_and_changes_no_number(name, capsys):
 def test_nothing_prints_under_jit(capsys):
     out = jax.jit(lambda: CASES["lime"](progress=True).values)()
     assert capsys.readouterr().err == ""
-    np.testing.assert_allclose(out, CASES["lime"]().values, rtol=1e-6)
+    # The caller's jit compiles one program with its own XLA options; the eager call
+    # compiles jaxplain's with jaxplain._xla.compiler_options(): float32 round-off.
+    np.testing.assert_allclose(out, CASES["lime"]().values, rtol=2e-5)
 
 
 def test_progress_must_be_a_bool():

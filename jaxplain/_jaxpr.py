@@ -1,0 +1,102 @@
+"""Re-evaluating a function's jaxpr with some equations replaced.
+
+One small interpreter serves every rewrite jaxplain makes without editing the
+user's model: `rewrite(fn, rule)` traces `fn` to a jaxpr and evaluates it again,
+asking `rule(eqn, invals)` first for every equation (`None` means "bind it as
+it is"). Calls to jitted sub-functions (`jit`/`pjit`) are entered, so a rule
+also sees the equations inside them; other higher-order primitives (`scan`,
+`while`, `cond`, custom derivatives) are bound unchanged.
+
+Rules built on it: the ReLU backward rules of guided backprop / DeconvNet
+(`_relu_rules.py`) and `canonical_convs` below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+from jax import lax
+from jax.extend import core as jex_core
+
+Rule = Callable[[Any, list], "Sequence[Any] | None"]
+
+
+def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule) -> list:
+    """Evaluates `jaxpr` on `args`, replacing the equations `rule` answers for."""
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        outs = rule(eqn, invals)
+        if outs is None:
+            if eqn.primitive.name in ("jit", "pjit"):
+                closed = eqn.params["jaxpr"]
+                outs = interpret(closed.jaxpr, closed.consts, invals, rule)
+            else:
+                bind = eqn.primitive.get_bind_params(eqn.params)
+                subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older JAX
+                with eqn.ctx.manager:
+                    outs = eqn.primitive.bind(*subfuns, *invals, **params)
+                if not eqn.primitive.multiple_results:
+                    outs = [outs]
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def rewrite(fn: Callable, rule: Rule) -> Callable:
+    """`fn` (positional pytree arguments) with its equations passed through `rule`."""
+
+    def wrapped(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = interpret(closed.jaxpr, closed.consts, jax.tree.leaves(args), rule)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return wrapped
+
+
+# ---- canonical convolution kernels ---------------------------------------------------------
+
+
+def _canonical_conv(eqn, invals):
+    """A channels-last convolution whose kernel is not laid out (spatial..., in, out).
+
+    JAX's transpose rule for a convolution (the input gradient) swaps the kernel's
+    in/out roles through the dimension numbers. At the top level of a program
+    XLA:CPU re-lays such a kernel out, but inside a while-loop body (a `lax.scan`
+    over chunks) it runs that convolution on a slow generic path, 3-5x slower
+    (jax 0.10.2). Transposing the kernel explicitly gives the loop the fast
+    convolution; the arithmetic is the same, only the kernel's axis order changes.
+    """
+    if eqn.primitive.name != "conv_general_dilated":
+        return None
+    dn = eqn.params["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    n = len(rhs_spec)
+    if lhs_spec[1] != n - 1 or out_spec[1] != n - 1:  # only channels-last activations
+        return None
+    perm = tuple(rhs_spec[2:]) + (rhs_spec[1], rhs_spec[0])
+    if perm == tuple(range(n)):
+        return None
+    lhs, rhs = invals
+    new_dn = lax.ConvDimensionNumbers(lhs_spec, (n - 1, n - 2) + tuple(range(n - 2)), out_spec)
+    params = dict(eqn.params, dimension_numbers=new_dn)
+    with eqn.ctx.manager:
+        return [eqn.primitive.bind(lhs, lax.transpose(rhs, perm), **params)]
+
+
+def canonical_convs(fn: Callable) -> Callable:
+    """`fn` with every channels-last convolution's kernel laid out (spatial..., in, out).
+
+    Applied to loop bodies (chunked evaluation, optimisation steps): same values,
+    the fast XLA:CPU convolution inside the loop.
+    """
+    return rewrite(fn, _canonical_conv)

@@ -1,0 +1,130 @@
+"""jaxplain's compile path: per-program XLA options and the loop-body conv rewrite."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxplain as jx
+from jaxplain import _jaxpr, _xla, batching, testing
+
+
+# ---- compiler options ------------------------------------------------------------------
+
+
+def test_options_are_probed_and_can_be_turned_off(monkeypatch):
+    probe = _xla.compiler_options.__wrapped__  # uncached
+    monkeypatch.delenv("JAXPLAIN_XLA_OPTIONS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    opts = probe()
+    assert set(opts) <= set(_xla.CPU_OPTIONS)
+    if jax.default_backend() == "cpu" and jax.__version__.startswith("0.10."):
+        assert opts == _xla.CPU_OPTIONS  # the jaxlib this project pins accepts it
+    monkeypatch.setenv("JAXPLAIN_XLA_OPTIONS", "none")
+    assert probe() == {}
+    monkeypatch.setenv("JAXPLAIN_XLA_OPTIONS", "")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")  # the user's word wins
+    assert probe() == {}
+
+
+def test_jit_top_level_nested_and_aot_agree():
+    x = testing.random_images(0, n=5, size=8)
+    m = testing.tiny_cnn(n_classes=3)
+    model = jx.from_linen(m, m.init(jax.random.key(0), x))
+    f = lambda mm, z: jax.grad(lambda q: mm(q)[:, 1].sum())(z)
+    ours = _xla.jit(f)
+    top = ours(model, x)
+    nested = jax.jit(lambda mm, z: ours(mm, z))(model, x)  # inlined: no options allowed there
+    aot = ours.lower(model, x).compile()(model, x)
+    plain = jax.jit(f)(model, x)
+    np.testing.assert_allclose(top, aot, rtol=0, atol=0)
+    for other in (nested, plain):
+        np.testing.assert_allclose(top, other, rtol=2e-5, atol=1e-6)
+    assert ours.__name__ == "<lambda>" and ours.__wrapped__ is f
+
+
+def test_jit_as_decorator_with_static_args():
+    @_xla.jit(static_argnames=("k",))
+    def g(a, k):
+        return a * k
+
+    assert float(g(jnp.float32(2), k=3)) == 6.0
+    with testing.count_compiles() as c:
+        g(jnp.float32(5), k=3)
+    assert c["n"] == 0
+
+
+# ---- canonical conv kernels in loop bodies ------------------------------------------------
+
+
+def _conv_specs(fn, *args):
+    """The (lhs, rhs) specs of every convolution in `fn`'s jaxpr, sub-jaxprs included."""
+    specs = []
+
+    def walk(jaxpr):
+        for e in jaxpr.eqns:
+            if e.primitive.name == "conv_general_dilated":
+                dn = e.params["dimension_numbers"]
+                specs.append((tuple(dn.lhs_spec), tuple(dn.rhs_spec)))
+            for p in e.params.values():
+                sub = getattr(p, "jaxpr", None)
+                if sub is not None:
+                    walk(getattr(sub, "jaxpr", sub))
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return specs
+
+
+def _net(dn, groups=1, ndim=2):
+    k1 = jax.random.normal(jax.random.key(1), (3,) * ndim + (4 // groups, 6)) * 0.3
+    k2 = jax.random.normal(jax.random.key(2), (3,) * ndim + (6, 5)) * 0.3
+    if dn[1] == "OIHW":
+        k1, k2 = jnp.transpose(k1, (3, 2, 0, 1)), jnp.transpose(k2, (3, 2, 0, 1))
+
+    def f(x):
+        h = lax.conv_general_dilated(x, k1, (1,) * ndim, "SAME", dimension_numbers=dn,
+                                     feature_group_count=groups)
+        h = jnp.tanh(h)
+        return lax.conv_general_dilated(h, k2, (2,) * ndim, "SAME", dimension_numbers=dn).sum()
+
+    return f
+
+
+@pytest.mark.parametrize(
+    "dn, groups, ndim, shape",
+    [
+        (("NHWC", "HWIO", "NHWC"), 1, 2, (2, 7, 6, 4)),
+        (("NHWC", "HWIO", "NHWC"), 2, 2, (2, 6, 6, 4)),  # grouped
+        (("NWC", "WIO", "NWC"), 1, 1, (3, 9, 4)),  # 1-D
+        (("NCHW", "OIHW", "NCHW"), 1, 2, (2, 4, 6, 6)),  # channels-first: left alone
+    ],
+)
+def test_canonical_convs_keep_values_and_fix_kernel_layout(dn, groups, ndim, shape):
+    f = _net(dn, groups, ndim)
+    x = jax.random.normal(jax.random.key(0), shape)
+    g = jax.grad(f)
+    g2 = _jaxpr.canonical_convs(g)
+    np.testing.assert_allclose(g2(x), g(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(g2)(x), g(x), rtol=1e-5, atol=1e-6)
+    n = len(shape)
+    canon = (n - 1, n - 2) + tuple(range(n - 2))
+    before, after = _conv_specs(g, x), _conv_specs(g2, x)
+    assert len(before) == len(after) >= 3
+    if dn[0].endswith("C"):
+        assert any(r != canon for _, r in before)  # the input gradient swaps in/out
+        assert all(r == canon for _, r in after)
+    else:
+        assert before == after
+
+
+def test_scanned_chunks_equal_one_chunk_for_cnn_gradients(monkeypatch):
+    x = testing.random_images(1, n=3, size=8)
+    m = testing.tiny_cnn(n_classes=3)
+    model = jx.from_linen(m, m.init(jax.random.key(0), x))
+    one = jx.integrated_gradients(model, x, target=1, steps=8, batch_size=24).values
+    scanned = jx.integrated_gradients(model, x, target=1, steps=8, batch_size=5).values
+    monkeypatch.setattr(batching, "MAX_UNROLL", 8)  # the unrolled layout gives the same sums
+    unrolled = jx.integrated_gradients(model, x, target=1, steps=8, batch_size=6).values
+    np.testing.assert_allclose(scanned, one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(unrolled, one, rtol=1e-5, atol=1e-6)
