@@ -6,6 +6,7 @@ with the Linen weights, which equals `testing.tiny_cnn_nnx` but costs no XLA
 compilation (on a loaded 2-core machine the eager route takes seconds).
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,3 +47,21 @@ def random_nnx(ctor, seed=0, scale=0.3):
     rng = np.random.default_rng(seed)
     state = jax.tree.map(lambda s: jnp.asarray(rng.normal(0.0, scale, s.shape), s.dtype), state)
     return nnx.merge(graphdef, state)
+
+
+# ---- a GAP + dense CNN (Grad-CAM equals CAM on it) ------------------------------------
+
+
+class Features(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(5, (3, 3), name="conv")(x))
+
+
+class CamNet(nn.Module):
+    """conv -> relu ("features", the probed block) -> global average pooling -> dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        f = Features(name="features")(x)
+        return nn.Dense(4, name="head")(jnp.mean(f, axis=(1, 2)))

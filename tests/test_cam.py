@@ -10,21 +10,7 @@ import jaxplain as jx
 from jaxplain import testing
 
 import _cnn_helpers as H
-
-
-class Features(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(5, (3, 3), name="conv")(x))
-
-
-class CamNet(nn.Module):
-    """conv -> relu (the probed block) -> global average pooling -> dense."""
-
-    @nn.compact
-    def __call__(self, x):
-        f = Features(name="features")(x)
-        return nn.Dense(4, name="head")(jnp.mean(f, axis=(1, 2)))
+from _cnn_helpers import CamNet, Features
 
 
 class TanhNet(nn.Module):
