@@ -7,7 +7,8 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
 2. One more warm-up call each.
 3. `repeats` interleaved rounds: in every round each contender runs once, in a
    rotated order, so load from other processes on a shared machine hits all
-   contenders alike. Reported: the median (`median_s`), min and all times.
+   contenders alike, each after a `SETTLE_S` pause (other libraries' idle
+   threads stop spinning). Reported: the median (`median_s`), min and all times.
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments).
@@ -96,6 +97,13 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, first, seconds[0]
 
 
+SETTLE_S = 0.1
+"""Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
+spin for about 2^28 cycles (~0.1 s) before they sleep, taking a core from whoever
+runs next: KernelSHAP measured 181 ms right after a NumPy `lstsq` loop, 154 ms
+after a 0.2 s pause, 154 ms after nothing. Every contender gets the same pause."""
+
+
 def measure(
     contenders: dict[str, Callable[[], Any]],
     repeats: int = 5,
@@ -145,6 +153,7 @@ def measure(
         for name in names[k:] + names[:k]:
             if r >= rounds[name]:
                 continue
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             block(live[name]())
             out[name]["times_s"].append(time.perf_counter() - t0)
