@@ -276,7 +276,7 @@ as one jitted batch on inputs already on device, measured in the same rounds; "(
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
 (`batching.DEFAULT_BATCH_SIZE`, 128), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (best of 128 and 256): on CPU, cache-sized batches are often the
-fastest way to run them, faster than one huge batch or a `lax.scan` over chunks. *peer time / jaxplain
+fastest way to run them, faster than one huge batch. *peer time / jaxplain
 time*: above 1× means jaxplain is faster; each peer at its best setting from a sweep and at its
 defaults, with the same inputs and number of model evaluations, on a PyTorch twin with identical
 weights. Compile time is the XLA compilation inside jaxplain's first call."""

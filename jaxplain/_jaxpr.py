@@ -8,7 +8,7 @@ also sees the equations inside them; other higher-order primitives (`scan`,
 `while`, `cond`, custom derivatives) are bound unchanged.
 
 Rules built on it: the ReLU backward rules of guided backprop / DeconvNet
-(`_relu_rules.py`) and `canonical_convs` below.
+(`_relu_rules.py`), `canonical_convs` and `fast_pools` below.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex_core
 
@@ -100,3 +101,47 @@ def canonical_convs(fn: Callable) -> Callable:
     the fast XLA:CPU convolution inside the loop.
     """
     return rewrite(fn, _canonical_conv)
+
+
+# ---- non-overlapping pooling as reshape + reduce ---------------------------------------------
+
+_POOLS = {"reduce_window_max": jnp.max, "reduce_window_sum": jnp.sum}
+
+
+def _tiled_pool(eqn, invals):
+    """Max / sum pooling whose windows tile the input (window = stride, no padding).
+
+    Written as a reshape and a reduction, its gradient is elementwise work; as a
+    `reduce_window`, the max-pool gradient is XLA's `select_and_scatter`, which
+    ran a max-pool CNN's backward pass 2x slower on CPU (jax 0.10.2). Same
+    forward values. At exact ties inside a window the max gradient is split
+    equally between the tied entries (JAX's rule for `max`) instead of going to
+    the first one; after a ReLU the usual ties are zeros, whose gradient the ReLU
+    discards either way.
+    """
+    reduce = _POOLS.get(eqn.primitive.name)
+    if reduce is None:
+        return None
+    p = eqn.params
+    (x,) = invals
+    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    if (
+        win != strides
+        or any(tuple(pad) != (0, 0) for pad in p["padding"])
+        or any(d != 1 for d in p["base_dilation"])
+        or any(d != 1 for d in p["window_dilation"])
+        or any(s % w for s, w in zip(x.shape, win))
+    ):
+        return None
+    tiles = sum(((s // w, w) for s, w in zip(x.shape, win)), ())
+    axes = tuple(range(1, 2 * x.ndim, 2))
+    with eqn.ctx.manager:
+        return [reduce(x.reshape(tiles), axis=axes).astype(x.dtype)]
+
+
+def fast_pools(fn: Callable) -> Callable:
+    """`fn` with tiling max / sum pooling written as reshape + reduce (see `_tiled_pool`).
+
+    Applied to the model before differentiating it: same values, a faster backward pass.
+    """
+    return rewrite(fn, _tiled_pool)

@@ -128,3 +128,71 @@ def test_scanned_chunks_equal_one_chunk_for_cnn_gradients(monkeypatch):
     unrolled = jx.integrated_gradients(model, x, target=1, steps=8, batch_size=6).values
     np.testing.assert_allclose(scanned, one, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(unrolled, one, rtol=1e-5, atol=1e-6)
+
+
+# ---- tiling pools differentiated as reshape + reduce ----------------------------------------
+
+
+def _pool_net(pool, window, stride, padding="VALID", relu=True):
+    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4)) * 0.5
+
+    def f(x):
+        h = lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jax.nn.relu(h) if relu else h
+        if pool == "max":
+            h = lax.reduce_window(h, -jnp.inf, lax.max, (1,) + window + (1,), (1,) + stride + (1,), padding)
+        else:
+            h = lax.reduce_window(h, 0.0, lax.add, (1,) + window + (1,), (1,) + stride + (1,), padding)
+        return h.reshape(h.shape[0], -1)[:, :5]
+
+    return f
+
+
+def _prims(fn, *args):
+    return {e.primitive.name for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns}
+
+
+@pytest.mark.parametrize("pool", ["max", "sum"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_fast_pools_same_values_and_gradients(pool, relu):
+    f = _pool_net(pool, (2, 2), (2, 2), relu=relu)
+    x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))  # continuous: no ties off the ReLU zeros
+    g = _jaxpr.fast_pools(f)
+    np.testing.assert_allclose(g(x), f(x), rtol=1e-6, atol=1e-6)
+    grad = lambda h: jax.grad(lambda z: jnp.sum(h(z) * jnp.arange(5.0)))
+    np.testing.assert_allclose(grad(g)(x), grad(f)(x), rtol=1e-5, atol=1e-6)
+    slow = {"select_and_scatter_add", "select_and_gather_add", "reduce_window_max", "reduce_window_sum"}
+    assert _prims(grad(f), x) & slow  # the rule had something to replace ...
+    assert not _prims(grad(g), x) & slow  # ... and replaced it
+
+
+def test_fast_pools_split_exact_ties_equally():
+    x = jnp.array([[[[1.0], [1.0]], [[0.5], [-2.0]]]])  # one 2x2 window, a tie at the max
+    pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
+    g = jax.grad(_jaxpr.fast_pools(pool))(x)
+    np.testing.assert_allclose(g[0, :, :, 0], [[0.5, 0.5], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), "VALID"), ((2, 2), (2, 2), "SAME"),
+                                                     ((2, 2), (1, 1), "VALID")])
+def test_fast_pools_leave_overlapping_or_padded_pools_alone(window, stride, padding):
+    f = _pool_net("max", window, stride, padding)
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))  # 7 is not a multiple of 2: SAME pads
+    g = _jaxpr.fast_pools(f)
+    assert "reduce_window_max" in _prims(g, x)
+    np.testing.assert_array_equal(g(x), f(x))
+
+
+def test_max_pool_cnn_methods_match_plain_autodiff():
+    x = testing.random_images(2, n=3, size=8)
+    m = testing.tiny_cnn(n_classes=3, pool="max")
+    model = jx.from_linen(m, m.init(jax.random.key(0), x))
+    plain = jax.grad(lambda z: model(z)[:, 2].sum())(x)
+    assert "select_and_scatter_add" in {e.primitive.name for e in jax.make_jaxpr(
+        jax.grad(lambda z: model(z)[:, 2].sum()))(x).jaxpr.eqns}  # flax's max_pool: a reduce_window
+    np.testing.assert_allclose(jx.saliency(model, x, target=2).values, plain, rtol=1e-5, atol=1e-6)
+    cam = jx.grad_cam(model, x, target=2, layer="conv1", upsample=False).values
+    a = jx.layer_activations(model, x, layer="conv1").values
+    ga = jax.grad(lambda d: model.probe(x, "conv1", d)[0][:, 2].sum())(jnp.zeros_like(a))
+    ref = jax.nn.relu(jnp.sum(ga.mean((1, 2), keepdims=True) * a, -1))
+    np.testing.assert_allclose(cam, ref, rtol=1e-5, atol=1e-6)
