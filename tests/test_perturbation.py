@@ -113,3 +113,15 @@ def test_stream_splits_units_larger_than_batch_and_merges_moments():
         np.testing.assert_allclose(mean, samples.mean(1), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(m2 / 6, samples.var(1, ddof=1), rtol=1e-4)
         np.testing.assert_allclose(tot, np.asarray(f(x)) * 5 * 21, rtol=1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 64, 128, 129, 300])
+def test_ranks_from_bits_equal_a_stable_double_argsort(d):
+    from jaxplain import perturbation as P
+
+    b = jax.random.bits(jax.random.key(d), (40, d), jnp.uint32)
+    b = b % jnp.uint32(3) if d > 2 else b  # many ties
+    ref = jnp.argsort(jnp.argsort(b, axis=-1, stable=True), axis=-1, stable=True)
+    got = P.ranks_from_bits(b)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(np.sort(np.asarray(got), axis=-1), np.tile(np.arange(d), (40, 1)))
