@@ -76,7 +76,9 @@ def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Calla
         def call(*args, progress: bool = False, **kwargs):
             return (loud if progress else plain)(*args, **kwargs)
 
-        call.lower = plain.lower  # AOT lowering / memory analysis of the quiet variant
+        # AOT lowering / memory analysis of the quiet variant; looked up when called,
+        # so that importing jaxplain initialises no backend
+        call.lower = lambda *a, **k: plain.lower(*a, **k)
         call.plain, call.reporting = plain, loud
         return call
 

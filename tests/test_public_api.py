@@ -103,3 +103,13 @@ def test_importing_jaxplain_loads_no_peer_and_no_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_jaxplain_initialises_no_backend():
+    """Users may still pick platforms or XLA flags after `import jaxplain`."""
+    import subprocess
+    import sys
+
+    code = "import jaxplain; from jax._src import xla_bridge as xb; print(bool(xb._backends))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
