@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain._jaxpr import fast_pools
 from jaxplain._xla import compiler_options, jit
 
 SCHEMA = 1
@@ -251,7 +252,9 @@ def limit_forward(model, inputs, target):
 
 
 def _fwd_bwd(model, inputs, target, n_out):
-    grads = jax.grad(lambda z: jnp.sum(_select(model(z), target)))(inputs)
+    # the model differentiated as jaxplain differentiates it (tiling pools as reshape +
+    # reduce): the limit is the fastest known way to run these evaluations
+    grads = jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), target)))(inputs)
     # Reduce to the explained images' shape: the least output any method needs.
     return grads.reshape((n_out, -1) + grads.shape[1:]).sum(axis=1)
 
@@ -262,7 +265,7 @@ limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
 
 def _fwd_bwd_to(features, head, params, inputs, target):
     a = features(params, inputs)
-    g = jax.grad(lambda a_: jnp.sum(_select(head(params, a_), target)))(a)
+    g = jax.grad(fast_pools(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
     return a, g
 
 
@@ -278,7 +281,7 @@ def _chunked(model, inputs, target, chunk, grad):
         xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)
         tb = jax.lax.dynamic_slice_in_dim(target, start, size)
         if grad:
-            return jax.grad(lambda z: jnp.sum(_select(model(z), tb)))(xb).sum(axis=0)
+            return jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), tb)))(xb).sum(axis=0)
         return _select(model(xb), tb)
 
     n = inputs.shape[0]

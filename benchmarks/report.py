@@ -272,7 +272,8 @@ def header(record: dict) -> str:
 LEGEND = """\
 *jaxplain / limit*: jaxplain's steady-state time over the **physical limit**, the same number of
 model evaluations (forward, or forward+backward; for Grad-CAM forward + backward to the layer) run
-as one jitted batch on inputs already on device, measured in the same rounds; "(… chunked)" is the
+as one jitted batch on inputs already on device, with jaxplain's XLA options and pooling
+gradients, measured in the same rounds; "(… chunked)" is the
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
 (`batching.DEFAULT_BATCH_SIZE`, 128), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (best of 128 and 256): on CPU, cache-sized batches are often the

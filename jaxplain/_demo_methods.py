@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
+from jaxplain._jaxpr import fast_pools
 from jaxplain._xla import jit
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
@@ -214,7 +215,7 @@ class LimitTimer:
         self.repeats, self.max_batch = repeats, max_batch
         self._fwd = jit(lambda m, z: m(z))
         self._fb = jit(
-            jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(m(z), t[:, None], 1)))
+            jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(fast_pools(m)(z), t[:, None], 1)))
         )
         self._cache: dict[tuple[int, bool], float] = {}
 
