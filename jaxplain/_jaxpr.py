@@ -105,19 +105,40 @@ def canonical_convs(fn: Callable) -> Callable:
 
 # ---- non-overlapping pooling as reshape + reduce ---------------------------------------------
 
-_POOLS = {"reduce_window_max": jnp.max, "reduce_window_sum": jnp.sum}
+
+def _window_max(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+    """Max over each tile, its gradient routed to the tile's first maximum.
+
+    The first maximum in row-major window order, as XLA's `select_and_scatter`
+    and PyTorch do; a plain `max` would split the gradient between tied entries,
+    and ties are common: a flat image region (or the all-zero baseline) gives
+    every window of a feature map the same value.
+    """
+    n = x.ndim
+    r = x.reshape(tiles)
+    outer, inner = tuple(range(0, 2 * n, 2)), tuple(range(1, 2 * n, 2))
+    r = jnp.transpose(r, outer + inner)
+    out_shape = r.shape[:n]
+    flat = r.reshape(out_shape + (-1,))
+    first = jnp.argmax(flat, axis=-1)
+    hit = jnp.arange(flat.shape[-1]) == first[..., None]
+    return jnp.sum(jnp.where(hit, flat, jnp.zeros_like(flat)), axis=-1)
+
+
+def _window_sum(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+    return jnp.sum(x.reshape(tiles), axis=tuple(range(1, 2 * x.ndim, 2))).astype(x.dtype)
+
+
+_POOLS = {"reduce_window_max": _window_max, "reduce_window_sum": _window_sum}
 
 
 def _tiled_pool(eqn, invals):
     """Max / sum pooling whose windows tile the input (window = stride, no padding).
 
-    Written as a reshape and a reduction, its gradient is elementwise work; as a
-    `reduce_window`, the max-pool gradient is XLA's `select_and_scatter`, which
-    ran a max-pool CNN's backward pass 2x slower on CPU (jax 0.10.2). Same
-    forward values. At exact ties inside a window the max gradient is split
-    equally between the tied entries (JAX's rule for `max`) instead of going to
-    the first one; after a ReLU the usual ties are zeros, whose gradient the ReLU
-    discards either way.
+    Written as a reshape and an elementwise reduction, its gradient is elementwise
+    work; as a `reduce_window`, the max-pool gradient is XLA's `select_and_scatter`,
+    which ran a max-pool CNN's backward pass 2x slower on CPU (jax 0.10.2). Same
+    forward values, and the same gradients (ties go to the first maximum).
     """
     reduce = _POOLS.get(eqn.primitive.name)
     if reduce is None:
@@ -134,9 +155,8 @@ def _tiled_pool(eqn, invals):
     ):
         return None
     tiles = sum(((s // w, w) for s, w in zip(x.shape, win)), ())
-    axes = tuple(range(1, 2 * x.ndim, 2))
     with eqn.ctx.manager:
-        return [reduce(x.reshape(tiles), axis=axes).astype(x.dtype)]
+        return [reduce(x, tiles)]
 
 
 def fast_pools(fn: Callable) -> Callable:

@@ -156,7 +156,7 @@ def _prims(fn, *args):
 @pytest.mark.parametrize("relu", [True, False])
 def test_fast_pools_same_values_and_gradients(pool, relu):
     f = _pool_net(pool, (2, 2), (2, 2), relu=relu)
-    x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))  # continuous: no ties off the ReLU zeros
+    x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))
     g = _jaxpr.fast_pools(f)
     np.testing.assert_allclose(g(x), f(x), rtol=1e-6, atol=1e-6)
     grad = lambda h: jax.grad(lambda z: jnp.sum(h(z) * jnp.arange(5.0)))
@@ -166,11 +166,21 @@ def test_fast_pools_same_values_and_gradients(pool, relu):
     assert not _prims(grad(g), x) & slow  # ... and replaced it
 
 
-def test_fast_pools_split_exact_ties_equally():
-    x = jnp.array([[[[1.0], [1.0]], [[0.5], [-2.0]]]])  # one 2x2 window, a tie at the max
+def test_fast_pools_route_ties_to_the_first_maximum_like_xla():
+    x = jnp.array([[[[1.0], [1.0]], [[0.5], [1.0]]], [[[0.0], [0.0]], [[0.0], [0.0]]]])
     pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
     g = jax.grad(_jaxpr.fast_pools(pool))(x)
-    np.testing.assert_allclose(g[0, :, :, 0], [[0.5, 0.5], [0.0, 0.0]])
+    np.testing.assert_array_equal(g, jax.grad(pool)(x))  # select_and_scatter's choice
+    np.testing.assert_array_equal(g[:, :, :, 0], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
+
+
+def test_fast_pools_on_a_constant_image_match_plain_autodiff():
+    """The all-zero baseline makes every pooling window a tie."""
+    m = testing.tiny_cnn(n_classes=3, pool="max")
+    x = jnp.zeros((2, 8, 8, 3))
+    model = jx.from_linen(m, m.init(jax.random.key(0), x + 1.0))
+    plain = jax.grad(lambda z: model(z)[:, 1].sum())(x)
+    np.testing.assert_allclose(jx.saliency(model, x, target=1).values, plain, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), "VALID"), ((2, 2), (2, 2), "SAME"),
