@@ -30,9 +30,14 @@ CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 """The options jaxplain asks for, before the support probe."""
 
 
-@functools.lru_cache(maxsize=None)
 def compiler_options() -> dict[str, Any]:
     """The compiler options jaxplain's programs use (a copy; empty when none apply)."""
+    return dict(_probe())
+
+
+@functools.lru_cache(maxsize=None)
+def _probe() -> dict[str, Any]:
+    """The supported subset of `CPU_OPTIONS`, decided once per process."""
     if os.environ.get("JAXPLAIN_XLA_OPTIONS", "").strip().lower() in ("none", "0", "off"):
         return {}
     user_flags = os.environ.get("XLA_FLAGS", "")
@@ -76,7 +81,7 @@ class _Jit:
         if self._tuned is None:
             opts = compiler_options()
             self._tuned = (
-                jax.jit(self._fun, compiler_options=dict(opts), **self._kwargs) if opts else self._plain
+                jax.jit(self._fun, compiler_options=opts, **self._kwargs) if opts else self._plain
             )
         return self._tuned
 

@@ -14,11 +14,13 @@ from jaxplain import _jaxpr, _xla, batching, testing
 
 
 def test_options_are_probed_and_can_be_turned_off(monkeypatch):
-    probe = _xla.compiler_options.__wrapped__  # uncached
+    probe = _xla._probe.__wrapped__  # uncached
     monkeypatch.delenv("JAXPLAIN_XLA_OPTIONS", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
     opts = probe()
     assert set(opts) <= set(_xla.CPU_OPTIONS)
+    _xla.compiler_options()["mutated"] = 1  # callers get a copy
+    assert "mutated" not in _xla.compiler_options()
     if jax.default_backend() == "cpu" and jax.__version__.startswith("0.10."):
         assert opts == _xla.CPU_OPTIONS  # the jaxlib this project pins accepts it
     monkeypatch.setenv("JAXPLAIN_XLA_OPTIONS", "none")
