@@ -251,10 +251,14 @@ def limit_forward(model, inputs, target):
     return _select(model(inputs), target)
 
 
+def _target_grads(model, inputs, target):
+    """Gradients of the target logits, the model differentiated as jaxplain does (tiling
+    pools as reshape + reduce), so the limit is the fastest known way to run them."""
+    return jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), target)))(inputs)
+
+
 def _fwd_bwd(model, inputs, target, n_out):
-    # the model differentiated as jaxplain differentiates it (tiling pools as reshape +
-    # reduce): the limit is the fastest known way to run these evaluations
-    grads = jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), target)))(inputs)
+    grads = _target_grads(model, inputs, target)
     # Reduce to the explained images' shape: the least output any method needs.
     return grads.reshape((n_out, -1) + grads.shape[1:]).sum(axis=1)
 
@@ -281,7 +285,7 @@ def _chunked(model, inputs, target, chunk, grad):
         xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)
         tb = jax.lax.dynamic_slice_in_dim(target, start, size)
         if grad:
-            return jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), tb)))(xb).sum(axis=0)
+            return _target_grads(model, xb, tb).sum(axis=0)
         return _select(model(xb), tb)
 
     n = inputs.shape[0]
