@@ -219,7 +219,8 @@ def model_parameter_randomisation(
     SSIM of min-max normalised maps).
 
     Args:
-      model: a `Model` or NNX module (a plain callable has no weights to randomise).
+      model: a `Model` or NNX module (a plain function's weights are the arrays it reads, see
+        `from_callable`).
       x: inputs `(N, H, W, C)`, `(N, H, W)` or `(N, D)`.
       attributions: the attributions of the original model by `explain`, or None.
       explain: `explain(model, x) -> array or Explanation`, optionally taking `target=`.
