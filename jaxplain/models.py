@@ -169,7 +169,10 @@ class _Unsplittable(Exception):
 
 
 def _is_array(v: Any) -> bool:
-    return isinstance(v, (jax.Array, np.ndarray))
+    """A JAX array, or a NumPy array JAX can take (not strings or objects)."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "biufc" or v.dtype.name == "bfloat16"
+    return isinstance(v, jax.Array)
 
 
 def _stable(value: Any) -> bool:

@@ -141,6 +141,14 @@ def test_other_callables_are_used_as_they_are(x):
     np.testing.assert_allclose(jx.saliency(part, x, target=0).values, _grad(w, x, 0), rtol=1e-6)
 
 
+def test_non_numeric_arrays_fall_back(x):
+    names = np.array(["cat", "dog", "eel"])
+    w = jnp.ones((4, 3))
+    f = lambda z: z @ w if names[0] == "cat" else -(z @ w)  # noqa: E731
+    assert isinstance(jx.as_model(f).apply, models.CallableApply)
+    np.testing.assert_allclose(jx.saliency(f, x, target=0).values, _grad(w, x, 0), rtol=1e-6)
+
+
 def test_an_unassigned_cell_falls_back():
     def make():
         def f(z):
