@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.write_all(record, out_dir, readme=args.readme if args.update_readme else None)
         return 0
     t_start = time.perf_counter()
-    repeats = args.repeats or (3 if args.quick else 4)  # 4: the full run fits 15 min on 2 slower cores (5 rounds took 980 s on an AMD EPYC)
+    # 4 full rounds: the full run fits 15 min on slower 2-core machines (5 took 980 s on an AMD EPYC)
+    repeats = args.repeats or (3 if args.quick else 4)
     known = {c.name for c in C.CASES} | set(EXTRAS)
     if args.only:
         bad = sorted(set(args.only) - known)

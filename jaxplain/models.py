@@ -203,13 +203,13 @@ def _split(value: Any, depth: int) -> tuple[tuple[str, Hashable], Any]:
         return ("tree", None), value
     if isinstance(value, _VALUES):
         return ("value", value), ()
-    if isinstance(value, types.FunctionType) and not _stable(value):
+    if _stable(value):
+        return ("same", _Same(value)), ()
+    if isinstance(value, types.FunctionType):
         if depth >= _MAX_DEPTH:
             raise _Unsplittable(value)
         spec, tree = _split_function(value, depth + 1)
         return ("fn", spec), tree
-    if _stable(value):
-        return ("same", _Same(value)), ()
     if type(value) in (list, tuple, dict) or type(value).__name__ == "FrozenDict":
         leaves = jax.tree.leaves(value)
         if leaves and all(_is_array(v) for v in leaves):
@@ -299,7 +299,8 @@ class ClosureApply:
         return self.spec.rebuild(params)(x)
 
     def __repr__(self) -> str:
-        return f"ClosureApply({self.spec.code.co_qualname})"
+        code = self.spec.code  # co_qualname is Python 3.11+; the project supports 3.10
+        return f"ClosureApply({getattr(code, 'co_qualname', code.co_name)})"
 
 
 @dataclasses.dataclass(frozen=True)

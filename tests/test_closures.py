@@ -48,6 +48,7 @@ def test_closure_arrays_are_leaves_not_constants(x):
     params = {"w": jnp.ones((4, 3)), "b": [jnp.zeros(3)]}
     model = jx.as_model(lambda z: z @ params["w"] + params["b"][0])
     assert isinstance(model.apply, models.ClosureApply)
+    assert "ClosureApply(test_closure_arrays_are_leaves_not_constants.<locals>.<lambda>)" in repr(model)
     assert len(jax.tree.leaves(model)) == 2
     jaxpr = jax.make_jaxpr(lambda m, z: m(z))(model, x)
     assert not jaxpr.consts
