@@ -113,21 +113,51 @@ def test_kernel_schedule_enumerates_every_subset_once():
     d = 6
     plan = kernelshap.schedule(d, 1000)
     assert plan.exact and plan.n_units == 2**d - 2
-    coalitions = jax.jit(kernelshap.coalitions, static_argnums=(0, 3))
-    shift = kernelshap.size_shift(jax.random.key(0))
-    masks, weights, groups = coalitions(plan, jax.random.key(0), jnp.arange(plan.n_units), True, shift)
+    coalitions = jax.jit(kernelshap.coalitions, static_argnums=0)
+    masks, weights, groups = coalitions(plan, jax.random.key(0), jnp.arange(plan.n_units), None)
     codes = np.asarray(masks) @ (1 << np.arange(d))
     assert sorted(codes.tolist()) == list(range(1, 2**d - 1))
     sizes = np.asarray(masks).sum(1)
     expect = (d - 1) / (np.array([math.comb(d, s) for s in sizes]) * sizes * (d - sizes))
     np.testing.assert_allclose(weights, expect, rtol=1e-6)
     assert (np.asarray(groups) == -1).all()
-    part = kernelshap.schedule(10, 100)
-    assert part.n_enum == 20 and part.sample_sizes == tuple(range(2, 9))
-    masks, weights, groups = coalitions(part, jax.random.key(0), jnp.arange(20, 100), True, shift)
-    m = np.asarray(masks)
-    np.testing.assert_array_equal(m[0::2], ~m[1::2])  # complementary pairs
-    assert set(m.sum(1).tolist()) <= set(range(2, 9))
+
+
+def _sampled(plan, rounds=1, seed=0):
+    orders = kernelshap.permutations(plan, jax.random.key(seed))
+    out = jax.jit(kernelshap.coalitions, static_argnums=0)(
+        plan, jax.random.key(seed), jnp.arange(rounds * plan.n_units), orders)
+    return [np.asarray(a) for a in out]
+
+
+@pytest.mark.parametrize("d,n", [(10, 100), (12, 44), (12, 352), (7, 60), (64, 1000)])
+def test_kernel_schedule_strata(d, n):
+    plan = kernelshap.schedule(d, n)
+    assert plan.n_enum + sum(plan.first) == n and sum(plan.later) == n
+    # sizes whose kernel share covers ENUM_SHARE of their coalitions are enumerated
+    enumerated = set(plan.block_size)
+    assert enumerated == set(range(1, min(plan.strata_size)))
+    masks, weights, groups = _sampled(plan, rounds=2)
+    m, sizes = masks[plan.n_enum:], masks[plan.n_enum:].sum(1)
+    # complementary pairs, each of a stratum's size
+    np.testing.assert_array_equal(m[0:len(m) - 1:2], ~m[1::2])
+    assert set(np.minimum(sizes, d - sizes).tolist()) <= set(plan.strata_size)
+    # no coalition repeats while its stratum has unused ones (sampling without replacement)
+    assert len({row.tobytes() for row in masks[:n]}) == n
+    # every stratum carries its kernel mass: sum of weights per stratum proportional to it
+    w = weights[plan.n_enum:n]
+    per = np.array([w[np.minimum(sizes[:n - plan.n_enum], d - sizes[:n - plan.n_enum]) == s].sum()
+                    for s in plan.strata_size])
+    np.testing.assert_allclose(per / per.sum(), np.array(plan.strata_mass) / plan.mass, rtol=1e-5)
+    assert set(groups[plan.n_enum:].tolist()) == set(range(kernelshap.N_GROUPS))
+    assert (groups[:plan.n_enum] == -1).all()
+
+
+def test_kernel_allocation_water_fills():
+    out = kernelshap.allocate(100, [1.0, 1.0, 8.0], [6, 1000, 1000], 2)
+    assert out == (6, 10, 84)  # the capped stratum takes all 6, the rest split 1:8 in whole pairs
+    assert sum(kernelshap.allocate(101, [1.0, 2.0], [1000, 1000], 2)) == 101  # a lone last coalition
+    assert kernelshap.allocate(10, [1.0, 1.0], [4, 4], 2) == (4, 4)  # everything covered
 
 
 def test_per_example_segments_match_each_example_alone():
