@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from . import harness as H
 
 BENCH_START = "<!-- bench:start -->"
@@ -174,9 +176,16 @@ def efficiency_table(record: dict) -> str:
         lines.append(f"| ~{b} | " + " | ".join(vals) + " |")
     text = "\n".join(lines)
     ratios = efficiency_ratios(record)
+    spread = ratio_intervals(record)
     if ratios:
         text += "\n\n" + "\n".join(
-            f"- {a} / {b} RMSE at ~{bud} evaluations: {_x(r)}" for (a, b, bud), r in ratios.items()
+            f"- {a} / {b} RMSE at ~{bud} evaluations: {_x(r)}"
+            + (
+                f" (90% bootstrap over seeds: {spread[(a, b, bud)][0]:.2f}-{spread[(a, b, bud)][1]:.2f})"
+                if (a, b, bud) in spread
+                else ""
+            )
+            for (a, b, bud), r in ratios.items()
         )
     exact = [
         r for r in record.get("sample_efficiency", []) if r["estimator"] == "jaxplain.exact_shapley"
@@ -204,6 +213,30 @@ def efficiency_ratios(record: dict) -> dict:
         for bud in sorted({k[1] for k in cell}):
             if (a, bud) in cell and (b, bud) in cell and cell[(b, bud)] > 0:
                 out[(a, b, bud)] = cell[(a, bud)] / cell[(b, bud)]
+    return out
+
+
+def ratio_intervals(record: dict, n_boot: int = 2000, level: float = 0.9) -> dict:
+    """A bootstrap interval of each `efficiency_ratios` ratio, resampling each side's seeds.
+
+    Rows without per-seed errors (`seed_mse`, older records) get no interval.
+    """
+    mse = {
+        (r["estimator"], r["budget"]): np.asarray(r["seed_mse"], np.float64)
+        for r in record.get("sample_efficiency", [])
+        if r.get("budget") is not None and r.get("seed_mse")
+    }
+    rng = np.random.default_rng(0)
+    out = {}
+    for a, b, bud in efficiency_ratios(record):
+        if (a, bud) not in mse or (b, bud) not in mse:
+            continue
+        ea, eb = mse[(a, bud)], mse[(b, bud)]
+        ra = ea[rng.integers(0, len(ea), (n_boot, len(ea)))].mean(1)
+        rb = eb[rng.integers(0, len(eb), (n_boot, len(eb)))].mean(1)
+        ratio = np.sqrt(ra / np.maximum(rb, 1e-300))
+        lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+        out[(a, b, bud)] = (float(lo), float(hi))
     return out
 
 

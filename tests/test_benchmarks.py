@@ -306,3 +306,26 @@ def test_road_case_builds_without_peers():
     assert "road" in {c.name for c in C.CASES}
     c = b.jaxplain()
     assert c.values.shape == (16, 10) and np.isfinite(np.asarray(c.auc)).all()
+
+
+def test_ratio_intervals_bracket_the_ratio_and_shrink_with_seeds():
+    def rec(n, spread):
+        rng = np.random.default_rng(1)
+        rows = []
+        for name, scale in (("jaxplain.kernel_shap", 1.0), ("shap.KernelExplainer[l1_reg=auto]", 4.0)):
+            mse = scale * (1 + spread * rng.standard_normal(n)) ** 2
+            rows.append({"estimator": name, "budget": 46, "n_evals": 46, "rmse": float(np.sqrt(mse.mean())),
+                         "rmse_rel": 0.0, "seeds": n, "seed_mse": mse.tolist()})
+        return {"sample_efficiency": rows}
+
+    key = ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=auto]", 46)
+    few, many = rec(8, 0.3), rec(200, 0.3)
+    for r in (few, many):
+        lo, hi = report.ratio_intervals(r)[key]
+        assert lo < report.efficiency_ratios(r)[key] < hi
+    width = lambda r: np.subtract(*report.ratio_intervals(r)[key][::-1])
+    assert width(many) < width(few) / 2
+    assert abs(report.efficiency_ratios(many)[key] - 0.5) < 0.05
+    no_seeds = {"sample_efficiency": [{k: v for k, v in row.items() if k != "seed_mse"}
+                                      for row in few["sample_efficiency"]]}
+    assert report.ratio_intervals(no_seeds) == {}
