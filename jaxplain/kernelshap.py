@@ -42,10 +42,10 @@ ENUM_SHARE = 0.65
 """A coalition size is enumerated when its kernel-proportional share of the
 remaining budget covers at least this fraction of its coalitions. Enumerating
 removes the size's sampling error at the cost of samples for the other sizes;
-on 16 CNN games and 4 random third-order games (d = 12, 60 seeds each) the
-break-even share was between 0.65 and 0.77: 0.65 lowered the RMSE by up to 36%
-at the budgets where it enumerates more, and raised it nowhere by more than 2%
-(shap's rule, a share of 1, enumerates less)."""
+on 8 CNN games and 4 random third-order games (d = 12, 60 seeds each) the
+break-even share was between 0.65 and 0.77. At the budgets where 0.65 enumerates
+more than shap's rule (a share of 1) does, it changed the RMSE by 0.64-1.00x on
+the CNN games and 0.76-1.07x on the random ones; a share of 0.5 went up to 1.2x."""
 
 WOR_MAX = 1 << 14
 """Sizes with at most this many coalitions (pairs when paired) are sampled
@@ -282,7 +282,6 @@ def kernel_shap(
         rounds,
         plan=plan,
         mode=mode,
-        paired=paired,
         adaptive=adaptive and not plan.exact,
         with_stderr=with_stderr,
         batch_size=batch_size,
@@ -317,19 +316,25 @@ def unrank(rank: jax.Array, size: jax.Array, d: int) -> jax.Array:
 
 
 def permutations(plan: Schedule, key: jax.Array) -> jax.Array:
-    """One random order `(strata, max pop)` of each small stratum's units (sampling without replacement).
+    """One random order of the units of each stratum of at most `WOR_MAX` units.
 
-    Row `h` starts with a uniformly random permutation of `0..strata_pop[h]-1`;
-    strata above `WOR_MAX` units get an empty row (they sample independently).
+    Row `wor_row(plan)[h]` starts with a uniformly random permutation of
+    `0..strata_pop[h]-1`; the rows are `(strata sampled without replacement, max pop)`.
     """
-    pops = [p if p <= WOR_MAX else 0 for p in plan.strata_pop]
-    width = max(pops + [1])
+    pops = [p for p in plan.strata_pop if p <= WOR_MAX] or [1]
+    width = max(pops)
     rows = []
-    for h, p in enumerate(pops):
-        bits = jax.random.bits(jax.random.fold_in(key, 0xFFFFFFFE - h), (width,), jnp.uint32)
+    for r, p in enumerate(pops):
+        bits = jax.random.bits(jax.random.fold_in(key, 0xFFFFFFFE - r), (width,), jnp.uint32)
         bits = jnp.where(jnp.arange(width) < p, bits, jnp.uint32(0xFFFFFFFF))
         rows.append(jnp.argsort(bits, stable=True).astype(jnp.int32))
     return jnp.stack(rows)
+
+
+def wor_row(plan: Schedule) -> np.ndarray:
+    """Each stratum's row of `permutations` (0, unused, for strata drawn independently)."""
+    rows = np.cumsum([p <= WOR_MAX for p in plan.strata_pop]) - 1
+    return np.where(np.asarray(plan.strata_pop, object) <= WOR_MAX, rows, 0).astype(np.int32)
 
 
 def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
@@ -376,7 +381,8 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     # middle-size pair is represented by its subset holding feature d-1: the last `pop` ranks)
     wor = (pop <= WOR_MAX) & (k < pop)
     middle = (2 * size == d) if plan.paired else jnp.zeros(i.shape, bool)
-    rank = orders[h, jnp.clip(k, 0, orders.shape[1] - 1)] + jnp.where(middle, pop, 0)
+    row = jnp.asarray(wor_row(plan))[h]
+    rank = orders[row, jnp.clip(k, 0, orders.shape[1] - 1)] + jnp.where(middle, pop, 0)
     picked = unrank(
         jnp.where(enum, e_rank, jnp.where(wor, rank, 0)), jnp.where(enum, e_size, size), d
     )
@@ -439,7 +445,7 @@ def estimate(stats, plan: Schedule, delta, present):
 
 
 @_progress.progress_jit(
-    static_argnames=("plan", "mode", "paired", "adaptive", "with_stderr", "batch_size")
+    static_argnames=("plan", "mode", "adaptive", "with_stderr", "batch_size")
 )
 def _kernel_shap(
     model,
@@ -453,7 +459,6 @@ def _kernel_shap(
     *,
     plan,
     mode,
-    paired,
     adaptive,
     batch_size,
     with_stderr=True,

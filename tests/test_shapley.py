@@ -218,7 +218,7 @@ def test_memory_does_not_grow_with_samples():
     for n in (200, 20000):
         plan = kernelshap.schedule(d, n)
         lowered = kernelshap._kernel_shap.lower(m, X6, t, seg, jnp.zeros_like(X6), jax.random.key(0), 0.0, 1,
-                                                plan=plan, mode=None, paired=True, adaptive=False, batch_size=16)
+                                                plan=plan, mode=None, adaptive=False, batch_size=16)
         k_sizes[n] = lowered.compile().memory_analysis().temp_size_in_bytes
     assert k_sizes[20000] <= k_sizes[200] * 1.05 + 1024, k_sizes
 
