@@ -27,21 +27,27 @@ from . import harness as H
 from . import peers as P
 
 
-def exact_shapley_values(model, x: np.ndarray, target: int, segments: np.ndarray) -> np.ndarray:
-    """Shapley values of the target logit on one image by full enumeration (d <= 16)."""
+def coalition_values(model, x: np.ndarray, target: int, segments: np.ndarray) -> np.ndarray:
+    """The target logit of every coalition of one image, zero baseline: `(2^d,)`, bit `j` = feature `j`."""
     d = int(segments.max()) + 1
     codes = np.arange(2**d)
     masks = ((codes[:, None] >> np.arange(d)[None]) & 1).astype(bool)  # (2^d, d)
     keep = masks[:, segments]  # (2^d, H, W)
     inputs = np.where(keep[..., None], x[0][None], 0.0).astype(np.float32)
     t = jnp.full((len(codes),), target, jnp.int32)
-    v = np.concatenate(
+    return np.concatenate(
         [
             np.asarray(H.limit_forward(model, jnp.asarray(inputs[s : s + 1024]), t[s : s + 1024]))
             for s in range(0, len(codes), 1024)
         ]
     ).astype(np.float64)
-    sizes = masks.sum(1)
+
+
+def shapley_from_values(v: np.ndarray) -> np.ndarray:
+    """Shapley values of the game `v` (`(2^d,)`, as `coalition_values`) by the textbook formula."""
+    d = int(round(math.log2(len(v))))
+    codes = np.arange(2**d)
+    sizes = np.array([bin(c).count("1") for c in codes])
     w = np.array(
         [math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)]
     )
@@ -50,6 +56,11 @@ def exact_shapley_values(model, x: np.ndarray, target: int, segments: np.ndarray
         without = codes[(codes >> j) & 1 == 0]
         phi[j] = np.sum(w[sizes[without]] * (v[without | (1 << j)] - v[without]))
     return phi
+
+
+def exact_shapley_values(model, x: np.ndarray, target: int, segments: np.ndarray) -> np.ndarray:
+    """Shapley values of the target logit on one image by full enumeration (d <= 16)."""
+    return shapley_from_values(coalition_values(model, x, target, segments))
 
 
 def _rmse(estimates: list[np.ndarray], exact: np.ndarray) -> float:

@@ -329,3 +329,22 @@ def test_ratio_intervals_bracket_the_ratio_and_shrink_with_seeds():
     no_seeds = {"sample_efficiency": [{k: v for k, v in row.items() if k != "seed_mse"}
                                       for row in few["sample_efficiency"]]}
     assert report.ratio_intervals(no_seeds) == {}
+
+
+def test_stored_games_play_like_the_model():
+    from benchmarks import games
+
+    rng = np.random.default_rng(0)
+    d = 5
+    w, w2 = rng.normal(size=d), rng.normal()
+    codes = np.arange(2**d)
+    z = (codes[:, None] >> np.arange(d)) & 1
+    values = z @ w + w2 * z[:, 0] * z[:, 1]  # an interaction shared equally by features 0 and 1
+    phi = extras.shapley_from_values(values)
+    np.testing.assert_allclose(phi, w + w2 / 2 * (np.arange(d) < 2), atol=1e-12)
+    model, x, seg = games.lookup(values)
+    exact = jx.exact_shapley(model, x, target=None, segments=seg)
+    np.testing.assert_allclose(np.asarray(exact.values)[0], phi, atol=1e-5)
+    # the full budget enumerates every coalition: kernel_shap is exact on the stored game
+    assert games.rmse(values, games.ESTIMATORS["kernel_shap"], 2**d, seeds=2) < 1e-5
+    assert games.rmse(values, games.ESTIMATORS["shapley_sampling"], 20, seeds=3) < 1e-5  # 2nd order: exact
