@@ -372,9 +372,16 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     )
     h = jnp.sum(starts <= j[:, None], axis=1) - 1  # its stratum (an empty one is never the last match)
     within = j - jnp.take_along_axis(starts, h[:, None], 1)[:, 0]
-    units_first = jnp.asarray(-(-first // pu), jnp.int32)
-    units_later = jnp.asarray(-(-later // pu), jnp.int32)
+    uf, ul = -(-first // pu), -(-later // pu)  # sampling units per stratum and round
+    units_first, units_later = jnp.asarray(uf, jnp.int32), jnp.asarray(ul, jnp.int32)
     k = within // pu + jnp.where(later_round, units_first[h] + (r - 1) * units_later[h], 0)
+    # jackknife group: the unit's ordinal among all sampled units, so any 8 consecutive units
+    # fill the 8 groups whatever strata they belong to
+    ordinal = within // pu + jnp.where(
+        later_round,
+        int(uf.sum()) + (r - 1) * int(ul.sum()) + jnp.asarray(np.cumsum(ul) - ul, jnp.int32)[h],
+        jnp.asarray(np.cumsum(uf) - uf, jnp.int32)[h],
+    )
     size = jnp.asarray(plan.strata_size, jnp.int32)[h]
     pop = jnp.asarray(np.minimum(plan.strata_pop, 2**31 - 1), jnp.int32)[h]
     # without replacement: the k-th unit of the stratum's random order, as a colex rank (a
@@ -394,7 +401,7 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     w_first = np.where(first > 0, share * first.sum() / np.maximum(first, 1), 0.0)
     w_later = np.where(later > 0, share * later.sum() / np.maximum(later, 1), 0.0)
     weight = jnp.where(later_round, jnp.asarray(w_later, jnp.float32)[h], jnp.asarray(w_first, jnp.float32)[h])
-    return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, (k + h) % N_GROUPS)
+    return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, ordinal % N_GROUPS)
 
 
 def constrained_solve(gram, zy, delta, present):
