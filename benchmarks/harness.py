@@ -285,7 +285,7 @@ def _chunked(model, inputs, target, chunk, grad):
         xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)
         tb = jax.lax.dynamic_slice_in_dim(target, start, size)
         if grad:
-            return _target_grads(model, xb, tb).sum(axis=0)
+            return _target_grads(model, xb, tb)
         return _select(model(xb), tb)
 
     n = inputs.shape[0]

@@ -43,20 +43,20 @@ def _tracing():
         _state.on = old
 
 
-def tick(count: int, _start: Any) -> None:
+def tick(count: Any) -> None:
     """Host side of the per-chunk callback: advance the active bar by `count`."""
     # Callbacks may run on a runtime thread: fall back to any active bar.
     bar = _bars.get(threading.get_ident())
     if bar is None and _bars:
         bar = next(iter(_bars.values()))
     if bar is not None:
-        bar.update(count)
+        bar.update(int(count))
 
 
-def report(count: int, start: jax.Array) -> None:
-    """Inside traced code: report `count` finished model evaluations (once per chunk)."""
+def report(count: Any) -> None:
+    """Inside traced code: report `count` (an int, may be traced) finished model evaluations."""
     if tracing_with_progress():
-        jax.debug.callback(functools.partial(tick, int(count)), start)
+        jax.debug.callback(tick, count)
 
 
 def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Callable]:

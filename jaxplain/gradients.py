@@ -247,8 +247,7 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
         return e.values, e.values * e.values, e.n_evals
 
     def chunk(start, size):
-        v, v2, ne = jax.vmap(one)(start + jnp.arange(size, dtype=jnp.int32))
-        return v.sum(0), v2.sum(0), ne.sum(0)
+        return jax.vmap(one)(start + jnp.arange(size, dtype=jnp.int32))
 
     per_chunk = max(1, batching.chunk_size(batch_size, n_samples * evals) // evals)
     s1, s2, ne = batching.chunked_sum(chunk, n_samples, per_chunk)

@@ -117,7 +117,7 @@ def stream(
     m = min(max(1, bs // unit_size), n * n_units)
     k = min(n, (m + n_units - 2) // n_units + 1)
 
-    def step(carry, start, size):
+    def step(carry, start, size, skip):
         ex, u = batching.flat_index(start, size, n_units)
         u = u + offset
         aux, extra = units_fn(ex, u)
@@ -130,9 +130,11 @@ def stream(
             return target.take(sl[0]).select(model(inputs_fn(*sl)))
 
         values = batching.chunked_map(part, rows, bs)
-        _progress.report(rows, start)
+        _progress.report(rows - skip * unit_size)
         ex0 = start // n_units
-        onehot = ((ex - ex0)[:, None] == jnp.arange(k)).astype(jnp.float32)
+        # units an earlier chunk covered (the last chunk's overlap) count for no example
+        fresh = batching.fresh_rows(size, skip)[:, None]
+        onehot = (((ex - ex0)[:, None] == jnp.arange(k)) & fresh).astype(jnp.float32)
         return reduce_fn(
             carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size))
         )
@@ -226,6 +228,7 @@ def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: 
     outs = batching.chunked_map(
         lambda s, b: model(jax.lax.dynamic_slice_in_dim(allx, s, b)), allx.shape[0], bs
     )
+    _progress.report(allx.shape[0])
     bound = target.bind(outs[:n])
     return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound
 

@@ -124,12 +124,49 @@ def test_target_errors(cnn, target, err, match):
         jx.as_target(target, jx.from_linen(m, v), x)
 
 
-@pytest.mark.parametrize("total, bs", [(10, 3), (10, 10), (10, 5), (7, 100), (1, 1)])
-def test_chunked_sum_and_map(total, bs):
+@pytest.mark.parametrize("unroll", [1, 8])
+@pytest.mark.parametrize(
+    "total, bs", [(10, 3), (10, 10), (10, 5), (10, 4), (7, 100), (1, 1), (800, 128), (1000, 128)]
+)
+def test_chunked_sum_and_map(total, bs, unroll, monkeypatch):
+    monkeypatch.setattr(batching, "MAX_UNROLL", unroll)
     f = lambda start, size: start + jnp.arange(size, dtype=jnp.float32)  # noqa: E731
-    np.testing.assert_allclose(batching.chunked_map(f, total, bs), np.arange(total))
-    s = batching.chunked_sum(lambda st, sz: jnp.sum(f(st, sz)), total, bs)
+    np.testing.assert_array_equal(batching.chunked_map(f, total, bs), np.arange(total))
+    s = batching.chunked_sum(f, total, bs)
     assert float(s) == total * (total - 1) / 2
+
+    def count(acc, start, size, skip):  # every row exactly once, however the chunks overlap
+        rows = start + jnp.arange(size)
+        return acc.at[rows].add(batching.fresh_rows(size, skip).astype(jnp.int32))
+
+    np.testing.assert_array_equal(
+        jax.jit(lambda: batching.fold(count, jnp.zeros(total, jnp.int32), total, bs))(),
+        np.ones(total),
+    )
+
+
+@pytest.mark.parametrize(
+    "total, bs, expected",
+    [(1000, 128, (8, 125)), (800, 128, (7, 115)), (1024, 128, (8, 128)), (7, 100, (1, 7)),
+     (10, 4, (3, 4)), (1, 1, (1, 1))],
+)
+def test_chunking_is_balanced(total, bs, expected):
+    count, size = batching.chunking(total, bs)
+    assert (count, size) == expected
+    assert size <= bs and 0 <= count * size - total < count
+
+
+def test_chunks_share_one_loop_body():
+    # a separate last chunk would put a second copy of the model into the program
+    traced = []
+
+    def f(start, size):
+        traced.append(size)
+        return start + jnp.arange(size, dtype=jnp.float32)
+
+    jax.jit(lambda: batching.chunked_map(f, 1000, 128))()
+    jax.jit(lambda: batching.chunked_sum(f, 1000, 128))()
+    assert traced.count(125) >= 2 and set(traced) == {125}
 
 
 def test_grid_and_segments_validation():

@@ -40,6 +40,25 @@ def test_progress_bar_shows_eagerly_and_changes_no_number(name, capsys):
     assert c["n"] == 0
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_progress_bar_counts_every_evaluation_once(name, monkeypatch):
+    import tqdm.auto
+
+    finals = []
+
+    class Recording(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:  # tqdm closes again from __del__
+                finals.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    out = CASES[name](progress=True)
+    # chunks that overlap the one before them (see batching.fold) report only new rows
+    total = int(np.sum(out.n_evals))
+    assert finals == [(total, finals[0][1])] and finals[0][1] in (None, total)
+
+
 def test_nothing_prints_under_jit(capsys):
     out = jax.jit(lambda: CASES["lime"](progress=True).values)()
     assert capsys.readouterr().err == ""
