@@ -97,6 +97,12 @@ def fresh_rows(size: int, skip: jax.Array) -> jax.Array:
     return jnp.arange(size, dtype=jnp.int32) >= skip
 
 
+def _fresh_only(rows: jax.Array, skip: jax.Array) -> jax.Array:
+    """`rows (size, ...)` with the rows an earlier chunk covered set to 0."""
+    keep = fresh_rows(rows.shape[0], skip)
+    return jnp.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, 0)
+
+
 def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None) -> Any:
     """Sum over rows `0..total-1` of `fn(start, size)`, whose leaves are per row `(size, ...)`."""
     _, size = chunking(total, batch_size)
@@ -104,13 +110,7 @@ def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), shapes)
 
     def add(carry, start, size, skip):
-        keep = fresh_rows(size, skip)
-        rows = fn(start, size)
-        return jax.tree.map(
-            lambda c, r: c + jnp.sum(jnp.where(keep.reshape((-1,) + (1,) * (r.ndim - 1)), r, 0), 0),
-            carry,
-            rows,
-        )
+        return jax.tree.map(lambda c, r: c + jnp.sum(_fresh_only(r, skip), 0), carry, fn(start, size))
 
     return fold(add, init, total, batch_size)
 
@@ -174,11 +174,6 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
 
     def part(acc, start, size, skip):
         ex, s = flat_index(start, size, samples)
-        keep = fresh_rows(size, skip)
-        return jax.tree.map(
-            lambda a, o: a.at[ex].add(jnp.where(keep.reshape((-1,) + (1,) * (o.ndim - 1)), o, 0)),
-            acc,
-            fn(ex, s),
-        )
+        return jax.tree.map(lambda a, o: a.at[ex].add(_fresh_only(o, skip)), acc, fn(ex, s))
 
     return fold(part, init, n * samples, bs)

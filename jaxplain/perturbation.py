@@ -69,6 +69,9 @@ class Chunk(NamedTuple):
       ex0: first example index touched by the chunk (traced int).
       onehot: `(m, K)` float one-hot of `example - ex0` (K static, small): use it
         to sum per-unit statistics per example, then `add_local(acc, ex0, part)`.
+        Its rows are zero for units an earlier chunk already covered (the last
+        chunk overlaps its predecessor, see `batching.fold`): always sum through
+        it, never by `ex` alone.
       ex: example index of each unit `(m,)`.
       unit: unit index within its example `(m,)` (offset included).
       aux: the per-row data `units_fn` returned (leaves `(m, unit_size, ...)`).
