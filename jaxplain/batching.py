@@ -62,6 +62,33 @@ def chunking(total: int, batch_size: int | None) -> tuple[int, int]:
     return count, -(-int(total) // count)
 
 
+def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]], init: Any,
+                 total: int, batch_size: int | None) -> tuple[Any, Any, int, int]:
+    """`carry, y = fn(carry, start, size, skip)` over the chunks of `fold`.
+
+    Returns `(carry, ys, count, size)`, the `y`s stacked along a new leading axis.
+    """
+    count, size = chunking(total, batch_size)
+    last = total - size
+    if count <= MAX_UNROLL:
+        carry, ys = init, []
+        for i in range(count):
+            start = min(i * size, last)
+            carry, y = fn(carry, jnp.int32(start), size, jnp.int32(i * size - start))
+            ys.append(y)
+        return carry, jax.tree.map(lambda *p: jnp.stack(p), *ys), count, size
+    step = canonical_convs(lambda state, start, skip: fn(state, start, size, skip))
+
+    def body(c, _):  # the chunk counter rides in the carry: no (count,) index array
+        state, i = c
+        start = jnp.minimum(i * size, last)
+        state, y = step(state, start, i * size - start)
+        return (state, i + 1), y
+
+    (carry, _), ys = jax.lax.scan(body, (init, jnp.int32(0)), None, length=count)
+    return carry, ys, count, size
+
+
 def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: int,
          batch_size: int | None) -> Any:
     """`carry = fn(carry, start, size, skip)` over equal chunks covering `range(total)`.
@@ -73,23 +100,8 @@ def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: 
     a traced int32 scalar, `size` a static Python int. All chunks share one loop
     body, so the program holds a single copy of the model.
     """
-    count, size = chunking(total, batch_size)
-    last = total - size
-    if count <= MAX_UNROLL:
-        carry = init
-        for i in range(count):
-            start = min(i * size, last)
-            carry = fn(carry, jnp.int32(start), size, jnp.int32(i * size - start))
-        return carry
-    step = canonical_convs(lambda state, start, skip: fn(state, start, size, skip))
-
-    def body(c, _):  # the chunk counter rides in the carry: no (count,) index array
-        state, i = c
-        start = jnp.minimum(i * size, last)
-        return (step(state, start, i * size - start), i + 1), None
-
-    (carry, _), _ = jax.lax.scan(body, (init, jnp.int32(0)), None, length=count)
-    return carry
+    step = lambda carry, start, size, skip: (fn(carry, start, size, skip), None)  # noqa: E731
+    return _over_chunks(step, init, total, batch_size)[0]
 
 
 def fresh_rows(size: int, skip: jax.Array) -> jax.Array:
@@ -122,15 +134,9 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     inputs themselves never exist for more than one chunk. Chunks as in `fold`:
     the rows the last chunk repeats are dropped from its output.
     """
-    count, size = chunking(total, batch_size)
-    last = total - size
-    if count <= MAX_UNROLL:
-        parts = [fn(jnp.int32(min(i * size, last)), size) for i in range(count)]
-        ys = jax.tree.map(lambda *p: jnp.stack(p), *parts)
-    else:
-        step = canonical_convs(lambda start: fn(start, size))
-        _, ys = jax.lax.scan(lambda i, _: (i + 1, step(jnp.minimum(i * size, last))),
-                             jnp.int32(0), None, length=count)
+    _, ys, count, size = _over_chunks(
+        lambda carry, start, size, skip: (carry, fn(start, size)), None, total, batch_size
+    )
     repeated = count * size - total
 
     def join(y):
