@@ -20,6 +20,7 @@ from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
+from ._noise import gaussian
 from .features import apply_coalitions
 from .models import as_model
 from .targets import as_target
@@ -290,7 +291,7 @@ def _noise(model, x, target, a, key, *, perturb, scale, softmax, n_samples, batc
     def draw(k):
         if callable(perturb):
             return perturb(k, x[0]).astype(x.dtype)
-        return scale * jax.random.normal(k, x.shape[1:], x.dtype)
+        return scale * gaussian(k, x.shape[1:], x.dtype)
 
     def chunk(start, size):
         ex, s = batching.flat_index(start, size, n_samples)

@@ -36,6 +36,7 @@ from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
+from ._noise import gaussian
 from .metrics import Curve
 from .models import as_model
 from .targets import as_target
@@ -294,7 +295,7 @@ def _road(
         xs = x4[ex]
         filled = jax.vmap(functools.partial(impute, tol=tol, max_iter=max_iter))(xs, removed)
         if key is not None:
-            noise = jax.vmap(lambda kk_: jax.random.normal(kk_, (h, w, c), x4.dtype))(
+            noise = jax.vmap(lambda kk_: gaussian(kk_, (h, w, c), x4.dtype))(
                 B.sample_keys(key, ex, s)
             )
             filled = jnp.where(removed[..., None], filled + noise_std * noise, filled)

@@ -21,6 +21,7 @@ from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
+from ._noise import gaussian
 from .models import as_model
 from .targets import as_target
 
@@ -77,7 +78,7 @@ def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise
     def draw(k):
         if noise == "uniform":
             return jax.random.uniform(k, x.shape[1:], x.dtype, -radius, radius)
-        return radius * jax.random.normal(k, x.shape[1:], x.dtype)
+        return radius * gaussian(k, x.shape[1:], x.dtype)
 
     def chunk(start, size):
         ex, s = batching.flat_index(start, size, n_samples)

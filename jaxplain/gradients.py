@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from ._xla import jit
 from . import _validate as V
 from . import batching
+from ._noise import gaussian
 from ._quadrature import RULES, quadrature
 from ._relu_rules import MODES, ReluRuleApply
 from ._types import Explanation
@@ -241,7 +242,7 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
     noise_key, method_key = jax.random.split(key)
 
     def one(j):
-        eps = jax.random.normal(jax.random.fold_in(noise_key, j), x.shape, x.dtype) * sigma
+        eps = gaussian(jax.random.fold_in(noise_key, j), x.shape, x.dtype) * sigma
         extra = {"key": jax.random.fold_in(method_key, j)} if takes_key else {}
         e = method(model, x + eps, target=target, batch_size=batch_size, **kw, **extra)
         return e.values, e.values * e.values, e.n_evals

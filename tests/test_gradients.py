@@ -7,6 +7,7 @@ import pytest
 
 import jaxplain as jx
 from jaxplain import testing
+from jaxplain._noise import gaussian
 from jaxplain._quadrature import RULES
 
 RNG = np.random.default_rng(0)
@@ -129,7 +130,7 @@ def test_smoothgrad_matches_a_direct_monte_carlo(cnn):
     sigma = (0.2 * (flat.max(1) - flat.min(1)))[:, None, None, None]
     grads = [
         jax.grad(lambda z: model(z)[:, 0].sum())(
-            x + jax.random.normal(jax.random.fold_in(noise_key, j), x.shape) * sigma)
+            x + gaussian(jax.random.fold_in(noise_key, j), x.shape) * sigma)
         for j in range(4)
     ]
     np.testing.assert_allclose(e.values, np.mean(grads, 0), rtol=1e-4, atol=1e-7)
