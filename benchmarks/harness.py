@@ -9,6 +9,10 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
    rotated order, so load from other processes on a shared machine hits all
    contenders alike, each after a `SETTLE_S` pause (other libraries' idle
    threads stop spinning). Reported: the median (`median_s`), min and all times.
+   The contenders in `keep` (jaxplain and its limits, whose ratio is the goal)
+   run more rounds when they are cheap, up to `MAX_ROUNDS`, until each has about
+   `MIN_TIMED_S` of timed calls: a median of 4 calls of 15 ms moved a ratio by
+   +-10% between runs, and the extra rounds cost a few seconds.
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -98,6 +103,11 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, first, seconds[0]
 
 
+MIN_TIMED_S = 1.0
+"""Timed seconds each `keep` contender collects in a benchmark run (protocol, step 3)."""
+MAX_ROUNDS = 25
+"""Cap on the rounds of a cheap `keep` contender."""
+
 SETTLE_S = 0.1
 """Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
 spin for about 2^28 cycles (~0.1 s) before they sleep, taking a core from whoever
@@ -110,17 +120,20 @@ def measure(
     repeats: int = 5,
     budget_s: float | None = None,
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
+    min_timed_s: float = 0.0,
 ) -> dict[str, dict]:
     """Times zero-argument callables with the interleaved protocol above.
 
     Args:
       contenders: name -> zero-argument callable.
-      repeats: timed rounds.
+      repeats: timed rounds (more for cheap `keep` contenders, see step 3).
       budget_s: rough time allowed per contender (outside `keep`). A contender
         whose warm call takes longer runs in fewer rounds (at least one, all
         reported in `times_s`): a peer 50x slower than jaxplain needs no
         fine-grained median to show it.
       keep: contenders always timed in every round.
+      min_timed_s: a `keep` contender runs more rounds, up to `MAX_ROUNDS`,
+        until its timed calls add up to about this (0: exactly `repeats`).
 
     Returns:
       `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
@@ -147,9 +160,11 @@ def measure(
         n = max(1, repeats)
         if budget_s is not None and name not in keep and warm * n > budget_s:
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
+        if name in keep and min_timed_s > 0:
+            n = max(n, min(MAX_ROUNDS, math.ceil(min_timed_s / max(warm, 1e-9))))
         rounds[name] = n
     names = list(live)
-    for r in range(max(1, repeats)):
+    for r in range(max(rounds.values(), default=1)):
         k = r % max(1, len(names))
         for name in names[k:] + names[:k]:
             if r >= rounds[name]:

@@ -268,10 +268,17 @@ def header(record: dict) -> str:
     v = {k: x for k, x in m.get("versions", {}).items() if x}
     load = m.get("load_avg_start")
     load_end = m.get("load_avg_end")
-    mode = "quick" if record.get("args", {}).get("quick") else "full"
+    args = record.get("args", {})
+    mode = "quick" if args.get("quick") else "full"
+    rounds = f"{args.get('repeats')} interleaved rounds"
+    if args.get("min_timed_s"):
+        rounds += (
+            f" (jaxplain and its limits: more when cheap, up to {args.get('max_rounds')},"
+            f" for ~{args['min_timed_s']:g} s of timed calls each)"
+        )
     missing = [k for k, why in record.get("peers_available", {}).items() if why]
     lines = [
-        f"Run {m.get('date_utc', '?')} ({mode}, {record.get('args', {}).get('repeats')} interleaved rounds, "
+        f"Run {m.get('date_utc', '?')} ({mode}, {rounds}, "
         f"medians; wall {record.get('wall_s') or 0:.0f} s) on {m.get('cpu', '?')}, "
         f"{m.get('cpus_usable', '?')} usable cores, backend {m.get('jax_backend', '?')}; "
         f"load average {load[0]:.1f} at start" + (f", {load_end[0]:.1f} at end" if load_end else "")

@@ -75,7 +75,13 @@ def _limit(case: C.Case, ctx: C.Ctx, bench: C.Bench, n: int):
     return fn, (lambda m, z: H._fwd_bwd(m, z, td, n_out), (model, inputs))
 
 
-def run_case(case: C.Case, ctx: C.Ctx, repeats: int, budget_s: float | None = None) -> dict:
+def run_case(
+    case: C.Case,
+    ctx: C.Ctx,
+    repeats: int,
+    budget_s: float | None = None,
+    min_timed_s: float = 0.0,
+) -> dict:
     bench = case.build(ctx)
     out, first_s, compile_s = H.first_call(bench.jaxplain)
     reported = getattr(out, "n_evals", None)
@@ -102,7 +108,9 @@ def run_case(case: C.Case, ctx: C.Ctx, repeats: int, budget_s: float | None = No
                 H.limit_dispatch, ctx.model, parts, grad=case.kind == "fwdbwd"
             )
     keep = tuple(contenders)
-    timings = H.measure({**contenders, **bench.peers}, repeats, budget_s=budget_s, keep=keep)
+    timings = H.measure(
+        {**contenders, **bench.peers}, repeats, budget_s=budget_s, keep=keep, min_timed_s=min_timed_s
+    )
     jt, lt = timings.pop("jaxplain"), timings.pop("limit")
     lct = timings.pop("limit_chunked", None)
     if lct is not None:
@@ -199,7 +207,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "or benchmarks/results/quick with --quick)",
     )
     ap.add_argument(
-        "--repeats", type=int, default=None, help="timed rounds (default 3 quick, 4 full)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds, exactly (default 3 quick, 4 full, and more for cheap jaxplain "
+        "and limit calls until each has about 1 s of timed calls)",
     )
     ap.add_argument("--no-peers", action="store_true", help="jaxplain vs the limit only")
     ap.add_argument(
@@ -241,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "only": args.only,
             "repeats": repeats,
+            "min_timed_s": H.MIN_TIMED_S if args.repeats is None else 0.0,
+            "max_rounds": H.MAX_ROUNDS,
             "no_peers": args.no_peers,
             "argv": list(argv or sys.argv[1:]),
         }
@@ -272,7 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             log(f"{case.name} on {spec.name} ...")
             try:
-                res = run_case(case, ctx, repeats, budget_s=6.0 if args.quick else 15.0)
+                res = run_case(
+                    case,
+                    ctx,
+                    repeats,
+                    budget_s=6.0 if args.quick else 15.0,
+                    min_timed_s=H.MIN_TIMED_S if args.repeats is None else 0.0,
+                )
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the run
                 record["skipped"].append(
                     {

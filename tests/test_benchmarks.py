@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -115,6 +116,20 @@ def test_measure_interleaves_and_survives_errors():
         assert out[k]["min_s"] <= out[k]["median_s"]
     rounds = calls[4:]  # after two warm-up calls each
     assert rounds[:2] == ["a", "b"] and rounds[2:4] == ["b", "a"]  # rotated order
+
+
+def test_measure_gives_cheap_kept_contenders_more_rounds(monkeypatch):
+    monkeypatch.setattr(H, "SETTLE_S", 0.0)
+    monkeypatch.setattr(H, "MAX_ROUNDS", 7)
+    out = H.measure(
+        {"jaxplain": lambda: None, "limit": lambda: time.sleep(0.02), "peer": lambda: None},
+        repeats=4,
+        keep=("jaxplain", "limit"),
+        min_timed_s=0.12,
+    )
+    assert len(out["jaxplain"]["times_s"]) == 7  # cheap: capped at MAX_ROUNDS
+    assert 4 < len(out["limit"]["times_s"]) <= 6  # about MIN_TIMED_S / 0.02 s
+    assert len(out["peer"]["times_s"]) == 4  # peers keep `repeats`
 
 
 def test_exact_shapley_enumeration_on_a_linear_model():
