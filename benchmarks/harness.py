@@ -9,10 +9,11 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
    rotated order, so load from other processes on a shared machine hits all
    contenders alike, each after a `SETTLE_S` pause (other libraries' idle
    threads stop spinning). Reported: the median (`median_s`), min and all times.
-   The contenders in `keep` (jaxplain and its limits, whose ratio is the goal)
-   run more rounds when they are cheap, up to `MAX_ROUNDS`, until each has about
-   `MIN_TIMED_S` of timed calls: a median of 4 calls of 15 ms moved a ratio by
-   +-10% between runs, and the extra rounds cost a few seconds.
+   jaxplain and its limit (whose ratio is the goal) run more rounds when they
+   are cheap, up to `MAX_ROUNDS`, until each has about `MIN_TIMED_S` of timed
+   calls: a median of 4 calls of 15 ms moved the ratio by +-10% between runs.
+   (Extending every `keep` contender to 1 s and 25 rounds added 140 s to a
+   540 s full run; this setting adds about 35 s.)
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments).
@@ -103,10 +104,10 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, first, seconds[0]
 
 
-MIN_TIMED_S = 1.0
-"""Timed seconds each `keep` contender collects in a benchmark run (protocol, step 3)."""
-MAX_ROUNDS = 25
-"""Cap on the rounds of a cheap `keep` contender."""
+MIN_TIMED_S = 0.6
+"""Timed seconds jaxplain and its limit collect in a benchmark run (protocol, step 3)."""
+MAX_ROUNDS = 15
+"""Cap on the rounds of a cheap contender in `extend`."""
 
 SETTLE_S = 0.1
 """Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
@@ -121,6 +122,7 @@ def measure(
     budget_s: float | None = None,
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
     min_timed_s: float = 0.0,
+    extend: tuple[str, ...] = ("jaxplain", "limit"),
 ) -> dict[str, dict]:
     """Times zero-argument callables with the interleaved protocol above.
 
@@ -132,8 +134,10 @@ def measure(
         reported in `times_s`): a peer 50x slower than jaxplain needs no
         fine-grained median to show it.
       keep: contenders always timed in every round.
-      min_timed_s: a `keep` contender runs more rounds, up to `MAX_ROUNDS`,
-        until its timed calls add up to about this (0: exactly `repeats`).
+      min_timed_s: a contender in `extend` runs more rounds, up to
+        `MAX_ROUNDS`, until its timed calls add up to about this (0: exactly
+        `repeats`).
+      extend: the contenders `min_timed_s` applies to.
 
     Returns:
       `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
@@ -160,7 +164,7 @@ def measure(
         n = max(1, repeats)
         if budget_s is not None and name not in keep and warm * n > budget_s:
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
-        if name in keep and min_timed_s > 0:
+        if name in extend and min_timed_s > 0:
             n = max(n, min(MAX_ROUNDS, math.ceil(min_timed_s / max(warm, 1e-9))))
         rounds[name] = n
     names = list(live)

@@ -273,7 +273,7 @@ def header(record: dict) -> str:
     rounds = f"{args.get('repeats')} interleaved rounds"
     if args.get("min_timed_s"):
         rounds += (
-            f" (jaxplain and its limits: more when cheap, up to {args.get('max_rounds')},"
+            f" (jaxplain and its limit: more when cheap, up to {args.get('max_rounds')},"
             f" for ~{args['min_timed_s']:g} s of timed calls each)"
         )
     missing = [k for k, why in record.get("peers_available", {}).items() if why]

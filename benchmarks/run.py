@@ -211,7 +211,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="timed rounds, exactly (default 3 quick, 4 full, and more for cheap jaxplain "
-        "and limit calls until each has about 1 s of timed calls)",
+        f"and limit calls until each has about {H.MIN_TIMED_S:g} s of timed calls)",
     )
     ap.add_argument("--no-peers", action="store_true", help="jaxplain vs the limit only")
     ap.add_argument(

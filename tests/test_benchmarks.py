@@ -122,14 +122,20 @@ def test_measure_gives_cheap_kept_contenders_more_rounds(monkeypatch):
     monkeypatch.setattr(H, "SETTLE_S", 0.0)
     monkeypatch.setattr(H, "MAX_ROUNDS", 7)
     out = H.measure(
-        {"jaxplain": lambda: None, "limit": lambda: time.sleep(0.02), "peer": lambda: None},
+        {
+            "jaxplain": lambda: None,
+            "limit": lambda: time.sleep(0.02),
+            "limit_chunked": lambda: None,
+            "peer": lambda: None,
+        },
         repeats=4,
-        keep=("jaxplain", "limit"),
+        keep=("jaxplain", "limit", "limit_chunked"),
         min_timed_s=0.12,
     )
     assert len(out["jaxplain"]["times_s"]) == 7  # cheap: capped at MAX_ROUNDS
     assert 4 < len(out["limit"]["times_s"]) <= 6  # about MIN_TIMED_S / 0.02 s
     assert len(out["peer"]["times_s"]) == 4  # peers keep `repeats`
+    assert len(out["limit_chunked"]["times_s"]) == 4  # kept, but not in `extend`
 
 
 def test_exact_shapley_enumeration_on_a_linear_model():
