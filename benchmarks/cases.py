@@ -170,11 +170,15 @@ def _ig_agreement(ctx: Ctx) -> list[dict]:
     nodes, so Captum's numbers equal jaxplain's times `(n-1)/n`: compared after
     that rescale. `riemann_middle` and Gauss-Legendre use identical nodes and weights.
 
-    On max-pool models the check is informational: along the path `alpha * x`
-    some pooling windows hold near-ties, float32 differences between XLA and
-    PyTorch pick different maxima there, and the gradient at those few path
-    points differs by percents (the other points agree to ~1e-7). That is a
-    discontinuity of max-pool's gradient, not a disagreement of the methods.
+    A check above tolerance is examined node by node (`_kinks`): the gradient is
+    discontinuous where a ReLU's pre-activation or a max-pool window's runner-up
+    lies within float32 rounding of the threshold, and there XLA and PyTorch may
+    round to different sides. Measured on the large avg-pool model: one of 50
+    trapezoid nodes had a ReLU input of +2.2e-8 in XLA and -1.5e-8 in PyTorch
+    (activations up to 0.3), so that node's gradient differed by 5e-3 and the
+    IG sum by 1.6e-4, while the other 49 agreed to ~1e-7. Such a check passes
+    when few nodes disagree (`MAX_KINK_NODES`) and the sums over the remaining
+    nodes agree within the tolerance; the table says how many nodes it set aside.
     """
     x = ctx.images(4)
     t = ctx.targets(x)
@@ -193,18 +197,57 @@ def _ig_agreement(ctx: Ctx) -> list[dict]:
         ref = twins.from_nchw(
             _np(P.captum_ig(ctx.torch_model, x, t, steps=steps, method=captum_rule)())
         )
-        out.append(
-            _agree(
-                f"integrated_gradients[{rule}]",
-                "captum.IntegratedGradients",
-                rel_err(a, ref),
-                1e-4,
-                steps=steps,
-                rescaled=scale != 1.0,
-                informational=ctx.spec.pool == "max",
-            )
+        err, tol = rel_err(a, ref), 1e-4
+        extra = {}
+        if err > tol:
+            kinks, err_rest = _kinks(ctx, x, t, rule, steps, tol)
+            extra = {
+                "kink_nodes": kinks,
+                "rel_err_other_nodes": err_rest,
+                "max_kink_nodes": MAX_KINK_NODES,
+            }
+        check = _agree(
+            f"integrated_gradients[{rule}]",
+            "captum.IntegratedGradients",
+            err,
+            tol,
+            steps=steps,
+            rescaled=scale != 1.0,
+            **extra,
         )
+        if extra:
+            check["pass"] = kinks_pass(extra["kink_nodes"], extra["rel_err_other_nodes"], tol)
+        out.append(check)
     return out
+
+
+MAX_KINK_NODES = 3
+"""Path nodes an IG agreement check may set aside as gradient discontinuities."""
+
+
+def kinks_pass(kink_nodes: int, rel_err_other_nodes: float, tol: float) -> bool:
+    """A check above tolerance passes when 1..MAX_KINK_NODES nodes explain it."""
+    return bool(0 < kink_nodes <= MAX_KINK_NODES and rel_err_other_nodes <= tol)
+
+
+def _kinks(ctx: Ctx, x: np.ndarray, t: np.ndarray, rule: str, steps: int, tol: float):
+    """`(nodes whose input gradients disagree, IG rel. error summed over the others)`.
+
+    Per path node `alpha * x` (zero baseline, jaxplain's nodes and weights), the
+    gradient from jaxplain's `saliency` and from Captum's `Saliency` on the twin.
+    """
+    from jaxplain._quadrature import quadrature
+
+    alphas, weights = quadrature(rule, steps)
+    gj, gt = [], []
+    for alpha in alphas:
+        xa = (alpha * x).astype(np.float32)
+        gj.append(np.asarray(jx.saliency(ctx.model, xa, target=t).values))
+        gt.append(twins.from_nchw(_np(P.captum_saliency(ctx.torch_model, xa, t)())))
+    bad = np.array([rel_err(j, r) > tol for j, r in zip(gj, gt)])
+    w = np.where(bad, 0.0, weights.astype(np.float64))
+    rest = rel_err(np.tensordot(w, np.stack(gj), 1) * x, np.tensordot(w, np.stack(gt), 1) * x)
+    return int(bad.sum()), rest
 
 
 def smoothgrad(ctx: Ctx) -> Bench:
