@@ -21,7 +21,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry_2x32
+
+try:  # public in jax.extend since jax 0.4.x; without it, fall back to jax.random.normal
+    from jax.extend.random import threefry_2x32
+except ImportError:  # pragma: no cover - depends on the installed jax
+    threefry_2x32 = None
 
 _MAX_COUNT = 2**32  # the counter is one uint32 per value
 
@@ -29,7 +33,7 @@ _MAX_COUNT = 2**32  # the counter is one uint32 per value
 def gaussian(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """Standard normal noise of `shape` (computed in float32, cast to `dtype`)."""
     n = math.prod(shape)
-    if n >= _MAX_COUNT:
+    if n >= _MAX_COUNT or threefry_2x32 is None:
         return jax.random.normal(key, shape, dtype)
     k = jax.random.bits(key, (2,), jnp.uint32)
     words = threefry_2x32((k[0], k[1]), jax.lax.iota(jnp.uint32, n))
