@@ -128,7 +128,7 @@ def measure(
 
     Args:
       contenders: name -> zero-argument callable.
-      repeats: timed rounds (more for cheap `keep` contenders, see step 3).
+      repeats: timed rounds (more for cheap contenders in `extend`, see step 3).
       budget_s: rough time allowed per contender (outside `keep`). A contender
         whose warm call takes longer runs in fewer rounds (at least one, all
         reported in `times_s`): a peer 50x slower than jaxplain needs no
