@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
+from jaxplain._quadrature import quadrature
 
 from . import peers as P
 from . import twins
@@ -236,8 +237,6 @@ def _kinks(ctx: Ctx, x: np.ndarray, t: np.ndarray, rule: str, steps: int, tol: f
     Per path node `alpha * x` (zero baseline, jaxplain's nodes and weights), the
     gradient from jaxplain's `saliency` and from Captum's `Saliency` on the twin.
     """
-    from jaxplain._quadrature import quadrature
-
     alphas, weights = quadrature(rule, steps)
     gj, gt = [], []
     for alpha in alphas:
