@@ -61,9 +61,7 @@ def one_line(res: dict) -> str:
 
 def informational(a: dict) -> bool:
     """An agreement check reported but not judged (records before the node-by-node check)."""
-    if "informational" in a:
-        return bool(a["informational"])
-    return False
+    return bool(a.get("informational", False))
 
 
 def _agreement_cell(res: dict) -> str:
