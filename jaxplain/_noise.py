@@ -38,9 +38,15 @@ def gaussian(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.A
         return jax.random.normal(key, shape, dtype)
     k = jax.random.bits(key, (2,), jnp.uint32)
     words = threefry_2x32((k[0], k[1]), jax.lax.iota(jnp.uint32, n))
-    # 23 random bits m -> u = (2m + 1) / 2^23 - 1, exact in float32: symmetric
-    # about 0 and never +-1 (where erf_inv is infinite).
+    return normal_from_words(words).reshape(shape).astype(dtype)
+
+
+def normal_from_words(words: jax.Array) -> jax.Array:
+    """Standard normal float32 values from uint32 words (their top 23 bits).
+
+    The 23 bits m map to u = (2m + 1) / 2^23 - 1, exact in float32: symmetric
+    about 0 and never +-1 (where `erf_inv` is infinite); then sqrt(2) erf_inv(u).
+    """
     odd = ((words >> 9) * np.uint32(2) + np.uint32(1)).astype(jnp.float32)
     u = odd * np.float32(2.0**-23) - np.float32(1.0)
-    z = np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)
-    return z.reshape(shape).astype(dtype)
+    return np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain._noise import gaussian
+from jaxplain._noise import gaussian, normal_from_words
 
 
 def test_moments_and_tails_match_a_standard_normal():
@@ -26,13 +26,14 @@ def test_moments_and_tails_match_a_standard_normal():
 
 
 def test_the_extreme_words_stay_finite_and_symmetric():
-    # The transform maps 23-bit m to (2m + 1) / 2^23 - 1; the two ends must not reach +-1.
-    m = jnp.array([0, 2**23 - 1], jnp.uint32)
-    u = ((m * np.uint32(2) + np.uint32(1)).astype(jnp.float32) * np.float32(2.0**-23)
-         - np.float32(1.0))
-    assert float(u[0]) == -float(u[1]) and -1.0 < float(u[0])
-    z = np.sqrt(2) * np.asarray(jax.lax.erf_inv(u))
-    assert np.isfinite(z).all() and z[1] > 5.0
+    # Words whose top 23 bits are all 0 / all 1 are the two ends: finite, +-the same value.
+    words = jnp.array([0, 0x1FF, 0xFFFFFE00, 0xFFFFFFFF], jnp.uint32)
+    z = np.asarray(normal_from_words(words))
+    assert np.isfinite(z).all()
+    assert z[0] == z[1] == -z[2] == -z[3] and z[3] > 5.0
+    # The middle words straddle 0 symmetrically.
+    mid = np.asarray(normal_from_words(jnp.array([0x7FFFFE00, 0x80000000], jnp.uint32)))
+    assert mid[0] == -mid[1] and 0 < mid[1] < 1e-6
 
 
 def test_neighbouring_values_and_keys_are_uncorrelated():
