@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     # 4 full rounds: the full run fits 15 min on slower 2-core machines (5 took 980 s on an AMD EPYC)
     repeats = args.repeats or (3 if args.quick else 4)
+    min_timed_s = H.MIN_TIMED_S if args.repeats is None else 0.0  # explicit --repeats is exact
     known = {c.name for c in C.CASES} | set(EXTRAS)
     if args.only:
         bad = sorted(set(args.only) - known)
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "only": args.only,
             "repeats": repeats,
-            "min_timed_s": H.MIN_TIMED_S if args.repeats is None else 0.0,
+            "min_timed_s": min_timed_s,
             "max_rounds": H.MAX_ROUNDS,
             "no_peers": args.no_peers,
             "argv": list(argv or sys.argv[1:]),
@@ -291,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ctx,
                     repeats,
                     budget_s=6.0 if args.quick else 15.0,
-                    min_timed_s=H.MIN_TIMED_S if args.repeats is None else 0.0,
+                    min_timed_s=min_timed_s,
                 )
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the run
                 record["skipped"].append(
