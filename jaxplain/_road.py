@@ -14,11 +14,10 @@ removed pixel `i` with in-image neighbours `N(i)` and weights `w`,
         = sum_{j in N(i), kept} w_ij x_j.
 
 The matrix is a weighted graph Laplacian with the kept pixels as boundary:
-symmetric, positive definite as soon as one pixel is kept. It is solved on
-device, matrix-free, by Jacobi-preconditioned conjugate gradients
-(`jax.scipy.sparse.linalg.cg`) whose operator applies the 3x3 stencil with
-shifted copies of the image; the whole metric is one jitted program, chunked
-by `batch_size` like the other curve metrics.
+symmetric, positive definite as soon as one pixel is kept. `_impute` solves it
+on device, matrix-free, for a chunk of images at once, by conjugate gradients
+preconditioned with a multigrid V-cycle; the whole metric is one jitted
+program, chunked by `batch_size` like the other curve metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
+from ._impute import impute
 from ._noise import gaussian
 from .metrics import Curve
 from .models import as_model
@@ -44,84 +44,6 @@ from .targets import as_target
 ORDERS = ("morf", "lerf")
 DEFAULT_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(10))
 """0.0, 0.1, ..., 0.9: the unperturbed image, then 10% to 90% of the pixels removed."""
-
-_STENCIL = (  # (row offset, column offset, weight)
-    (-1, -1, 1 / 12),
-    (-1, 0, 1 / 6),
-    (-1, 1, 1 / 12),
-    (0, -1, 1 / 6),
-    (0, 1, 1 / 6),
-    (1, -1, 1 / 12),
-    (1, 0, 1 / 6),
-    (1, 1, 1 / 12),
-)
-
-
-def _shift(a: jax.Array, dy: int, dx: int) -> jax.Array:
-    """`out[..., i, j] = a[..., i + dy, j + dx]`, zero where that falls outside the image."""
-    h, w = a.shape[-2:]
-    p = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)])
-    return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-
-def _stencil(a: jax.Array) -> jax.Array:
-    """Weighted sum of the 8 neighbours of every pixel (zero outside the image), last 2 axes."""
-    return sum(wt * _shift(a, dy, dx) for dy, dx, wt in _STENCIL)
-
-
-def _neighbour_weight(h: int, w: int) -> np.ndarray:
-    """Total weight of the in-image neighbours of each pixel, `(h, w)` (1 in the interior).
-
-    NumPy, so it is a constant of the compiled program.
-    """
-    p = np.pad(np.ones((h, w)), 1)
-    return sum(wt * p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx, wt in _STENCIL)
-
-
-def impute(
-    x: jax.Array,
-    removed: jax.Array,
-    *,
-    tol: float = 1e-6,
-    max_iter: int | None = None,
-) -> jax.Array:
-    """Linear imputation of the removed pixels of one image (no noise; traceable).
-
-    Args:
-      x: one image `(H, W, C)`.
-      removed: `(H, W)` booleans, True where the pixel is replaced.
-      tol: relative residual at which conjugate gradients stop (per channel).
-      max_iter: iteration cap (default `H * W`, the exact-arithmetic bound).
-
-    Returns:
-      `x` with every removed pixel replaced by the solution of the neighbour-mean
-      system (kept pixels unchanged). With every pixel removed the system has no
-      boundary and the imputed image is 0.
-    """
-    h, w = removed.shape
-    wsum = _neighbour_weight(h, w)
-    diag = jnp.asarray(np.where(wsum > 0, wsum, 1.0), x.dtype)
-    xc = jnp.moveaxis(x, -1, 0)  # (C, H, W): the stencil acts on the last two axes
-    keep = ~removed
-    rhs = jnp.where(removed, _stencil(jnp.where(keep, xc, 0.0)), 0.0)
-
-    def matvec(v):  # identity on kept pixels, the neighbour-mean equations on removed ones
-        return jnp.where(removed, diag * v - _stencil(jnp.where(removed, v, 0.0)), v)
-
-    def solve(b):
-        u, _ = jax.scipy.sparse.linalg.cg(
-            matvec,
-            b,
-            x0=b / diag,
-            tol=tol,
-            maxiter=h * w if max_iter is None else max_iter,
-            M=lambda r: r / diag,
-        )
-        return u
-
-    u = jax.vmap(solve)(rhs)  # one system per channel, same matrix
-    return jnp.moveaxis(jnp.where(removed, u, xc), 0, -1)
-
 
 def road(
     model: Any,
@@ -147,8 +69,8 @@ def road(
     over all removed pixels per channel, plus `N(0, noise_std^2)` noise. With
     MoRF a faithful explanation makes the target fall fast (*lower* AUC is
     better); with LeRF it should stay high (*higher* AUC is better). Costs
-    `N * len(fractions)` forward passes plus one linear solve per pass (a few
-    dozen stencil sweeps of the image, on device, in the same chunks).
+    `N * len(fractions)` forward passes plus one linear solve per pass (10-20
+    multigrid-preconditioned CG iterations, on device, in the same chunks).
 
     Args:
       model: a `Model`, NNX module or callable `f(x_batch) -> outputs`.
@@ -293,7 +215,7 @@ def _road(
         removed = jnp.take_along_axis(gone, seg[ex].reshape(size, -1), axis=1)
         removed = removed.reshape(size, h, w)
         xs = x4[ex]
-        filled = jax.vmap(functools.partial(impute, tol=tol, max_iter=max_iter))(xs, removed)
+        filled = impute(xs, removed, tol=tol, max_iter=max_iter)
         if key is not None:
             noise = jax.vmap(lambda kk_: gaussian(kk_, (h, w, c), x4.dtype))(
                 B.sample_keys(key, ex, s)

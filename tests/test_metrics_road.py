@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import _road
+from jaxplain import _impute
 
 WEIGHTS = {(dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
 del WEIGHTS[(0, 0)]
@@ -54,6 +54,10 @@ def np_road(f, x, pixel_attr, fractions, order="morf"):
     return curve
 
 
+def impute_one(img, removed, **kw):
+    return _impute.impute(img[None], removed[None], **kw)[0]
+
+
 def sum_model(x):
     return x.reshape(x.shape[0], -1).sum(1)
 
@@ -70,14 +74,70 @@ def test_impute_matches_dense_solve(images, p):
     img = images[0]
     removed = rng.uniform(size=img.shape[:2]) < p
     removed[0, 0] = True  # a corner: the border rows of the system have fewer neighbours
-    out = jax.jit(_road.impute)(jnp.asarray(img), jnp.asarray(removed))
+    out = jax.jit(impute_one)(jnp.asarray(img), jnp.asarray(removed))
     np.testing.assert_allclose(np.asarray(out), np_impute(img, removed), atol=2e-5)
     np.testing.assert_array_equal(np.asarray(out)[~removed], img[~removed])
 
 
 def test_everything_removed_imputes_zero(images):
-    out = _road.impute(jnp.asarray(images[0]), jnp.ones(images.shape[1:3], bool))
+    out = impute_one(jnp.asarray(images[0]), jnp.ones(images.shape[1:3], bool))
     np.testing.assert_array_equal(np.asarray(out), 0.0)
+
+
+def blocky_mask(rng, h, w, p, block=4):
+    """Removal shaped like attribution order: a coarse random field, thresholded at quantile 1 - p."""
+    f = np.kron(rng.normal(size=(h // block + 1, w // block + 1)), np.ones((block, block)))
+    f = f[:h, :w] + 0.3 * rng.normal(size=(h, w))
+    return f > np.quantile(f, 1 - p)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 40), (33, 20), (24, 24)])
+def test_batched_impute_matches_dense_solve_per_image(shape):
+    """Odd sizes, a single row, a fine level small enough to be solved at once; a batch mixing
+    nothing removed, everything removed and blocky holes, each as if solved alone."""
+    h, w = shape
+    rng = np.random.default_rng(5)
+    imgs = rng.uniform(size=(5, h, w, 3)).astype(np.float32)
+    removed = np.stack([blocky_mask(rng, h, w, p) for p in (0.0, 0.3, 0.9, 0.99, 1.0)])
+    removed[-1] = True
+    out = np.asarray(jax.jit(_impute.impute)(jnp.asarray(imgs), jnp.asarray(removed)))
+    for i in range(5):
+        if i < 4:  # the last system has no boundary (singular): its image becomes 0
+            np.testing.assert_allclose(out[i], np_impute(imgs[i], removed[i]), atol=5e-5)
+        alone = impute_one(jnp.asarray(imgs[i]), jnp.asarray(removed[i]))
+        np.testing.assert_allclose(out[i], np.asarray(alone), atol=5e-5)  # within the solve's accuracy
+    np.testing.assert_array_equal(out[-1], 0.0)
+
+
+def test_preconditioner_converges_in_few_iterations():
+    """48x48 with 99% removed: Jacobi-preconditioned CG was still 0.4 off after 25 iterations
+    and 7e-4 off after 100 (measured); the multigrid-preconditioned solve is within 1e-4 in 25."""
+    rng = np.random.default_rng(6)
+    img = rng.uniform(size=(48, 48, 1)).astype(np.float32)
+    removed = blocky_mask(rng, 48, 48, 0.99, block=8)
+    out = impute_one(jnp.asarray(img), jnp.asarray(removed), max_iter=25)
+    np.testing.assert_allclose(np.asarray(out), np_impute(img, removed), atol=1e-4)
+
+
+def test_vcycle_is_symmetric_positive_definite():
+    """CG needs an SPD preconditioner: the V-cycle's matrix on the unknowns, column by column."""
+    rng = np.random.default_rng(7)
+    h, w = 9, 11  # three levels (9x11 -> 5x6 -> 3x3, solved densely) with padding on the way
+    removed = rng.uniform(size=(1, h, w)) < 0.7
+    m = jnp.asarray(removed, jnp.float32)
+    wsum = jnp.asarray(_impute.neighbour_weight(h, w), jnp.float32)
+    matvec = lambda v: m[:, None] * (wsum * v - _impute.stencil(v))
+    hier = _impute._hierarchy(m)
+    assert len(hier[1]) == 1  # one smoothed coarse level, then the dense one
+    idx = np.flatnonzero(removed[0])
+    basis = np.zeros((idx.size, 1, h, w), np.float32)
+    basis.reshape(idx.size, -1)[np.arange(idx.size), idx] = 1.0
+    cols = jax.vmap(lambda e: _impute._vcycle(hier, matvec, e[None])[0])(jnp.asarray(basis))
+    b = np.asarray(cols).reshape(idx.size, -1)[:, idx].T
+    np.testing.assert_allclose(b, b.T, atol=1e-6)
+    assert np.linalg.eigvalsh((b + b.T) / 2).min() > 1e-3
+    off = np.asarray(cols).reshape(idx.size, -1)[:, ~removed[0].ravel()]
+    np.testing.assert_array_equal(off, 0.0)  # nothing leaks onto kept pixels
 
 
 def test_linear_image_is_imputed_exactly():
@@ -89,7 +149,7 @@ def test_linear_image_is_imputed_exactly():
     removed = rng.uniform(size=(h, w)) < 0.6
     removed[0, :] = removed[-1, :] = removed[:, 0] = removed[:, -1] = False
     removed[3:9, 2:8] = True  # a large hole: unknowns next to unknowns
-    out = _road.impute(jnp.asarray(img), jnp.asarray(removed))
+    out = impute_one(jnp.asarray(img), jnp.asarray(removed))
     np.testing.assert_allclose(np.asarray(out), img, atol=1e-4)
 
 
@@ -178,7 +238,7 @@ def test_morf_of_a_good_attribution_drops_faster_than_random():
     mean = sum(
         wt * pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for (dy, dx), wt in WEIGHTS.items()
     )
-    mean = mean / _road._neighbour_weight(h, w)
+    mean = mean / _impute.neighbour_weight(h, w)
     good = wts[..., 0] * (x[..., 0] - mean)  # the first-order effect of imputing a pixel
     rand = rng.normal(size=(n, h, w)).astype(np.float32)
     kw = {"target": 0, "key": jax.random.key(0), "fractions": tuple(np.linspace(0, 0.5, 11))}
