@@ -109,15 +109,16 @@ def impute(
 
     Returns:
       `x` with every removed pixel replaced by the solution of the neighbour-mean
-      system (kept pixels unchanged). An image with every pixel removed has no
+      system (kept pixels unchanged), in `x`'s dtype (half-precision images are
+      solved in float32). An image with every pixel removed has no
       boundary to impute from and becomes 0.
     """
     n, h, w, _ = x.shape
-    dtype = x.dtype
+    dtype = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 / float16 images solve in float32
     wsum = jnp.asarray(neighbour_weight(h, w), dtype)
     m = removed.astype(dtype)
     mc = m[:, None]  # (N, 1, H, W), broadcast over channels
-    xc = jnp.moveaxis(x, -1, 1)  # (N, C, H, W): the stencil acts on the last two axes
+    xc = jnp.moveaxis(x, -1, 1).astype(dtype)  # (N, C, H, W): the stencil acts on the last two axes
     rhs = mc * stencil((1 - mc) * xc)
 
     def matvec(v):  # v is zero on kept pixels, and so is the result
@@ -125,7 +126,7 @@ def impute(
 
     levels = _hierarchy(m)
     u = _pcg(matvec, rhs, lambda r: _vcycle(levels, matvec, r), tol, h * w if max_iter is None else max_iter)
-    return jnp.moveaxis(jnp.where(mc > 0, u, xc), 1, -1)
+    return jnp.moveaxis(jnp.where(mc > 0, u, xc), 1, -1).astype(x.dtype)
 
 
 # ---- the multigrid hierarchy ------------------------------------------------------------

@@ -300,3 +300,15 @@ def test_evaluate_knows_road(images, smooth):
     )
     assert table["road"].shape == (1, 3) and np.isfinite(table["road"]).all()
     assert table.higher_is_better["road"] is False
+
+
+def test_half_precision_images_are_solved_in_float32(images):
+    """bfloat16 images: the imputation runs in float32 (LAPACK has no bfloat16 inverse, and CG
+    could not reach `tol` in 8 bits of mantissa) and the result comes back in bfloat16."""
+    x16 = jnp.asarray(images, jnp.bfloat16)
+    removed = jnp.asarray(np.random.default_rng(8).uniform(size=images.shape[:3]) < 0.6)
+    out = _impute.impute(x16, removed)
+    assert out.dtype == jnp.bfloat16
+    ref = _impute.impute(x16.astype(jnp.float32), removed)
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), rtol=1e-2, atol=1e-2)
+    np.testing.assert_array_equal(np.asarray(out)[~np.asarray(removed)], np.asarray(x16)[~np.asarray(removed)])
