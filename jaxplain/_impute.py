@@ -125,7 +125,8 @@ def impute(
         return mc * (wsum * v - stencil(v))
 
     levels = _hierarchy(m)
-    u = _pcg(matvec, rhs, lambda r: _vcycle(levels, matvec, r), tol, h * w if max_iter is None else max_iter)
+    cap = h * w if max_iter is None else max_iter
+    u = _pcg(matvec, rhs, lambda r: _vcycle(levels, matvec, r), tol, cap)
     return jnp.moveaxis(jnp.where(mc > 0, u, xc), 1, -1).astype(x.dtype)
 
 
@@ -166,7 +167,8 @@ def _dense_inverse(coef: jax.Array, m: jax.Array) -> jax.Array:
     matrix is invertible, and zero rows and columns in the result.
     """
     n, _, h, w = coef.shape
-    a = jnp.einsum("nki,kij->nij", coef.reshape(n, 9, h * w), jnp.asarray(_placement(h, w), coef.dtype))
+    place = jnp.asarray(_placement(h, w), coef.dtype)
+    a = jnp.einsum("nki,kij->nij", coef.reshape(n, 9, h * w), place)
     unknown = m.reshape(n, -1) > 0
     both = unknown[:, :, None] & unknown[:, None, :]
     eye = jnp.eye(h * w, dtype=coef.dtype)
@@ -251,7 +253,8 @@ def _cycle(levels, inverse, level, matvec, mask, diag, r):
         ec = _dense_solve(inverse, rc)
     else:
         coef, cmask, cdiag = levels[level]
-        ec = _cycle(levels, inverse, level + 1, lambda v: _apply(coef, v), cmask[:, None], cdiag, rc)
+        coarse_matvec = lambda v: _apply(coef, v)  # noqa: E731
+        ec = _cycle(levels, inverse, level + 1, coarse_matvec, cmask[:, None], cdiag, rc)
     x = x + ALPHA * mask * _prolong(ec, r.shape[-2:])
     return x + OMEGA * (r - matvec(x)) / diag
 
