@@ -9,11 +9,12 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
    rotated order, so load from other processes on a shared machine hits all
    contenders alike, each after a `SETTLE_S` pause (other libraries' idle
    threads stop spinning). Reported: the median (`median_s`), min and all times.
-   jaxplain and its limit (whose ratio is the goal) run more rounds when they
-   are cheap, up to `MAX_ROUNDS`, until each has about `MIN_TIMED_S` of timed
-   calls: a median of 4 calls of 15 ms moved the ratio by +-10% between runs.
-   (Extending every `keep` contender to 1 s and 25 rounds added 140 s to a
-   540 s full run; this setting adds about 35 s.)
+   Every contender, jaxplain, limits and peers alike, runs more rounds when it
+   is cheap, up to `MAX_ROUNDS`, until it has about `MIN_TIMED_S` of timed
+   calls: a median of 4 calls of 15 ms moved jaxplain / limit by +-10% between
+   runs, and Captum's saliency (4 calls of 9-54 ms) read 0.90x in one run and
+   3.17x in the next. (1 s and 25 rounds for every kept contender added 140 s
+   to a 540 s full run; this setting adds about 50 s, 15 s of it for peers.)
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments).
@@ -107,7 +108,7 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 MIN_TIMED_S = 0.6
 """Timed seconds jaxplain and its limit collect in a benchmark run (protocol, step 3)."""
 MAX_ROUNDS = 15
-"""Cap on the rounds of a cheap contender in `extend`."""
+"""Cap on the rounds of a cheap contender (protocol, step 3)."""
 
 SETTLE_S = 0.1
 """Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
@@ -122,22 +123,20 @@ def measure(
     budget_s: float | None = None,
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
     min_timed_s: float = 0.0,
-    extend: tuple[str, ...] = ("jaxplain", "limit"),
 ) -> dict[str, dict]:
     """Times zero-argument callables with the interleaved protocol above.
 
     Args:
       contenders: name -> zero-argument callable.
-      repeats: timed rounds (more for cheap contenders in `extend`, see step 3).
+      repeats: timed rounds (more for cheap contenders, see step 3).
       budget_s: rough time allowed per contender (outside `keep`). A contender
         whose warm call takes longer runs in fewer rounds (at least one, all
         reported in `times_s`): a peer 50x slower than jaxplain needs no
         fine-grained median to show it.
       keep: contenders always timed in every round.
-      min_timed_s: a contender in `extend` runs more rounds, up to
-        `MAX_ROUNDS`, until its timed calls add up to about this (0: exactly
-        `repeats`).
-      extend: the contenders `min_timed_s` applies to.
+      min_timed_s: every contender runs more rounds, up to `MAX_ROUNDS`,
+        until its timed calls add up to about this (0: exactly `repeats`);
+        `budget_s` still caps the ones outside `keep`.
 
     Returns:
       `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
@@ -162,10 +161,10 @@ def measure(
         out[name] = {"first_s": first, "compile_s": comp, "times_s": []}
         live[name] = fn
         n = max(1, repeats)
+        if min_timed_s > 0:
+            n = max(n, min(MAX_ROUNDS, math.ceil(min_timed_s / max(warm, 1e-9))))
         if budget_s is not None and name not in keep and warm * n > budget_s:
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
-        if name in extend and min_timed_s > 0:
-            n = max(n, min(MAX_ROUNDS, math.ceil(min_timed_s / max(warm, 1e-9))))
         rounds[name] = n
     names = list(live)
     for r in range(max(rounds.values(), default=1)):

@@ -276,8 +276,10 @@ def header(record: dict) -> str:
     mode = "quick" if args.get("quick") else "full"
     rounds = f"{args.get('repeats')} interleaved rounds"
     if args.get("min_timed_s"):
+        # records before "extended" gave the extra rounds to jaxplain and its limit only
+        who = "every contender" if args.get("extended") == "all" else "jaxplain and its limit"
         rounds += (
-            f" (jaxplain and its limit: more when cheap, up to {args.get('max_rounds')},"
+            f" ({who}: more when cheap, up to {args.get('max_rounds')},"
             f" for ~{args['min_timed_s']:g} s of timed calls each)"
         )
     missing = [k for k, why in record.get("peers_available", {}).items() if why]

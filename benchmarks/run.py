@@ -210,8 +210,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="timed rounds, exactly (default 3 quick, 4 full, and more for cheap jaxplain "
-        f"and limit calls until each has about {H.MIN_TIMED_S:g} s of timed calls)",
+        help="timed rounds, exactly (default 3 quick, 4 full, and more for cheap calls "
+        f"until each contender has about {H.MIN_TIMED_S:g} s of timed calls)",
     )
     ap.add_argument("--no-peers", action="store_true", help="jaxplain vs the limit only")
     ap.add_argument(
@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": repeats,
             "min_timed_s": min_timed_s,
             "max_rounds": H.MAX_ROUNDS,
+            "extended": "all",  # which contenders min_timed_s applies to
             "no_peers": args.no_peers,
             "argv": list(argv or sys.argv[1:]),
         }

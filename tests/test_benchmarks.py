@@ -118,24 +118,40 @@ def test_measure_interleaves_and_survives_errors():
     assert rounds[:2] == ["a", "b"] and rounds[2:4] == ["b", "a"]  # rotated order
 
 
-def test_measure_gives_cheap_kept_contenders_more_rounds(monkeypatch):
+def test_measure_gives_cheap_contenders_more_rounds(monkeypatch):
     monkeypatch.setattr(H, "SETTLE_S", 0.0)
     monkeypatch.setattr(H, "MAX_ROUNDS", 7)
     out = H.measure(
         {
             "jaxplain": lambda: None,
             "limit": lambda: time.sleep(0.02),
-            "limit_chunked": lambda: None,
             "peer": lambda: None,
+            "slow_peer": lambda: time.sleep(0.05),
+            "over_budget": lambda: time.sleep(0.02),
         },
         repeats=4,
-        keep=("jaxplain", "limit", "limit_chunked"),
+        keep=("jaxplain", "limit"),
         min_timed_s=0.12,
+        budget_s=0.07,
     )
     assert len(out["jaxplain"]["times_s"]) == 7  # cheap: capped at MAX_ROUNDS
-    assert 4 < len(out["limit"]["times_s"]) <= 6  # about MIN_TIMED_S / 0.02 s
-    assert len(out["peer"]["times_s"]) == 4  # peers keep `repeats`
-    assert len(out["limit_chunked"]["times_s"]) == 4  # kept, but not in `extend`
+    assert 4 < len(out["limit"]["times_s"]) <= 6  # about min_timed_s / 0.02 s
+    assert len(out["peer"]["times_s"]) == 7  # peers too: the same rule for everyone
+    assert len(out["slow_peer"]["times_s"]) == 1  # the budget still caps peers
+    assert len(out["over_budget"]["times_s"]) <= 3  # 0.07 s of 0.02 s calls, not 6
+    exact = H.measure({"jaxplain": lambda: None, "peer": lambda: None}, repeats=4)
+    assert [len(v["times_s"]) for v in exact.values()] == [4, 4]  # min_timed_s=0: exactly
+
+
+def test_header_says_which_contenders_got_extra_rounds():
+    args = {"repeats": 4, "min_timed_s": 0.6, "max_rounds": 15}
+    m = {"machine": {"load_avg_start": [1.0, 1.0, 1.0]}}
+    new = report.header({**m, "args": {**args, "extended": "all"}})
+    old = report.header({**m, "args": args})  # from before every contender was extended
+    assert "every contender: more when cheap, up to 15" in new
+    assert "jaxplain and its limit: more when cheap" in old and "every contender" not in old
+    exact = report.header({**m, "args": {"repeats": 4, "min_timed_s": 0.0}})
+    assert "4 interleaved rounds" in exact and "more when cheap" not in exact
 
 
 def test_exact_shapley_enumeration_on_a_linear_model():
