@@ -124,9 +124,9 @@ def impute(
     def matvec(v):  # v is zero on kept pixels, and so is the result
         return mc * (wsum * v - stencil(v))
 
-    levels = _hierarchy(m)
+    hierarchy = _hierarchy(m)
     cap = h * w if max_iter is None else max_iter
-    u = _pcg(matvec, rhs, lambda r: _vcycle(levels, matvec, r), tol, cap)
+    u = _pcg(matvec, rhs, lambda r: _vcycle(hierarchy, matvec, r), tol, cap)
     return jnp.moveaxis(jnp.where(mc > 0, u, xc), 1, -1).astype(x.dtype)
 
 
@@ -187,13 +187,16 @@ def _placement(h: int, w: int) -> np.ndarray:
 
 
 def _hierarchy(m: jax.Array):
-    """The fine mask, the coarse levels `[(coef, mask, diagonal), ...]` and the
-    coarsest level's inverse (of the fine level itself when it is that small).
+    """`(levels, inverse)`: the levels a V-cycle smooths, and the coarsest one's inverse.
 
-    The fine level needs no coefficient maps: it applies the constant stencil.
-    Images with no kept pixel get empty masks here, so their singular operators
-    are never inverted; their right-hand side is zero, so nothing else changes.
+    Each level is `(coef, mask, diag)`: coefficient maps `(N, 9, h, w)` (None for
+    the fine level, which applies the constant stencil), the unknowns `(N, 1, h,
+    w)` and the Jacobi diagonal. When the fine level is small enough to invert,
+    there are no levels. Images with no kept pixel get empty coarse masks, so
+    their singular operators are never inverted; their right-hand side is zero,
+    so nothing else changes.
     """
+    h, w = m.shape[-2:]
     boundary = jnp.any(m == 0, axis=(-2, -1))[:, None, None]
     mask = jnp.where(boundary, m, 0.0)
     coef = _fine_coefficients(mask)
@@ -201,8 +204,13 @@ def _hierarchy(m: jax.Array):
     while mask[0].size > DENSE_MAX:
         coef, mask = _coarsen(coef, mask)
         coarse.append((coef, mask))
-    levels = [(c, k, jnp.where(k > 0, c[:, 4], 1.0)[:, None]) for c, k in coarse[:-1]]
-    return m, levels, _dense_inverse(coef, mask)
+    inverse = _dense_inverse(coef, mask)
+    if not coarse:
+        return [], inverse
+    wsum = neighbour_weight(h, w)
+    fine = (None, m[:, None], jnp.asarray(np.where(wsum > 0, wsum, 1.0), m.dtype))
+    smoothed = [(c, k[:, None], jnp.where(k > 0, c[:, 4], 1.0)[:, None]) for c, k in coarse[:-1]]
+    return [fine] + smoothed, inverse
 
 
 def _apply(coef: jax.Array, v: jax.Array) -> jax.Array:
@@ -230,31 +238,29 @@ def _prolong(e: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 
 def _dense_solve(inverse: jax.Array, r: jax.Array) -> jax.Array:
+    """`inverse @ r` for every image and channel of `r` `(N, C, h, w)`."""
     n, c = r.shape[:2]
     return jnp.einsum("nij,ncj->nci", inverse, r.reshape(n, c, -1)).reshape(r.shape)
 
 
 def _vcycle(hierarchy, matvec, r: jax.Array) -> jax.Array:
     """One symmetric V-cycle for `A z = r`; `r` is zero off the unknowns, and so is `z`."""
-    m, levels, inverse = hierarchy
-    h, w = r.shape[-2:]
-    if h * w <= DENSE_MAX:  # the fine level is the coarsest: solve exactly
+    levels, inverse = hierarchy
+    if not levels:  # the fine level is the coarsest: solve exactly
         return _dense_solve(inverse, r)
-    wsum = neighbour_weight(h, w)
-    diag = jnp.asarray(np.where(wsum > 0, wsum, 1.0), r.dtype)
-    return _cycle(levels, inverse, 0, matvec, m[:, None], diag, r)
+    return _cycle(levels, inverse, 0, matvec, r)
 
 
-def _cycle(levels, inverse, level, matvec, mask, diag, r):
+def _cycle(levels, inverse, level, matvec, r):
     """Jacobi sweep, coarse correction (recursively), Jacobi sweep."""
+    _, mask, diag = levels[level]
     x = OMEGA * r / diag
     rc = _restrict(r - matvec(x))
-    if level == len(levels):
+    if level + 1 == len(levels):
         ec = _dense_solve(inverse, rc)
     else:
-        coef, cmask, cdiag = levels[level]
-        coarse_matvec = lambda v: _apply(coef, v)  # noqa: E731
-        ec = _cycle(levels, inverse, level + 1, coarse_matvec, cmask[:, None], cdiag, rc)
+        coef = levels[level + 1][0]
+        ec = _cycle(levels, inverse, level + 1, lambda v: _apply(coef, v), rc)
     x = x + ALPHA * mask * _prolong(ec, r.shape[-2:])
     return x + OMEGA * (r - matvec(x)) / diag
 

@@ -129,7 +129,7 @@ def test_vcycle_is_symmetric_positive_definite():
     wsum = jnp.asarray(_impute.neighbour_weight(h, w), jnp.float32)
     matvec = lambda v: m[:, None] * (wsum * v - _impute.stencil(v))
     hier = _impute._hierarchy(m)
-    assert len(hier[1]) == 1  # one smoothed coarse level, then the dense one
+    assert len(hier[0]) == 2  # the fine level and one coarse level smoothed, then the dense one
     idx = np.flatnonzero(removed[0])
     basis = np.zeros((idx.size, 1, h, w), np.float32)
     basis.reshape(idx.size, -1)[np.arange(idx.size), idx] = 1.0
