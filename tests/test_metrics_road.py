@@ -54,8 +54,11 @@ def np_road(f, x, pixel_attr, fractions, order="morf"):
     return curve
 
 
+_jit_impute = jax.jit(_impute.impute, static_argnames=("tol", "max_iter"))
+
+
 def impute_one(img, removed, **kw):
-    return _impute.impute(img[None], removed[None], **kw)[0]
+    return _jit_impute(img[None], removed[None], **kw)[0]
 
 
 def sum_model(x):
@@ -308,9 +311,9 @@ def test_half_precision_images_are_solved_in_float32(images):
     could not reach `tol` in 8 bits of mantissa) and the result comes back in bfloat16."""
     x16 = jnp.asarray(images, jnp.bfloat16)
     removed = jnp.asarray(np.random.default_rng(8).uniform(size=images.shape[:3]) < 0.6)
-    out = _impute.impute(x16, removed)
+    out = _jit_impute(x16, removed)
     assert out.dtype == jnp.bfloat16
-    ref = _impute.impute(x16.astype(jnp.float32), removed)
+    ref = _jit_impute(x16.astype(jnp.float32), removed)
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), rtol=1e-2, atol=1e-2)
     kept = ~np.asarray(removed)
     np.testing.assert_array_equal(np.asarray(out)[kept], np.asarray(x16)[kept])
