@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain._jaxpr import fast_pools
+from jaxplain._jaxpr import fast_backward
 from jaxplain._xla import compiler_options, jit
 
 SCHEMA = 1
@@ -272,7 +272,7 @@ def limit_forward(model, inputs, target):
 def _target_grads(model, inputs, target):
     """Gradients of the target logits, the model differentiated as jaxplain does (tiling
     pools as reshape + reduce), so the limit is the fastest known way to run them."""
-    return jax.grad(lambda z: jnp.sum(_select(fast_pools(model)(z), target)))(inputs)
+    return jax.grad(lambda z: jnp.sum(_select(fast_backward(model)(z), target)))(inputs)
 
 
 def _fwd_bwd(model, inputs, target, n_out):
@@ -287,7 +287,7 @@ limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
 
 def _fwd_bwd_to(features, head, params, inputs, target):
     a = features(params, inputs)
-    g = jax.grad(fast_pools(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
+    g = jax.grad(fast_backward(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
     return a, g
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain._jaxpr import fast_pools
+from jaxplain._jaxpr import fast_backward
 from jaxplain._xla import jit
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
@@ -214,9 +214,8 @@ class LimitTimer:
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
         self._fwd = jit(lambda m, z: m(z))
-        self._fb = jit(
-            jax.grad(lambda z, m, t: jnp.sum(jnp.take_along_axis(fast_pools(m)(z), t[:, None], 1)))
-        )
+        picked = lambda z, m, t: jnp.take_along_axis(fast_backward(m)(z), t[:, None], 1)  # noqa: E731
+        self._fb = jit(jax.grad(lambda z, m, t: jnp.sum(picked(z, m, t))))
         self._cache: dict[tuple[int, bool], float] = {}
 
     def limit(self, n: int, backward: bool) -> float:

@@ -29,7 +29,7 @@ from ._xla import jit
 from . import _layers
 from . import _validate as V
 from . import batching
-from ._jaxpr import fast_pools
+from ._jaxpr import fast_backward
 from ._quadrature import RULES, quadrature
 from ._types import ArrayLike, Explanation
 from .models import as_model
@@ -90,7 +90,7 @@ def _upsample_size(upsample: Any, x: jax.Array,
 def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], at: str, shape):
     """One forward and one backward pass: (scalars (N,), activations, layer gradients, target)."""
     zeros = _layers.zeros_like_shape(shape)
-    probed = fast_pools(lambda d: _layers.probe(model, x, layer, d, at=at))
+    probed = fast_backward(lambda d: _layers.probe(model, x, layer, d, at=at))
     outputs, vjp, act = jax.vjp(probed, zeros, has_aux=True)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
@@ -302,7 +302,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
             out, _ = _layers.probe(model, xr, layer, d, at=at)
             return jnp.sum(t.select(out))
 
-        g = jax.grad(fast_pools(f))(scale.astype(diff.dtype) * diff[rows])
+        g = jax.grad(fast_backward(f))(scale.astype(diff.dtype) * diff[rows])
         return weights[s].reshape(scale.shape).astype(g.dtype) * g
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)

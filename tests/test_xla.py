@@ -156,10 +156,10 @@ def _prims(fn, *args):
 
 @pytest.mark.parametrize("pool", ["max", "sum"])
 @pytest.mark.parametrize("relu", [True, False])
-def test_fast_pools_same_values_and_gradients(pool, relu):
+def test_fast_backward_pools_same_values_and_gradients(pool, relu):
     f = _pool_net(pool, (2, 2), (2, 2), relu=relu)
     x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))
-    g = _jaxpr.fast_pools(f)
+    g = _jaxpr.fast_backward(f)
     np.testing.assert_allclose(g(x), f(x), rtol=1e-6, atol=1e-6)
     grad = lambda h: jax.grad(lambda z: jnp.sum(h(z) * jnp.arange(5.0)))
     np.testing.assert_allclose(grad(g)(x), grad(f)(x), rtol=1e-5, atol=1e-6)
@@ -168,15 +168,15 @@ def test_fast_pools_same_values_and_gradients(pool, relu):
     assert not _prims(grad(g), x) & slow  # ... and replaced it
 
 
-def test_fast_pools_route_ties_to_the_first_maximum_like_xla():
+def test_fast_backward_pools_route_ties_to_the_first_maximum_like_xla():
     x = jnp.array([[[[1.0], [1.0]], [[0.5], [1.0]]], [[[0.0], [0.0]], [[0.0], [0.0]]]])
     pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
-    g = jax.grad(_jaxpr.fast_pools(pool))(x)
+    g = jax.grad(_jaxpr.fast_backward(pool))(x)
     np.testing.assert_array_equal(g, jax.grad(pool)(x))  # select_and_scatter's choice
     np.testing.assert_array_equal(g[:, :, :, 0], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
 
 
-def test_fast_pools_on_a_constant_image_match_plain_autodiff():
+def test_fast_backward_pools_on_a_constant_image_match_plain_autodiff():
     """The all-zero baseline makes every pooling window a tie."""
     m = testing.tiny_cnn(n_classes=3, pool="max")
     x = jnp.zeros((2, 8, 8, 3))
@@ -187,12 +187,70 @@ def test_fast_pools_on_a_constant_image_match_plain_autodiff():
 
 @pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), "VALID"), ((2, 2), (2, 2), "SAME"),
                                                      ((2, 2), (1, 1), "VALID")])
-def test_fast_pools_leave_overlapping_or_padded_pools_alone(window, stride, padding):
+def test_fast_backward_leaves_overlapping_or_padded_pools_alone(window, stride, padding):
     f = _pool_net("max", window, stride, padding)
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))  # 7 is not a multiple of 2: SAME pads
-    g = _jaxpr.fast_pools(f)
+    g = _jaxpr.fast_backward(f)
     assert "reduce_window_max" in _prims(g, x)
     np.testing.assert_array_equal(g(x), f(x))
+
+
+@pytest.mark.parametrize(
+    "cin, kernel, padding, spec",
+    [
+        (3, (3, 3), "SAME", "HWIO"),
+        (1, (5, 5), "SAME", "HWIO"),
+        (3, (3, 5), ((2, 0), (1, 3)), "HWIO"),  # uneven explicit padding
+        (2, (3, 3), "VALID", "OIHW"),  # another kernel layout
+        (4, (1, 1), "SAME", "HWIO"),
+    ],
+)
+def test_fast_backward_few_channel_convs_same_values_and_gradients(cin, kernel, padding, spec):
+    kx, kw, kg = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(kx, (3, 9, 7, cin))
+    shape = kernel + (cin, 6) if spec == "HWIO" else (6, cin) + kernel
+    k = jax.random.normal(kw, shape)
+
+    def f(x, k):
+        dn = ("NHWC", spec, "NHWC")
+        h = lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
+        return jnp.tanh(h).reshape(x.shape[0], -1)
+
+    g = _jaxpr.fast_backward(f)
+    np.testing.assert_array_equal(g(x, k), f(x, k))  # the same forward convolution
+    ct = jax.random.normal(kg, f(x, k).shape)
+    loss = lambda h: lambda x_, k_: jnp.sum(h(x_, k_) * ct)
+    for argnum in (0, 1):  # input and kernel gradients
+        want = jax.grad(loss(f), argnum)(x, k)
+        got = jax.grad(loss(g), argnum)(x, k)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+    jitted = jax.jit(jax.grad(loss(g)))(x, k)
+    np.testing.assert_allclose(jitted, jax.grad(loss(f))(x, k), rtol=1e-5, atol=1e-4)
+    # the compiled input gradient has the forward convolution only: the transposed one is
+    # gone, and so is the kernel gradient the custom rule could compute but nobody uses
+    n_convs = lambda h: jax.jit(jax.grad(loss(h))).lower(x, k).compile().as_text().count(
+        " convolution("
+    )
+    if kernel != (1, 1):  # XLA writes 1x1 convolutions as dots anyway
+        assert n_convs(f) == 2 and n_convs(g) == 1
+
+
+@pytest.mark.parametrize(
+    "cin, strides, groups",
+    [(8, (1, 1), 1), (3, (2, 2), 1), (4, (1, 1), 2)],  # many channels, strided, grouped
+)
+def test_fast_backward_leaves_other_convs_alone(cin, strides, groups):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, cin))
+    k = jax.random.normal(jax.random.key(1), (3, 3, cin // groups, 4))
+
+    def f(z):
+        dn = ("NHWC", "HWIO", "NHWC")
+        return lax.conv_general_dilated(
+            z, k, strides, "SAME", dimension_numbers=dn, feature_group_count=groups
+        ).sum()
+
+    g = _jaxpr.fast_backward(f)
+    assert str(jax.make_jaxpr(jax.grad(g))(x)) == str(jax.make_jaxpr(jax.grad(f))(x))
 
 
 def test_max_pool_cnn_methods_match_plain_autodiff():
