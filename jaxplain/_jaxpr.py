@@ -67,6 +67,11 @@ def rewrite(fn: Callable, rule: Rule) -> Callable:
 # ---- canonical convolution kernels ---------------------------------------------------------
 
 
+def _to_hwio(dn) -> tuple[int, ...]:
+    """The kernel permutation to (spatial..., in, out) for dimension numbers `dn`."""
+    return tuple(dn.rhs_spec[2:]) + (dn.rhs_spec[1], dn.rhs_spec[0])
+
+
 def _canonical_conv(eqn, invals):
     """A channels-last convolution whose kernel is not laid out (spatial..., in, out).
 
@@ -84,7 +89,7 @@ def _canonical_conv(eqn, invals):
     n = len(rhs_spec)
     if lhs_spec[1] != n - 1 or out_spec[1] != n - 1:  # only channels-last activations
         return None
-    perm = tuple(rhs_spec[2:]) + (rhs_spec[1], rhs_spec[0])
+    perm = _to_hwio(dn)
     if perm == tuple(range(n)):
         return None
     lhs, rhs = invals
@@ -215,7 +220,7 @@ def _few_channel_conv(eqn, invals):
     ):
         return None
     prim, params = eqn.primitive, dict(p)
-    to_hwio = tuple(dn.rhs_spec[2:]) + (dn.rhs_spec[1], dn.rhs_spec[0])
+    to_hwio = _to_hwio(dn)
 
     @jax.custom_vjp
     def conv(x, w):
