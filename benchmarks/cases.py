@@ -504,6 +504,45 @@ def occlusion(ctx: Ctx) -> Bench:
     return b
 
 
+def feature_ablation(ctx: Ctx) -> Bench:
+    """Feature ablation on SLIC superpixels, one label map per image (16 images)."""
+    n = 16
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    seg = np.asarray(jx.superpixels(x, "slic", n_segments=50))
+    d = int(seg.max()) + 1
+    model = ctx.model
+    call = lambda m, xx: jx.feature_ablation(m, xx, target=t, segments=seg)
+    b = Bench(
+        n,
+        n * (d + 1),
+        {"segments": "slic per image", "features": d, "baseline": 0.0},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        reported_evals=True,
+        note="both sides ablate every label up to the largest in the batch in every image",
+    )
+    if ctx.peer("captum"):
+        for ppe in [None, 16, 64] if not ctx.quick else [None, 64]:
+            label = "1 (default)" if ppe is None else str(ppe)
+            b.peers[f"captum.FeatureAblation[perturbations_per_eval={label}]"] = (
+                P.captum_feature_ablation(ctx.torch_model, x, t, seg, ppe=ppe)
+            )
+
+        def agree(out, peer_out):
+            name = min((k for k in peer_out if k.startswith("captum.FeatureAblation")), default=None)
+            if name is None:
+                return []
+            ref = twins.from_nchw(_np(peer_out[name]))
+            a = np.broadcast_to(np.asarray(jx.to_pixels(out, seg))[..., None], ref.shape)
+            return [_agree("feature_ablation", "captum.FeatureAblation", rel_err(a, ref), 1e-4)]
+
+        b.agreement = agree
+    return b
+
+
 def rise(ctx: Ctx) -> Bench:
     nm = 1000
     x = ctx.images(1)
@@ -633,6 +672,7 @@ CASES: tuple[Case, ...] = (
     Case("shapley_sampling", "shapley_sampling", "fwd", shapley_sampling, quick=True),
     Case("exact_shapley", "exact_shapley", "fwd", exact_shapley),
     Case("occlusion", "occlusion", "fwd", occlusion),
+    Case("feature_ablation", "feature_ablation", "fwd", feature_ablation),
     Case("rise", "rise", "fwd", rise),
     Case("deletion", "deletion", "fwd", deletion),
     Case("road", "road", "fwd", road),

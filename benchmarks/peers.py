@@ -33,11 +33,13 @@ def _t(target: np.ndarray):
 
 
 def _feature_mask(segments: np.ndarray, n: int, channels: int = 3):
-    """Captum feature mask (N, C, H, W) from a (H, W) label map (all channels together)."""
+    """Captum feature mask (N, C, H, W) from an (H, W) or per-example (N, H, W) label map
+    (all channels of a pixel together)."""
     import torch
 
     seg = torch.as_tensor(np.asarray(segments), dtype=torch.long)
-    return seg[None, None].expand(n, channels, *seg.shape).contiguous()
+    seg = seg[:, None] if seg.ndim == 3 else seg[None, None]
+    return seg.expand(n, channels, *seg.shape[-2:]).contiguous()
 
 
 # ---- gradient family ------------------------------------------------------------------
@@ -147,6 +149,15 @@ def captum_shapley_sampling(
     return lambda: sv.attribute(
         xt, baselines=0.0, target=t, feature_mask=mask, n_samples=n_permutations, **kw
     )
+
+
+def captum_feature_ablation(tm, x, target, segments, *, ppe: int | None) -> Callable:
+    from captum.attr import FeatureAblation
+
+    fa, xt, t = FeatureAblation(tm), to_nchw(x), _t(target)
+    mask = _feature_mask(segments, len(x), x.shape[-1])
+    kw = {} if ppe is None else {"perturbations_per_eval": ppe}
+    return lambda: fa.attribute(xt, baselines=0.0, target=t, feature_mask=mask, **kw)
 
 
 def captum_occlusion(tm, x, target, *, window: int, stride: int, ppe: int | None) -> Callable:

@@ -55,6 +55,7 @@ from .features import gaussian_blur as gaussian_blur
 from .features import resolve_baseline as resolve_baseline
 from .features import superpixels as superpixels
 from .features import to_pixels as to_pixels
+from .perturbation import feature_ablation as feature_ablation
 from .perturbation import occlusion as occlusion
 from .perturbation import rise as rise
 from .lime import lime as lime
@@ -107,6 +108,7 @@ __all__ = [
     "resolve_baseline",
     "superpixels",
     "to_pixels",
+    "feature_ablation",
     "occlusion",
     "rise",
     "lime",

@@ -379,6 +379,114 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
     return Explanation(values, n_evals=jnp.full((n,), int(np.prod(npos)) + 1, jnp.int32))
 
 
+# ---- feature ablation ------------------------------------------------------------------
+
+
+def feature_ablation(
+    model: Callable,
+    x: ArrayLike,
+    *,
+    target: Any,
+    segments: ArrayLike,
+    baseline: Any = 0.0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Explanation:
+    """Feature ablation: the drop of the target when one feature is replaced by the baseline.
+
+    Feature `j` of an example gets `f(x) - f(x with feature j removed)`, one model
+    evaluation per feature (as Captum's `FeatureAblation` with a `feature_mask`).
+    It is occlusion with the windows replaced by features of any shape
+    (superpixels, grid cells, user masks), and the cheapest perturbation method:
+    `d + 1` evaluations per example. It sees no interactions: on an additive
+    model it equals the Shapley values; on others, compare with `kernel_shap`.
+
+    Args:
+      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
+      x: images `(N, H, W, C)` (or `(N, H, W)`).
+      target: see `jaxplain.as_target`.
+      segments: labels `(H, W)` or `(N, H, W)`, `0..d-1` without gaps
+        (`grid_segments`, `superpixels`, ...).
+      baseline: what a removed feature becomes: a number, an image, one image
+        per example, `"blur"` or `"mean"` (the feature's mean colour).
+      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
+
+    Returns:
+      `Explanation(values (N, d), n_evals (N,))`. Features an example lacks
+      (per-example segments with fewer labels) get 0. `jx.to_pixels` paints
+      the values back onto the image.
+
+    Raises:
+      ValueError, TypeError: invalid arguments (before anything compiles).
+
+    References:
+      Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
+      ECCV 2014 (occlusion); Captum's `FeatureAblation`.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxplain.testing import linear_model
+    >>> w = jnp.arange(8.0).reshape(2, 4, 1, 1)
+    >>> seg = jnp.array([[0, 0, 1, 1], [2, 2, 3, 3]])
+    >>> feature_ablation(linear_model(w), jnp.ones((1, 2, 4, 1)), target=0, segments=seg).values
+    Array([[ 1.,  5.,  9., 13.]], dtype=float32)
+    """
+    model = as_model(model)
+    x = V.check_array(x, min_ndim=3)
+    t = as_target(target, model, x)
+    seg, d = features.check_segments(segments, x.shape)
+    mode, b = features.baseline_spec(baseline, x)
+    batch_size = V.check_batch_size(batch_size)
+    return _progress.run(
+        _feature_ablation,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        d=d,
+        mode=mode,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=x.shape[0] * (d + 1),
+        desc="feature_ablation",
+    )
+
+
+@_progress.progress_jit(static_argnames=("d", "mode", "batch_size"))
+def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
+    n = x.shape[0]
+    b = features.make_baseline(mode, b, x, seg, d)
+    present = features.feature_counts(seg, d) > 0
+    (fx,), target = values_at(model, target, [x], batch_size)
+    labels = jnp.arange(d)
+
+    def inputs_fn(ex, j):
+        return features.apply_coalitions(x[ex], b[ex], seg[ex], j[:, None] != labels)
+
+    def reduce_fn(acc, c):
+        drop = fx[c.ex] - c.values[:, 0]
+        hit = (c.unit[:, None] == labels).astype(drop.dtype)
+        return add_local(acc, c.ex0, jnp.einsum("mk,m,md->kd", c.onehot, drop, hit))
+
+    acc = stream(
+        model,
+        target,
+        n,
+        d,
+        lambda ex, u: (u[:, None], None),
+        inputs_fn,
+        reduce_fn,
+        jnp.zeros((n, d), jnp.float32),
+        batch_size,
+    )
+    return Explanation(
+        jnp.where(present, acc, 0.0), n_evals=jnp.full((n,), d + 1, jnp.int32)
+    )
+
+
 # ---- RISE --------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The streaming engine, occlusion and RISE."""
+"""The streaming engine, occlusion, feature ablation and RISE."""
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,90 @@ def test_occlusion_errors():
         jx.occlusion(m, x, target=0, window=2, strides=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="baseline"):
         jx.occlusion(m, x, target=0, baseline="mean")
+
+
+# ---- feature ablation ----------------------------------------------------------------------
+
+
+def _ablation_reference(f, x, seg, baseline):
+    """Brute force: `f(x) - f(x with feature j set to the baseline)`, one NumPy input at a time."""
+    x, b = np.asarray(x), np.broadcast_to(np.asarray(baseline, np.float32), np.shape(x))
+    seg = np.broadcast_to(np.asarray(seg), x.shape[:3])
+    d = int(seg.max()) + 1
+    out = np.zeros((x.shape[0], d), np.float32)
+    for i in range(x.shape[0]):
+        fx = float(np.asarray(f(jnp.asarray(x[i : i + 1])))[0])
+        for j in range(d):
+            if not (seg[i] == j).any():
+                continue
+            z = np.where((seg[i] == j)[..., None], b[i], x[i])
+            out[i, j] = fx - float(np.asarray(f(jnp.asarray(z[None])))[0])
+    return out
+
+
+def test_feature_ablation_on_linear_model_is_w_times_x_minus_baseline_per_feature():
+    m, w = _linear(size=6, channels=2)
+    x = testing.random_images(0, n=3, size=6, channels=2)
+    seg = jx.grid_segments(6, 6, 3)  # 9 cells of 2x2
+    b = testing.random_images(5, n=1, size=6, channels=2)[0]
+    e = jx.feature_ablation(m, x, target=1, segments=seg, baseline=b)
+    per_pixel = np.asarray((w[..., 1] * (x - b)).sum(-1))  # (N, H, W)
+    expected = np.stack([[per_pixel[i][seg == j].sum() for j in range(9)] for i in range(3)])
+    np.testing.assert_allclose(e.values, expected, atol=1e-5)
+    assert e.n_evals.tolist() == [10] * 3
+    # additive in the features, so ablation is the Shapley value (efficiency holds too)
+    exact = jx.exact_shapley(m, x, target=1, segments=seg, baseline=b)
+    np.testing.assert_allclose(e.values, exact.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("baseline", [0.1, "blur", "mean"])
+def test_feature_ablation_matches_brute_force_with_per_example_segments(baseline):
+    f = lambda z: jnp.tanh(z.sum((1, 2, 3)) - 0.3 * z[:, 1, 2, 0] * z[:, 3, 3, 1])  # noqa: E731
+    x = testing.random_images(1, n=3, size=6, channels=2)
+    rng = np.random.default_rng(0)
+    seg = np.stack([rng.permutation(np.arange(36) % k).reshape(6, 6) for k in (5, 7, 3)])
+    e = jx.feature_ablation(f, x, target=None, segments=seg, baseline=baseline, batch_size=5)
+    b = jx.resolve_baseline(baseline, x, seg)
+    ref = _ablation_reference(f, x, seg, b)
+    np.testing.assert_allclose(e.values, ref, atol=1e-5)
+    assert e.values.shape == (3, 7)
+    # labels an example lacks get exactly 0
+    assert (np.asarray(e.values)[0, 5:] == 0).all() and (np.asarray(e.values)[2, 3:] == 0).all()
+
+
+def test_feature_ablation_equals_tiling_occlusion_and_ignores_batch_size_and_jit():
+    m = testing.tiny_cnn(n_classes=3, features=(4,))
+    x = testing.random_images(2, n=3, size=8)
+    model = jx.from_linen(m, m.init(jax.random.key(0), x[:1]))
+    seg = jx.grid_segments(8, 8, 4)  # 2x2 cells, the windows of a tiling occlusion
+    ref = jx.feature_ablation(model, x, target="predicted", segments=seg, baseline=0.2)
+    occ = jx.occlusion(model, x, target="predicted", window=2, strides=2, baseline=0.2)
+    np.testing.assert_allclose(jx.to_pixels(ref.values, seg), occ.values[..., 0], atol=1e-5)
+    for bs in (1, 7, 16, 1000):
+        e = jx.feature_ablation(model, x, target="predicted", segments=seg, baseline=0.2, batch_size=bs)
+        np.testing.assert_allclose(e.values, ref.values, atol=1e-6)
+    jitted = jax.jit(lambda mm, xx: jx.feature_ablation(mm, xx, target="predicted", segments=seg,
+                                                        baseline=0.2).values)
+    np.testing.assert_allclose(jitted(model, x), ref.values, atol=1e-6)
+    with testing.count_compiles() as c:  # new weights, same shapes: no recompilation
+        model2 = jx.from_linen(m, m.init(jax.random.key(1), x[:1]))
+        jx.feature_ablation(model2, x, target="predicted", segments=seg, baseline=0.2).values.block_until_ready()
+    assert c["n"] == 0
+
+
+def test_feature_ablation_errors():
+    m, _ = _linear()
+    x = testing.random_images(0, n=1, size=6, channels=2)
+    seg = jx.grid_segments(6, 6, 2)
+    gaps = np.where(seg == 1, 2, seg)  # label 1 missing
+    with pytest.raises(ValueError, match="segments"):
+        jx.feature_ablation(m, x, target=0, segments=gaps)
+    with pytest.raises(ValueError, match="segments"):
+        jx.feature_ablation(m, x, target=0, segments=seg[:5])
+    with pytest.raises(ValueError, match="baseline"):
+        jx.feature_ablation(m, x, target=0, segments=seg, baseline=np.zeros((4, 6, 2)))
+    with pytest.raises(ValueError, match="target"):
+        jx.feature_ablation(m, x, target=5, segments=seg)
 
 
 def test_rise_masks_and_reproducibility():

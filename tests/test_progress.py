@@ -20,6 +20,8 @@ CASES = {
     "shapley_sampling": lambda **kw: jx.shapley_sampling(MODEL, X, target=0, segments=SEG, key=0,
                                                          n_permutations=4, batch_size=8, **kw),
     "exact_shapley": lambda **kw: jx.exact_shapley(MODEL, X, target=0, segments=SEG, batch_size=4, **kw),
+    "feature_ablation": lambda **kw: jx.feature_ablation(MODEL, X, target=0, segments=SEG, batch_size=3,
+                                                         **kw),
     "occlusion": lambda **kw: jx.occlusion(MODEL, X, target=0, window=2, batch_size=4, **kw),
     "rise": lambda **kw: jx.rise(MODEL, X, target=0, key=0, n_masks=16, cells=2, batch_size=8, **kw),
 }

@@ -28,6 +28,7 @@ PUBLIC = [
     "expected_gradients",
     "explain_dataset",
     "faithfulness_correlation",
+    "feature_ablation",
     "feature_maps",
     "feature_visualization",
     "filters",
