@@ -329,6 +329,86 @@ def guided_backprop(ctx: Ctx) -> Bench:
     return b
 
 
+def _deeplift_agreement(ctx, name, peer, out, ref, gap, x) -> list[dict]:
+    """Values vs Captum on average-pool models; on max-pool models, summation to delta.
+
+    Captum's `DeepLift` max-pool rule does not keep summation to delta (on a
+    one-conv max-pool net with baseline 0.3 its own convergence delta was up to
+    1.9, while the attributions sum to 1e-2..1 per image), so there the values are
+    reported, not judged, and jaxplain is checked against the axiom instead.
+    """
+    err = rel_err(out, ref)
+    if ctx.spec.pool == "avg":
+        return [_agree(name, peer, err, 1e-4)]
+    scale = float(np.max(np.abs(np.asarray(ctx.model(jnp.asarray(x))))))  # the largest logit
+    gap = float(np.max(np.abs(np.asarray(gap)))) / max(scale, 1e-30)
+    return [
+        _agree(f"{name} summation to delta", "f(x) - f(baseline)", gap, 1e-4),
+        _agree(name, peer, err, 1e-4, informational=True),
+    ]
+
+
+def deeplift(ctx: Ctx) -> Bench:
+    n, base = 16, 0.0
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    call = lambda m, xx: jx.deeplift(m, xx, target=t, baseline=base)
+    b = Bench(n, 2 * n, {"baseline": base}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))),
+              note="limit = forward+backward of the images and their baselines (Captum runs "
+              "exactly that batch); jaxplain also runs one forward at the images for the target")
+    if ctx.peer("captum"):
+        b.peers["captum.DeepLift"] = P.captum_deeplift(ctx.torch_model, x, t, base)
+
+        def agree(out, peer_out):
+            ref = twins.from_nchw(_np(peer_out["captum.DeepLift"]))
+            e = call(model, x)
+            return _deeplift_agreement(ctx, "deeplift", "captum.DeepLift", out, ref, e.gap, x)
+
+        b.agreement = agree
+    return b
+
+
+def deeplift_shap(ctx: Ctx) -> Bench:
+    n, m = 16, 8
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    refs = twins.images(m, ctx.spec.size, seed=3)
+    model = ctx.model
+    call = lambda mm, xx: jx.deeplift_shap(mm, xx, target=t, references=refs)
+    b = Bench(n, 2 * n * m, {"references": m}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))),
+              note="every image against every reference: 2 * 16 * 8 forward+backward rows")
+    if ctx.peer("captum"):
+        b.peers["captum.DeepLiftShap"] = P.captum_deeplift_shap(ctx.torch_model, x, t, refs)
+    if ctx.peer("shap"):
+        for ranked in (True, False) if not ctx.quick else (True,):
+            label = "ranked_outputs=1" if ranked else "every output (default)"
+            b.peers[f"shap.DeepExplainer[{label}]"] = P.shap_deep(
+                ctx.torch_model, x, refs, ranked=ranked
+            )
+
+    def agree(out, peer_out):
+        checks = []
+        if "captum.DeepLiftShap" in peer_out.keys():
+            ref = twins.from_nchw(_np(peer_out["captum.DeepLiftShap"]))
+            e = call(model, x)
+            checks += _deeplift_agreement(
+                ctx, "deeplift_shap", "captum.DeepLiftShap", out, ref, e.gap, x
+            )
+        name = "shap.DeepExplainer[ranked_outputs=1]"
+        if name in peer_out.keys():  # shap's rule for max pooling is the one jaxplain uses: judged
+            sv = np.asarray(peer_out[name])[..., 0]
+            ref = twins.from_nchw(sv)
+            checks.append(_agree("deeplift_shap", "shap.DeepExplainer", rel_err(out, ref), 1e-4))
+        return checks
+
+    if ctx.peer("captum") or ctx.peer("shap"):
+        b.agreement = agree
+    return b
+
+
 def grad_cam(ctx: Ctx) -> Bench:
     n = 64
     x = ctx.images(n)
@@ -666,6 +746,8 @@ CASES: tuple[Case, ...] = (
     Case("smoothgrad", "smoothgrad", "fwdbwd", smoothgrad),
     Case("expected_gradients", "expected_gradients", "fwdbwd", expected_gradients),
     Case("guided_backprop", "guided_backprop", "fwdbwd", guided_backprop),
+    Case("deeplift", "deeplift", "fwdbwd", deeplift),
+    Case("deeplift_shap", "deeplift_shap", "fwdbwd", deeplift_shap),
     Case("grad_cam", "grad_cam", "fwdbwd_to_layer", grad_cam, ("small", "large"), quick=True),
     Case("lime", "lime", "fwd", lime, quick=True),
     Case("kernel_shap", "kernel_shap", "fwd", kernel_shap, quick=True),

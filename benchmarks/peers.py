@@ -98,11 +98,41 @@ def shap_gradient(tm, x, refs: np.ndarray, *, n_samples: int, batch_size: int = 
     return lambda: ex.shap_values(xt, nsamples=n_samples, ranked_outputs=1)
 
 
+def shap_deep(tm, x, refs: np.ndarray, *, ranked: bool) -> Callable:
+    """shap's DeepExplainer (DeepLIFT-SHAP) against every reference: the predicted class
+    only (`ranked_outputs=1`) or, its default, every output. Returns the values
+    `(N, C, H, W, K)` (K = 1 when ranked)."""
+    import shap
+    import torch
+
+    ex = shap.DeepExplainer(tm, torch.as_tensor(to_nchw(refs)))
+    xt = torch.as_tensor(to_nchw(x))
+    if ranked:
+        return lambda: ex.shap_values(xt, ranked_outputs=1, check_additivity=False)[0]
+    return lambda: ex.shap_values(xt, check_additivity=False)
+
+
 def captum_guided_backprop(tm, x, target) -> Callable:
     from captum.attr import GuidedBackprop
 
     gb, xt, t = GuidedBackprop(tm), to_nchw(x), _t(target)
     return lambda: gb.attribute(xt, target=t)
+
+
+def captum_deeplift(tm, x, target, baseline: float) -> Callable:
+    from captum.attr import DeepLift
+
+    dl, xt, t = DeepLift(tm), to_nchw(x), _t(target)
+    return lambda: dl.attribute(xt, baselines=baseline, target=t)
+
+
+def captum_deeplift_shap(tm, x, target, refs: np.ndarray) -> Callable:
+    import torch
+    from captum.attr import DeepLiftShap
+
+    dl, xt, t = DeepLiftShap(tm), to_nchw(x), _t(target)
+    rt = torch.as_tensor(to_nchw(refs))
+    return lambda: dl.attribute(xt, baselines=rt, target=t)
 
 
 def captum_layer_gradcam(tm, layer: str, x, target) -> Callable:

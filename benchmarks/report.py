@@ -60,7 +60,8 @@ def one_line(res: dict) -> str:
 
 
 def informational(a: dict) -> bool:
-    """An agreement check reported but not judged (records before the node-by-node check)."""
+    """An agreement check reported but not judged (a peer known to differ by design or by a
+    bug of its own, or records from before the node-by-node IG check)."""
     return bool(a.get("informational", False))
 
 

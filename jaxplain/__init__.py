@@ -26,6 +26,8 @@ from .features import pixel_segments as pixel_segments
 
 # --- gradients ---------------------------------------------------------------------------
 from .gradients import deconvnet as deconvnet
+from .gradients import deeplift as deeplift
+from .gradients import deeplift_shap as deeplift_shap
 from .gradients import expected_gradients as expected_gradients
 from .gradients import gradient_x_input as gradient_x_input
 from .gradients import guided_backprop as guided_backprop
@@ -159,6 +161,8 @@ __all__ = [
     "explain_dataset",
     "load_results",
     "deconvnet",
+    "deeplift",
+    "deeplift_shap",
     "expected_gradients",
     "gradient_x_input",
     "guided_backprop",

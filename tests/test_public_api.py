@@ -20,6 +20,8 @@ PUBLIC = [
     "completeness_gap",
     "complexity",
     "deconvnet",
+    "deeplift",
+    "deeplift_shap",
     "deletion",
     "efficiency_gap",
     "enable_compilation_cache",

@@ -1,0 +1,228 @@
+"""DeepLIFT's multipliers: the model evaluated on an input and its reference in lockstep.
+
+`paired(fn)` traces `fn` to a jaxpr and evaluates every equation twice, on the
+input's values and on the reference's. The input's half is differentiated; its
+backward pass carries DeepLIFT multipliers instead of gradients:
+
+- an elementwise nonlinearity of one varying operand (`max(z, 0)`, hence every
+  ReLU, `tanh`, `logistic`, `exp`, `log`, `erf`, `integer_pow` ...) gets the
+  *rescale* rule, the secant `(f(z) - f(z_ref)) / (z - z_ref)` (its derivative
+  where `|z - z_ref| < EPS`);
+- a product of two varying operands gets the exact two-player split
+  `d(ab) = mean(a) db + mean(b) da` (so `x * sigmoid(x)` keeps summation to delta);
+- max pooling whose windows tile the input sends `max(y, y_ref) - y_ref` to the
+  input's arg-max and `y - max(y, y_ref)` to the reference's (together `y - y_ref`),
+  divided by the input's difference there;
+- linear equations (convolutions, matrix products, sums, reshapes, average
+  pooling) keep their gradient, which is their multiplier.
+
+With only these equations between input and output, the attributions
+`(x - x_ref) * multipliers` sum to `f(x) - f(x_ref)` (summation to delta).
+Anything else (a `where` on the input, a max of two activations, pooling with
+overlapping windows, control flow) keeps its ordinary gradient at the input, as
+in Captum.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
+
+from ._jaxpr import _window_max, _window_sum
+
+EPS = 1e-10
+"""Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
+
+RESCALED = frozenset(
+    "max min tanh logistic exp exp2 log log1p expm1 erf erfc sin cos sqrt rsqrt cbrt abs "
+    "integer_pow pow atan sinh cosh asinh".split()
+)
+"""Elementwise primitives that get the rescale rule when one operand varies."""
+
+_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+          "custom_vjp_call_jaxpr": "fun_jaxpr"}
+"""Higher-order primitives entered (their inner equations get the rules; custom
+derivatives of the inner function are replaced by DeepLIFT's)."""
+
+
+def _bind(eqn, invals):
+    bind = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = bind if isinstance(bind, tuple) else ((), bind)
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _rescale(f: Callable[[jax.Array], jax.Array]):
+    """`f(z)`, differentiated by the secant from `z_ref` (both arguments; `z_ref` gets 0)."""
+
+    @jax.custom_vjp
+    def op(z, zr):
+        return f(z)
+
+    def fwd(z, zr):
+        y, dy = jax.jvp(f, (z,), (jnp.ones_like(z),))
+        return y, (z, zr, y, f(zr), dy)
+
+    def bwd(res, g):
+        z, zr, y, yr, dy = res
+        dz = z - zr
+        small = jnp.abs(dz) < EPS
+        slope = jnp.where(small, dy, (y - yr) / jnp.where(small, 1, dz))
+        return g * slope.astype(g.dtype), jnp.zeros_like(zr)
+
+    op.defvjp(fwd, bwd)
+    return op
+
+
+@jax.custom_vjp
+def _product(a, b, ar, br):
+    return a * b
+
+
+def _product_fwd(a, b, ar, br):
+    return a * b, (a, b, ar, br)
+
+
+def _product_bwd(res, g):
+    a, b, ar, br = res
+    return g * (b + br) / 2, g * (a + ar) / 2, jnp.zeros_like(ar), jnp.zeros_like(br)
+
+
+_product.defvjp(_product_fwd, _product_bwd)
+
+
+def _tiles(eqn, x) -> tuple[int, ...] | None:
+    p = eqn.params
+    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    if (
+        win != strides
+        or any(tuple(pad) != (0, 0) for pad in p["padding"])
+        or any(d != 1 for d in p["base_dilation"])
+        or any(d != 1 for d in p["window_dilation"])
+        or any(s % w for s, w in zip(x.shape, win))
+    ):
+        return None
+    return sum(((s // w, w) for s, w in zip(x.shape, win)), ())
+
+
+def _windows(x, tiles):
+    """`(out..., k)`: the entries of each tile along a last axis (row-major window order)."""
+    n = x.ndim
+    r = jnp.transpose(x.reshape(tiles), tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2)))
+    return r.reshape(r.shape[:n] + (-1,))
+
+
+def _unwindows(w, tiles, shape):
+    n = len(shape)
+    r = w.reshape(w.shape[:n] + tuple(tiles[1::2]))
+    order = sum(((i, n + i) for i in range(n)), ())
+    return jnp.transpose(r, order).reshape(shape)
+
+
+def _window_max_rule(tiles):
+    @jax.custom_vjp
+    def op(x, r):
+        return _window_max(x, tiles)
+
+    def fwd(x, r):
+        return _window_max(x, tiles), (x, r)
+
+    def bwd(res, g):
+        x, r = res
+        wx, wr = _windows(x, tiles), _windows(r, tiles)
+        hx = jnp.arange(wx.shape[-1]) == jnp.argmax(wx, axis=-1)[..., None]
+        hr = jnp.arange(wr.shape[-1]) == jnp.argmax(wr, axis=-1)[..., None]
+        y, yr = jnp.max(wx, axis=-1), jnp.max(wr, axis=-1)
+        top = jnp.maximum(y, yr)
+        share = (g * (top - yr))[..., None] * hx + (g * (y - top))[..., None] * hr
+        dx = wx - wr
+        small = jnp.abs(dx) < EPS
+        mult = jnp.where(small, g[..., None] * hx, share / jnp.where(small, 1, dx))
+        return _unwindows(mult.astype(g.dtype), tiles, x.shape), jnp.zeros_like(r)
+
+    op.defvjp(fwd, bwd)
+    return op
+
+
+def _rule(eqn, xs, rs):
+    """DeepLIFT's equation for `eqn`, or None (bind it on both halves)."""
+    name = eqn.primitive.name
+    varying = [i for i, (a, b) in enumerate(zip(xs, rs)) if a is not b]
+    if name in ("reduce_window_max", "reduce_window_sum") and varying:
+        tiles = _tiles(eqn, xs[0])
+        if tiles is None:
+            return None
+        with eqn.ctx.manager:
+            if name == "reduce_window_sum":
+                return [(_window_sum(xs[0], tiles), _window_sum(rs[0], tiles))]
+            return [(_window_max_rule(tiles)(xs[0], rs[0]), _window_max(rs[0], tiles))]
+    if name == "mul" and len(varying) == 2:
+        a, b = xs
+        if jnp.shape(a) == jnp.shape(b) and jnp.shape(rs[0]) == jnp.shape(a):
+            with eqn.ctx.manager:
+                return [(_product(a, b, rs[0], rs[1]), rs[0] * rs[1])]
+        return None
+    if name in RESCALED and len(varying) == 1:
+        i = varying[0]
+
+        def f(z):
+            args = list(xs)
+            args[i] = z
+            return _bind(eqn, args)[0]
+
+        with eqn.ctx.manager:
+            return [(_rescale(f)(xs[i], rs[i]), f(rs[i]))]
+    return None
+
+
+def interpret_pair(jaxpr, consts, xs, rs) -> list[tuple[Any, Any]]:
+    """Evaluates `jaxpr` on the input's arguments `xs` and the reference's `rs` in lockstep."""
+    env: dict = {}
+
+    def read(v):
+        if isinstance(v, jex_core.Literal):
+            return v.val, v.val
+        return env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = (c, c)
+    for v, a, b in zip(jaxpr.invars, xs, rs):
+        env[v] = (a, b)
+    for eqn in jaxpr.eqns:
+        pairs = [read(v) for v in eqn.invars]
+        ix, ir = [p[0] for p in pairs], [p[1] for p in pairs]
+        if all(a is b for a, b in pairs):  # no input dependence: one evaluation serves both
+            outs = [(o, o) for o in _bind(eqn, ix)]
+        else:
+            outs = _rule(eqn, ix, ir)
+            if outs is None:
+                key = _CALLS.get(eqn.primitive.name)
+                if key is not None and key in eqn.params:
+                    closed = eqn.params[key]
+                    inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
+                    inner_consts = getattr(closed, "consts", ())
+                    n_skip = len(ix) - len(inner.invars)  # custom_vjp: leading consts
+                    outs = interpret_pair(inner, inner_consts, ix[n_skip:], ir[n_skip:])
+                else:
+                    outs = list(zip(_bind(eqn, ix), _bind(eqn, ir)))
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def paired(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array, jax.Array], tuple[Any, Any]]:
+    """`g(x, r) -> (fn(x), fn(r))` whose derivative in `x` carries DeepLIFT's multipliers."""
+
+    def g(x, r):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
+        outs = interpret_pair(closed.jaxpr, closed.consts, [x], [r])
+        tree = jax.tree.structure(out_shape)
+        return (jax.tree.unflatten(tree, [o[0] for o in outs]),
+                jax.tree.unflatten(tree, [o[1] for o in outs]))
+
+    return g

@@ -1,0 +1,136 @@
+"""DeepLIFT and DeepLIFT-SHAP: closed forms, summation to delta, the pooling rule, invariances."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from jaxplain import testing
+
+
+def _cnn(pool, seed=0):
+    m = testing.tiny_cnn(n_classes=3, features=(4, 8), pool=pool)
+    x = testing.random_images(0, n=3, size=8)
+    return m, m.init(jax.random.key(seed), x[:1]), x
+
+
+def test_linear_model_gives_w_times_x_minus_baseline():
+    w = jax.random.normal(jax.random.key(0), (4, 4, 2, 3))
+    m = testing.linear_model(w)
+    x = testing.random_images(1, n=2, size=4, channels=2)
+    b = testing.random_images(2, n=1, size=4, channels=2)[0]
+    e = jx.deeplift(m, x, target=2, baseline=b)
+    np.testing.assert_allclose(e.values, w[..., 2] * (x - b), atol=1e-5)
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-5)
+    refs = testing.random_images(3, n=5, size=4, channels=2)
+    s = jx.deeplift_shap(m, x, target=2, references=refs)
+    np.testing.assert_allclose(s.values, w[..., 2] * (x - refs.mean(0)), atol=1e-5)
+    assert s.n_evals.tolist() == [10, 10]  # 5 (input, reference) pairs: 2 forwards each
+
+
+def test_single_relu_neuron_uses_the_secant_slope():
+    w = jnp.array([0.5, -1.0, 2.0])
+    f = lambda z: jax.nn.relu(z @ w - 0.2)[:, None]  # noqa: E731
+    x = jnp.array([[1.0, 0.5, 0.4], [0.1, 0.9, 0.1]])  # pre-activations 0.6 and -0.85
+    b = jnp.array([0.2, 0.3, -0.1])  # pre-activation -0.6: the unit is off at the baseline
+    e = jx.deeplift(f, x, target=0, baseline=b)
+    z, zb = x @ w - 0.2, b @ w - 0.2
+    slope = (jax.nn.relu(z) - jax.nn.relu(zb)) / (z - zb)
+    np.testing.assert_allclose(e.values, w * (x - b) * slope[:, None], atol=1e-6)
+    # the gradient would be 0 for the second example (its unit is off) and 1 for the first
+    assert float(slope[0]) == pytest.approx(0.6 / 1.2) and float(slope[1]) == 0.0
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_cnn_attributions_sum_to_the_change_of_the_output(pool):
+    m, v, x = _cnn(pool)
+    model = jx.from_linen(m, v)
+    b = 0.3 * testing.random_images(4, n=3, size=8)
+    e = jx.deeplift(model, x, target="predicted", baseline=b)
+    out_x, out_b = model(x), model(b)
+    t = jnp.argmax(out_x, -1)
+    delta = out_x[jnp.arange(3), t] - out_b[jnp.arange(3), t]
+    np.testing.assert_allclose(e.values.reshape(3, -1).sum(1), delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-5)
+    # the NNX twin is read from its own jaxpr and gives the same numbers
+    nnx_model = jx.from_nnx(testing.tiny_cnn_nnx(v, n_classes=3, features=(4, 8), pool=pool))
+    np.testing.assert_allclose(jx.deeplift(nnx_model, x, target="predicted", baseline=b).values,
+                               e.values, atol=1e-5)
+    # and it is not the gradient: DeepLIFT differs from gradient x (x - b) on a ReLU network
+    g = jx.saliency(model, x, target=t).values * (x - b)
+    assert float(jnp.abs(g - e.values).max()) > 1e-3
+
+
+def test_smooth_nonlinearities_and_gated_products_keep_summation_to_delta():
+    k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+    w1, w2 = jax.random.normal(k1, (6, 8)), jax.random.normal(k2, (8, 2))
+
+    def mlp(z):
+        h = jax.nn.silu(z @ w1) + jnp.tanh(z @ w1) * jax.nn.sigmoid(z @ w1) + jnp.exp(-(z @ w1) ** 2)
+        return jax.nn.softplus(h) @ w2
+
+    x = jax.random.normal(k3, (4, 6))
+    e = jx.deeplift(mlp, x, target=1, baseline=0.5)
+    delta = mlp(x)[:, 1] - mlp(jnp.full((1, 6), 0.5))[0, 1]
+    np.testing.assert_allclose(e.values.sum(1), delta, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_rule_routes_the_change_of_the_maximum():
+    pool = lambda z: nn.max_pool(z, (2, 2), (2, 2)).reshape(z.shape[0], -1)  # noqa: E731
+    x = jnp.array([[1.0, 3.0], [0.0, 2.0]]).reshape(1, 2, 2, 1)
+    # the reference's maximum is smaller: all of 3 - 2 goes to the input's arg-max
+    e = jx.deeplift(pool, x, target=0, baseline=jnp.array([[2.0, 0.0], [0.0, 0.0]])[..., None])
+    np.testing.assert_allclose(e.values[0, ..., 0], [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
+    # the reference's maximum is larger: 3 - 5 goes to the reference's arg-max
+    e = jx.deeplift(pool, x, target=0, baseline=jnp.array([[5.0, 0.0], [0.0, 0.0]])[..., None])
+    np.testing.assert_allclose(e.values[0, ..., 0], [[-2.0, 0.0], [0.0, 0.0]], atol=1e-6)
+
+
+def test_other_nonlinear_equations_keep_their_gradient_and_gap_reports_it():
+    leaky = lambda z: jnp.where(z > 0, z, 0.1 * z).sum((1, 2, 3))[:, None]  # noqa: E731
+    x = testing.random_images(6, n=2, size=4, channels=1) - 0.5
+    e = jx.deeplift(leaky, x, target=0, baseline=0.3)
+    grad = jnp.where(x > 0, 1.0, 0.1)
+    np.testing.assert_allclose(e.values, grad * (x - 0.3), atol=1e-6)
+    expected_gap = e.values.reshape(2, -1).sum(1) - (leaky(x)[:, 0] - leaky(jnp.full_like(x, 0.3))[:, 0])
+    np.testing.assert_allclose(e.gap, expected_gap, atol=1e-5)
+    assert float(jnp.abs(e.gap).max()) > 1e-3
+
+
+def test_deeplift_shap_is_the_mean_of_deeplift_over_references():
+    m, v, x = _cnn("max", seed=1)
+    model = jx.from_linen(m, v)
+    refs = 0.5 * testing.random_images(7, n=4, size=8)
+    s = jx.deeplift_shap(model, x, target=1, references=refs, batch_size=5)
+    each = [jx.deeplift(model, x, target=1, baseline=r).values for r in refs]
+    np.testing.assert_allclose(s.values, np.mean(each, axis=0), atol=1e-5)
+    np.testing.assert_allclose(s.gap, 0.0, atol=1e-5)
+
+
+def test_batch_size_jit_and_new_weights():
+    m, v, x = _cnn("max")
+    model = jx.from_linen(m, v)
+    ref = jx.deeplift(model, x, target="predicted", baseline=0.1)
+    for bs in (1, 2, 1000):
+        np.testing.assert_allclose(jx.deeplift(model, x, target="predicted", baseline=0.1,
+                                               batch_size=bs).values, ref.values, atol=1e-6)
+    jitted = jax.jit(lambda mm, xx: jx.deeplift(mm, xx, target="predicted", baseline=0.1).values)
+    np.testing.assert_allclose(jitted(model, x), ref.values, atol=1e-6)
+    with testing.count_compiles() as c:
+        other = jx.from_linen(m, m.init(jax.random.key(9), x[:1]))
+        out = jx.deeplift(other, x, target="predicted", baseline=0.1).values
+    assert c["n"] == 0
+    assert float(jnp.abs(out - ref.values).max()) > 1e-4
+
+
+def test_errors():
+    m, v, x = _cnn("avg")
+    model = jx.from_linen(m, v)
+    with pytest.raises(ValueError, match="references"):
+        jx.deeplift_shap(model, x, target=0, references=x[:, :4])
+    with pytest.raises(ValueError, match="baseline"):
+        jx.deeplift(model, x, target=0, baseline=np.zeros((5, 8, 8, 3)))
+    with pytest.raises(ValueError, match="target"):
+        jx.deeplift(model, x, target=3)
