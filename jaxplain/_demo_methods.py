@@ -100,6 +100,16 @@ def method_specs(quick: bool) -> list[MethodSpec]:
             quick=False,
         ),
         MethodSpec(
+            "DeepLIFT-SHAP",
+            "deeplift_shap",
+            GRADIENT,
+            True,
+            lambda c: jx.deeplift_shap(
+                c.model, c.x, target=c.target, references=c.references[: 8 if q else 32]
+            ),
+            quick=False,
+        ),
+        MethodSpec(
             "guided backprop",
             "guided_backprop",
             GRADIENT,
@@ -127,6 +137,15 @@ def method_specs(quick: bool) -> list[MethodSpec]:
             PERTURBATION,
             False,
             lambda c: jx.occlusion(c.model, c.x, target=c.target, window=4, strides=2),
+        ),
+        MethodSpec(
+            "feature ablation",
+            "feature_ablation",
+            PERTURBATION,
+            False,
+            lambda c: jx.feature_ablation(c.model, c.x, target=c.target, segments=c.segments),
+            features=True,
+            quick=False,
         ),
         MethodSpec(
             "RISE",

@@ -23,6 +23,7 @@ EXPLAIN_METHODS = {
     "ig": "integrated_gradients",
     "smoothgrad": "smoothgrad",
     "guided": "guided_backprop",
+    "deeplift": "deeplift",
     "gradcam": "grad_cam",
     "occlusion": "occlusion",
 }
