@@ -7,7 +7,9 @@ backward pass carries DeepLIFT multipliers instead of gradients:
 - an elementwise nonlinearity of one varying operand (`max(z, 0)`, hence every
   ReLU, `tanh`, `logistic`, `exp`, `log`, `erf`, `integer_pow` ...) gets the
   *rescale* rule, the secant `(f(z) - f(z_ref)) / (z - z_ref)` (its derivative
-  where `|z - z_ref| < EPS`);
+  where `|z - z_ref| < EPS`); so does a jitted elementwise function of one
+  argument as a whole, which is what `jax.nn`'s (and Flax's) activations are
+  (`leaky_relu`, `elu`, `gelu`, `selu`, `silu` ..., `where` included);
 - a product of two varying operands gets the exact two-player split
   `d(ab) = mean(a) db + mean(b) da` (so `x * sigmoid(x)` keeps summation to delta);
 - max pooling whose windows tile the input sends `max(y, y_ref) - y_ref` to the
@@ -18,7 +20,7 @@ backward pass carries DeepLIFT multipliers instead of gradients:
 
 With only these equations between input and output, the attributions
 `(x - x_ref) * multipliers` sum to `f(x) - f(x_ref)` (summation to delta).
-Anything else (a `where` on the input, a max of two activations, pooling with
+Anything else (a `where` written inline, a max of two activations, pooling with
 overlapping windows, control flow) keeps its ordinary gradient at the input, as
 in Captum.
 """
@@ -149,6 +151,38 @@ def _window_max_rule(tiles):
     return op
 
 
+ELEMENTWISE = RESCALED | frozenset(
+    "add sub mul div neg select_n ge gt le lt eq ne and or not convert_element_type square "
+    "sign stop_gradient copy clamp floor ceil round is_finite broadcast_in_dim jit pjit "
+    "custom_jvp_call".split()
+)
+"""Primitives a jitted activation function may be made of (`jax.nn.leaky_relu`, `elu`,
+`gelu`, `selu` ... are `jit` calls of these), so that it is one elementwise function."""
+
+
+def _is_elementwise(jaxpr, shape) -> bool:
+    for e in jaxpr.eqns:
+        if e.primitive.name not in ELEMENTWISE:
+            return False
+        if any(getattr(v.aval, "shape", ()) not in (shape, ()) for v in e.outvars):
+            return False
+        for key in ("jaxpr", "call_jaxpr"):
+            inner = e.params.get(key)
+            if inner is not None and not _is_elementwise(getattr(inner, "jaxpr", inner), shape):
+                return False
+    return True
+
+
+def _activation_call(eqn, varying, xs) -> bool:
+    """A `jit` call that is an elementwise function of its one varying argument."""
+    if eqn.primitive.name not in ("jit", "pjit") or len(varying) != 1 or len(eqn.outvars) != 1:
+        return False
+    shape = jnp.shape(xs[varying[0]])
+    if eqn.outvars[0].aval.shape != shape:
+        return False
+    return _is_elementwise(eqn.params["jaxpr"].jaxpr, shape)
+
+
 def _rule(eqn, xs, rs):
     """DeepLIFT's equation for `eqn`, or None (bind it on both halves)."""
     name = eqn.primitive.name
@@ -167,7 +201,7 @@ def _rule(eqn, xs, rs):
             with eqn.ctx.manager:
                 return [(_product(a, b, rs[0], rs[1]), rs[0] * rs[1])]
         return None
-    if name in RESCALED and len(varying) == 1:
+    if (name in RESCALED and len(varying) == 1) or _activation_call(eqn, varying, xs):
         i = varying[0]
 
         def f(z):

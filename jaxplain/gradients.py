@@ -363,7 +363,8 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
     """DeepLIFT (rescale rule): `(x - baseline) *` multipliers backpropagated from the target.
 
     The model runs on `x` and on `baseline` in lockstep; in the backward pass each
-    elementwise nonlinearity (ReLU, tanh, sigmoid, ...) has the slope of its secant
+    elementwise nonlinearity (ReLU, tanh, sigmoid, and `jax.nn`/Flax activations
+    such as leaky ReLU, ELU, GELU taken whole) has the slope of its secant
     between the two inputs instead of its derivative, products of two activations
     split their change exactly, and max pooling with tiling windows routes the
     change of each window's maximum to the arg-max of the input and of the
@@ -374,8 +375,8 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
 
     For models made of affine layers, those nonlinearities and tiling pools, the
     attributions sum to `f(x) - f(baseline)` (summation to delta); `gap` reports
-    the difference, and is nonzero when other nonlinear equations (a `where` on
-    activations, overlapping max pools, softmax) lie on the way.
+    the difference, and is nonzero when other nonlinear equations (an inline
+    `jnp.where` on activations, overlapping max pools, softmax, loops) lie on the way.
 
     Args:
       model, x, target: see `saliency`.

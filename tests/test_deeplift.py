@@ -77,6 +77,19 @@ def test_smooth_nonlinearities_and_gated_products_keep_summation_to_delta():
     np.testing.assert_allclose(e.values.sum(1), delta, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["leaky_relu", "elu", "gelu", "selu", "celu", "relu6", "hard_tanh"])
+def test_jitted_activations_are_rescaled_as_one_function(act):
+    """jax.nn's activations are jit calls built from `where` and friends: taken whole."""
+    w1, w2 = jax.random.normal(jax.random.key(8), (5, 7)), jax.random.normal(jax.random.key(9), (7, 2))
+    fn = getattr(jax.nn, act)
+    f = lambda z: fn(3.0 * z @ w1) @ w2  # noqa: E731
+    x = jax.random.normal(jax.random.key(10), (6, 5))
+    e = jx.deeplift(f, x, target=0, baseline=-0.4)
+    delta = f(x)[:, 0] - f(jnp.full((1, 5), -0.4))[0, 0]
+    np.testing.assert_allclose(e.values.sum(1), delta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-4)
+
+
 def test_max_pool_rule_routes_the_change_of_the_maximum():
     pool = lambda z: nn.max_pool(z, (2, 2), (2, 2)).reshape(z.shape[0], -1)  # noqa: E731
     x = jnp.array([[1.0, 3.0], [0.0, 2.0]]).reshape(1, 2, 2, 1)
