@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from ._jaxpr import _window_max, _window_sum
+from ._jaxpr import _window_max, _window_sum, pool_tiles
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -96,20 +96,6 @@ def _product_bwd(res, g):
 
 
 _product.defvjp(_product_fwd, _product_bwd)
-
-
-def _tiles(eqn, x) -> tuple[int, ...] | None:
-    p = eqn.params
-    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
-    if (
-        win != strides
-        or any(tuple(pad) != (0, 0) for pad in p["padding"])
-        or any(d != 1 for d in p["base_dilation"])
-        or any(d != 1 for d in p["window_dilation"])
-        or any(s % w for s, w in zip(x.shape, win))
-    ):
-        return None
-    return sum(((s // w, w) for s, w in zip(x.shape, win)), ())
 
 
 def _windows(x, tiles):
@@ -188,7 +174,7 @@ def _rule(eqn, xs, rs):
     name = eqn.primitive.name
     varying = [i for i, (a, b) in enumerate(zip(xs, rs)) if a is not b]
     if name in ("reduce_window_max", "reduce_window_sum") and varying:
-        tiles = _tiles(eqn, xs[0])
+        tiles = pool_tiles(eqn, xs[0])
         if tiles is None:
             return None
         with eqn.ctx.manager:

@@ -137,6 +137,23 @@ def _window_sum(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
 _POOLS = {"reduce_window_max": _window_max, "reduce_window_sum": _window_sum}
 
 
+def pool_tiles(eqn, x) -> tuple[int, ...] | None:
+    """`(n0, w0, n1, w1, ...)` when a `reduce_window` eqn's windows tile `x` (window =
+    stride, no padding or dilation, sizes divisible), so `x.reshape(tiles)` holds one
+    window per pair of axes; None otherwise."""
+    p = eqn.params
+    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    if (
+        win != strides
+        or any(tuple(pad) != (0, 0) for pad in p["padding"])
+        or any(d != 1 for d in p["base_dilation"])
+        or any(d != 1 for d in p["window_dilation"])
+        or any(s % w for s, w in zip(x.shape, win))
+    ):
+        return None
+    return sum(((s // w, w) for s, w in zip(x.shape, win)), ())
+
+
 def _tiled_pool(eqn, invals):
     """Max / sum pooling whose windows tile the input (window = stride, no padding).
 
@@ -148,18 +165,10 @@ def _tiled_pool(eqn, invals):
     reduce = _POOLS.get(eqn.primitive.name)
     if reduce is None:
         return None
-    p = eqn.params
     (x,) = invals
-    win, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
-    if (
-        win != strides
-        or any(tuple(pad) != (0, 0) for pad in p["padding"])
-        or any(d != 1 for d in p["base_dilation"])
-        or any(d != 1 for d in p["window_dilation"])
-        or any(s % w for s, w in zip(x.shape, win))
-    ):
+    tiles = pool_tiles(eqn, x)
+    if tiles is None:
         return None
-    tiles = sum(((s // w, w) for s, w in zip(x.shape, win)), ())
     with eqn.ctx.manager:
         return [reduce(x, tiles)]
 

@@ -33,7 +33,8 @@ from .perturbation import (
     unit_bits,
     values_at,
 )
-from .shapley import check_adaptive, prepare, run_rounds
+from .perturbation import prepare
+from .shapley import check_adaptive, run_rounds
 
 N_GROUPS = 8
 """Groups of sampled pairs for the jackknife standard error."""

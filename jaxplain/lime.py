@@ -18,9 +18,7 @@ import jax.numpy as jnp
 from . import _progress, features
 from . import _validate as V
 from ._types import ArrayLike, Explanation
-from .models import as_model
-from .perturbation import add_local, ranks_from_bits, stream, unit_bits, values_at
-from .targets import as_target
+from .perturbation import add_local, prepare, ranks_from_bits, stream, unit_bits, values_at
 
 DISTANCES = ("cosine", "hamming")
 
@@ -89,17 +87,14 @@ def lime(
     >>> [round(v, 3) for v in e.values[0].tolist()]
     [1.0, 5.0, 9.0, 13.0]
     """
-    model = as_model(model)
-    x = V.check_array(x, min_ndim=3)
-    t = as_target(target, model, x)
-    seg, d = features.check_segments(segments, x.shape)
-    mode, b = features.baseline_spec(baseline, x)
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
     key = V.check_key(key)
     n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
     kernel_width = V.check_float(kernel_width, "kernel_width", minimum=0.0, open_min=True)
     V.check_choice(distance, "distance", DISTANCES)
     alpha = V.check_float(alpha, "alpha", minimum=0.0)
-    batch_size = V.check_batch_size(batch_size)
     return _progress.run(
         _lime,
         model,

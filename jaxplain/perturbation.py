@@ -219,6 +219,17 @@ def ranks_from_bits(bits: jax.Array) -> jax.Array:
     return jnp.sum(before, axis=-1, dtype=jnp.int32)
 
 
+def prepare(model, x, target, segments, baseline, batch_size):
+    """Python-time validation shared by the feature methods (ablation, LIME, Shapley):
+    `(model, x, target, segments, d, baseline mode, baseline, batch_size)`."""
+    model = as_model(model)
+    x = V.check_array(x, min_ndim=3)
+    t = as_target(target, model, x)
+    seg, d = features.check_segments(segments, x.shape)
+    mode, b = features.baseline_spec(baseline, x)
+    return model, x, t, seg, d, mode, b, V.check_batch_size(batch_size)
+
+
 def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: int | None):
     """Target values at a few full batches `xs` (each `(N, ...)`), resolving "predicted" at `xs[0]`.
 
@@ -432,12 +443,9 @@ def feature_ablation(
     >>> feature_ablation(linear_model(w), jnp.ones((1, 2, 4, 1)), target=0, segments=seg).values
     Array([[ 1.,  5.,  9., 13.]], dtype=float32)
     """
-    model = as_model(model)
-    x = V.check_array(x, min_ndim=3)
-    t = as_target(target, model, x)
-    seg, d = features.check_segments(segments, x.shape)
-    mode, b = features.baseline_spec(baseline, x)
-    batch_size = V.check_batch_size(batch_size)
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
     return _progress.run(
         _feature_ablation,
         model,

@@ -22,25 +22,21 @@ import numpy as np
 from . import _progress, features
 from . import _validate as V
 from ._types import ArrayLike, Explanation
-from .models import as_model
-from .perturbation import add_local, merge_moments, ranks_from_bits, stream, unit_bits, values_at
-from .targets import as_target
+from .perturbation import (
+    add_local,
+    merge_moments,
+    prepare,
+    ranks_from_bits,
+    stream,
+    unit_bits,
+    values_at,
+)
 
 MAX_EXACT_FEATURES = 16
 """`exact_shapley` enumerates `2^d` coalitions; beyond this, use a sampling estimator."""
 
 DEFAULT_ROUNDS = 20
 """With `tol=` and no `max_evals`, at most this many rounds are run."""
-
-
-def prepare(model, x, target, segments, baseline, batch_size):
-    """Shared Python-time validation: `(model, x, target, segments, d, mode, baseline, batch_size)`."""
-    model = as_model(model)
-    x = V.check_array(x, min_ndim=3)
-    t = as_target(target, model, x)
-    seg, d = features.check_segments(segments, x.shape)
-    mode, b = features.baseline_spec(baseline, x)
-    return model, x, t, seg, d, mode, b, V.check_batch_size(batch_size)
 
 
 def check_adaptive(
