@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from ._jaxpr import _window_max, _window_sum, pool_tiles
+from ._jaxpr import _window_max, _window_sum, bind_eqn, pool_tiles
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -49,14 +49,6 @@ _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
           "custom_vjp_call_jaxpr": "fun_jaxpr"}
 """Higher-order primitives entered (their inner equations get the rules; custom
 derivatives of the inner function are replaced by DeepLIFT's)."""
-
-
-def _bind(eqn, invals):
-    bind = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = bind if isinstance(bind, tuple) else ((), bind)
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return out if eqn.primitive.multiple_results else [out]
 
 
 def _rescale(f: Callable[[jax.Array], jax.Array]):
@@ -193,7 +185,7 @@ def _rule(eqn, xs, rs):
         def f(z):
             args = list(xs)
             args[i] = z
-            return _bind(eqn, args)[0]
+            return bind_eqn(eqn, args)[0]
 
         with eqn.ctx.manager:
             return [(_rescale(f)(xs[i], rs[i]), f(rs[i]))]
@@ -217,7 +209,7 @@ def interpret_pair(jaxpr, consts, xs, rs) -> list[tuple[Any, Any]]:
         pairs = [read(v) for v in eqn.invars]
         ix, ir = [p[0] for p in pairs], [p[1] for p in pairs]
         if all(a is b for a, b in pairs):  # no input dependence: one evaluation serves both
-            outs = [(o, o) for o in _bind(eqn, ix)]
+            outs = [(o, o) for o in bind_eqn(eqn, ix)]
         else:
             outs = _rule(eqn, ix, ir)
             if outs is None:
@@ -229,7 +221,7 @@ def interpret_pair(jaxpr, consts, xs, rs) -> list[tuple[Any, Any]]:
                     n_skip = len(ix) - len(inner.invars)  # custom_vjp: leading consts
                     outs = interpret_pair(inner, inner_consts, ix[n_skip:], ir[n_skip:])
                 else:
-                    outs = list(zip(_bind(eqn, ix), _bind(eqn, ir)))
+                    outs = list(zip(bind_eqn(eqn, ix), bind_eqn(eqn, ir)))
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
     return [read(v) for v in jaxpr.outvars]

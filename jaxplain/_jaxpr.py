@@ -23,6 +23,15 @@ from jax.extend import core as jex_core
 Rule = Callable[[Any, list], "Sequence[Any] | None"]
 
 
+def bind_eqn(eqn, invals: Sequence[Any]) -> list:
+    """Binds `eqn`'s primitive to `invals` as the jaxpr did: the list of its outputs."""
+    bind = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older JAX
+    with eqn.ctx.manager:
+        outs = eqn.primitive.bind(*subfuns, *invals, **params)
+    return outs if eqn.primitive.multiple_results else [outs]
+
+
 def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule) -> list:
     """Evaluates `jaxpr` on `args`, replacing the equations `rule` answers for."""
     env: dict = {}
@@ -42,12 +51,7 @@ def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule) -> 
                 closed = eqn.params["jaxpr"]
                 outs = interpret(closed.jaxpr, closed.consts, invals, rule)
             else:
-                bind = eqn.primitive.get_bind_params(eqn.params)
-                subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older JAX
-                with eqn.ctx.manager:
-                    outs = eqn.primitive.bind(*subfuns, *invals, **params)
-                if not eqn.primitive.multiple_results:
-                    outs = [outs]
+                outs = bind_eqn(eqn, invals)
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
     return [read(v) for v in jaxpr.outvars]

@@ -368,7 +368,8 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
     between the two inputs instead of its derivative, products of two activations
     split their change exactly, and max pooling with tiling windows routes the
     change of each window's maximum to the arg-max of the input and of the
-    baseline (as Captum's `DeepLift`). Every other equation keeps its gradient.
+    baseline (the values of shap's `DeepExplainer`; Captum's `DeepLift` agrees on
+    models without max pooling). Every other equation keeps its gradient.
     The model is read from its jaxpr: Linen, NNX and plain JAX models need no
     changes. Cost per example: a forward at `x` and at the baseline and one
     backward (plus a forward at `x` for `target="predicted"`).
