@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from ._jaxpr import _window_max, _window_sum, bind_eqn, pool_tiles
+from ._jaxpr import _window_max, _window_sum, bind_eqn, pool_tiles, windows
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -52,22 +52,23 @@ derivatives of the inner function are replaced by DeepLIFT's)."""
 
 
 def _rescale(f: Callable[[jax.Array], jax.Array]):
-    """`f(z)`, differentiated by the secant from `z_ref` (both arguments; `z_ref` gets 0)."""
+    """`op(z, z_ref, f(z_ref)) = f(z)`, differentiated by the secant from `z_ref`
+    (the reference's arguments get 0; `f(z_ref)` is the reference half's value)."""
 
     @jax.custom_vjp
-    def op(z, zr):
+    def op(z, zr, yr):
         return f(z)
 
-    def fwd(z, zr):
+    def fwd(z, zr, yr):
         y, dy = jax.jvp(f, (z,), (jnp.ones_like(z),))
-        return y, (z, zr, y, f(zr), dy)
+        return y, (z, zr, y, yr, dy)
 
     def bwd(res, g):
         z, zr, y, yr, dy = res
         dz = z - zr
         small = jnp.abs(dz) < EPS
         slope = jnp.where(small, dy, (y - yr) / jnp.where(small, 1, dz))
-        return g * slope.astype(g.dtype), jnp.zeros_like(zr)
+        return g * slope.astype(g.dtype), jnp.zeros_like(zr), jnp.zeros_like(yr)
 
     op.defvjp(fwd, bwd)
     return op
@@ -90,13 +91,6 @@ def _product_bwd(res, g):
 _product.defvjp(_product_fwd, _product_bwd)
 
 
-def _windows(x, tiles):
-    """`(out..., k)`: the entries of each tile along a last axis (row-major window order)."""
-    n = x.ndim
-    r = jnp.transpose(x.reshape(tiles), tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2)))
-    return r.reshape(r.shape[:n] + (-1,))
-
-
 def _unwindows(w, tiles, shape):
     n = len(shape)
     r = w.reshape(w.shape[:n] + tuple(tiles[1::2]))
@@ -114,7 +108,7 @@ def _window_max_rule(tiles):
 
     def bwd(res, g):
         x, r = res
-        wx, wr = _windows(x, tiles), _windows(r, tiles)
+        wx, wr = windows(x, tiles), windows(r, tiles)
         hx = jnp.arange(wx.shape[-1]) == jnp.argmax(wx, axis=-1)[..., None]
         hr = jnp.arange(wr.shape[-1]) == jnp.argmax(wr, axis=-1)[..., None]
         y, yr = jnp.max(wx, axis=-1), jnp.max(wr, axis=-1)
@@ -188,7 +182,8 @@ def _rule(eqn, xs, rs):
             return bind_eqn(eqn, args)[0]
 
         with eqn.ctx.manager:
-            return [(_rescale(f)(xs[i], rs[i]), f(rs[i]))]
+            yr = f(rs[i])
+            return [(_rescale(f)(xs[i], rs[i], yr), yr)]
     return None
 
 

@@ -115,6 +115,13 @@ def canonical_convs(fn: Callable) -> Callable:
 # ---- non-overlapping pooling as reshape + reduce ---------------------------------------------
 
 
+def windows(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+    """`(out..., k)`: the entries of each tile of `x` along a last axis (row-major order)."""
+    n = x.ndim
+    r = jnp.transpose(x.reshape(tiles), tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2)))
+    return r.reshape(r.shape[:n] + (-1,))
+
+
 def _window_max(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
     """Max over each tile, its gradient routed to the tile's first maximum.
 
@@ -123,12 +130,7 @@ def _window_max(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
     and ties are common: a flat image region (or the all-zero baseline) gives
     every window of a feature map the same value.
     """
-    n = x.ndim
-    r = x.reshape(tiles)
-    outer, inner = tuple(range(0, 2 * n, 2)), tuple(range(1, 2 * n, 2))
-    r = jnp.transpose(r, outer + inner)
-    out_shape = r.shape[:n]
-    flat = r.reshape(out_shape + (-1,))
+    flat = windows(x, tiles)
     first = jnp.argmax(flat, axis=-1)
     hit = jnp.arange(flat.shape[-1]) == first[..., None]
     return jnp.sum(jnp.where(hit, flat, jnp.zeros_like(flat)), axis=-1)
