@@ -370,6 +370,44 @@ def deeplift(ctx: Ctx) -> Bench:
     return b
 
 
+def lrp(ctx: Ctx) -> Bench:
+    """LRP-epsilon (Captum's default rules) is timed; the gamma composite is checked too.
+
+    Captum runs on a twin whose global average pool is a module (see `twins.torch_twin`).
+    At epsilon = 1e-9 both sides divide by near-zero layer outputs in float32: against
+    a float64 reference (on ReLU networks LRP-0 is gradient x input) Captum's error was
+    1.2e-4 and jaxplain's 2.8e-5 (small-avg, 16 images), so that check is judged at
+    1e-3; the composite (epsilon 0.25 on the head) at 1e-4.
+    """
+    n = 16
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    model = ctx.model
+    eps = jx.relevance.Epsilon(1e-9)  # Captum's EpsilonRule default
+    call = lambda m, xx: jx.lrp(m, xx, target=t, rule=eps)
+    b = Bench(n, n, {"rule": "Epsilon(1e-9)"}, lambda: call(model, x), x, t,
+              memory=(call, (model, jnp.asarray(x))),
+              note="agreement also for Gamma(0.25) on the convolutions + Epsilon(0.25) on the head")
+    if ctx.peer("captum"):
+        tm = twins.torch_twin(ctx.spec, ctx.variables, gap_module=True)
+        twins.check_twins(lambda z: np.asarray(model(jnp.asarray(z))), tm, x)
+        b.peers["captum.LRP"] = P.captum_lrp(tm, x, t)
+        composite = P.captum_lrp(tm, x, t, gamma=0.25, epsilon=0.25)
+
+        def agree(out, peer_out):
+            ref = twins.from_nchw(_np(peer_out["captum.LRP"]))
+            checks = [_agree("lrp", "captum.LRP", rel_err(out, ref), 1e-3)]
+            n_conv = len(ctx.spec.features)
+            rules = [jx.relevance.Gamma(0.25, 1e-9, gamma_bias=False)] * n_conv + [jx.relevance.Epsilon(0.25)]
+            mine = jx.lrp(model, x, target=t, rule=rules).values
+            ref = twins.from_nchw(_np(composite()))
+            checks.append(_agree("lrp gamma composite", "captum.LRP", rel_err(mine, ref), 1e-4))
+            return checks
+
+        b.agreement = agree
+    return b
+
+
 def deeplift_shap(ctx: Ctx) -> Bench:
     n, m = 16, 8
     x = ctx.images(n)
@@ -748,6 +786,7 @@ CASES: tuple[Case, ...] = (
     Case("guided_backprop", "guided_backprop", "fwdbwd", guided_backprop),
     Case("deeplift", "deeplift", "fwdbwd", deeplift),
     Case("deeplift_shap", "deeplift_shap", "fwdbwd", deeplift_shap),
+    Case("lrp", "lrp", "fwdbwd", lrp),
     Case("grad_cam", "grad_cam", "fwdbwd_to_layer", grad_cam, ("small", "large"), quick=True),
     Case("lime", "lime", "fwd", lime, quick=True),
     Case("kernel_shap", "kernel_shap", "fwd", kernel_shap, quick=True),

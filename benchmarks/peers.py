@@ -112,6 +112,25 @@ def shap_deep(tm, x, refs: np.ndarray, *, ranked: bool) -> Callable:
     return lambda: ex.shap_values(xt, check_additivity=False)
 
 
+def captum_lrp(tm, x, target, *, gamma: float | None = None, epsilon: float = 1e-9) -> Callable:
+    """Captum's `LRP` on a copy of the twin. Its default rules (`EpsilonRule(1e-9)` on
+    convolutions, pools and the head) when `gamma` is None; else `GammaRule(gamma)` on
+    the convolutions and `EpsilonRule(epsilon)` on the head."""
+    import copy
+
+    from captum.attr import LRP
+    from captum.attr._utils.lrp_rules import EpsilonRule, GammaRule
+
+    tm = copy.deepcopy(tm)  # LRP sets `rule` attributes on the modules it explains
+    if gamma is not None:
+        for name, module in tm.named_children():
+            if name.startswith("conv"):
+                module.rule = GammaRule(gamma=gamma)
+        tm.head.rule = EpsilonRule(epsilon=epsilon)
+    lrp, xt, t = LRP(tm), to_nchw(x), _t(target)
+    return lambda: lrp.attribute(xt, target=t)
+
+
 def captum_guided_backprop(tm, x, target) -> Callable:
     from captum.attr import GuidedBackprop
 

@@ -133,11 +133,14 @@ def torch_available() -> bool:
     return True
 
 
-def torch_twin(spec: Spec, variables: Any):
+def torch_twin(spec: Spec, variables: Any, *, gap_module: bool = False):
     """A `torch.nn.Module` computing the same function as `BenchCNN` with `variables`.
 
     It takes NCHW inputs. Submodules: `conv0..`, `relu0..`, `pool0..`, `head`; the
     last conv module is the Grad-CAM layer (same point as `BenchCNN.last_conv`).
+    `gap_module=True` makes the global average pool a module (`gap`, an
+    `AdaptiveAvgPool2d`) instead of a `mean`: Captum's LRP propagates relevance
+    only through modules, and through a functional op it passes the gradient.
     """
     import torch
     from torch import nn as tnn
@@ -157,12 +160,15 @@ def torch_twin(spec: Spec, variables: Any):
                     pool = tnn.AvgPool2d(2) if spec.pool == "avg" else tnn.MaxPool2d(2)
                     setattr(self, f"pool{i}", pool)
             self.head = tnn.Linear(chans[-1], N_CLASSES)
+            self.gap = tnn.AdaptiveAvgPool2d(1) if gap_module else None
 
         def forward(self, x):
             for i in range(k):
                 x = getattr(self, f"relu{i}")(getattr(self, f"conv{i}")(x))
                 if i < k - 1:
                     x = getattr(self, f"pool{i}")(x)
+            if self.gap is not None:
+                return self.head(self.gap(x).flatten(1))
             return self.head(x.mean(dim=(2, 3)))
 
     model = TorchCNN()

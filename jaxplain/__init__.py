@@ -38,6 +38,8 @@ from .gradients import smoothgrad as smoothgrad
 from .gradients import squaregrad as squaregrad
 from .gradients import vargrad as vargrad
 from .gradients import with_relu_rule as with_relu_rule
+from .relevance import lrp as lrp
+from . import relevance as relevance
 
 # --- cam / layers --------------------------------------------------------------------------
 from .cam import grad_cam as grad_cam
@@ -163,6 +165,8 @@ __all__ = [
     "deconvnet",
     "deeplift",
     "deeplift_shap",
+    "lrp",
+    "relevance",
     "expected_gradients",
     "gradient_x_input",
     "guided_backprop",

@@ -105,25 +105,31 @@ def eval_shape_cached(fn: Callable[[Model, jax.Array], Any], model: Model, x: An
     """`jax.eval_shape(fn, model, x)`, cached per (architecture, parameter shapes, input, tag).
 
     Validation calls this on every public call; tracing a CNN costs milliseconds,
-    the cache lookup microseconds. `tag` names what `fn` computes. Traced inputs
-    and unhashable apply objects bypass the cache.
+    the cache lookup microseconds. `tag` names what `fn` computes.
     """
+    return traced_cached(lambda: jax.eval_shape(fn, model, x), model, x, tag)
+
+
+def traced_cached(compute: Callable[[], Any], model: Model, x: Any, tag: Hashable) -> Any:
+    """`compute()`, a result read from tracing `model` on inputs shaped like `x`,
+    cached per (architecture, parameter shapes, input shape, tag). Traced inputs
+    and unhashable apply objects bypass the cache."""
     leaves, treedef = jax.tree.flatten(model.params)
     if any(isinstance(v, jax.core.Tracer) for v in leaves + [x]):
-        return jax.eval_shape(fn, model, x)
+        return compute()
     try:
         key = (model.apply, treedef, tuple((np.shape(v), _dtype(v)) for v in leaves),
                tuple(np.shape(x)), _dtype(x), tag)
         hash(key)
     except TypeError:
-        return jax.eval_shape(fn, model, x)
-    shape = _SHAPE_CACHE.get(key)
-    if shape is None:
-        shape = jax.eval_shape(fn, model, x)
+        return compute()
+    value = _SHAPE_CACHE.get(key)
+    if value is None:
+        value = compute()
         if len(_SHAPE_CACHE) >= _SHAPE_CACHE_SIZE:
             _SHAPE_CACHE.pop(next(iter(_SHAPE_CACHE)))
-        _SHAPE_CACHE[key] = shape
-    return shape
+        _SHAPE_CACHE[key] = value
+    return value
 
 
 # ---- adapters -------------------------------------------------------------------------

@@ -22,6 +22,8 @@ PUBLIC = [
     "deconvnet",
     "deeplift",
     "deeplift_shap",
+    "lrp",
+    "relevance",
     "deletion",
     "efficiency_gap",
     "enable_compilation_cache",

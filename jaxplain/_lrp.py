@@ -1,0 +1,254 @@
+"""Layer-wise relevance propagation read from the model's jaxpr.
+
+`propagated(fn, rules, box)` traces `fn` to a jaxpr and evaluates it again with
+the same forward values; its backward pass carries `c = R / a`, the relevance of
+each activation `a` divided by `a`, so that the relevance at the input is
+`x * c` (the "gradient trick" of Montavon et al.). On the way down:
+
+- a *linear layer* is a convolution or matrix product with one operand that
+  depends on the input (the weight does not), together with the bias `add` that
+  follows it when there is one. Its rule (`Epsilon`, `Gamma`, `AlphaBeta`,
+  `ZBox`) maps the output's relevance `R_z = z * c_z` to its input's; layers are
+  numbered in the order the forward pass meets them;
+- an activation (a `jax.nn` / Flax activation taken whole, or `max`, `min`,
+  `tanh`, `logistic` of one varying operand) passes relevance through unchanged,
+  `R_in = R_out` (`c_in = c_out * f(z) / z`); for ReLU this is its gradient;
+- everything else keeps its gradient: pooling (the arg-max takes all of a max
+  pool's relevance; average pooling and sums are LRP-0), reshapes, scaling.
+
+Tiling pools are differentiated as reshape + reduce and the input gradient of
+few-channel convolutions as a matrix product, as in every jaxplain backward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
+
+from ._deeplift import _CALLS, _activation_call, _rescale
+from ._jaxpr import _fast_backward_rule, _few_channel_conv, bind_eqn
+from ._relu_rules import _is_relu_max
+
+LINEAR = ("conv_general_dilated", "dot_general")
+PASSED = frozenset(("max", "min", "tanh", "logistic"))
+"""Primitives of one varying operand that pass relevance through (besides jitted activations)."""
+
+TINY = 1e-12
+"""Every denominator is kept at least this far from 0 (on the side of its sign)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """A linear layer as the rules see it: position, count, `"conv"` or `"dense"`."""
+
+    index: int
+    count: int
+    kind: str
+
+
+def stabilise(z: jax.Array, eps: float) -> jax.Array:
+    """`z + eps * sign(z)` with sign(0) = +1, and never closer to 0 than `TINY`."""
+    sign = jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype)
+    return z + sign * max(float(eps), TINY)
+
+
+def _pos(v):
+    return jnp.maximum(v, 0)
+
+
+def _neg(v):
+    return jnp.minimum(v, 0)
+
+
+class _Linear:
+    """`L(a, w)`: the layer's equation with operand `i` (the activation) and weight `w`."""
+
+    def __init__(self, eqn, i: int):
+        self.eqn, self.i = eqn, i
+
+    def __call__(self, a, w):
+        args = [w, w]
+        args[self.i] = a
+        out = _few_channel_conv(self.eqn, args)  # its input gradient as a matrix product on CPU
+        return (out if out is not None else bind_eqn(self.eqn, args))[0]
+
+    def t(self, w, a, s):
+        """`L(., w)^T s`, the transpose in the activation."""
+        _, vjp = jax.vjp(lambda a_: self(a_, w), a)
+        return vjp(s.astype(a.dtype))[0]
+
+
+def _layer_op(lin: _Linear, rule: Any):
+    """`op(a, w, b, low, high) = L(a, w) + b`, whose VJP applies `rule` (see `lrp.py`)."""
+
+    @jax.custom_vjp
+    def op(a, w, b, low, high):
+        return lin(a, w) + b
+
+    def fwd(a, w, b, low, high):
+        z = lin(a, w) + b
+        return z, (a, w, b, z, low, high)
+
+    def bwd(res, g):
+        a, w, b, z, low, high = res
+        r = z * g  # relevance of the layer's output
+        zero = (jnp.zeros_like(w), jnp.zeros_like(b))
+        name = rule.name
+        if name == "epsilon":
+            ca = lin.t(w, a, r / stabilise(z, rule.epsilon))
+            return (ca, *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+        if name == "gamma":
+            wg, bg = w + rule.gamma * _pos(w), (b + rule.gamma * _pos(b)) if rule.gamma_bias else b
+            s = r / stabilise(lin(a, wg) + bg, rule.epsilon)
+            return (lin.t(wg, a, s), *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+        if name == "alpha_beta":
+            wp, wn, ap, an = _pos(w), _neg(w), _pos(a), _neg(a)
+            zp = lin(ap, wp) + lin(an, wn)  # the positive contributions' sum
+            sp = rule.alpha * r / stabilise(zp, rule.epsilon)
+            sn = rule.beta * r / stabilise(z - b - zp, rule.epsilon)  # and the negative ones
+            up = lin.t(wp, a, sp) - lin.t(wn, a, sn)  # where a > 0
+            un = lin.t(wn, a, sp) - lin.t(wp, a, sn)  # where a < 0
+            return (jnp.where(a > 0, up, un), *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+        # "box": the first layer's inputs bounded by low <= a <= high
+        wp, wn = _pos(w), _neg(w)
+        s = r / stabilise(lin(a, w) - lin(low, wp) - lin(high, wn), rule.epsilon)
+        return (lin.t(w, a, s), *zero, -lin.t(wp, low, s), -lin.t(wn, high, s))
+
+    op.defvjp(fwd, bwd)
+    return op
+
+
+def _is_relu(eqn) -> bool:
+    """`max(z, 0)`, or a call (`jax.nn.relu`: jit of custom_jvp of max) of only that."""
+    if eqn.primitive.name in ("jit", "pjit", "custom_jvp_call"):
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+        eqns = getattr(inner, "jaxpr", inner).eqns if inner is not None else ()
+        return len(eqns) == 1 and _is_relu(eqns[0])
+    return _is_relu_max(eqn)
+
+
+def _varying(jaxpr, flags: Sequence[bool]) -> set:
+    """The variables of `jaxpr` that depend on the invars flagged in `flags`."""
+    out = {v for v, f in zip(jaxpr.invars, flags) if f}
+    for e in jaxpr.eqns:
+        if any(not isinstance(v, jex_core.Literal) and v in out for v in e.invars):
+            out.update(e.outvars)
+    return out
+
+
+class _State:
+    """What one propagation needs across nested jaxprs: rules, box bounds, the layer count."""
+
+    def __init__(self, rules: Callable[[int, str], Any], low, high):
+        self.rules, self.low, self.high = rules, low, high
+        self.layers: list[str] = []
+
+    def layer(self, eqn, i, a, w, b):
+        kind = "conv" if eqn.primitive.name == "conv_general_dilated" else "dense"
+        index = len(self.layers)
+        self.layers.append(kind)
+        rule = self.rules(index, kind)
+        if rule.name == "box":
+            low, high = (jnp.broadcast_to(v, a.shape).astype(a.dtype) for v in (self.low, self.high))
+        else:
+            low = high = jnp.zeros((), a.dtype)
+        b = jnp.zeros((), a.dtype) if b is None else b
+        with eqn.ctx.manager:
+            return _layer_op(_Linear(eqn, i), rule)(a, w, b, low, high)
+
+
+def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
+    varying = _varying(jaxpr, flags)
+    uses: dict = {}
+    for k, e in enumerate(jaxpr.eqns):
+        for v in e.invars:
+            if not isinstance(v, jex_core.Literal):
+                uses.setdefault(v, []).append(k)
+    for v in jaxpr.outvars:
+        if not isinstance(v, jex_core.Literal):
+            uses.setdefault(v, []).append(-1)
+    env: dict = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    deferred: dict = {}  # bias add index -> (linear eqn, varying operand, a, w, biased operand)
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    def is_varying(v):
+        return not isinstance(v, jex_core.Literal) and v in varying
+
+    for k, eqn in enumerate(jaxpr.eqns):
+        invals = [read(v) for v in eqn.invars]
+        vary = [is_varying(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        outs = None
+        if k in deferred:
+            lin_eqn, i, a, w, pos = deferred.pop(k)
+            outs = [state.layer(lin_eqn, i, a, w, invals[1 - pos])]
+        elif name in LINEAR and sum(vary) == 1:
+            i = vary.index(True)
+            a, w = invals[i], invals[1 - i]
+            (u,) = eqn.outvars
+            nxt = uses.get(u, [])
+            if len(nxt) == 1 and nxt[0] > k and jaxpr.eqns[nxt[0]].primitive.name == "add":
+                add = jaxpr.eqns[nxt[0]]
+                pos = list(add.invars).index(u)
+                other = add.invars[1 - pos]
+                if other is not u and not is_varying(other):
+                    deferred[nxt[0]] = (eqn, i, a, w, pos)
+                    outs = [jnp.zeros(u.aval.shape, u.aval.dtype)]  # never read: the add takes over
+            if outs is None:
+                outs = [state.layer(eqn, i, a, w, None)]
+        elif any(vary):
+            varied = [j for j, f in enumerate(vary) if f]
+            if _is_relu(eqn):
+                pass  # passing relevance through a ReLU is its gradient
+            elif (name in PASSED and len(varied) == 1) or _activation_call(eqn, varied, invals):
+                j = varied[0]
+
+                def f(z, j=j):
+                    xs = list(invals)
+                    xs[j] = z
+                    return bind_eqn(eqn, xs)[0]
+
+                with eqn.ctx.manager:
+                    zero = jnp.zeros_like(invals[j])
+                    outs = [_rescale(f)(invals[j], zero, zero)]  # secant from the origin: f(z) / z
+            else:
+                key = _CALLS.get(name)
+                if key is not None and key in eqn.params:
+                    closed = eqn.params[key]
+                    inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
+                    skip = len(invals) - len(inner.invars)  # custom_vjp: leading consts
+                    outs = _interpret(inner, getattr(closed, "consts", ()), invals[skip:],
+                                      vary[skip:], state)
+                else:
+                    outs = _fast_backward_rule(eqn, invals)
+        if outs is None:
+            outs = bind_eqn(eqn, invals)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def propagated(fn: Callable[[jax.Array], Any], rules: Callable[[int, str], Any], low=0.0, high=0.0):
+    """`g(x, low, high) -> fn(x)` whose VJP in `(x, low, high)` carries LRP's `R / a`.
+
+    `rules(index, kind)` gives each linear layer's rule; `low`, `high` are the
+    bounds of a `ZBox` layer's input (broadcast to it). Also returns, through
+    `g.layers` after a call, the kinds of the layers met.
+    """
+
+    def g(x, low, high):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
+        state = _State(rules, low, high)
+        outs = _interpret(closed.jaxpr, closed.consts, [x], [True], state)
+        g.layers = tuple(state.layers)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    g.layers = ()
+    return g
