@@ -23,7 +23,8 @@ few-channel convolutions as a matrix product, as in every jaxplain backward pass
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -210,8 +211,8 @@ def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
             elif (name in PASSED and len(varied) == 1) or _activation_call(eqn, varied, invals):
                 j = varied[0]
 
-                def f(z, j=j):
-                    xs = list(invals)
+                def f(z, j=j, eqn=eqn, args=tuple(invals)):
+                    xs = list(args)
                     xs[j] = z
                     return bind_eqn(eqn, xs)[0]
 

@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _validate as V
 from . import batching
@@ -101,7 +99,7 @@ class AlphaBeta:
             object.__setattr__(self, f, _number(getattr(self, f), f"AlphaBeta.{f}"))
 
 
-def ZPlus(epsilon: float = 1e-6) -> AlphaBeta:  # noqa: N802 - a rule constructor, like the classes
+def ZPlus(epsilon: float = 1e-6) -> AlphaBeta:
     """LRP-z+: only positive contributions (`AlphaBeta(1, 0)`)."""
     return AlphaBeta(1.0, 0.0, epsilon)
 

@@ -7,12 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _cnn_helpers import init_params, tiny_cnn, tiny_cnn_nnx
 
 import jaxplain as jx
 from jaxplain import relevance as R
 from jaxplain import testing
-
-from _cnn_helpers import init_params, tiny_cnn, tiny_cnn_nnx
 
 TINY = 1e-12
 
@@ -112,7 +111,7 @@ def test_per_channel_box_bounds_and_a_function_of_the_layer():
     f, layers, x = _mlp(1)
     low = np.linspace(-1.5, -1.0, 6).astype(np.float32)
     high = np.linspace(1.0, 2.0, 6).astype(np.float32)
-    rule = lambda layer: R.ZBox(low, high) if layer.index == 0 else R.Epsilon(0.2)  # noqa: E731
+    rule = lambda layer: R.ZBox(low, high) if layer.index == 0 else R.Epsilon(0.2)
     e = jx.lrp(f, x, target=0, rule=rule)
     rules = [R.ZBox(low, high), R.Epsilon(0.2), R.Epsilon(0.2)]
     for i in range(x.shape[0]):
@@ -137,11 +136,11 @@ def _conv_case():
     variables = init_params(net, x[:1], seed=2, scale=0.5)
     p = jax.tree.map(np.float64, variables["params"])
     k, b = p["conv"]["kernel"], p["conv"]["bias"]
-    conv = lambda v: jax.lax.conv_general_dilated(  # noqa: E731 - the linear map, bias excluded
+    conv = lambda v: jax.lax.conv_general_dilated(
         v.reshape(1, 6, 6, 2), jnp.asarray(k, jnp.float32), (1, 1), "SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC")).reshape(-1)
     wconv = np.asarray(jax.jacfwd(conv)(jnp.zeros(72)), np.float64).T  # (72, 108)
-    pool = lambda v: nn.avg_pool(v.reshape(1, 6, 6, 3), (2, 2), (2, 2)).reshape(-1)  # noqa: E731
+    pool = lambda v: nn.avg_pool(v.reshape(1, 6, 6, 3), (2, 2), (2, 2)).reshape(-1)
     wpool = np.asarray(jax.jacfwd(pool)(jnp.zeros(108)), np.float64).T  # (108, 27)
     layers = [("linear", wconv, np.tile(b, 36)), ("relu",), ("avgpool", wpool),
               ("linear", p["head"]["kernel"], p["head"]["bias"])]
