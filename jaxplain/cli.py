@@ -24,6 +24,7 @@ EXPLAIN_METHODS = {
     "smoothgrad": "smoothgrad",
     "guided": "guided_backprop",
     "deeplift": "deeplift",
+    "lrp": "lrp",
     "gradcam": "grad_cam",
     "occlusion": "occlusion",
 }
@@ -194,6 +195,8 @@ def _explain(args) -> int:
         kw["key"] = jax.random.key(0)
     if args.method == "gradcam":
         kw["layer"] = f"conv{len(module.features) - 1}"
+    if args.method == "lrp":  # pixels are read into [0, 1]: the box rule's bounds
+        kw["rule"] = jx.relevance.epsilon_gamma_box(0.0, 1.0)
     x = jnp.asarray(x)
     res = fn(model, x, target=target, **kw)
     out = Path(args.out)

@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_and_explain(tmp_path, capsys):
         )
     (imgs / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    for method in ("ig", "gradcam"):
+    for method in ("ig", "gradcam", "lrp"):
         rc = cli.main(
             [
                 "explain",
