@@ -110,6 +110,15 @@ def method_specs(quick: bool) -> list[MethodSpec]:
             quick=False,
         ),
         MethodSpec(
+            "LRP (epsilon-gamma-box)",
+            "lrp",
+            GRADIENT,
+            True,
+            lambda c: jx.lrp(c.model, c.x, target=c.target,
+                             rule=jx.relevance.epsilon_gamma_box(0.0, 1.0)),  # pixels in [0, 1]
+            quick=False,
+        ),
+        MethodSpec(
             "guided backprop",
             "guided_backprop",
             GRADIENT,
