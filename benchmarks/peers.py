@@ -161,6 +161,13 @@ def captum_layer_gradcam(tm, layer: str, x, target) -> Callable:
     return lambda: gc.attribute(xt, target=t, relu_attributions=True)
 
 
+def captum_guided_gradcam(tm, layer: str, x, target) -> Callable:
+    from captum.attr import GuidedGradCam
+
+    gc, xt, t = GuidedGradCam(tm, getattr(tm, layer)), to_nchw(x), _t(target)
+    return lambda: gc.attribute(xt, target=t)
+
+
 # ---- perturbation family --------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from . import relevance as relevance
 # --- cam / layers --------------------------------------------------------------------------
 from .cam import grad_cam as grad_cam
 from .cam import grad_cam_plus_plus as grad_cam_plus_plus
+from .cam import guided_grad_cam as guided_grad_cam
 from .cam import layer_activations as layer_activations
 from .cam import layer_gradient_x_activation as layer_gradient_x_activation
 from .cam import layer_integrated_gradients as layer_integrated_gradients
@@ -149,6 +150,7 @@ __all__ = [
     "ssim",
     "grad_cam",
     "grad_cam_plus_plus",
+    "guided_grad_cam",
     "layer_activations",
     "layer_gradient_x_activation",
     "layer_integrated_gradients",

@@ -148,13 +148,19 @@ class _State:
         self.rules, self.low, self.high = rules, low, high
         self.layers: list[str] = []
 
-    def layer(self, eqn, i, a, w, b):
+    def layer(self, eqn, i, a, w, b, probed: bool):
         kind = "conv" if eqn.primitive.name == "conv_general_dilated" else "dense"
         index = len(self.layers)
         self.layers.append(kind)
         rule = self.rules(index, kind)
+        if rule.name == "box" and probed:
+            raise ValueError(
+                "rule: ZBox on a layer at or above the probed `layer`: the box rule's input "
+                "relevance is not activation x gradient; ask for the input's relevance "
+                "(layer=None) or probe a layer above it")
         if rule.name == "box":
-            low, high = (jnp.broadcast_to(v, a.shape).astype(a.dtype) for v in (self.low, self.high))
+            low, high = (jnp.broadcast_to(v, a.shape).astype(a.dtype)
+                         for v in (self.low, self.high))
         else:
             low = high = jnp.zeros((), a.dtype)
         b = jnp.zeros((), a.dtype) if b is None else b
@@ -162,8 +168,9 @@ class _State:
             return _layer_op(_Linear(eqn, i), rule)(a, w, b, low, high)
 
 
-def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
+def _interpret(jaxpr, consts, args, flags, state: _State, probe_flags) -> list:
     varying = _varying(jaxpr, flags)
+    probed = _varying(jaxpr, probe_flags)  # what depends on a layer probe's zero
     uses: dict = {}
     for k, e in enumerate(jaxpr.eqns):
         for v in e.invars:
@@ -189,7 +196,8 @@ def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
         outs = None
         if k in deferred:
             lin_eqn, i, a, w, pos = deferred.pop(k)
-            outs = [state.layer(lin_eqn, i, a, w, invals[1 - pos])]
+            bias = invals[1 - pos]
+            outs = [state.layer(lin_eqn, i, a, w, bias, lin_eqn.invars[i] in probed)]
         elif name in LINEAR and sum(vary) == 1:
             i = vary.index(True)
             a, w = invals[i], invals[1 - i]
@@ -203,7 +211,7 @@ def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
                     deferred[nxt[0]] = (eqn, i, a, w, pos)
                     outs = [jnp.zeros(u.aval.shape, u.aval.dtype)]  # never read: the add takes over
             if outs is None:
-                outs = [state.layer(eqn, i, a, w, None)]
+                outs = [state.layer(eqn, i, a, w, None, eqn.invars[i] in probed)]
         elif any(vary):
             varied = [j for j, f in enumerate(vary) if f]
             if _is_relu(eqn):
@@ -225,8 +233,10 @@ def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
                     closed = eqn.params[key]
                     inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
                     skip = len(invals) - len(inner.invars)  # custom_vjp: leading consts
+                    pflags = [not isinstance(v, jex_core.Literal) and v in probed
+                              for v in eqn.invars[skip:]]
                     outs = _interpret(inner, getattr(closed, "consts", ()), invals[skip:],
-                                      vary[skip:], state)
+                                      vary[skip:], state, pflags)
                 else:
                     outs = _fast_backward_rule(eqn, invals)
         if outs is None:
@@ -236,18 +246,24 @@ def _interpret(jaxpr, consts, args, flags, state: _State) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
-def propagated(fn: Callable[[jax.Array], Any], rules: Callable[[int, str], Any], low=0.0, high=0.0):
-    """`g(x, low, high) -> fn(x)` whose VJP in `(x, low, high)` carries LRP's `R / a`.
+def propagated(fn: Callable[..., Any], rules: Callable[[int, str], Any]):
+    """`g(args, low, high) -> fn(*args)` whose VJP carries LRP's `R / a`.
 
+    Every argument in the tuple `args` is an input relevance flows to: the
+    model's input, and for layer relevance the zero added at the layer (any
+    argument after the first is such a probe).
     `rules(index, kind)` gives each linear layer's rule; `low`, `high` are the
-    bounds of a `ZBox` layer's input (broadcast to it). Also returns, through
-    `g.layers` after a call, the kinds of the layers met.
+    bounds of a `ZBox` layer's input (broadcast to it). After a call, `g.layers`
+    holds the kinds of the layers met, in order.
     """
 
-    def g(x, low, high):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
+    def g(args, low, high):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         state = _State(rules, low, high)
-        outs = _interpret(closed.jaxpr, closed.consts, [x], [True], state)
+        leaves = jax.tree.leaves(args)
+        n_in = len(jax.tree.leaves(args[0]))
+        probes = [i >= n_in for i in range(len(leaves))]
+        outs = _interpret(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), state, probes)
         g.layers = tuple(state.layers)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 

@@ -1,4 +1,4 @@
-"""Layer attribution for CNNs: Grad-CAM, Grad-CAM++, layer gradient x activation, layer IG.
+"""Layer attribution for CNNs: Grad-CAM, Grad-CAM++, Guided Grad-CAM, layer attributions.
 
 Every method here goes through the model's layer probe (`_layers.probe`, which
 is `Model.probe` for a layer's output): the model runs once with a zero `delta`
@@ -189,6 +189,48 @@ def _cam(model, x, target, *, layer, at, variant, relu, size) -> Explanation:
     if size is not None and tuple(cam.shape[1:]) != tuple(size):
         cam = jax.image.resize(cam, (cam.shape[0],) + tuple(size), method="bilinear")
     return Explanation(values=cam, n_evals=_n_evals(x, 1))
+
+
+def guided_grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, at: str = "output",
+                    interpolation: str = "nearest") -> Explanation:
+    """Guided Grad-CAM: guided backpropagation times the Grad-CAM map resized to the input.
+
+    `values = guided_backprop(x) * resize(grad_cam(x))[..., None]`: pixel-level
+    detail where the class-discriminative map is on. The map is resized with
+    `interpolation` (`"nearest"`, as Captum's `GuidedGradCam`, or `"bilinear"`).
+    Two forward passes and two backward passes (one down to the layer), in one
+    jitted program.
+
+    Args:
+      model, x, target, layer, at: see `grad_cam`.
+      interpolation: `"nearest"` or `"bilinear"`.
+
+    Returns:
+      `Explanation` with `values` shaped like `x`.
+
+    References:
+      Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+      Gradient-based Localization", ICCV 2017.
+    """
+    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
+    _check_spatial(shape, layer, "guided_grad_cam")
+    V.check_choice(interpolation, "interpolation", ("nearest", "bilinear"))
+    if x.ndim != len(shape.shape):
+        V.fail("layer", f"a layer with as many spatial dims as x {tuple(x.shape)}",
+               f"activation shape {tuple(shape.shape)}")
+    return _guided_grad_cam(model, x, t, layer=parts, at=at, interpolation=interpolation)
+
+
+@functools.partial(jit, static_argnames=("layer", "at", "interpolation"))
+def _guided_grad_cam(model, x, target, *, layer, at, interpolation) -> Explanation:
+    from .gradients import _saliency, with_relu_rule  # gradients imports nothing from here
+
+    cam = _cam(model, x, target, layer=layer, at=at, variant="grad_cam", relu=True, size=None)
+    guided = _saliency(with_relu_rule(model, "guided"), x, target, absolute=False,
+                       times_input=False, batch_size=None)
+    size = (x.shape[0],) + tuple(x.shape[1:-1])
+    m = jax.image.resize(cam.values, size, method=interpolation)
+    return Explanation(values=guided.values * m[..., None], n_evals=_n_evals(x, 2))
 
 
 # ---- layer attributions ------------------------------------------------------------------

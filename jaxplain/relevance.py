@@ -37,32 +37,38 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import _layers, batching
 from . import _validate as V
-from . import batching
 from ._lrp import Layer, propagated
 from ._types import Explanation
 from ._xla import jit
+from .cam import _prepare as _prepare_layer
+from .cam import _single_array
 from .gradients import _count, _prepare
 from .models import traced_cached
 
 
-def _number(v, name, *, minimum=0.0):
-    return V.check_float(v, name, minimum=minimum)
+class _Rule:
+    """A rule's numbers (`_numbers`) are checked (finite, >= 0) when it is made."""
+
+    _numbers: tuple[str, ...] = ("epsilon",)
+
+    def __post_init__(self):
+        for f in self._numbers:
+            v = V.check_float(getattr(self, f), f"{type(self).__name__}.{f}", minimum=0.0)
+            object.__setattr__(self, f, v)
 
 
 @dataclasses.dataclass(frozen=True)
-class Epsilon:
+class Epsilon(_Rule):
     """LRP-epsilon: `R_j = sum_k a_j w_jk / (z_k + epsilon sign(z_k)) R_k`."""
 
     epsilon: float = 1e-6
     name = "epsilon"
 
-    def __post_init__(self):
-        object.__setattr__(self, "epsilon", _number(self.epsilon, "Epsilon.epsilon"))
-
 
 @dataclasses.dataclass(frozen=True)
-class Gamma:
+class Gamma(_Rule):
     """LRP-gamma: Epsilon with weights and bias `p + gamma * max(p, 0)`.
 
     `gamma_bias=False` leaves the bias as it is (Captum's `GammaRule`); the default
@@ -73,16 +79,16 @@ class Gamma:
     epsilon: float = 1e-6
     gamma_bias: bool = True
     name = "gamma"
+    _numbers = ("gamma", "epsilon")
 
     def __post_init__(self):
-        object.__setattr__(self, "gamma", _number(self.gamma, "Gamma.gamma"))
-        object.__setattr__(self, "epsilon", _number(self.epsilon, "Gamma.epsilon"))
+        super().__post_init__()
         if not isinstance(self.gamma_bias, bool):
             V.fail("Gamma.gamma_bias", "True or False", repr(self.gamma_bias), TypeError)
 
 
 @dataclasses.dataclass(frozen=True)
-class AlphaBeta:
+class AlphaBeta(_Rule):
     """LRP-alpha-beta: positive contributions share `alpha R`, negative ones `-beta R`.
 
     A contribution `a_j w_jk` is positive when `a_j` and `w_jk` have the same sign;
@@ -93,10 +99,7 @@ class AlphaBeta:
     beta: float = 1.0
     epsilon: float = 1e-6
     name = "alpha_beta"
-
-    def __post_init__(self):
-        for f in ("alpha", "beta", "epsilon"):
-            object.__setattr__(self, f, _number(getattr(self, f), f"AlphaBeta.{f}"))
+    _numbers = ("alpha", "beta", "epsilon")
 
 
 def ZPlus(epsilon: float = 1e-6) -> AlphaBeta:
@@ -105,7 +108,7 @@ def ZPlus(epsilon: float = 1e-6) -> AlphaBeta:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ZBox:
+class ZBox(_Rule):
     """LRP-z^B for a layer whose inputs lie in `[low, high]` (scalars, or arrays
     broadcastable to one example of that layer's input, e.g. per-channel bounds
     of normalised pixels). Use it for the first layer."""
@@ -114,9 +117,6 @@ class ZBox:
     high: Any = 1.0
     epsilon: float = 1e-6
     name = "box"
-
-    def __post_init__(self):
-        object.__setattr__(self, "epsilon", _number(self.epsilon, "ZBox.epsilon"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,20 +146,21 @@ def epsilon_plus(*, epsilon: float = 0.25) -> Callable[[Layer], Any]:
 
 def _check_rule(r, where: str):
     if not isinstance(r, RULES):
-        V.fail(where, "an LRP rule (Epsilon, Gamma, AlphaBeta, ZPlus() or ZBox)", repr(r), TypeError)
+        V.fail(where, "an LRP rule (Epsilon, Gamma, AlphaBeta, ZPlus() or ZBox)", repr(r),
+               TypeError)
     return r
 
 
 def layers(model: Any, x: jax.Array) -> tuple[Layer, ...]:
     """The linear layers `lrp` applies rules to, in forward order (traced, not run)."""
     model, x, _ = _prepare(model, x, 0)
-    return _layers(model, x)
+    return _linear_layers(model, x)
 
 
-def _layers(model, x) -> tuple[Layer, ...]:
+def _linear_layers(model, x) -> tuple[Layer, ...]:
     def trace():
         g = propagated(model, lambda i, kind: Epsilon())
-        jax.make_jaxpr(g)(one, 0.0, 0.0)
+        jax.make_jaxpr(g)((one,), 0.0, 0.0)
         return tuple(Layer(i, len(g.layers), k) for i, k in enumerate(g.layers))
 
     one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
@@ -181,8 +182,8 @@ def _resolve(rule: Any, found: tuple[Layer, ...]) -> tuple[Any, ...]:
                    f"{len(rule)} rules")
         rules = [_check_rule(r, f"rule[{i}]") for i, r in enumerate(rule)]
     else:
-        V.fail("rule", "an LRP rule, a sequence of rules (one per layer) or a function of the layer",
-               repr(rule), TypeError)
+        V.fail("rule", "an LRP rule, a sequence of rules (one per layer) or a function of "
+               "the layer", repr(rule), TypeError)
     boxes = [i for i, r in enumerate(rules) if isinstance(r, ZBox)]
     if boxes and boxes != [0]:
         V.fail("rule", "ZBox on the first layer only (its bounds are the input's)",
@@ -191,7 +192,7 @@ def _resolve(rule: Any, found: tuple[Layer, ...]) -> tuple[Any, ...]:
 
 
 def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
-        batch_size: int | None = None) -> Explanation:
+        layer: Any = None, at: str = "output", batch_size: int | None = None) -> Explanation:
     """Layer-wise relevance propagation of the target (one forward + one backward pass).
 
     Args:
@@ -199,12 +200,16 @@ def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
       rule: an LRP rule for every linear layer (default `Epsilon(1e-6)`), a
         sequence with one rule per layer (see `layers(model, x)`), or a function
         `Layer -> rule` such as `epsilon_gamma_box(low, high)`.
+      layer: `None` for the input's relevance; a layer name (Linen / NNX models,
+        as in `grad_cam`) for the relevance of that layer's output (`at="output"`)
+        or input (`at="input"`), as Captum's `LayerLRP`.
       batch_size: examples per chunk.
 
     Returns:
-      `Explanation` with `values` (relevance) shaped like `x` and `gap`
-      `sum(values) - f_target(x)` per example: the relevance absorbed by biases
-      and stabilisers (0 for bias-free networks under conserving rules).
+      `Explanation` with `values` (relevance) shaped like `x` (or the layer's
+      activation) and `gap` `sum(values) - f_target(x)` per example: the relevance
+      absorbed by biases and stabilisers (0 for bias-free networks under
+      conserving rules).
 
     Linear layers are convolutions and matrix products whose weights do not
     depend on the input, each with its bias add. Activations pass relevance
@@ -213,35 +218,54 @@ def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
     control flow (`scan`, `while`) are not seen and keep their gradient.
 
     >>> import jax.numpy as jnp, jaxplain as jx
-    >>> net = lambda z: jnp.maximum(z @ jnp.array([[1.0, 2.0], [1.0, -1.0]]), 0) @ jnp.array([[1.0], [1.0]])
+    >>> w1, w2 = jnp.array([[1.0, 2.0], [1.0, -1.0]]), jnp.array([[1.0], [1.0]])
+    >>> net = lambda z: jnp.maximum(z @ w1, 0) @ w2
     >>> jx.lrp(net, jnp.array([[2.0, 1.0]]), target=0, rule=jx.relevance.ZPlus(0.0)).values
     Array([[5., 1.]], dtype=float32)
     """
-    model, x, t = _prepare(model, x, target)
+    if layer is not None:
+        model, x, t, parts, shape = _prepare_layer(model, x, target, layer, at)
+        _single_array(shape, layer, "lrp")
+    else:
+        model, x, t = _prepare(model, x, target)
+        parts = None
     batch_size = V.check_batch_size(batch_size)
-    rules = _resolve(rule, _layers(model, x))
+    rules = _resolve(rule, _linear_layers(model, x))
     low = high = jnp.zeros((), x.dtype)
     if isinstance(rules[0], ZBox):
         box = rules[0]
         low = V.check_baseline(box.low, x, "ZBox.low")[0]
         high = V.check_baseline(box.high, x, "ZBox.high")[0]
         rules = (_Box(box.epsilon),) + rules[1:]
-    return _lrp(model, x, t, low, high, rules=rules, batch_size=batch_size)
+    return _lrp(model, x, t, low, high, rules=rules, layer=parts, at=at, batch_size=batch_size)
 
 
-@functools.partial(jit, static_argnames=("rules", "batch_size"))
-def _lrp(model, x, target, low, high, *, rules, batch_size):
-    g = propagated(model, lambda i, kind: rules[i])
+@functools.partial(jit, static_argnames=("rules", "layer", "at", "batch_size"))
+def _lrp(model, x, target, low, high, *, rules, layer, at, batch_size):
+    pick = lambda i, kind: rules[i]
+    if layer is None:
+        g = propagated(model, pick)
+    else:
+        shape = _layers.activation_shape(model, x, layer, at)
+        g = propagated(lambda z, d: _layers.probe(model, z, layer, d, at=at), pick)
 
     def chunk(start, size):
         rows = start + jnp.arange(size, dtype=jnp.int32)
         xs = jax.lax.dynamic_slice_in_dim(x, start, size)
         lo, hi = jnp.broadcast_to(low, xs.shape), jnp.broadcast_to(high, xs.shape)
-        out, vjp = jax.vjp(g, xs, lo, hi)
+        if layer is None:
+            out, vjp = jax.vjp(lambda z, a, b: g((z,), a, b), xs, lo, hi)
+        else:
+            d = jnp.zeros((size,) + tuple(shape.shape[1:]), shape.dtype)
+            out, vjp, act = jax.vjp(lambda z, dd, a, b: g((z, dd), a, b), xs, d, lo, hi,
+                                    has_aux=True)
         bound = target.take(rows).bind(jax.lax.stop_gradient(out))
-        ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(out)
-        cx, clo, chi = vjp(ct)
-        rel = xs * cx + lo * clo + hi * chi
+        cts = vjp(jax.grad(lambda o: jnp.sum(bound.select(o)))(out))
+        if layer is None:
+            cx, clo, chi = cts
+            rel = xs * cx + lo * clo + hi * chi
+        else:
+            rel = act * cts[1]
         return rel, bound.select(out)
 
     rel, value = batching.chunked_map(chunk, x.shape[0], batch_size)

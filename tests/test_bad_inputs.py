@@ -168,6 +168,7 @@ BAD = {  # argument name -> {case id: bad value (or a function of env)}
     "layer": {"missing": "no_such_layer", "float": 3.5},
     "rule": {"bogus": "bogus"},
     "distance": {"bogus": "bogus"},
+    "interpolation": {"bogus": "bogus", "int": 1},
     "noise": {"bogus": "bogus"},
     "kind": {"bogus": "bogus"},
     "similarity": {"bogus": "bogus"},

@@ -324,3 +324,35 @@ def test_layer_input_compiles_once_and_bad_site_fails_before_compiling(twins):
     assert c["n"] == 0
     with pytest.raises(ValueError, match=r"layer: .*spatial dims.*\(2, 8\)"):
         jx.grad_cam(lin, x, target=0, layer="head", at="input")
+
+
+# ---- Guided Grad-CAM --------------------------------------------------------------------------
+
+
+def test_guided_grad_cam_is_guided_backprop_times_the_block_upsampled_map(twins):
+    linen, nnx_model, _, x = twins  # 16x16 input, conv1 after one 2x2 pool: 8x8 maps
+    t = np.array([0, 2])
+    e = jx.guided_grad_cam(linen, x, target=t, layer="conv1")
+    cam = np.asarray(jx.grad_cam(linen, x, target=t, layer="conv1", upsample=False).values)
+    assert cam.shape == (2, 8, 8) and (cam == 0).any() and (cam > 0).any()
+    up = np.repeat(np.repeat(cam, 2, axis=1), 2, axis=2)  # nearest, factor 2
+    guided = np.asarray(jx.guided_backprop(linen, x, target=t).values)
+    np.testing.assert_allclose(e.values, guided * up[..., None], rtol=1e-5, atol=1e-8)
+    assert e.n_evals.tolist() == [2, 2]
+    bil = jx.guided_grad_cam(linen, x, target=t, layer="conv1", interpolation="bilinear")
+    smooth = np.asarray(jx.grad_cam(linen, x, target=t, layer="conv1", upsample=True).values)
+    np.testing.assert_allclose(bil.values, guided * smooth[..., None], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(jx.guided_grad_cam(nnx_model, x, target=t, layer="convs/1").values,
+                               e.values, rtol=1e-5, atol=1e-8)
+    jitted = jax.jit(lambda m, z: jx.guided_grad_cam(m, z, target=t, layer="conv1").values)
+    np.testing.assert_allclose(jitted(linen, x), e.values, rtol=1e-5, atol=1e-8)
+
+
+def test_guided_grad_cam_errors(twins):
+    linen, _, _, x = twins
+    with pytest.raises(ValueError, match="interpolation"):
+        jx.guided_grad_cam(linen, x, target=0, layer="conv1", interpolation="cubic")
+    with pytest.raises(ValueError, match="layer"):
+        jx.guided_grad_cam(linen, x, target=0, layer="head")
+    with pytest.raises(ValueError, match="layer"):
+        jx.guided_grad_cam(linen, x, target=0, layer="nope")

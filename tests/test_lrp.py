@@ -261,3 +261,40 @@ def test_bad_rules_are_named():
         R.Epsilon(float("nan"))
     with pytest.raises(ValueError, match="model"):
         jx.lrp(lambda z: jnp.tanh(z).reshape(z.shape[0], -1), x, target=0)
+
+
+# ---- relevance at a layer -------------------------------------------------------------------------
+
+
+def test_layer_relevance_lrp0_is_layer_gradient_x_activation_and_input_site_is_the_input():
+    x = testing.random_images(6, n=3, size=8)
+    net, variables = tiny_cnn(x[:1], seed=7)
+    model = jx.from_linen(net, variables)
+    t = np.array([0, 1, 2])
+    e = jx.lrp(model, x, target=t, rule=R.Epsilon(0.0), layer="conv1")
+    ref = jx.layer_gradient_x_activation(model, x, target=t, layer="conv1").values
+    assert e.values.shape == ref.shape == (3, 4, 4, 8)
+    np.testing.assert_allclose(e.values, ref, atol=1e-5 * float(jnp.abs(ref).max()))
+    rule = [R.AlphaBeta(), R.Gamma(0.3), R.Epsilon(0.2)]
+    at_input = jx.lrp(model, x, target=t, rule=rule, layer="conv0", at="input")
+    np.testing.assert_allclose(at_input.values, jx.lrp(model, x, target=t, rule=rule).values,
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ZBox on a layer at or above the probed"):
+        jx.lrp(model, x, target=t, rule=R.epsilon_gamma_box(0.0, 1.0), layer="conv0", at="input")
+    rule = R.epsilon_gamma_box(0.0, 1.0)  # the box layer lies below conv1: allowed
+    nnx_model = tiny_cnn_nnx(variables)
+    np.testing.assert_allclose(
+        jx.lrp(nnx_model, x, target=t, rule=rule, layer="convs/1").values,
+        jx.lrp(model, x, target=t, rule=rule, layer="conv1").values, rtol=1e-5, atol=1e-7)
+
+
+def test_layer_relevance_is_conserved_above_the_layer():
+    x = testing.random_images(7, n=2, size=8)
+    net, variables = tiny_cnn(x[:1], seed=8)
+    p = variables["params"]
+    model = jx.from_linen(net, {"params": {k: dict(v, bias=jnp.zeros_like(v["bias"])) for k, v in p.items()}})
+    e = jx.lrp(model, x, target=1, rule=R.ZPlus(0.0), layer="conv1")
+    f = model(x)[:, 1]
+    np.testing.assert_allclose(e.values.reshape(2, -1).sum(1), f, rtol=1e-4)
+    with pytest.raises(ValueError, match="layer"):
+        jx.lrp(model, x, target=1, layer="nope")

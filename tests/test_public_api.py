@@ -44,6 +44,7 @@ PUBLIC = [
     "global_surrogate",
     "grad_cam",
     "grad_cam_plus_plus",
+    "guided_grad_cam",
     "gradient_x_input",
     "grid_segments",
     "guided_backprop",
