@@ -1,6 +1,6 @@
 """Layer-wise relevance propagation read from the model's jaxpr.
 
-`propagated(fn, rules, box)` traces `fn` to a jaxpr and evaluates it again with
+`propagated(fn, rules)` traces `fn` to a jaxpr and evaluates it again with
 the same forward values; its backward pass carries `c = R / a`, the relevance of
 each activation `a` divided by `a`, so that the relevance at the input is
 `x * c` (the "gradient trick" of Montavon et al.). On the way down:
@@ -84,7 +84,7 @@ class _Linear:
 
 
 def _layer_op(lin: _Linear, rule: Any):
-    """`op(a, w, b, low, high) = L(a, w) + b`, whose VJP applies `rule` (see `lrp.py`)."""
+    """`op(a, w, b, low, high) = L(a, w) + b`, whose VJP applies `rule` (see `relevance.py`)."""
 
     @jax.custom_vjp
     def op(a, w, b, low, high):
