@@ -45,7 +45,7 @@ from ._xla import jit
 from .cam import _prepare as _prepare_layer
 from .cam import _single_array
 from .gradients import _count, _prepare
-from .models import traced_cached
+from .models import as_model, traced_cached
 
 
 class _Rule:
@@ -153,8 +153,7 @@ def _check_rule(r, where: str):
 
 def layers(model: Any, x: jax.Array) -> tuple[Layer, ...]:
     """The linear layers `lrp` applies rules to, in forward order (traced, not run)."""
-    model, x, _ = _prepare(model, x, 0)
-    return _linear_layers(model, x)
+    return _linear_layers(as_model(model), V.check_array(x))
 
 
 def _linear_layers(model, x) -> tuple[Layer, ...]:

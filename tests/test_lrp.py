@@ -298,3 +298,9 @@ def test_layer_relevance_is_conserved_above_the_layer():
     np.testing.assert_allclose(e.values.reshape(2, -1).sum(1), f, rtol=1e-4)
     with pytest.raises(ValueError, match="layer"):
         jx.lrp(model, x, target=1, layer="nope")
+
+
+def test_layers_lists_dense_layers_of_a_plain_function_with_one_output():
+    w = jnp.arange(6.0).reshape(3, 2)
+    found = R.layers(lambda z: jnp.tanh(z @ w).sum(-1), np.ones((2, 3), np.float32))
+    assert found == (R.Layer(0, 1, "dense"),)
