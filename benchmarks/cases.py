@@ -107,6 +107,16 @@ def _np(t) -> np.ndarray:
     return t.detach().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
+def _same_image_values(name: str, peer: str, tol: float = 1e-4):
+    """An agreement check: jaxplain's values vs the peer's NCHW values, one relative error."""
+
+    def agree(out, peer_out):
+        ref = twins.from_nchw(_np(peer_out[peer]))
+        return [_agree(name, peer, rel_err(out, ref), tol)]
+
+    return agree
+
+
 # ---- gradient family ------------------------------------------------------------------
 
 
@@ -126,12 +136,7 @@ def saliency(ctx: Ctx) -> Bench:
     )
     if ctx.peer("captum"):
         b.peers["captum.Saliency"] = P.captum_saliency(ctx.torch_model, x, t)
-
-        def agree(out, peer_out):
-            ref = twins.from_nchw(_np(peer_out["captum.Saliency"]))
-            return [_agree("saliency", "captum.Saliency", rel_err(out, ref), 1e-4)]
-
-        b.agreement = agree
+        b.agreement = _same_image_values("saliency", "captum.Saliency")
     return b
 
 
@@ -322,12 +327,7 @@ def guided_backprop(ctx: Ctx) -> Bench:
     b = Bench(n, n, {}, lambda: call(model, x), x, t, memory=(call, (model, jnp.asarray(x))))
     if ctx.peer("captum"):
         b.peers["captum.GuidedBackprop"] = P.captum_guided_backprop(ctx.torch_model, x, t)
-
-        def agree(out, peer_out):
-            ref = twins.from_nchw(_np(peer_out["captum.GuidedBackprop"]))
-            return [_agree("guided_backprop", "captum.GuidedBackprop", rel_err(out, ref), 1e-4)]
-
-        b.agreement = agree
+        b.agreement = _same_image_values("guided_backprop", "captum.GuidedBackprop")
     return b
 
 
@@ -400,7 +400,8 @@ def lrp(ctx: Ctx) -> Bench:
             ref = twins.from_nchw(_np(peer_out["captum.LRP"]))
             checks = [_agree("lrp", "captum.LRP", rel_err(out, ref), 1e-3)]
             n_conv = len(ctx.spec.features)
-            rules = [jx.relevance.Gamma(0.25, 1e-9, gamma_bias=False)] * n_conv + [jx.relevance.Epsilon(0.25)]
+            gamma = jx.relevance.Gamma(0.25, 1e-9, gamma_bias=False)
+            rules = [gamma] * n_conv + [jx.relevance.Epsilon(0.25)]
             mine = jx.lrp(model, x, target=t, rule=rules).values
             ref = twins.from_nchw(_np(composite()))
             checks.append(_agree("lrp gamma composite", "captum.LRP", rel_err(mine, ref), 1e-4))
@@ -487,12 +488,7 @@ def guided_grad_cam(ctx: Ctx) -> Bench:
               "stops at the layer, so the true cost is a little lower")
     if ctx.peer("captum"):
         b.peers["captum.GuidedGradCam"] = P.captum_guided_gradcam(ctx.torch_model, layer, x, t)
-
-        def agree(out, peer_out):
-            ref = twins.from_nchw(_np(peer_out["captum.GuidedGradCam"]))
-            return [_agree("guided_grad_cam", "captum.GuidedGradCam", rel_err(out, ref), 1e-4)]
-
-        b.agreement = agree
+        b.agreement = _same_image_values("guided_grad_cam", "captum.GuidedGradCam")
     return b
 
 

@@ -97,15 +97,14 @@ def _layer_op(lin: _Linear, rule: Any):
     def bwd(res, g):
         a, w, b, z, low, high = res
         r = z * g  # relevance of the layer's output
-        zero = (jnp.zeros_like(w), jnp.zeros_like(b))
+        rest = (jnp.zeros_like(w), jnp.zeros_like(b), jnp.zeros_like(low), jnp.zeros_like(high))
         name = rule.name
         if name == "epsilon":
-            ca = lin.t(w, a, r / stabilise(z, rule.epsilon))
-            return (ca, *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+            return (lin.t(w, a, r / stabilise(z, rule.epsilon)), *rest)
         if name == "gamma":
             wg, bg = w + rule.gamma * _pos(w), (b + rule.gamma * _pos(b)) if rule.gamma_bias else b
             s = r / stabilise(lin(a, wg) + bg, rule.epsilon)
-            return (lin.t(wg, a, s), *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+            return (lin.t(wg, a, s), *rest)
         if name == "alpha_beta":
             wp, wn, ap, an = _pos(w), _neg(w), _pos(a), _neg(a)
             zp = lin(ap, wp) + lin(an, wn)  # the positive contributions' sum
@@ -113,11 +112,11 @@ def _layer_op(lin: _Linear, rule: Any):
             sn = rule.beta * r / stabilise(z - b - zp, rule.epsilon)  # and the negative ones
             up = lin.t(wp, a, sp) - lin.t(wn, a, sn)  # where a > 0
             un = lin.t(wn, a, sp) - lin.t(wp, a, sn)  # where a < 0
-            return (jnp.where(a > 0, up, un), *zero, jnp.zeros_like(low), jnp.zeros_like(high))
+            return (jnp.where(a > 0, up, un), *rest)
         # "box": the first layer's inputs bounded by low <= a <= high
         wp, wn = _pos(w), _neg(w)
         s = r / stabilise(lin(a, w) - lin(low, wp) - lin(high, wn), rule.epsilon)
-        return (lin.t(w, a, s), *zero, -lin.t(wp, low, s), -lin.t(wn, high, s))
+        return (lin.t(w, a, s), *rest[:2], -lin.t(wp, low, s), -lin.t(wn, high, s))
 
     op.defvjp(fwd, bwd)
     return op
