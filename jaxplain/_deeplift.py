@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.extend import core as jex_core
 
-from ._jaxpr import _window_max, _window_sum, bind_eqn, pool_tiles, windows
+from ._jaxpr import (CALLS, Site, _window_max, _window_sum, bind_eqn, interpret, of_operand,
+                     pool_tiles, windows)
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -43,13 +43,6 @@ RESCALED = frozenset(
     "integer_pow pow atan sinh cosh asinh".split()
 )
 """Elementwise primitives that get the rescale rule when one operand varies."""
-
-_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
-          "custom_vjp_call_jaxpr": "fun_jaxpr"}
-"""Higher-order primitives entered (their inner equations get the rules; custom
-derivatives of the inner function are replaced by DeepLIFT's)."""
-
 
 def _rescale(f: Callable[[jax.Array], jax.Array]):
     """`op(z, z_ref, f(z_ref)) = f(z)`, differentiated by the secant from `z_ref`
@@ -155,11 +148,27 @@ def _activation_call(eqn, varying, xs) -> bool:
     return _is_elementwise(eqn.params["jaxpr"].jaxpr, shape)
 
 
-def _rule(eqn, xs, rs):
-    """DeepLIFT's equation for `eqn`, or None (bind it on both halves)."""
+class _Pairs:
+    """DeepLIFT's domain: a value is the pair (input's, reference's)."""
+
+    @staticmethod
+    def lift(c):
+        return c, c
+
+    @staticmethod
+    def bind(eqn, pairs) -> list:
+        return list(zip(bind_eqn(eqn, [p[0] for p in pairs]), bind_eqn(eqn, [p[1] for p in pairs])))
+
+
+def _rule(site: Site):
+    """DeepLIFT's equation for `site`, or None (enter a call, or bind it on both halves)."""
+    eqn = site.eqn
+    xs, rs = [p[0] for p in site.invals], [p[1] for p in site.invals]
+    varying = [i for i, f in enumerate(site.varying) if f]
+    if not varying:  # no input dependence: one evaluation serves both halves
+        return [(o, o) for o in bind_eqn(eqn, xs)]
     name = eqn.primitive.name
-    varying = [i for i, (a, b) in enumerate(zip(xs, rs)) if a is not b]
-    if name in ("reduce_window_max", "reduce_window_sum") and varying:
+    if name in ("reduce_window_max", "reduce_window_sum"):
         tiles = pool_tiles(eqn, xs[0])
         if tiles is None:
             return None
@@ -175,51 +184,11 @@ def _rule(eqn, xs, rs):
         return None
     if (name in RESCALED and len(varying) == 1) or _activation_call(eqn, varying, xs):
         i = varying[0]
-
-        def f(z):
-            args = list(xs)
-            args[i] = z
-            return bind_eqn(eqn, args)[0]
-
+        f = of_operand(eqn, xs, i)
         with eqn.ctx.manager:
             yr = f(rs[i])
             return [(_rescale(f)(xs[i], rs[i], yr), yr)]
     return None
-
-
-def interpret_pair(jaxpr, consts, xs, rs) -> list[tuple[Any, Any]]:
-    """Evaluates `jaxpr` on the input's arguments `xs` and the reference's `rs` in lockstep."""
-    env: dict = {}
-
-    def read(v):
-        if isinstance(v, jex_core.Literal):
-            return v.val, v.val
-        return env[v]
-
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v] = (c, c)
-    for v, a, b in zip(jaxpr.invars, xs, rs):
-        env[v] = (a, b)
-    for eqn in jaxpr.eqns:
-        pairs = [read(v) for v in eqn.invars]
-        ix, ir = [p[0] for p in pairs], [p[1] for p in pairs]
-        if all(a is b for a, b in pairs):  # no input dependence: one evaluation serves both
-            outs = [(o, o) for o in bind_eqn(eqn, ix)]
-        else:
-            outs = _rule(eqn, ix, ir)
-            if outs is None:
-                key = _CALLS.get(eqn.primitive.name)
-                if key is not None and key in eqn.params:
-                    closed = eqn.params[key]
-                    inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
-                    inner_consts = getattr(closed, "consts", ())
-                    n_skip = len(ix) - len(inner.invars)  # custom_vjp: leading consts
-                    outs = interpret_pair(inner, inner_consts, ix[n_skip:], ir[n_skip:])
-                else:
-                    outs = list(zip(bind_eqn(eqn, ix), bind_eqn(eqn, ir)))
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return [read(v) for v in jaxpr.outvars]
 
 
 def paired(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array, jax.Array], tuple[Any, Any]]:
@@ -227,7 +196,8 @@ def paired(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array, jax.Array], t
 
     def g(x, r):
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
-        outs = interpret_pair(closed.jaxpr, closed.consts, [x], [r])
+        outs = interpret(closed.jaxpr, closed.consts, [(x, r)], _rule, tags=[1], calls=CALLS,
+                         domain=_Pairs)
         tree = jax.tree.structure(out_shape)
         return (jax.tree.unflatten(tree, [o[0] for o in outs]),
                 jax.tree.unflatten(tree, [o[1] for o in outs]))

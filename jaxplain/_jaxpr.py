@@ -1,26 +1,38 @@
 """Re-evaluating a function's jaxpr with some equations replaced.
 
-One small interpreter serves every rewrite jaxplain makes without editing the
-user's model: `rewrite(fn, rule)` traces `fn` to a jaxpr and evaluates it again,
-asking `rule(eqn, invals)` first for every equation (`None` means "bind it as
-it is"). Calls to jitted sub-functions (`jit`/`pjit`) are entered, so a rule
-also sees the equations inside them; other higher-order primitives (`scan`,
-`while`, `cond`, custom derivatives) are bound unchanged.
+One interpreter serves every rewrite jaxplain makes without editing the user's
+model. `interpret(jaxpr, consts, args, rule)` evaluates the jaxpr again and asks
+`rule(site)` first for every equation (`None` means "the default": enter a call,
+or bind the equation as it is). A `Site` gives the rule the equation, its
+operands' values, which flagged arguments each operand depends on (`tags`), the
+equation's position and a `Frame` (the jaxpr, who reads each variable, scratch
+space for a look-ahead). A `domain` says what a value is: plain arrays, or
+DeepLIFT's (input, reference) pairs. Calls to sub-jaxprs named in `calls` (by
+default `jit`/`pjit`) are entered, so a rule also sees the equations inside
+them; other higher-order primitives (`scan`, `while`, `cond`, ...) are bound
+unchanged.
 
-Rules built on it: the ReLU backward rules of guided backprop / DeconvNet
-(`_relu_rules.py`), `canonical_convs` and `fast_backward` below.
+Built on it: the ReLU backward rules of guided backprop / DeconvNet
+(`_relu_rules.py`), DeepLIFT's paired evaluation (`_deeplift.py`), LRP
+(`_lrp.py`), and `canonical_convs` and `fast_backward` below.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex_core
 
-Rule = Callable[[Any, list], "Sequence[Any] | None"]
+JIT_CALLS = {"jit": "jaxpr", "pjit": "jaxpr"}
+"""Call primitives (name -> the parameter holding the inner jaxpr) entered by default."""
+
+CALLS = {**JIT_CALLS, "closed_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
+         "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr"}
+"""Also the custom-derivative calls: entering them replaces their derivative rules."""
 
 
 def bind_eqn(eqn, invals: Sequence[Any]) -> list:
@@ -32,28 +44,113 @@ def bind_eqn(eqn, invals: Sequence[Any]) -> list:
     return outs if eqn.primitive.multiple_results else [outs]
 
 
-def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule) -> list:
-    """Evaluates `jaxpr` on `args`, replacing the equations `rule` answers for."""
-    env: dict = {}
+def of_operand(eqn, invals: Sequence[Any], i: int) -> Callable[[Any], Any]:
+    """`z -> eqn(invals with operand i replaced by z)`, the equation's first output."""
+
+    def f(z):
+        args = list(invals)
+        args[i] = z
+        return bind_eqn(eqn, args)[0]
+
+    return f
+
+
+class Plain:
+    """The default domain: a value is the array itself."""
+
+    @staticmethod
+    def lift(c):
+        """A constant or literal as a value of this domain."""
+        return c
+
+    @staticmethod
+    def bind(eqn, invals: Sequence[Any]) -> list:
+        """`eqn` evaluated as it is on values of this domain."""
+        return bind_eqn(eqn, invals)
+
+
+class Frame:
+    """One evaluation of one jaxpr, shared by the sites of its equations."""
+
+    def __init__(self, jaxpr):
+        self.jaxpr = jaxpr
+        self.tags: dict = {}  # variable -> bit mask of the flagged arguments it depends on
+        self.scratch: dict = {}  # for rules that look ahead (LRP's bias adds)
+        self._uses: dict | None = None
+
+    def tag(self, v) -> int:
+        return 0 if isinstance(v, jex_core.Literal) else self.tags.get(v, 0)
+
+    def uses(self, v) -> list[int]:
+        """Positions of the equations reading `v`; -1 when it is an output of the jaxpr."""
+        if self._uses is None:
+            self._uses = {}
+            for k, e in enumerate(self.jaxpr.eqns):
+                for u in e.invars:
+                    if not isinstance(u, jex_core.Literal):
+                        self._uses.setdefault(u, []).append(k)
+            for u in self.jaxpr.outvars:
+                if not isinstance(u, jex_core.Literal):
+                    self._uses.setdefault(u, []).append(-1)
+        return self._uses.get(v, [])
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One equation as a rule sees it: `frame.jaxpr.eqns[index]` with its operands' values."""
+
+    eqn: Any
+    invals: list
+    tags: tuple[int, ...]  # per operand, the flagged arguments it depends on (0: none)
+    index: int
+    frame: Frame
+
+    @property
+    def varying(self) -> list[bool]:
+        """Per operand, whether it depends on a flagged argument."""
+        return [t != 0 for t in self.tags]
+
+
+Rule = Callable[[Site], "Sequence[Any] | None"]
+
+
+def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule, *,
+              tags: Sequence[int] | None = None, calls: Mapping[str, str] = JIT_CALLS,
+              domain: Any = Plain) -> list:
+    """Evaluates `jaxpr` on `args`, replacing the equations `rule` answers for.
+
+    `tags[i]` flags argument `i` (a bit mask; the default flags none); every
+    site's `tags` are the union of the flags its operands depend on.
+    """
+    frame = Frame(jaxpr)
+    env: dict = {v: domain.lift(c) for v, c in zip(jaxpr.constvars, consts)}
+    env.update(zip(jaxpr.invars, args))
+    frame.tags.update((v, t) for v, t in zip(jaxpr.invars, tags or ()) if t)
 
     def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
+        return domain.lift(v.val) if isinstance(v, jex_core.Literal) else env[v]
 
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, args):
-        env[v] = a
-    for eqn in jaxpr.eqns:
+    for k, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        outs = rule(eqn, invals)
+        ts = tuple(frame.tag(v) for v in eqn.invars)
+        outs = rule(Site(eqn, invals, ts, k, frame))
         if outs is None:
-            if eqn.primitive.name in ("jit", "pjit"):
-                closed = eqn.params["jaxpr"]
-                outs = interpret(closed.jaxpr, closed.consts, invals, rule)
+            key = calls.get(eqn.primitive.name)
+            if key is not None and key in eqn.params:
+                closed = eqn.params[key]
+                inner = getattr(closed, "jaxpr", closed)
+                skip = len(invals) - len(inner.invars)  # custom_vjp: leading consts
+                outs = interpret(inner, getattr(closed, "consts", ()), invals[skip:], rule,
+                                 tags=ts[skip:], calls=calls, domain=domain)
             else:
-                outs = bind_eqn(eqn, invals)
+                outs = domain.bind(eqn, invals)
+        out_tag = 0
+        for t in ts:
+            out_tag |= t
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
+            if out_tag:
+                frame.tags[v] = out_tag
     return [read(v) for v in jaxpr.outvars]
 
 
@@ -76,7 +173,7 @@ def _to_hwio(dn) -> tuple[int, ...]:
     return tuple(dn.rhs_spec[2:]) + (dn.rhs_spec[1], dn.rhs_spec[0])
 
 
-def _canonical_conv(eqn, invals):
+def _canonical_conv(site: Site):
     """A channels-last convolution whose kernel is not laid out (spatial..., in, out).
 
     JAX's transpose rule for a convolution (the input gradient) swaps the kernel's
@@ -86,6 +183,7 @@ def _canonical_conv(eqn, invals):
     (jax 0.10.2). Transposing the kernel explicitly gives the loop the fast
     convolution; the arithmetic is the same, only the kernel's axis order changes.
     """
+    eqn = site.eqn
     if eqn.primitive.name != "conv_general_dilated":
         return None
     dn = eqn.params["dimension_numbers"]
@@ -96,7 +194,7 @@ def _canonical_conv(eqn, invals):
     perm = _to_hwio(dn)
     if perm == tuple(range(n)):
         return None
-    lhs, rhs = invals
+    lhs, rhs = site.invals
     new_dn = lax.ConvDimensionNumbers(lhs_spec, (n - 1, n - 2) + tuple(range(n - 2)), out_spec)
     params = dict(eqn.params, dimension_numbers=new_dn)
     with eqn.ctx.manager:
@@ -259,9 +357,9 @@ def _few_channel_conv(eqn, invals):
         return [conv(lhs, rhs)]
 
 
-def _fast_backward_rule(eqn, invals):
-    out = _tiled_pool(eqn, invals)
-    return out if out is not None else _few_channel_conv(eqn, invals)
+def _fast_backward_rule(site: Site):
+    out = _tiled_pool(site.eqn, site.invals)
+    return out if out is not None else _few_channel_conv(site.eqn, site.invals)
 
 
 def fast_backward(fn: Callable) -> Callable:

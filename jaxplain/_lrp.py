@@ -23,15 +23,15 @@ few-channel convolutions as a matrix product, as in every jaxplain backward pass
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.extend import core as jex_core
 
-from ._deeplift import _CALLS, _activation_call, _rescale
-from ._jaxpr import _fast_backward_rule, _few_channel_conv, bind_eqn
+from ._deeplift import _activation_call, _rescale
+from ._jaxpr import (CALLS, Site, _fast_backward_rule, _few_channel_conv, bind_eqn, interpret,
+                     of_operand)
 from ._relu_rules import _is_relu_max
 
 LINEAR = ("conv_general_dilated", "dot_general")
@@ -131,17 +131,12 @@ def _is_relu(eqn) -> bool:
     return _is_relu_max(eqn)
 
 
-def _varying(jaxpr, flags: Sequence[bool]) -> set:
-    """The variables of `jaxpr` that depend on the invars flagged in `flags`."""
-    out = {v for v, f in zip(jaxpr.invars, flags) if f}
-    for e in jaxpr.eqns:
-        if any(not isinstance(v, jex_core.Literal) and v in out for v in e.invars):
-            out.update(e.outvars)
-    return out
+INPUT, PROBE = 1, 2
+"""Tags: what depends on the model's input, and on a layer probe's zero."""
 
 
-class _State:
-    """What one propagation needs across nested jaxprs: rules, box bounds, the layer count."""
+class _Propagation:
+    """The interpreter's rule for one propagation: rules, box bounds, the layers met."""
 
     def __init__(self, rules: Callable[[int, str], Any], low, high):
         self.rules, self.low, self.high = rules, low, high
@@ -166,83 +161,42 @@ class _State:
         with eqn.ctx.manager:
             return _layer_op(_Linear(eqn, i), rule)(a, w, b, low, high)
 
-
-def _interpret(jaxpr, consts, args, flags, state: _State, probe_flags) -> list:
-    varying = _varying(jaxpr, flags)
-    probed = _varying(jaxpr, probe_flags)  # what depends on a layer probe's zero
-    uses: dict = {}
-    for k, e in enumerate(jaxpr.eqns):
-        for v in e.invars:
-            if not isinstance(v, jex_core.Literal):
-                uses.setdefault(v, []).append(k)
-    for v in jaxpr.outvars:
-        if not isinstance(v, jex_core.Literal):
-            uses.setdefault(v, []).append(-1)
-    env: dict = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    deferred: dict = {}  # bias add index -> (linear eqn, varying operand, a, w, biased operand)
-
-    def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
-
-    def is_varying(v):
-        return not isinstance(v, jex_core.Literal) and v in varying
-
-    for k, eqn in enumerate(jaxpr.eqns):
-        invals = [read(v) for v in eqn.invars]
-        vary = [is_varying(v) for v in eqn.invars]
+    def __call__(self, site: Site):
+        eqn, invals, frame = site.eqn, site.invals, site.frame
+        deferred = frame.scratch  # bias add position -> (linear eqn, operand, a, w, side, probed)
+        if site.index in deferred:
+            lin_eqn, i, a, w, pos, probed = deferred.pop(site.index)
+            return [self.layer(lin_eqn, i, a, w, invals[1 - pos], probed)]
+        vary = site.varying
+        if not any(vary):
+            return bind_eqn(eqn, invals)
         name = eqn.primitive.name
-        outs = None
-        if k in deferred:
-            lin_eqn, i, a, w, pos = deferred.pop(k)
-            bias = invals[1 - pos]
-            outs = [state.layer(lin_eqn, i, a, w, bias, lin_eqn.invars[i] in probed)]
-        elif name in LINEAR and sum(vary) == 1:
+        if name in LINEAR and sum(vary) == 1:
             i = vary.index(True)
             a, w = invals[i], invals[1 - i]
+            probed = bool(site.tags[i] & PROBE)
             (u,) = eqn.outvars
-            nxt = uses.get(u, [])
-            if len(nxt) == 1 and nxt[0] > k and jaxpr.eqns[nxt[0]].primitive.name == "add":
-                add = jaxpr.eqns[nxt[0]]
-                pos = list(add.invars).index(u)
-                other = add.invars[1 - pos]
-                if other is not u and not is_varying(other):
-                    deferred[nxt[0]] = (eqn, i, a, w, pos)
-                    outs = [jnp.zeros(u.aval.shape, u.aval.dtype)]  # never read: the add takes over
-            if outs is None:
-                outs = [state.layer(eqn, i, a, w, None, eqn.invars[i] in probed)]
-        elif any(vary):
-            varied = [j for j, f in enumerate(vary) if f]
-            if _is_relu(eqn):
-                pass  # passing relevance through a ReLU is its gradient
-            elif (name in PASSED and len(varied) == 1) or _activation_call(eqn, varied, invals):
-                j = varied[0]
-
-                def f(z, j=j, eqn=eqn, args=tuple(invals)):
-                    xs = list(args)
-                    xs[j] = z
-                    return bind_eqn(eqn, xs)[0]
-
-                with eqn.ctx.manager:
-                    zero = jnp.zeros_like(invals[j])
-                    outs = [_rescale(f)(invals[j], zero, zero)]  # secant from the origin: f(z) / z
-            else:
-                key = _CALLS.get(name)
-                if key is not None and key in eqn.params:
-                    closed = eqn.params[key]
-                    inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
-                    skip = len(invals) - len(inner.invars)  # custom_vjp: leading consts
-                    pflags = [not isinstance(v, jex_core.Literal) and v in probed
-                              for v in eqn.invars[skip:]]
-                    outs = _interpret(inner, getattr(closed, "consts", ()), invals[skip:],
-                                      vary[skip:], state, pflags)
-                else:
-                    outs = _fast_backward_rule(eqn, invals)
-        if outs is None:
-            outs = bind_eqn(eqn, invals)
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+            nxt = frame.uses(u)
+            if len(nxt) == 1 and nxt[0] > site.index:
+                add = frame.jaxpr.eqns[nxt[0]]
+                if add.primitive.name == "add":
+                    pos = list(add.invars).index(u)
+                    other = add.invars[1 - pos]
+                    if other is not u and not frame.tag(other):
+                        deferred[nxt[0]] = (eqn, i, a, w, pos, probed)
+                        # never read: the add takes over
+                        return [jnp.zeros(u.aval.shape, u.aval.dtype)]
+            return [self.layer(eqn, i, a, w, None, probed)]
+        varied = [j for j, f in enumerate(vary) if f]
+        if _is_relu(eqn):
+            return bind_eqn(eqn, invals)  # passing relevance through a ReLU is its gradient
+        if (name in PASSED and len(varied) == 1) or _activation_call(eqn, varied, invals):
+            j = varied[0]
+            with eqn.ctx.manager:
+                zero = jnp.zeros_like(invals[j])
+                # the secant from the origin: f(z) / z
+                return [_rescale(of_operand(eqn, invals, j))(invals[j], zero, zero)]
+        return _fast_backward_rule(site)  # None: enter a call, or bind as it is
 
 
 def propagated(fn: Callable[..., Any], rules: Callable[[int, str], Any]):
@@ -258,12 +212,12 @@ def propagated(fn: Callable[..., Any], rules: Callable[[int, str], Any]):
 
     def g(args, low, high):
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        state = _State(rules, low, high)
+        rule = _Propagation(rules, low, high)
         leaves = jax.tree.leaves(args)
         n_in = len(jax.tree.leaves(args[0]))
-        probes = [i >= n_in for i in range(len(leaves))]
-        outs = _interpret(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), state, probes)
-        g.layers = tuple(state.layers)
+        tags = [INPUT if i < n_in else INPUT | PROBE for i in range(len(leaves))]
+        outs = interpret(closed.jaxpr, closed.consts, leaves, rule, tags=tags, calls=CALLS)
+        g.layers = tuple(rule.layers)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     g.layers = ()

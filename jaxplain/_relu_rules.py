@@ -69,8 +69,10 @@ def _is_relu_jaxpr(jaxpr) -> bool:
 
 
 def _relu_rule(relu):
-    def rule(eqn, invals):
-        if eqn.primitive.name == "custom_jvp_call" and _is_relu_jaxpr(eqn.params["call_jaxpr"].jaxpr):
+    def rule(site):
+        eqn, invals = site.eqn, site.invals
+        if (eqn.primitive.name == "custom_jvp_call"
+                and _is_relu_jaxpr(eqn.params["call_jaxpr"].jaxpr)):
             return [relu(invals[-1])]
         if _is_relu_max(eqn):
             operand = next(x for v, x in zip(eqn.invars, invals) if not _is_zero_literal(v))
