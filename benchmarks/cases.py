@@ -366,7 +366,15 @@ def deeplift(ctx: Ctx) -> Bench:
         def agree(out, peer_out):
             ref = twins.from_nchw(_np(peer_out["captum.DeepLift"]))
             e = call(model, x)
-            return _deeplift_agreement(ctx, "deeplift", "captum.DeepLift", out, ref, e.gap, x)
+            checks = _deeplift_agreement(ctx, "deeplift", "captum.DeepLift", out, ref, e.gap, x)
+            # at the last conv layer only ReLU, the global pool and the head lie above:
+            # Captum's max-pool rule plays no part, so this is judged on both variants
+            layer = ctx.spec.last_layer
+            peer = P.captum_layer_deeplift(ctx.torch_model, layer, x, t, base)()
+            mine = jx.deeplift(model, x, target=t, baseline=base, layer=layer).values
+            checks.append(_agree("layer deeplift", "captum.LayerDeepLift",
+                                 rel_err(mine, twins.from_nchw(_np(peer))), 1e-4))
+            return checks
 
         b.agreement = agree
     return b

@@ -145,6 +145,14 @@ def captum_deeplift(tm, x, target, baseline: float) -> Callable:
     return lambda: dl.attribute(xt, baselines=baseline, target=t)
 
 
+def captum_layer_deeplift(tm, layer: str, x, target, baseline: float) -> Callable:
+    from captum.attr import LayerDeepLift
+
+    dl, t = LayerDeepLift(tm, getattr(tm, layer)), _t(target)
+    xt = to_nchw(x).requires_grad_()  # its hooks need a graph even below the layer
+    return lambda: dl.attribute(xt, baselines=baseline, target=t)
+
+
 def captum_deeplift_shap(tm, x, target, refs: np.ndarray) -> Callable:
     import torch
     from captum.attr import DeepLiftShap

@@ -191,13 +191,18 @@ def _rule(site: Site):
     return None
 
 
-def paired(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array, jax.Array], tuple[Any, Any]]:
-    """`g(x, r) -> (fn(x), fn(r))` whose derivative in `x` carries DeepLIFT's multipliers."""
+def paired(fn: Callable[..., Any]) -> Callable[[tuple, tuple], tuple[Any, Any]]:
+    """`g(xs, rs) -> (fn(*xs), fn(*rs))` whose derivative in `xs` carries DeepLIFT's multipliers.
 
-    def g(x, r):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
-        outs = interpret(closed.jaxpr, closed.consts, [(x, r)], _rule, tags=[1], calls=CALLS,
-                         domain=_Pairs)
+    `xs` and `rs` are tuples of the same structure: the input's arguments and the
+    reference's (for layer attribution, the input and a zero added at the layer).
+    """
+
+    def g(xs, rs):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*xs)
+        leaves = list(zip(jax.tree.leaves(xs), jax.tree.leaves(rs)))
+        outs = interpret(closed.jaxpr, closed.consts, leaves, _rule, tags=[1] * len(leaves),
+                         calls=CALLS, domain=_Pairs)
         tree = jax.tree.structure(out_shape)
         return (jax.tree.unflatten(tree, [o[0] for o in outs]),
                 jax.tree.unflatten(tree, [o[1] for o in outs]))

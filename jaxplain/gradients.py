@@ -21,9 +21,12 @@ from . import _validate as V
 from . import batching
 from ._noise import gaussian
 from ._quadrature import RULES, quadrature
+from . import _layers
 from ._deeplift import paired
 from ._relu_rules import MODES, ReluRuleApply
 from ._types import Explanation
+from .cam import _prepare as _prepare_layer
+from .cam import _single_array
 from .models import Model, as_model
 from .targets import Target, as_target, value_and_grad
 
@@ -359,7 +362,7 @@ def _eg(model, x, target, refs, key, *, n_samples, batch_size):
 
 
 def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
-             batch_size: int | None = None) -> Explanation:
+             layer: Any = None, at: str = "output", batch_size: int | None = None) -> Explanation:
     """DeepLIFT (rescale rule): `(x - baseline) *` multipliers backpropagated from the target.
 
     The model runs on `x` and on `baseline` in lockstep; in the backward pass each
@@ -383,11 +386,15 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
       model, x, target: see `saliency`.
       baseline: the reference input: a scalar, an array broadcastable to one
         example, or one per example `(N, ...)`.
+      layer: `None` to attribute to the input; a layer name (Linen / NNX models,
+        as in `grad_cam`) to attribute to that layer's output (`at="output"`) or
+        input (`at="input"`): `(a(x) - a(baseline)) *` the multipliers there, as
+        Captum's `LayerDeepLift`. Only the rules above the layer matter.
       batch_size: (input, baseline) pairs per chunk.
 
     Returns:
-      `Explanation` with `values` shaped like `x` and `gap`
-      `sum(values) - (f(x) - f(baseline))` per example.
+      `Explanation` with `values` shaped like `x` (or the layer's activation) and
+      `gap` `sum(values) - (f(x) - f(baseline))` per example.
 
     References:
       Shrikumar, Greenside, Kundaje. Learning Important Features Through
@@ -399,13 +406,14 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
     >>> e.values, e.gap
     (Array([[ 3., -2.]], dtype=float32), Array([0.], dtype=float32))
     """
-    model, x, t = _prepare(model, x, target)
+    model, x, t, parts = _prepare_deeplift(model, x, target, layer, at, "deeplift")
     batch_size = V.check_batch_size(batch_size)
     b = V.check_baseline(baseline, x)
-    return _deeplift(model, x, t, b, shared=False, batch_size=batch_size)
+    return _deeplift(model, x, t, b, shared=False, layer=parts, at=at, batch_size=batch_size)
 
 
 def deeplift_shap(model: Any, x: jax.Array, *, target: Any, references: jax.Array,
+                  layer: Any = None, at: str = "output",
                   batch_size: int | None = None) -> Explanation:
     """DeepLIFT averaged over a set of references (DeepSHAP; Captum's `DeepLiftShap`,
     shap's `DeepExplainer`).
@@ -419,24 +427,37 @@ def deeplift_shap(model: Any, x: jax.Array, *, target: Any, references: jax.Arra
       model, x, target: see `saliency`.
       references: a reference batch `(M, ...)` with the per-example shape of `x`
         (e.g. a sample of training images).
+      layer, at: attribute to a layer's output or input instead of `x`, as in
+        `deeplift` (Captum's `LayerDeepLiftShap`).
       batch_size: (input, reference) pairs per chunk.
 
     Returns:
-      `Explanation` with `values` shaped like `x` and `gap`.
+      `Explanation` with `values` shaped like `x` (or the layer's activation) and `gap`.
 
     References:
       Lundberg & Lee. A Unified Approach to Interpreting Model Predictions (2017).
     """
-    model, x, t = _prepare(model, x, target)
+    model, x, t, parts = _prepare_deeplift(model, x, target, layer, at, "deeplift_shap")
     refs = V.check_array(references, "references")
     if refs.shape[1:] != x.shape[1:]:
         V.fail("references", f"a batch of examples shaped {tuple(x.shape[1:])}", f"shape {refs.shape}")
     batch_size = V.check_batch_size(batch_size)
-    return _deeplift(model, x, t, refs.astype(x.dtype), shared=True, batch_size=batch_size)
+    return _deeplift(model, x, t, refs.astype(x.dtype), shared=True, layer=parts, at=at,
+                     batch_size=batch_size)
 
 
-@functools.partial(jit, static_argnames=("shared", "batch_size"))
-def _deeplift(model, x, target, refs, *, shared, batch_size):
+def _prepare_deeplift(model, x, target, layer, at, method):
+    """(model, x, target, layer key or None), validated before any compile."""
+    if layer is None:
+        _layers.check_site(at)
+        return (*_prepare(model, x, target), None)
+    model, x, t, parts, shape = _prepare_layer(model, x, target, layer, at)
+    _single_array(shape, layer, method)
+    return model, x, t, parts
+
+
+@functools.partial(jit, static_argnames=("shared", "layer", "at", "batch_size"))
+def _deeplift(model, x, target, refs, *, shared, layer, at, batch_size):
     n = x.shape[0]
     m = refs.shape[0] if shared else 1
     # f(x) itself comes from the pairs; the extra forward only fixes a "predicted" target
@@ -446,18 +467,31 @@ def _deeplift(model, x, target, refs, *, shared, batch_size):
         ),
         x,
     )
-    pair = paired(model)
+    if layer is None:
+        pair = paired(model)
+    else:  # a zero added at the layer: its multiplier is the gradient there
+        shape = _layers.activation_shape(model, x, layer, at)
+        pair = paired(lambda z, d: _layers.probe(model, z, layer, d, at=at))
 
     def contributions(ex, s):
         xi, r = x[ex], refs[s] if shared else refs[ex]
         t = target.take(ex)
+        if layer is None:
 
-        def value(z):
-            fz, fr = pair(z, r)
-            return jnp.sum(t.select(fz)), t.select(fz) - t.select(fr)
+            def value(z):
+                fz, fr = pair((z,), (r,))
+                return jnp.sum(t.select(fz)), t.select(fz) - t.select(fr)
 
-        mult, delta = jax.grad(value, has_aux=True)(xi)
-        return mult * (xi - r), delta
+            mult, delta = jax.grad(value, has_aux=True)(xi)
+            return mult * (xi - r), delta
+        zero = jnp.zeros((xi.shape[0],) + tuple(shape.shape[1:]), shape.dtype)
+
+        def value(d):
+            (fz, az), (fr, ar) = pair((xi, d), (r, zero))
+            return jnp.sum(t.select(fz)), (t.select(fz) - t.select(fr), az - ar)
+
+        mult, (delta, change) = jax.grad(value, has_aux=True)(zero)
+        return mult * change, delta
 
     attr, delta = batching.per_example_sum(contributions, n, m, batch_size)
     attr = attr / m

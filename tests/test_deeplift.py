@@ -147,3 +147,89 @@ def test_errors():
         jx.deeplift(model, x, target=0, baseline=np.zeros((5, 8, 8, 3)))
     with pytest.raises(ValueError, match="target"):
         jx.deeplift(model, x, target=3)
+
+
+# ---- attribution to a layer (Captum's LayerDeepLift) ------------------------------------------
+
+
+def _above_conv0(params, pool):
+    """The part of `testing.tiny_cnn` above conv0's output, in plain JAX."""
+
+    def f(a):
+        h = jax.nn.relu(a)
+        h = nn.max_pool(h, (2, 2), (2, 2)) if pool == "max" else nn.avg_pool(h, (2, 2), (2, 2))
+        k, b = params["conv1"]["kernel"], params["conv1"]["bias"]
+        h = jax.lax.conv_general_dilated(h, k, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+        h = jnp.mean(jax.nn.relu(h), axis=(1, 2))
+        return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+    return f
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_layer_deeplift_is_deeplift_of_the_network_above_the_layer(pool):
+    m, v, x = _cnn(pool, seed=2)
+    model = jx.from_linen(m, v)
+    b = 0.4 * testing.random_images(8, n=3, size=8)
+    e = jx.deeplift(model, x, target=2, baseline=b, layer="conv0")
+    act = lambda z: jx.layer_activations(model, z, layer="conv0").values  # noqa: E731
+    above = _above_conv0(v["params"], pool)
+    np.testing.assert_allclose(above(act(x)), model(x), rtol=1e-5, atol=1e-6)
+    want = jx.deeplift(above, act(x), target=2, baseline=act(b))
+    assert e.values.shape == (3, 8, 8, 4)
+    np.testing.assert_allclose(e.values, want.values, atol=1e-5 * float(jnp.abs(want.values).max()))
+    delta = model(x)[:, 2] - model(b)[:, 2]
+    np.testing.assert_allclose(e.values.reshape(3, -1).sum(1), delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(e.gap, 0.0, atol=1e-5)
+
+
+def test_layer_deeplift_closed_form_at_a_linear_head_and_the_input_site():
+    m, v, x = _cnn("max", seed=3)
+    model = jx.from_linen(m, v)
+    b = 0.2 * testing.random_images(9, n=1, size=8)[0]
+    t = np.array([0, 2, 1])
+    e = jx.deeplift(model, x, target=t, baseline=b, layer="head", at="input")
+    act = lambda z: jx.layer_activations(model, z, layer="head", at="input").values  # noqa: E731
+    w = v["params"]["head"]["kernel"]
+    np.testing.assert_allclose(e.values, w[:, t].T * (act(x) - act(b[None])), atol=1e-6)
+    at_input = jx.deeplift(model, x, target=t, baseline=b, layer="conv0", at="input")
+    np.testing.assert_allclose(at_input.values, jx.deeplift(model, x, target=t, baseline=b).values,
+                               atol=1e-6)
+
+
+def test_layer_deeplift_shap_nnx_jit_and_batch_size():
+    m, v, x = _cnn("max", seed=4)
+    model = jx.from_linen(m, v)
+    refs = 0.5 * testing.random_images(10, n=3, size=8)
+    s = jx.deeplift_shap(model, x, target=1, references=refs, layer="conv1", batch_size=4)
+    each = [jx.deeplift(model, x, target=1, baseline=r, layer="conv1").values for r in refs]
+    np.testing.assert_allclose(s.values, np.mean(each, axis=0), atol=1e-5)
+    np.testing.assert_allclose(s.gap, 0.0, atol=1e-5)
+    ref = jx.deeplift(model, x, target=1, baseline=0.1, layer="conv1")
+    nnx_model = jx.from_nnx(testing.tiny_cnn_nnx(v, n_classes=3, features=(4, 8), pool="max"))
+    np.testing.assert_allclose(
+        jx.deeplift(nnx_model, x, target=1, baseline=0.1, layer="convs/1").values, ref.values,
+        atol=1e-6)
+    jitted = jax.jit(
+        lambda xx: jx.deeplift(model, xx, target=1, baseline=0.1, layer="conv1").values)
+    np.testing.assert_allclose(jitted(x), ref.values, atol=1e-6)
+    for bs in (1, 2):
+        np.testing.assert_allclose(
+            jx.deeplift(model, x, target=1, baseline=0.1, layer="conv1", batch_size=bs).values,
+            ref.values, atol=1e-6)
+
+
+def test_layer_deeplift_errors():
+    m, v, x = _cnn("avg")
+    model = jx.from_linen(m, v)
+    with pytest.raises(ValueError, match="layer"):
+        jx.deeplift(model, x, target=0, layer="nope")
+    with pytest.raises(ValueError, match="at"):
+        jx.deeplift(model, x, target=0, layer="conv0", at="middle")
+    with pytest.raises(ValueError, match="at"):
+        jx.deeplift(model, x, target=0, at="middle")
+    with pytest.raises(ValueError, match="layer"):
+        jx.deeplift_shap(model, x, target=0, references=x, layer="nope")
+    with pytest.raises((ValueError, TypeError), match="model"):
+        jx.deeplift(lambda z: z.sum((1, 2)), x, target=0, layer="conv0")
