@@ -48,6 +48,8 @@ from .cam import guided_grad_cam as guided_grad_cam
 from .cam import layer_activations as layer_activations
 from .cam import layer_gradient_x_activation as layer_gradient_x_activation
 from .cam import layer_integrated_gradients as layer_integrated_gradients
+from .cam import layer_conductance as layer_conductance
+from .cam import internal_influence as internal_influence
 from .modelviz import FeatureVisualization as FeatureVisualization
 from .modelviz import feature_maps as feature_maps
 from .modelviz import feature_visualization as feature_visualization
@@ -154,6 +156,8 @@ __all__ = [
     "layer_activations",
     "layer_gradient_x_activation",
     "layer_integrated_gradients",
+    "layer_conductance",
+    "internal_influence",
     "FeatureVisualization",
     "feature_maps",
     "feature_visualization",
