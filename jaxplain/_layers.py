@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import _validate as V
 from ._types import PyTree
 
 
@@ -271,19 +272,8 @@ def activation_shape(model: Any, x: jax.Array, layer: Any, at: str = "output") -
 
     parts = layer_parts(layer)
     at = check_site(at)
-    try:
-        return eval_shape_cached(lambda m, xb: probe(m, xb, layer, at=at)[1], model, x,
-                                 ("probe", parts, at))
-    except (ValueError, TypeError) as e:
-        if str(e).startswith(("layer:", "model:")):  # our own errors name their argument
-            raise
-        err = e
-    except Exception as e:  # noqa: BLE001 - e.g. Flax's ScopeParamShapeError on a wrong x
-        err = e
-    raise ValueError(
-        f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
-        f"(expected a batch (N, ...) the model accepts): {type(err).__name__}: {err}"
-    ) from err
+    return V.model_call(lambda: eval_shape_cached(
+        lambda m, xb: probe(m, xb, layer, at=at)[1], model, x, ("probe", parts, at)), x)
 
 
 def zeros_like_shape(shape: PyTree) -> PyTree:

@@ -298,3 +298,24 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.A
     if isinstance(baseline, jax.Array):
         return jnp.broadcast_to(baseline.astype(x.dtype), x.shape)
     return to_device(np.broadcast_to(np.asarray(baseline, x.dtype), x.shape))
+
+
+def model_call(fn, x: Any):
+    """`fn()` (a shape evaluation of the model on `x`), its failures named.
+
+    jaxplain's own errors that already name their argument (`layer: ...`,
+    `model: ...`) pass through; anything else the model raised becomes a
+    `ValueError` naming `x`, with the model's message kept.
+    """
+    try:
+        return fn()
+    except (ValueError, TypeError) as e:
+        if str(e).startswith(("layer:", "model:")):
+            raise
+        err = e
+    except Exception as e:  # noqa: BLE001 - e.g. Flax's ScopeParamShapeError on a wrong x
+        err = e
+    raise ValueError(
+        f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
+        f"(expected a batch (N, ...) the model accepts): {type(err).__name__}: {err}"
+    ) from err

@@ -18,6 +18,7 @@ lists them; a wrong name raises `ValueError` listing the available ones.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 from typing import Any
@@ -32,7 +33,7 @@ from . import batching
 from ._jaxpr import fast_backward
 from ._quadrature import RULES, quadrature
 from ._types import ArrayLike, Explanation
-from .models import as_model
+from .models import Model, as_model
 from .targets import Target, as_target
 
 
@@ -254,6 +255,45 @@ def layer_activations(model: Any, x: ArrayLike, *, layer: Any,
 def _activations(model, x, *, layer, at) -> Explanation:
     _, act = _layers.probe(model, x, layer, at=at)
     return Explanation(values=act, n_evals=_n_evals(x, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronApply:
+    """Apply object of `neurons`: the inner model's layer activations, one row per example."""
+
+    inner: Any
+    layer: tuple[str, ...]
+    at: str
+
+    def __call__(self, params, x):
+        _, act = _layers.probe(Model(self.inner, params), x, self.layer, at=self.at)
+        return act.reshape(act.shape[0], -1)
+
+
+def neurons(model: Any, layer: Any, *, at: str = "output") -> Model:
+    """The model whose outputs are `layer`'s activations, flattened to `(N, units)`.
+
+    Any method then explains a hidden unit: its `target` is the unit's flat
+    index (for an `(N, h, w, C)` activation, `np.ravel_multi_index((i, j, c),
+    (h, w, C))`), one per example or for all. This covers Captum's neuron
+    methods in one adapter: `saliency(neurons(m, "conv1"), x, target=k)` is
+    `NeuronGradient`, and likewise `integrated_gradients`, `deeplift`,
+    `guided_backprop`, `deconvnet`, `expected_gradients`, `feature_ablation` ...
+    The parameters stay those of `model` (swapping them does not recompile).
+
+    Args:
+      model: a Linen or NNX model (`from_linen` / `from_nnx`).
+      layer: the layer (submodule path), as in `grad_cam`.
+      at: `"output"` or `"input"` (the first positional argument of its `__call__`).
+
+    Raises:
+      ValueError: for an unknown layer (listing the available ones) or site.
+    """
+    model = as_model(model)
+    at = _layers.check_site(at)
+    parts = _layers.layer_parts(layer)
+    model.layer_names()  # a TypeError naming `model` when it has no layer access
+    return Model(NeuronApply(model.apply, parts, at), model.params)
 
 
 def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,

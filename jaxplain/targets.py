@@ -99,13 +99,7 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
     """
     if isinstance(target, Target):
         return target
-    try:
-        out = _output_shape(model, x)
-    except Exception as e:  # noqa: BLE001 - name the argument, keep the model's message
-        raise ValueError(
-            f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
-            f"(expected a batch (N, ...) the model accepts): {type(e).__name__}: {e}"
-        ) from e
+    out = V.model_call(lambda: _output_shape(model, x), x)
     if not hasattr(out, "shape"):
         raise TypeError(
             f"model: expected outputs to be one array (N, ...), got {jax.tree.structure(out)}"

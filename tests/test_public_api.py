@@ -63,6 +63,7 @@ PUBLIC = [
     "max_sensitivity",
     "model_parameter_randomisation",
     "monotonicity",
+    "neurons",
     "noise_tunnel",
     "occlusion",
     "pixel_segments",
