@@ -322,6 +322,22 @@ def _grad_x_act(model, x, target, *, layer, at) -> Explanation:
     return Explanation(values=g * act, n_evals=_n_evals(x, 1))
 
 
+_PATH_ARGS = """
+    Args:
+      model: a Linen or NNX model.
+      x: inputs `(N, ...)`.
+      target: which output to explain.
+      layer: the layer (submodule path).
+      baseline: input-space baseline (scalar, one example, or per example).
+      steps: quadrature nodes on the path.
+      rule: one of `"riemann_left"`, `"riemann_right"`, `"riemann_middle"`,
+        `"riemann_trapezoid"`, `"gauss_legendre"`.
+      batch_size: model inputs per chunk (`None`: the library default).
+      at: `"output"` or `"input"` (the first positional argument of the layer's
+        `__call__`).
+"""
+
+
 def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                                baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                                batch_size: int | None = None, at: str = "output") -> Explanation:
@@ -333,20 +349,7 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
     input of the first layer is input-space IG):
     `values = (A(x) - A(b)) * integral_0^1 dF/dA(A(b) + a (A(x) - A(b))) da`.
     The `steps` evaluations are streamed in chunks of `batch_size`.
-
-    Args:
-      model: a Linen or NNX model.
-      x: inputs `(N, ...)`.
-      target: which output to explain.
-      layer: the layer (submodule path).
-      baseline: input-space baseline (scalar, one example, or per example).
-      steps: quadrature nodes.
-      rule: one of `"riemann_left"`, `"riemann_right"`, `"riemann_middle"`,
-        `"riemann_trapezoid"`, `"gauss_legendre"`.
-      batch_size: model inputs per chunk (`None`: the library default).
-      at: `"output"` or `"input"` (the first positional argument of the layer's
-        `__call__`).
-
+{args}
     Returns:
       `Explanation` with `values` shaped like the layer's activations and `gap`
       `(N,)`, the completeness gap with respect to the layer:
@@ -356,15 +359,9 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
       Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017;
       Dhamdhere et al., "How Important Is a Neuron?", ICLR 2019 (layer attribution).
     """
-    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
-    _single_array(shape, layer, "layer_integrated_gradients")
-    b = V.check_baseline(baseline, x)
-    steps = V.check_budget(steps, "steps", x.shape[0], fixed=2)
-    V.check_choice(rule, "rule", RULES)
-    alphas, weights = quadrature(rule, steps)
-    batch_size = V.check_batch_size(batch_size)
-    return _layer_ig(model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights), layer=parts,
-                     at=at, batch_size=batch_size)
+    args, kw = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at,
+                          "layer_integrated_gradients")
+    return _layer_ig(*args, **kw)
 
 
 @functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
@@ -395,20 +392,6 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
     return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 3))
 
 
-_PATH_ARGS = """
-    Args:
-      model: a Linen or NNX model.
-      x: inputs `(N, ...)`.
-      target: which output to explain.
-      layer: the layer (submodule path).
-      baseline: input-space baseline (scalar, one example, or per example).
-      steps: quadrature nodes on the path.
-      rule: one of `"riemann_left"`, `"riemann_right"`, `"riemann_middle"`,
-        `"riemann_trapezoid"`, `"gauss_legendre"`.
-      batch_size: model inputs per chunk (`None`: the library default).
-      at: `"output"` or `"input"` (the first positional argument of the layer's
-        `__call__`).
-"""
 
 
 def layer_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any,
@@ -460,11 +443,14 @@ def internal_influence(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                         "internal_influence")
 
 
-layer_conductance.__doc__ = layer_conductance.__doc__.replace("{args}", _PATH_ARGS)
-internal_influence.__doc__ = internal_influence.__doc__.replace("{args}", _PATH_ARGS)
+for _f in (layer_integrated_gradients, layer_conductance, internal_influence):
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.replace("{args}", _PATH_ARGS)
 
 
-def _path_method(model, x, target, layer, baseline, steps, rule, batch_size, at, method):
+def _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at, method):
+    """The validated arguments of a path method: `(model, x, target, b, alphas, weights)`
+    and the static keywords `layer`, `at`, `batch_size`."""
     model, x, t, parts, shape = _prepare(model, x, target, layer, at)
     _single_array(shape, layer, method)
     b = V.check_baseline(baseline, x)
@@ -472,8 +458,13 @@ def _path_method(model, x, target, layer, baseline, steps, rule, batch_size, at,
     V.check_choice(rule, "rule", RULES)
     alphas, weights = quadrature(rule, steps)
     batch_size = V.check_batch_size(batch_size)
-    return _layer_path(model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights), layer=parts,
-                       at=at, conduct=method == "layer_conductance", batch_size=batch_size)
+    return ((model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights)),
+            dict(layer=parts, at=at, batch_size=batch_size))
+
+
+def _path_method(model, x, target, layer, baseline, steps, rule, batch_size, at, method):
+    args, kw = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at, method)
+    return _layer_path(*args, conduct=method == "layer_conductance", **kw)
 
 
 @functools.partial(jit, static_argnames=("layer", "at", "conduct", "batch_size"))
