@@ -54,6 +54,19 @@ def _prepare(model: Any, x: ArrayLike, target: Any, layer: Any, at: Any):
 _NO_TARGET = object()
 
 
+def _prepare_site(model: Any, x: ArrayLike, target: Any, layer: Any, at: Any, method: str):
+    """For methods that attribute to the input or, given `layer`, to one array at a layer:
+    `(model, x, target, layer key or None)`, validated before any compile."""
+    if layer is None:
+        _layers.check_site(at)
+        model = as_model(model)
+        x = V.check_array(x)
+        return model, x, as_target(target, model, x), None
+    model, x, t, parts, shape = _prepare(model, x, target, layer, at)
+    _single_array(shape, layer, method)
+    return model, x, t, parts
+
+
 def _single_array(shape: Any, layer: Any, method: str) -> jax.ShapeDtypeStruct:
     if not isinstance(shape, jax.ShapeDtypeStruct):
         V.fail("layer", f"a layer returning one array for {method}",

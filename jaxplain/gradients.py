@@ -25,8 +25,7 @@ from . import _layers
 from ._deeplift import paired
 from ._relu_rules import MODES, ReluRuleApply
 from ._types import Explanation
-from .cam import _prepare as _prepare_layer
-from .cam import _single_array
+from .cam import _prepare_site
 from .models import Model, as_model
 from .targets import Target, as_target, value_and_grad
 
@@ -406,7 +405,7 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
     >>> e.values, e.gap
     (Array([[ 3., -2.]], dtype=float32), Array([0.], dtype=float32))
     """
-    model, x, t, parts = _prepare_deeplift(model, x, target, layer, at, "deeplift")
+    model, x, t, parts = _prepare_site(model, x, target, layer, at, "deeplift")
     batch_size = V.check_batch_size(batch_size)
     b = V.check_baseline(baseline, x)
     return _deeplift(model, x, t, b, shared=False, layer=parts, at=at, batch_size=batch_size)
@@ -437,23 +436,13 @@ def deeplift_shap(model: Any, x: jax.Array, *, target: Any, references: jax.Arra
     References:
       Lundberg & Lee. A Unified Approach to Interpreting Model Predictions (2017).
     """
-    model, x, t, parts = _prepare_deeplift(model, x, target, layer, at, "deeplift_shap")
+    model, x, t, parts = _prepare_site(model, x, target, layer, at, "deeplift_shap")
     refs = V.check_array(references, "references")
     if refs.shape[1:] != x.shape[1:]:
         V.fail("references", f"a batch of examples shaped {tuple(x.shape[1:])}", f"shape {refs.shape}")
     batch_size = V.check_batch_size(batch_size)
     return _deeplift(model, x, t, refs.astype(x.dtype), shared=True, layer=parts, at=at,
                      batch_size=batch_size)
-
-
-def _prepare_deeplift(model, x, target, layer, at, method):
-    """(model, x, target, layer key or None), validated before any compile."""
-    if layer is None:
-        _layers.check_site(at)
-        return (*_prepare(model, x, target), None)
-    model, x, t, parts, shape = _prepare_layer(model, x, target, layer, at)
-    _single_array(shape, layer, method)
-    return model, x, t, parts
 
 
 @functools.partial(jit, static_argnames=("shared", "layer", "at", "batch_size"))

@@ -42,9 +42,8 @@ from . import _validate as V
 from ._lrp import Layer, propagated
 from ._types import Explanation
 from ._xla import jit
-from .cam import _prepare as _prepare_layer
-from .cam import _single_array
-from .gradients import _count, _prepare
+from .cam import _prepare_site
+from .gradients import _count
 from .models import as_model, traced_cached
 
 
@@ -222,12 +221,7 @@ def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
     >>> jx.lrp(net, jnp.array([[2.0, 1.0]]), target=0, rule=jx.relevance.ZPlus(0.0)).values
     Array([[5., 1.]], dtype=float32)
     """
-    if layer is not None:
-        model, x, t, parts, shape = _prepare_layer(model, x, target, layer, at)
-        _single_array(shape, layer, "lrp")
-    else:
-        model, x, t = _prepare(model, x, target)
-        parts = None
+    model, x, t, parts = _prepare_site(model, x, target, layer, at, "lrp")
     batch_size = V.check_batch_size(batch_size)
     rules = _resolve(rule, _linear_layers(model, x))
     low = high = jnp.zeros((), x.dtype)
