@@ -122,7 +122,9 @@ def test_nnx_jit_batch_size_and_n_evals():
     e = jx.layer_conductance(model, x, target=2, layer="conv1", steps=8)
     assert e.n_evals.tolist() == [10] * 3  # 8 nodes, x and the baseline
     i = jx.internal_influence(model, x, target=2, layer="conv1", steps=8)
-    assert i.n_evals.tolist() == [9] * 3
+    assert i.n_evals.tolist() == [8] * 3  # the nodes only
+    i = jx.internal_influence(model, x, target="predicted", layer="conv1", steps=8)
+    assert i.n_evals.tolist() == [9] * 3  # and a forward at x for the prediction
 
 
 def test_errors():
