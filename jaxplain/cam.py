@@ -380,10 +380,15 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
 @functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
 def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) -> Explanation:
     n, steps = x.shape[0], alphas.shape[0]
-    out_x, act_x = _layers.probe(model, x, layer, at=at)
-    _, act_b = _layers.probe(model, b, layer, at=at)
+    sl = jax.lax.dynamic_slice_in_dim
+
+    def ends(start, size):  # outputs at x and A(x) - A(b), one chunk at a time
+        out_x, act_x = _layers.probe(model, sl(x, start, size), layer, at=at)
+        _, act_b = _layers.probe(model, sl(b, start, size), layer, at=at)
+        return out_x, act_x - act_b
+
+    out_x, diff = batching.chunked_map(ends, n, batch_size)
     target = target.bind(out_x)
-    diff = act_x - act_b
 
     def weighted_grads(rows, s):
         scale = (alphas[s] - 1.0).reshape(s.shape + (1,) * (diff.ndim - 1))
@@ -399,8 +404,13 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)
     values = diff * avg_grad
-    out_b, _ = _layers.probe(model, x, layer, -diff, at=at)  # the layer's A set to A(b)
-    change = target.select(out_x) - target.select(out_b)
+
+    def f_b(start, size):  # F with the layer's A set to A(b)
+        t = target.take(start + jnp.arange(size, dtype=jnp.int32))
+        return t.select(_layers.probe(model, sl(x, start, size), layer, -sl(diff, start, size),
+                                      at=at)[0])
+
+    change = target.select(out_x) - batching.chunked_map(f_b, n, batch_size)
     gap = jnp.sum(values.reshape(n, -1), axis=1) - change
     return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 3))
 

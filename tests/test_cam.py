@@ -156,6 +156,9 @@ def test_layer_ig_chunking_and_rules(tanhnet):
     a = jx.layer_integrated_gradients(model, x, **kw)
     b = jx.layer_integrated_gradients(model, x, batch_size=4, **kw)  # 18 evaluations, ragged chunks
     np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+    c = jx.layer_integrated_gradients(model, x, batch_size=2, **kw)  # the ends chunked too
+    np.testing.assert_allclose(c.values, a.values, atol=1e-6)
+    np.testing.assert_allclose(c.gap, a.gap, atol=1e-6)
     # a riemann sum by hand
     _, a_x = model.probe(x, "conv0")
     _, a_b = model.probe(jnp.full_like(x, 0.1), "conv0")
