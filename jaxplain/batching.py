@@ -148,6 +148,12 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     return jax.tree.map(join, ys)
 
 
+def chunked_apply(fn: Callable[[jax.Array], Any], z: jax.Array, batch_size: int | None) -> Any:
+    """`fn(z)` for a row-wise `fn` (a model), evaluated `batch_size` rows at a time."""
+    return chunked_map(lambda s, size: fn(jax.lax.dynamic_slice_in_dim(z, s, size)), z.shape[0],
+                       batch_size)
+
+
 def flat_index(start: jax.Array, size: int, per_example: int) -> tuple[jax.Array, jax.Array]:
     """Splits flat indices `start..start+size-1` into `(example, sample)` index arrays."""
     k = start + jnp.arange(size, dtype=jnp.int32)

@@ -34,6 +34,7 @@ from ._jaxpr import fast_backward
 from ._quadrature import RULES, quadrature
 from ._types import ArrayLike, Explanation
 from .models import Model, as_model
+from .perturbation import values_at
 from .targets import Target, as_target
 
 
@@ -415,8 +416,6 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
     return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 3))
 
 
-
-
 def layer_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                       baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                       batch_size: int | None = None, at: str = "output") -> Explanation:
@@ -495,10 +494,12 @@ def _layer_path(model, x, target, b, alphas, weights, *, layer, at, conduct,
                 batch_size) -> Explanation:
     n, steps = x.shape[0], alphas.shape[0]
     shape = _layers.activation_shape(model, x, layer, at)
-    extra = 1 if target.needs_outputs else 0  # a forward at x to fix a "predicted" target
-    target = target.resolve(lambda z: batching.chunked_map(
-        lambda start, size: model(jax.lax.dynamic_slice_in_dim(z, start, size)), n, batch_size), x)
     b = b.astype(x.dtype)
+    if conduct:  # F(x) and F(b) for the gap; F(x) also fixes a "predicted" target
+        (f_x, f_b), target = values_at(model, target, [x, b], batch_size)
+    else:
+        extra = 1 if target.needs_outputs else 0  # a forward at x for a "predicted" target
+        target = target.resolve(lambda z: batching.chunked_apply(model, z, batch_size), x)
 
     def node(rows, s):
         t = target.take(rows)
@@ -520,11 +521,5 @@ def _layer_path(model, x, target, b, alphas, weights, *, layer, at, conduct,
     values = batching.per_example_sum(node, n, steps, batch_size)
     if not conduct:
         return Explanation(values=values, n_evals=_n_evals(x, steps + extra))
-
-    def change(start, size):  # F(x) - F(b), chunk by chunk
-        t = target.take(start + jnp.arange(size, dtype=jnp.int32))
-        f = lambda v: t.select(model(jax.lax.dynamic_slice_in_dim(v, start, size)))  # noqa: E731
-        return f(x) - f(b)
-
-    gap = jnp.sum(values.reshape(n, -1), axis=1) - batching.chunked_map(change, n, batch_size)
-    return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 2 + extra))
+    gap = jnp.sum(values.reshape(n, -1), axis=1) - (f_x - f_b)
+    return Explanation(values=values, gap=gap, n_evals=_n_evals(x, steps + 2))

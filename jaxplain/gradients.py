@@ -450,12 +450,7 @@ def _deeplift(model, x, target, refs, *, shared, layer, at, batch_size):
     n = x.shape[0]
     m = refs.shape[0] if shared else 1
     # f(x) itself comes from the pairs; the extra forward only fixes a "predicted" target
-    target = target.resolve(
-        lambda z: batching.chunked_map(
-            lambda s, size: model(jax.lax.dynamic_slice_in_dim(z, s, size)), n, batch_size
-        ),
-        x,
-    )
+    target = target.resolve(lambda z: batching.chunked_apply(model, z, batch_size), x)
     if layer is None:
         pair = paired(model)
     else:  # a zero added at the layer: its multiplier is the gradient there

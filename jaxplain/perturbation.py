@@ -238,10 +238,7 @@ def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: 
     """
     n = xs[0].shape[0]
     allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
-    bs = batching.chunk_size(batch_size, allx.shape[0])
-    outs = batching.chunked_map(
-        lambda s, b: model(jax.lax.dynamic_slice_in_dim(allx, s, b)), allx.shape[0], bs
-    )
+    outs = batching.chunked_apply(model, allx, batch_size)
     _progress.report(allx.shape[0])
     bound = target.bind(outs[:n])
     return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound
