@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain._jaxpr import fast_backward
+from jaxplain._jaxpr import fast_model
 from jaxplain._xla import compiler_options, jit
 
 SCHEMA = 1
@@ -265,14 +265,17 @@ def _select(outputs: jax.Array, target: jax.Array) -> jax.Array:
 
 @jit
 def limit_forward(model, inputs, target):
-    """`n` forward passes as one batch: the target logit of every input, `(n,)`."""
-    return _select(model(inputs), target)
+    """`n` forward passes as one batch: the target logit of every input, `(n,)`.
+
+    The model runs as jaxplain runs it (`fast_model`: a first layer of few channels
+    as a patch-matrix product on CPU), so the limit is the fastest known way."""
+    return _select(fast_model(model)(inputs), target)
 
 
 def _target_grads(model, inputs, target):
     """Gradients of the target logits, the model differentiated as jaxplain does (tiling
     pools as reshape + reduce), so the limit is the fastest known way to run them."""
-    return jax.grad(lambda z: jnp.sum(_select(fast_backward(model)(z), target)))(inputs)
+    return jax.grad(lambda z: jnp.sum(_select(fast_model(model)(z), target)))(inputs)
 
 
 def _fwd_bwd(model, inputs, target, n_out):
@@ -286,8 +289,8 @@ limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
 
 
 def _fwd_bwd_to(features, head, params, inputs, target):
-    a = features(params, inputs)
-    g = jax.grad(fast_backward(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
+    a = fast_model(lambda z: features(params, z))(inputs)
+    g = jax.grad(fast_model(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
     return a, g
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain._jaxpr import fast_backward
+from jaxplain._jaxpr import fast_model
 from jaxplain._xla import jit
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
@@ -242,7 +242,7 @@ class LimitTimer:
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
         self._fwd = jit(lambda m, z: m(z))
-        picked = lambda z, m, t: jnp.take_along_axis(fast_backward(m)(z), t[:, None], 1)  # noqa: E731
+        picked = lambda z, m, t: jnp.take_along_axis(fast_model(m)(z), t[:, None], 1)  # noqa: E731
         self._fb = jit(jax.grad(lambda z, m, t: jnp.sum(picked(z, m, t))))
         self._cache: dict[tuple[int, bool], float] = {}
 

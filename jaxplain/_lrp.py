@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ._deeplift import _activation_call, _rescale
-from ._jaxpr import (CALLS, Site, _fast_backward_rule, _few_channel_conv, bind_eqn, interpret,
+from ._jaxpr import (CALLS, Site, _fast_rule, _few_channel_conv, bind_eqn, interpret,
                      of_operand)
 from ._relu_rules import _is_relu_max
 
@@ -196,7 +196,7 @@ class _Propagation:
                 zero = jnp.zeros_like(invals[j])
                 # the secant from the origin: f(z) / z
                 return [_rescale(of_operand(eqn, invals, j))(invals[j], zero, zero)]
-        return _fast_backward_rule(site)  # None: enter a call, or bind as it is
+        return _fast_rule(site)  # None: enter a call, or bind as it is
 
 
 def propagated(fn: Callable[..., Any], rules: Callable[[int, str], Any]):

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ._jaxpr import canonical_convs
+from ._jaxpr import loop_body
 
 DEFAULT_BATCH_SIZE = 128
 """Model inputs per chunk when a method is called with `batch_size=None`.
@@ -36,11 +36,12 @@ YNNPACK fusions off); pass a larger `batch_size` on accelerators."""
 MAX_UNROLL = 1
 """Up to this many chunks are laid out one after another in the program;
 more run inside one `lax.scan`, whose memory is one chunk's whatever the count.
-Loop bodies go through `_jaxpr.canonical_convs`: without it XLA:CPU ran the
-input-gradient convolutions inside a while-loop body 3-5x slower than outside
-(jax 0.10.2), which once made 8 unrolled chunks the faster layout. With it the
-scan is as fast (IG, 16 images x 50 steps, chunks of 128: 276 ms scanned vs
-288 ms unrolled) and compiles a smaller program."""
+Every chunk goes through `_jaxpr.loop_body`. Its canonical kernels matter in
+loops: without them XLA:CPU ran the input-gradient convolutions inside a
+while-loop body 3-5x slower than outside (jax 0.10.2), which once made 8 unrolled
+chunks the faster layout. With them the scan is as fast (IG, 16 images x 50
+steps, chunks of 128: 276 ms scanned vs 288 ms unrolled) and compiles a smaller
+program. Its patch-matrix first layer speeds up every chunk, in a loop or not."""
 
 
 def chunk_size(batch_size: int | None, total: int) -> int:
@@ -70,14 +71,14 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
     """
     count, size = chunking(total, batch_size)
     last = total - size
+    step = loop_body(lambda state, start, skip: fn(state, start, size, skip))
     if count <= MAX_UNROLL:
         carry, ys = init, []
         for i in range(count):
             start = min(i * size, last)
-            carry, y = fn(carry, jnp.int32(start), size, jnp.int32(i * size - start))
+            carry, y = step(carry, jnp.int32(start), jnp.int32(i * size - start))
             ys.append(y)
         return carry, jax.tree.map(lambda *p: jnp.stack(p), *ys), count, size
-    step = canonical_convs(lambda state, start, skip: fn(state, start, size, skip))
 
     def body(c, _):  # the chunk counter rides in the carry: no (count,) index array
         state, i = c

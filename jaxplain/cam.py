@@ -30,7 +30,7 @@ from ._xla import jit
 from . import _layers
 from . import _validate as V
 from . import batching
-from ._jaxpr import fast_backward
+from ._jaxpr import fast_model
 from ._quadrature import RULES, quadrature
 from ._types import ArrayLike, Explanation
 from .models import Model, as_model
@@ -105,7 +105,7 @@ def _upsample_size(upsample: Any, x: jax.Array,
 def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], at: str, shape):
     """One forward and one backward pass: (scalars (N,), activations, layer gradients, target)."""
     zeros = _layers.zeros_like_shape(shape)
-    probed = fast_backward(lambda d: _layers.probe(model, x, layer, d, at=at))
+    probed = fast_model(lambda d: _layers.probe(model, x, layer, d, at=at))
     outputs, vjp, act = jax.vjp(probed, zeros, has_aux=True)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
@@ -400,7 +400,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
             out, _ = _layers.probe(model, xr, layer, d, at=at)
             return jnp.sum(t.select(out))
 
-        g = jax.grad(fast_backward(f))(scale.astype(diff.dtype) * diff[rows])
+        g = jax.grad(fast_model(f))(scale.astype(diff.dtype) * diff[rows])
         return weights[s].reshape(scale.shape).astype(g.dtype) * g
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)
@@ -512,7 +512,7 @@ def _layer_path(model, x, target, b, alphas, weights, *, layer, at, conduct,
             out, _ = _layers.probe(model, z, layer, d, at=at)
             return jnp.sum(t.select(out))
 
-        g = jax.grad(fast_backward(f))(zero)
+        g = jax.grad(fast_model(f))(zero)
         if conduct:  # dA/da along x - b, by forward mode
             _, da = jax.jvp(lambda u: _layers.probe(model, u, layer, at=at)[1], (z,), (delta,))
             g = g * da

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._xla import jit
 from . import _layers
-from ._jaxpr import canonical_convs
+from ._jaxpr import loop_body
 from . import _validate as V
 from .models import as_model
 
@@ -378,7 +378,7 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), obj
 
-        (p, _), hist = jax.lax.scan(canonical_convs(step), (p0, opt.init(p0)), jnp.arange(steps))
+        (p, _), hist = jax.lax.scan(loop_body(step), (p0, opt.init(p0)), jnp.arange(steps))
         return to_image(p), hist
 
     images, hist = jax.vmap(one)(ids)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as V
-from ._jaxpr import fast_backward
+from ._jaxpr import fast_model
 
 PREDICTED = "predicted"
 
@@ -188,9 +188,9 @@ def value_and_grad(model: Callable, target: Target, x: jax.Array) -> tuple[jax.A
     One forward and one backward pass, also for "predicted" targets (the arg-max
     is read from the same forward pass). Returns `(scalars (B,), grads like x,
     bound target)`. Tiling pooling layers are differentiated as reshape + reduce
-    (`_jaxpr.fast_backward`): same values and gradients, a faster backward pass.
+    (`_jaxpr.fast_model`): same values and gradients, a faster backward pass.
     """
-    outputs, vjp = jax.vjp(fast_backward(model), x)
+    outputs, vjp = jax.vjp(fast_model(model), x)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     scalars, ct = jax.value_and_grad(lambda o: jnp.sum(bound.select(o)))(outputs)
     del scalars

@@ -102,17 +102,20 @@ def _net(dn, groups=1, ndim=2):
         (("NCHW", "OIHW", "NCHW"), 1, 2, (2, 4, 6, 6)),  # channels-first: left alone
     ],
 )
-def test_canonical_convs_keep_values_and_fix_kernel_layout(dn, groups, ndim, shape):
+def test_loop_body_keep_values_and_fix_kernel_layout(dn, groups, ndim, shape):
     f = _net(dn, groups, ndim)
     x = jax.random.normal(jax.random.key(0), shape)
     g = jax.grad(f)
-    g2 = _jaxpr.canonical_convs(g)
+    g2 = _jaxpr.loop_body(g)
     np.testing.assert_allclose(g2(x), g(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(g2)(x), g(x), rtol=1e-5, atol=1e-6)
     n = len(shape)
     canon = (n - 1, n - 2) + tuple(range(n - 2))
     before, after = _conv_specs(g, x), _conv_specs(g2, x)
-    assert len(before) == len(after) >= 3
+    # the first layer's forward convolution (4 channels, stride 1, 2-D, ungrouped) becomes
+    # a patch-matrix product
+    patched = dn[0] == "NHWC" and groups == 1
+    assert len(before) - patched == len(after) >= 2
     if dn[0].endswith("C"):
         assert any(r != canon for _, r in before)  # the input gradient swaps in/out
         assert all(r == canon for _, r in after)
@@ -156,10 +159,10 @@ def _prims(fn, *args):
 
 @pytest.mark.parametrize("pool", ["max", "sum"])
 @pytest.mark.parametrize("relu", [True, False])
-def test_fast_backward_pools_same_values_and_gradients(pool, relu):
+def test_fast_model_pools_same_values_and_gradients(pool, relu):
     f = _pool_net(pool, (2, 2), (2, 2), relu=relu)
     x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))
-    g = _jaxpr.fast_backward(f)
+    g = _jaxpr.fast_model(f)
     np.testing.assert_allclose(g(x), f(x), rtol=1e-6, atol=1e-6)
     grad = lambda h: jax.grad(lambda z: jnp.sum(h(z) * jnp.arange(5.0)))
     np.testing.assert_allclose(grad(g)(x), grad(f)(x), rtol=1e-5, atol=1e-6)
@@ -168,15 +171,15 @@ def test_fast_backward_pools_same_values_and_gradients(pool, relu):
     assert not _prims(grad(g), x) & slow  # ... and replaced it
 
 
-def test_fast_backward_pools_route_ties_to_the_first_maximum_like_xla():
+def test_fast_model_pools_route_ties_to_the_first_maximum_like_xla():
     x = jnp.array([[[[1.0], [1.0]], [[0.5], [1.0]]], [[[0.0], [0.0]], [[0.0], [0.0]]]])
     pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
-    g = jax.grad(_jaxpr.fast_backward(pool))(x)
+    g = jax.grad(_jaxpr.fast_model(pool))(x)
     np.testing.assert_array_equal(g, jax.grad(pool)(x))  # select_and_scatter's choice
     np.testing.assert_array_equal(g[:, :, :, 0], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
 
 
-def test_fast_backward_pools_on_a_constant_image_match_plain_autodiff():
+def test_fast_model_pools_on_a_constant_image_match_plain_autodiff():
     """The all-zero baseline makes every pooling window a tie."""
     m = testing.tiny_cnn(n_classes=3, pool="max")
     x = jnp.zeros((2, 8, 8, 3))
@@ -187,12 +190,12 @@ def test_fast_backward_pools_on_a_constant_image_match_plain_autodiff():
 
 @pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), "VALID"), ((2, 2), (2, 2), "SAME"),
                                                      ((2, 2), (1, 1), "VALID")])
-def test_fast_backward_leaves_overlapping_or_padded_pools_alone(window, stride, padding):
+def test_fast_model_leaves_overlapping_or_padded_pools_alone(window, stride, padding):
     f = _pool_net("max", window, stride, padding)
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))  # 7 is not a multiple of 2: SAME pads
-    g = _jaxpr.fast_backward(f)
+    g = _jaxpr.fast_model(f)
     assert "reduce_window_max" in _prims(g, x)
-    np.testing.assert_array_equal(g(x), f(x))
+    np.testing.assert_allclose(g(x), f(x), rtol=1e-5, atol=1e-6)  # its conv is a patch product
 
 
 @pytest.mark.parametrize(
@@ -205,7 +208,7 @@ def test_fast_backward_leaves_overlapping_or_padded_pools_alone(window, stride, 
         (4, (1, 1), "SAME", "HWIO"),
     ],
 )
-def test_fast_backward_few_channel_convs_same_values_and_gradients(cin, kernel, padding, spec):
+def test_fast_model_few_channel_convs_same_values_and_gradients(cin, kernel, padding, spec):
     kx, kw, kg = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(kx, (3, 9, 7, cin))
     shape = kernel + (cin, 6) if spec == "HWIO" else (6, cin) + kernel
@@ -216,8 +219,8 @@ def test_fast_backward_few_channel_convs_same_values_and_gradients(cin, kernel, 
         h = lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
         return jnp.tanh(h).reshape(x.shape[0], -1)
 
-    g = _jaxpr.fast_backward(f)
-    np.testing.assert_array_equal(g(x, k), f(x, k))  # the same forward convolution
+    g = _jaxpr.fast_model(f)
+    np.testing.assert_allclose(g(x, k), f(x, k), rtol=1e-5, atol=1e-5)  # a patch product
     ct = jax.random.normal(kg, f(x, k).shape)
     loss = lambda h: lambda x_, k_: jnp.sum(h(x_, k_) * ct)
     for argnum in (0, 1):  # input and kernel gradients
@@ -226,20 +229,71 @@ def test_fast_backward_few_channel_convs_same_values_and_gradients(cin, kernel, 
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
     jitted = jax.jit(jax.grad(loss(g)))(x, k)
     np.testing.assert_allclose(jitted, jax.grad(loss(f))(x, k), rtol=1e-5, atol=1e-4)
-    # the compiled input gradient has the forward convolution only: the transposed one is
-    # gone, and so is the kernel gradient the custom rule could compute but nobody uses
+    # the compiled input gradient has no convolution left: the forward one is a patch
+    # product, the transposed one is gone, and so is the kernel gradient the custom rule
+    # could compute but nobody uses
     n_convs = lambda h: jax.jit(jax.grad(loss(h))).lower(x, k).compile().as_text().count(
         " convolution("
     )
     if kernel != (1, 1):  # XLA writes 1x1 convolutions as dots anyway
-        assert n_convs(f) == 2 and n_convs(g) == 1
+        assert n_convs(f) == 2 and n_convs(g) == 0
+
+
+@pytest.mark.parametrize(
+    "cin, kernel, padding, spec, dtype",
+    [
+        (3, (3, 3), "SAME", "HWIO", jnp.float32),
+        (1, (5, 5), "VALID", "HWIO", jnp.float32),
+        (3, (2, 4), ((0, 3), (2, 1)), "OIHW", jnp.float32),  # even, uneven, another layout
+        (2, (3, 3), "SAME", "HWIO", jnp.bfloat16),
+    ],
+)
+def test_few_channel_forward_is_a_patch_product_with_the_same_values(
+    cin, kernel, padding, spec, dtype, monkeypatch
+):
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (4, 10, 9, cin)).astype(dtype)
+    shape = kernel + (cin, 5) if spec == "HWIO" else (5, cin) + kernel
+    k = jax.random.normal(kw, shape).astype(dtype)
+    f = lambda x, k: lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), padding, dimension_numbers=("NHWC", spec, "NHWC")
+    )
+    # float64 reference: the patch order (dy, dx, c) must match the kernel's
+    want = np.asarray(f(x.astype(jnp.float32), k.astype(jnp.float32)), np.float64)
+    body = _jaxpr.loop_body(f)
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    for g in (_jaxpr.fast_model(f), body, jax.jit(body)):
+        got = g(x, k)
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol,
+                                   atol=tol * np.abs(want).max())
+    n_convs = lambda h: jax.jit(h).lower(x, k).compile().as_text().count(" convolution(")
+    assert n_convs(f) == 1 and n_convs(body) == 0
+    # above the patch budget the library convolution is kept
+    monkeypatch.setattr(_jaxpr, "PATCH_BYTES", 64)
+    assert n_convs(_jaxpr.loop_body(f)) == 1
+    np.testing.assert_allclose(np.asarray(_jaxpr.loop_body(f)(x, k), np.float64), want,
+                               rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_patch_product_first_layer_keeps_cnn_outputs_and_chunking_invariance():
+    x = testing.random_images(5, n=6, size=8)
+    m = testing.tiny_cnn(n_classes=3)
+    model = jx.from_linen(m, m.init(jax.random.key(0), x))
+    want = model(x)
+    np.testing.assert_allclose(_jaxpr.fast_model(model)(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_jaxpr.loop_body(model)(x), want, rtol=1e-5, atol=1e-6)
+    # chunked evaluation (one chunk unrolled, or scanned) is the model, whatever batch_size
+    for bs in (6, 4, 1):
+        got = batching.chunked_apply(model, x, bs)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "cin, strides, groups",
     [(8, (1, 1), 1), (3, (2, 2), 1), (4, (1, 1), 2)],  # many channels, strided, grouped
 )
-def test_fast_backward_leaves_other_convs_alone(cin, strides, groups):
+def test_fast_model_leaves_other_convs_alone(cin, strides, groups):
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, cin))
     k = jax.random.normal(jax.random.key(1), (3, 3, cin // groups, 4))
 
@@ -249,7 +303,7 @@ def test_fast_backward_leaves_other_convs_alone(cin, strides, groups):
             z, k, strides, "SAME", dimension_numbers=dn, feature_group_count=groups
         ).sum()
 
-    g = _jaxpr.fast_backward(f)
+    g = _jaxpr.fast_model(f)
     assert str(jax.make_jaxpr(jax.grad(g))(x)) == str(jax.make_jaxpr(jax.grad(f))(x))
 
 
