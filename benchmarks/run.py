@@ -97,8 +97,8 @@ def run_case(
         contenders["limit_chunked"] = lambda: H.limit_chunked(
             ctx.model, inputs, td, chunk=chunk, grad=grad
         )
-    dispatch = (128, 256)
-    if case.kind != "fwdbwd_to_layer" and n >= 2 * dispatch[0]:
+    dispatch = (64, 128)
+    if case.kind != "fwdbwd_to_layer" and n >= 256:
         # A third reference: separate jitted calls of a cache-friendly batch size.
         inputs = H.limit_inputs(bench.x, n)
         td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])
