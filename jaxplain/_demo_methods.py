@@ -241,7 +241,7 @@ class LimitTimer:
     ):
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
-        self._fwd = jit(lambda m, z: m(z))
+        self._fwd = jit(lambda m, z: fast_model(m)(z))  # as the methods run the model
         picked = lambda z, m, t: jnp.take_along_axis(fast_model(m)(z), t[:, None], 1)  # noqa: E731
         self._fb = jit(jax.grad(lambda z, m, t: jnp.sum(picked(z, m, t))))
         self._cache: dict[tuple[int, bool], float] = {}

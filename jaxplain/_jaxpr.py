@@ -173,6 +173,11 @@ def _to_hwio(dn) -> tuple[int, ...]:
     return tuple(dn.rhs_spec[2:]) + (dn.rhs_spec[1], dn.rhs_spec[0])
 
 
+def _canonical_dn(dn, n: int):
+    """`dn` with the kernel laid out (spatial..., in, out)."""
+    return lax.ConvDimensionNumbers(dn.lhs_spec, (n - 1, n - 2) + tuple(range(n - 2)), dn.out_spec)
+
+
 def _canonical_conv(site: Site):
     """A channels-last convolution whose kernel is not laid out (spatial..., in, out).
 
@@ -195,8 +200,7 @@ def _canonical_conv(site: Site):
     if perm == tuple(range(n)):
         return None
     lhs, rhs = site.invals
-    new_dn = lax.ConvDimensionNumbers(lhs_spec, (n - 1, n - 2) + tuple(range(n - 2)), out_spec)
-    params = dict(eqn.params, dimension_numbers=new_dn)
+    params = dict(eqn.params, dimension_numbers=_canonical_dn(dn, n))
     with eqn.ctx.manager:
         return [eqn.primitive.bind(lhs, lax.transpose(rhs, perm), **params)]
 
@@ -376,7 +380,7 @@ def _few_channel_conv(eqn, invals):
     ho, wo = lhs.shape[1] + plo_h + phi_h - kh + 1, lhs.shape[2] + plo_w + phi_w - kw + 1
     patch_bytes = lhs.shape[0] * ho * wo * kh * kw * lhs.shape[3] * jnp.dtype(lhs.dtype).itemsize
 
-    hwio = lax.ConvDimensionNumbers(dn.lhs_spec, (3, 2, 0, 1), dn.out_spec)
+    hwio = _canonical_dn(dn, 4)
 
     @jax.custom_vjp
     def conv(x, w):
