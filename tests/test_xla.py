@@ -258,7 +258,8 @@ def test_few_channel_forward_is_a_patch_product_with_the_same_values(
     f = lambda x, k: lax.conv_general_dilated(  # noqa: E731
         x, k, (1, 1), padding, dimension_numbers=("NHWC", spec, "NHWC")
     )
-    # float64 reference: the patch order (dy, dx, c) must match the kernel's
+    # the library convolution in float32 as reference: the patch order (dy, dx, c) must
+    # match the kernel's
     want = np.asarray(f(x.astype(jnp.float32), k.astype(jnp.float32)), np.float64)
     body = _jaxpr.loop_body(f)
     tol = 1e-5 if dtype == jnp.float32 else 3e-2
