@@ -132,7 +132,7 @@ def road(
         a,
         seg,
         key,
-        jnp.float32(noise_std),
+        np.float32(noise_std),  # a host scalar: no eager XLA op
         features=(kind, d),
         ks=ks,
         fractions=fracs,

@@ -480,7 +480,7 @@ def _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at, m
     V.check_choice(rule, "rule", RULES)
     alphas, weights = quadrature(rule, steps)
     batch_size = V.check_batch_size(batch_size)
-    return ((model, x, t, b, jnp.asarray(alphas), jnp.asarray(weights)),
+    return ((model, x, t, b, V.to_device(alphas), V.to_device(weights)),
             dict(layer=parts, at=at, batch_size=batch_size))
 
 

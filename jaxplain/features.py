@@ -52,8 +52,8 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
                 f"labels from {labels[0]} to {labels[-1]}" + (f", missing {missing}" if missing else ""),
             )
         d = max(d, len(labels))
-    seg = jnp.asarray(per, jnp.int32)
-    return jnp.broadcast_to(seg, (n,) + hw), d
+    # built on the host: an eager broadcast would be one more XLA dispatch per call
+    return V.to_device(np.broadcast_to(per, (n,) + hw), np.int32), d
 
 
 def pixel_segments(height: int, width: int) -> np.ndarray:

@@ -227,7 +227,7 @@ def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *
         takes_key = "key" in inspect.signature(method).parameters
     except (TypeError, ValueError):
         takes_key = False
-    return _noise_tunnel(model, x, t, key, jnp.asarray(noise_level, x.dtype), method=method,
+    return _noise_tunnel(model, x, t, key, V.to_device(noise_level, x.dtype), method=method,
                          n_samples=n_samples, kind=kind, batch_size=batch_size,
                          takes_key=takes_key, kwargs=tuple(sorted(method_kwargs.items())))
 

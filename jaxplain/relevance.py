@@ -36,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _layers, batching
 from . import _validate as V
@@ -224,7 +225,7 @@ def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
     model, x, t, parts = _prepare_site(model, x, target, layer, at, "lrp")
     batch_size = V.check_batch_size(batch_size)
     rules = _resolve(rule, _linear_layers(model, x))
-    low = high = jnp.zeros((), x.dtype)
+    low = high = V.to_device(np.zeros((), x.dtype))  # host-built: no eager XLA op
     if isinstance(rules[0], ZBox):
         box = rules[0]
         low = V.check_baseline(box.low, x, "ZBox.low")[0]
