@@ -4,7 +4,9 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
 
 1. First call, timed alone: trace + compile + run for JAX (`first_s`), with the
    XLA compile seconds read from JAX's monitoring events (`compile_s`).
-2. One more warm-up call each.
+2. One more warm-up call each. A peer's non-default configuration whose warm
+   call is over `SCREEN` times its group's fastest is reported with its warm
+   time (`screened_out`) and not timed further.
 3. `repeats` interleaved rounds: in every round each contender runs once, in a
    rotated order, so load from other processes on a shared machine hits all
    contenders alike, each after a `SETTLE_S` pause (other libraries' idle
@@ -110,6 +112,11 @@ MIN_TIMED_S = 0.6
 MAX_ROUNDS = 15
 """Cap on the rounds of a cheap contender (protocol, step 3)."""
 
+SCREEN = 1.3
+"""A peer's non-default configuration whose warm call is more than this times its
+group's fastest warm call is not timed further (protocol, step 2): it cannot be
+the group's best. The sweeps' slow settings cost about a tenth of a full run."""
+
 SETTLE_S = 0.1
 """Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
 spin for about 2^28 cycles (~0.1 s) before they sleep, taking a core from whoever
@@ -166,6 +173,12 @@ def measure(
         if budget_s is not None and name not in keep and warm * n > budget_s:
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
         rounds[name] = n
+        out[name]["warm_s"] = warm
+    for name in screened_out(out, live, keep):
+        out[name]["screened_out"] = (
+            f"warm call {out[name]['warm_s']:.3g} s, over {SCREEN:g}x its group's fastest"
+        )
+        del live[name], rounds[name]
     names = list(live)
     for r in range(max(rounds.values(), default=1)):
         k = r % max(1, len(names))
@@ -181,6 +194,22 @@ def measure(
         out[name]["median_s"] = statistics.median(ts)
         out[name]["min_s"] = min(ts)
     return out
+
+
+def screened_out(out: dict[str, dict], live: dict, keep: tuple[str, ...]) -> list[str]:
+    """Non-default peer configurations too slow, by their warm call, to be their group's best."""
+    fastest: dict[str, float] = {}
+    for name in live:
+        if name not in keep:
+            g = group_of(name)
+            fastest[g] = min(fastest.get(g, math.inf), out[name]["warm_s"])
+    return [
+        name
+        for name in live
+        if name not in keep
+        and not is_default(name)
+        and out[name]["warm_s"] > SCREEN * fastest[group_of(name)]
+    ]
 
 
 # ---- memory ---------------------------------------------------------------------------
@@ -509,6 +538,7 @@ def new_record(args: dict) -> dict:
         "scaling": [],
         "skipped": [],
         "wall_s": None,
+        "extras_wall_s": {},  # seconds per extra (sample_efficiency, scaling); cases: res["wall_s"]
     }
 
 

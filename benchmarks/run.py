@@ -287,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"skip {case.name}: jaxplain.{case.method} does not exist")
                 continue
             log(f"{case.name} on {spec.name} ...")
+            t_case = time.perf_counter()
             try:
                 res = run_case(
                     case,
@@ -305,9 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 log(f"  FAILED: {type(e).__name__}: {e}")
                 continue
+            res["wall_s"] = time.perf_counter() - t_case  # the full run's budget, per case
             record["results"].append(res)
             record["agreement"].extend(dict(a, model=spec.name) for a in res["agreement"])
-            log("  " + report.one_line(res))
+            log(f"  {report.one_line(res)} [{res['wall_s']:.0f} s]")
             H.write_json(record, Path(out_dir) / "partial.json")  # survives an interrupted run
     small = ctxs.get("small-avg") or make_ctx(
         twins.Spec("small", "avg"), args.quick, not args.no_peers, record
@@ -317,8 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not wanted:
             continue
         log(f"{extra} ...")
+        t_extra = time.perf_counter()
         try:
             record[extra] = getattr(extras, extra)(small, quick=args.quick, log=log)
+            record["extras_wall_s"][extra] = time.perf_counter() - t_extra
         except Exception as e:  # noqa: BLE001
             record["skipped"].append({"case": extra, "reason": f"{type(e).__name__}: {e}"[:500]})
             log(f"  FAILED: {type(e).__name__}: {e}")

@@ -143,6 +143,38 @@ def test_measure_gives_cheap_contenders_more_rounds(monkeypatch):
     assert [len(v["times_s"]) for v in exact.values()] == [4, 4]  # min_timed_s=0: exactly
 
 
+def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch):
+    monkeypatch.setattr(H, "SETTLE_S", 0.0)
+    calls = {}
+
+    def peer(name, s):
+        def f():
+            calls[name] = calls.get(name, 0) + 1
+            time.sleep(s)
+
+        return f
+
+    names = {
+        "p[n=1 (default)]": 0.06,  # slowest, but the default: always timed
+        "p[n=8]": 0.01,
+        "p[n=64]": 0.012,  # within SCREEN of the fastest: timed
+        "p[n=512]": 0.03,  # 3x the fastest warm call: screened out
+        "q": 0.03,  # another group, alone in it
+    }
+    out = H.measure({"jaxplain": lambda: None, **{k: peer(k, v) for k, v in names.items()}},
+                    repeats=3)
+    assert "screened_out" in out["p[n=512]"] and "median_s" not in out["p[n=512]"]
+    assert calls["p[n=512]"] == 2 and out["p[n=512]"]["times_s"] == []  # first + warm only
+    assert out["p[n=512]"]["warm_s"] >= 0.03
+    for k in ("p[n=1 (default)]", "p[n=8]", "p[n=64]", "q"):
+        assert "screened_out" not in out[k] and len(out[k]["times_s"]) == 3, k
+    name, _ = H.best_of(out, "p")
+    assert name == "p[n=8]"
+    ratios, best = H.compute_ratios(out["jaxplain"], out["jaxplain"], {
+        k: v for k, v in out.items() if k != "jaxplain"})
+    assert best["p"] == "p[n=8]" and ratios["p:default/jaxplain"] is not None
+
+
 def test_header_says_which_contenders_got_extra_rounds():
     args = {"repeats": 4, "min_timed_s": 0.6, "max_rounds": 15}
     m = {"machine": {"load_avg_start": [1.0, 1.0, 1.0]}}
@@ -294,6 +326,7 @@ def test_main_end_to_end_tiny(tmp_path):
         (res,) = data["results"]
         assert set(H.RESULT_FIELDS) <= set(res)
         assert res["n_evals"] == 16 and res["peers"] == {}
+        assert 0 < res["wall_s"] < data["wall_s"]
         for side in ("jaxplain", "limit"):
             assert res[side]["median_s"] > 0 and len(res[side]["times_s"]) == 1
         assert res["ratios"]["jaxplain/limit"] == pytest.approx(
