@@ -98,7 +98,7 @@ def run_case(
             ctx.model, inputs, td, chunk=chunk, grad=grad
         )
     dispatch = (64, 128)
-    if case.kind != "fwdbwd_to_layer" and n >= 256:
+    if case.kind != "fwdbwd_to_layer" and n >= 2 * dispatch[-1]:
         # A third reference: separate jitted calls of a cache-friendly batch size.
         inputs = H.limit_inputs(bench.x, n)
         td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])
