@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,6 +31,16 @@ from . import harness as H
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
 EXTRAS = ("agreement_ig", "sample_efficiency", "scaling")
+DISPATCH_MIN_CHUNKS = 4
+"""`limit_dispatch` (one jitted call per default chunk) is timed from this many chunks
+up; below it the calls are too few to differ from `limit_chunked`. It was timed at
+64 and 128 per call; 64 was the faster in 19 of 26 cases, and the second size cost
+about 50 s of a 980 s full run."""
+PEER_BUDGET_S = 6.0
+"""Rough seconds of timed calls per peer configuration (`harness.measure`'s
+`budget_s`): a configuration whose warm call is over 1.5 s runs in fewer rounds.
+Full runs used 15 s; 6 s (as `--quick` had) cut about 19 s, all from
+configurations 3-40x slower than jaxplain (Captum's and shap's defaults)."""
 
 
 def log(msg: str) -> None:
@@ -82,6 +91,8 @@ def run_case(
     budget_s: float | None = None,
     min_timed_s: float = 0.0,
 ) -> dict:
+    phases: dict[str, float] = {}  # where the case's wall time went (the full run's budget)
+    t0 = time.perf_counter()
     bench = case.build(ctx)
     out, first_s, compile_s = H.first_call(bench.jaxplain)
     reported = getattr(out, "n_evals", None)
@@ -97,29 +108,29 @@ def run_case(
         contenders["limit_chunked"] = lambda: H.limit_chunked(
             ctx.model, inputs, td, chunk=chunk, grad=grad
         )
-    dispatch = (64, 128)
-    if case.kind != "fwdbwd_to_layer" and n >= 2 * dispatch[-1]:
-        # A third reference: separate jitted calls of a cache-friendly batch size.
+    if case.kind != "fwdbwd_to_layer" and n >= DISPATCH_MIN_CHUNKS * chunk:
+        # A third reference: separate jitted calls of jaxplain's default chunk.
         inputs = H.limit_inputs(bench.x, n)
         td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])
-        for b in dispatch:
-            parts = [(inputs[s : s + b], td[s : s + b]) for s in range(0, n, b)]
-            contenders[f"limit_dispatch{b}"] = functools.partial(
-                H.limit_dispatch, ctx.model, parts, grad=case.kind == "fwdbwd"
-            )
+        parts = [(inputs[s : s + chunk], td[s : s + chunk]) for s in range(0, n, chunk)]
+        contenders["limit_dispatch"] = functools.partial(
+            H.limit_dispatch, ctx.model, parts, grad=case.kind == "fwdbwd"
+        )
     keep = tuple(contenders)
+    phases["setup"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     timings = H.measure(
         {**contenders, **bench.peers}, repeats, budget_s=budget_s, keep=keep, min_timed_s=min_timed_s
     )
+    phases["timing"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     jt, lt = timings.pop("jaxplain"), timings.pop("limit")
     lct = timings.pop("limit_chunked", None)
     if lct is not None:
         lct["chunk"] = chunk
-    lbt = None
-    for b in dispatch:
-        t_b = timings.pop(f"limit_dispatch{b}", None)
-        if t_b and "median_s" in t_b and (lbt is None or t_b["median_s"] < lbt["median_s"]):
-            lbt = {**t_b, "batch": b}
+    lbt = timings.pop("limit_dispatch", None)
+    if lbt is not None:
+        lbt["batch"] = chunk
     jt["first_s"], jt["compile_s"] = first_s, compile_s
     peers = timings
     # Memory, untimed: XLA accounting for jitted code, host RSS growth for everyone timed.
@@ -136,6 +147,8 @@ def run_case(
     for name, k in bench.peer_evals.items():
         if name in peers:
             peers[name]["n_evals"] = k
+    phases["memory"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     agreement = []
     if bench.agreement is not None:
         try:
@@ -144,6 +157,7 @@ def run_case(
             )
         except Exception as e:  # noqa: BLE001 - report, do not stop the run
             agreement = [{"check": case.name, "error": f"{type(e).__name__}: {e}"[:300]}]
+    phases["agreement"] = time.perf_counter() - t0
     return {
         "case": case.name,
         "method": case.method,
@@ -162,6 +176,7 @@ def run_case(
         "ratios": ratios,
         "agreement": agreement,
         "note": bench.note,
+        "phases_s": phases,
     }
 
 
@@ -293,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     case,
                     ctx,
                     repeats,
-                    budget_s=6.0 if args.quick else 15.0,
+                    budget_s=PEER_BUDGET_S,
                     min_timed_s=min_timed_s,
                 )
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the run

@@ -154,6 +154,13 @@ def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch)
 
         return f
 
+    def spiky(name, s, spike):
+        def f():  # its warm-up call (the second) is slow, every other call fast
+            calls[name] = calls.get(name, 0) + 1
+            time.sleep(spike if calls[name] == 2 else s)
+
+        return f
+
     names = {
         "p[n=1 (default)]": 0.06,  # slowest, but the default: always timed
         "p[n=8]": 0.01,
@@ -161,13 +168,21 @@ def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch)
         "p[n=512]": 0.03,  # 3x the fastest warm call: screened out
         "q": 0.03,  # another group, alone in it
     }
-    out = H.measure({"jaxplain": lambda: None, **{k: peer(k, v) for k, v in names.items()}},
-                    repeats=3)
+    out = H.measure(
+        {
+            "jaxplain": lambda: None,
+            **{k: peer(k, v) for k, v in names.items()},
+            "p[n=32]": spiky("p[n=32]", 0.011, 0.05),  # one slow warm call: kept
+        },
+        repeats=3,
+    )
     assert "screened_out" in out["p[n=512]"] and "median_s" not in out["p[n=512]"]
-    assert calls["p[n=512]"] == 2 and out["p[n=512]"]["times_s"] == []  # first + warm only
+    assert calls["p[n=512]"] == 3 and out["p[n=512]"]["times_s"] == []  # first + 2 warm only
     assert out["p[n=512]"]["warm_s"] >= 0.03
-    for k in ("p[n=1 (default)]", "p[n=8]", "p[n=64]", "q"):
+    for k in ("p[n=1 (default)]", "p[n=8]", "p[n=64]", "p[n=32]", "q"):
         assert "screened_out" not in out[k] and len(out[k]["times_s"]) == 3, k
+    assert calls["p[n=8]"] == 5 and calls["p[n=32]"] == 6  # only the suspect is called again
+    assert out["p[n=32]"]["warm_s"] < 0.03
     name, _ = H.best_of(out, "p")
     assert name == "p[n=8]"
     ratios, best = H.compute_ratios(out["jaxplain"], out["jaxplain"], {
@@ -230,6 +245,7 @@ def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2):
         "ratios": ratios,
         "agreement": [{"check": "ig", "vs": "captum", "rel_err": 2e-6, "tol": 1e-4, "pass": True}],
         "note": "",
+        "phases_s": {"setup": 4.0, "timing": 9.0, "memory": 1.0, "agreement": 2.0},
     }
 
 
@@ -327,6 +343,9 @@ def test_main_end_to_end_tiny(tmp_path):
         assert set(H.RESULT_FIELDS) <= set(res)
         assert res["n_evals"] == 16 and res["peers"] == {}
         assert 0 < res["wall_s"] < data["wall_s"]
+        phases = res["phases_s"]
+        assert set(phases) == {"setup", "timing", "memory", "agreement"}
+        assert min(phases.values()) >= 0 and sum(phases.values()) <= res["wall_s"]
         for side in ("jaxplain", "limit"):
             assert res[side]["median_s"] > 0 and len(res[side]["times_s"]) == 1
         assert res["ratios"]["jaxplain/limit"] == pytest.approx(
