@@ -323,7 +323,7 @@ as one jitted batch on inputs already on device, run as jaxplain runs the model 
 pooling gradients and first-layer patch products), measured in the same rounds; "(… chunked)" is the
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
 (`batching.DEFAULT_BATCH_SIZE`, 64), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
-separate jitted calls of b inputs (best of 64 and 128): on CPU, cache-sized batches are often the
+separate jitted calls of b inputs (the same default chunk, 64): on CPU, cache-sized batches are often the
 fastest way to run them, faster than one huge batch. *peer time / jaxplain
 time*: above 1× means jaxplain is faster; each peer at its best setting from a sweep and at its
 defaults, with the same inputs and number of model evaluations, on a PyTorch twin with identical

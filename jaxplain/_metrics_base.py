@@ -205,7 +205,7 @@ def check_mask(mask: Any, x_shape: tuple[int, ...], name: str = "mask") -> jax.A
         V.fail(name, "a boolean mask (H, W) or (N, H, W)", type(mask).__name__, TypeError)
     shape = tuple(np.shape(mask))
     if len(x_shape) == 4 and shape == (n, h, w, 1):
-        mask = jnp.asarray(mask)[..., 0]
+        mask = mask[..., 0] if isinstance(mask, jax.Array) else np.asarray(mask)[..., 0]
         shape = shape[:3]
     if shape not in ((h, w), (n, h, w)):
         V.fail(name, f"a mask of shape {(h, w)} or {(n, h, w)}", f"shape {shape}")
@@ -218,6 +218,7 @@ def check_mask(mask: Any, x_shape: tuple[int, ...], name: str = "mask") -> jax.A
             empty = np.flatnonzero(~per)[:5].tolist()
             where = f"examples {empty}" if arr.ndim == 3 else "the shared mask"
             V.fail(name, "at least one True pixel per example", f"an empty mask for {where}")
+        return np.broadcast_to(arr.astype(bool), (n, h, w))  # host: no eager op per call
     elif dtype != jnp.bool_ and not jnp.issubdtype(dtype, jnp.integer):
         V.fail(name, "booleans or 0/1 integers", f"dtype {dtype}", TypeError)
     return jnp.broadcast_to(jnp.asarray(mask).astype(bool), (n, h, w))

@@ -17,11 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._xla import jit
 from . import _metrics_base as B
 from . import _validate as V
 from . import batching
 from ._noise import gaussian
+from ._xla import jit
 from .models import as_model
 from .targets import as_target
 
@@ -32,8 +32,9 @@ def _norm(v: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
 
 
-def _run(model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size):
-    """Validates, then returns `(||a(x') - a(x)||, ||x' - x||, ||a(x)||)` per sample."""
+def _run(model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size,
+         score):
+    """Validates, then returns the per-example `score` (see `_score`) in one program."""
     model = as_model(model)
     x = V.check_array(x)
     t = as_target(target, model, x)
@@ -63,13 +64,15 @@ def _run(model, x, attributions, target, explain, key, radius, n_samples, noise,
         n_samples=n_samples,
         noise=noise,
         batch_size=V.check_batch_size(batch_size),
+        score=score,
     )
 
 
 @functools.partial(
-    jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size")
+    jit, static_argnames=("explain", "radius", "n_samples", "noise", "batch_size", "score")
 )
-def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise, batch_size):
+def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise, batch_size,
+                 score):
     t = target.resolve(model, x)
     if a0 is None:
         a0 = B.run_explain(explain, model, x, t)
@@ -92,13 +95,20 @@ def _sensitivity(model, x, target, a0, key, *, explain, radius, n_samples, noise
         return _norm(a - a0[ex]), _norm(eps)
 
     da, dx = batching.chunked_map(chunk, n * n_samples, batch_size)
-    return da.reshape(n, n_samples), dx.reshape(n, n_samples), _norm(a0)
+    return _score(score, da.reshape(n, n_samples), dx.reshape(n, n_samples), _norm(a0))
 
 
-def _relative(da, na, relative):
-    if not relative:
-        return da
-    return jnp.where(na[:, None] > 0, da / jnp.where(na > 0, na, 1.0)[:, None], da)
+def _score(score, da, dx, na):
+    """Per-example score from `||a(x') - a(x)||`, `||x' - x||` (N, n_samples) and `||a(x)||`.
+
+    `score` is `"max"`/`"mean"` (of `da`), `"max_relative"`/`"mean_relative"` (of
+    `da / ||a(x)||`, left as `da` where `||a(x)|| = 0`) or `"lipschitz"`.
+    """
+    if score == "lipschitz":
+        return jnp.max(da / jnp.maximum(dx, jnp.finfo(dx.dtype).tiny), axis=1)
+    if score.endswith("_relative"):
+        da = jnp.where(na[:, None] > 0, da / jnp.where(na > 0, na, 1.0)[:, None], da)
+    return (jnp.max if score.startswith("max") else jnp.mean)(da, axis=1)
 
 
 _ARGS = """
@@ -146,10 +156,10 @@ def max_sensitivity(
     References:
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-    da, _, na = _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    score = "max_relative" if relative else "max"
+    return _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size, score
     )
-    return jnp.max(_relative(da, na, relative), axis=1)
 
 
 def avg_sensitivity(
@@ -178,10 +188,10 @@ def avg_sensitivity(
     References:
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-    da, _, na = _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    score = "mean_relative" if relative else "mean"
+    return _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size, score
     )
-    return jnp.mean(_relative(da, na, relative), axis=1)
 
 
 def local_lipschitz_estimate(
@@ -210,10 +220,10 @@ def local_lipschitz_estimate(
       Alvarez-Melis and Jaakkola, "On the Robustness of Interpretability Methods",
       ICML Workshop on Human Interpretability 2018.
     """
-    da, dx, _ = _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size
+    return _run(
+        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size,
+        "lipschitz",
     )
-    return jnp.max(da / jnp.maximum(dx, jnp.finfo(dx.dtype).tiny), axis=1)
 
 
 for _f in (max_sensitivity, avg_sensitivity, local_lipschitz_estimate):

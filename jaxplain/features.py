@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as V
+from ._xla import jit
 
 
 def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segments") -> tuple[jax.Array, int]:
@@ -181,7 +182,8 @@ def to_pixels(values: Any, segments: Any) -> jax.Array:
     """
     if isinstance(values, (str, bytes)) or values is None or isinstance(values, dict):
         V.fail("values", "per-feature values (N, d)", type(values).__name__, TypeError)
-    values = jnp.asarray(values)
+    if not hasattr(values, "shape"):
+        values = np.asarray(values)
     if values.ndim != 2:
         V.fail("values", "per-feature values (N, d)", f"shape {values.shape}")
     shape = tuple(np.shape(segments)) if not isinstance(segments, (str, bytes)) else ()
@@ -200,6 +202,11 @@ def to_pixels(values: Any, segments: Any) -> jax.Array:
                    f"shape {shape}")
         seg = jnp.broadcast_to(jnp.asarray(segments, jnp.int32),
                                values.shape[:1] + shape[-2:])
+    return _to_pixels(values, seg)
+
+
+@jit
+def _to_pixels(values: jax.Array, seg: jax.Array) -> jax.Array:
     flat = seg.reshape(seg.shape[0], -1)
     return jnp.take_along_axis(values, flat, axis=1).reshape(seg.shape)
 
@@ -217,7 +224,7 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     """
     x = V.check_array(x, min_ndim=3)
     sigma = V.check_float(sigma, "sigma", minimum=0.0)
-    return _gaussian_blur(x, sigma)
+    return _gaussian_blur_program(x, sigma=float(sigma))
 
 
 def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -227,6 +234,10 @@ def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     kw = jnp.asarray(_blur_matrix(w, float(sigma)), x.dtype)
     y = jnp.einsum("ik,nkw...->niw...", kh, x)
     return jnp.einsum("jk,nik...->nij...", kw, y)
+
+
+_gaussian_blur_program = jit(_gaussian_blur, static_argnames=("sigma",))
+"""`_gaussian_blur` as one compiled program (per shape and `sigma`): no eager ops per call."""
 
 
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:

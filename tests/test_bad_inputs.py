@@ -7,9 +7,10 @@ does not name the argument, or on NaN/inf in the result.
 
 The table is built from the signatures of the names exported by `jaxplain`:
 functions landing later are picked up automatically when their arguments are in
-`GOOD` (how to build a valid value) and `BAD` (the bad values to try). Known
-failures of other modules are listed in `KNOWN` (strict xfail: fixing them makes
-the test ask for the entry to be removed).
+`GOOD` (how to build a valid value, in `_public_calls`, shared with
+`test_dispatch`) and `BAD` (the bad values to try). Known failures of other
+modules are listed in `KNOWN` (strict xfail: fixing them makes the test ask for
+the entry to be removed).
 """
 
 from __future__ import annotations
@@ -21,67 +22,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from _public_calls import C, H, N, W, env, good_arguments, good_call, public_functions
 
 import jaxplain as jx
 from jaxplain import testing
-
-N, H, W, C = 2, 8, 8, 3
-
-# ---- a tiny model and valid arguments (built once, lazily) ---------------------------------
-
-_CACHE: dict = {}
-
-
-def env():
-    if not _CACHE:
-        m = testing.tiny_cnn(n_classes=3, features=(2,))
-        x = np.asarray(testing.random_images(0, n=N, size=H))
-        model = jx.from_linen(m, m.init(jax.random.key(0), x[:1]))
-        _CACHE.update(
-            model=model,
-            x=x,
-            key=jax.random.key(0),
-            seg=jx.grid_segments(H, W, 2),
-            attr=np.asarray(testing.random_images(1, n=N, size=H)) - 0.5,
-            mask=np.zeros((N, H, W), bool) | (np.arange(W) < 3),
-        )
-    return _CACHE
-
-
-GOOD = {  # argument name -> a valid value
-    "model": lambda e: e["model"],
-    "x": lambda e: e["x"],
-    "target": lambda e: 1,
-    "key": lambda e: e["key"],
-    "segments": lambda e: e["seg"],
-    "layer": lambda e: "conv0",
-    "references": lambda e: e["x"],
-    "explain": lambda e: jx.saliency,
-    "attributions": lambda e: e["attr"],
-    "mask": lambda e: e["mask"],
-    "a": lambda e: e["x"],
-    "b": lambda e: e["x"][::-1],
-    "images": lambda e: e["x"],
-    "maps": lambda e: e["attr"][..., 0],
-    "height": lambda e: H,
-    "width": lambda e: W,
-    "method": lambda e: jx.saliency,
-    "methods": lambda e: {"saliency": jx.saliency},
-    "image_shape": lambda e: (H, W, C),
-    "values": lambda e: np.ones((N, 4), np.float32),
-    "sigma": lambda e: 1.0,
-    "mode": lambda e: "guided",
-}
-CHEAP = {  # small settings so that calls which do run stay fast
-    "steps": 2,
-    "n_samples": 4,
-    "n_masks": 4,
-    "n_permutations": 2,
-    "window": 4,
-    "strides": 4,
-    "cells": 2,
-    "win_size": 3,
-}
 
 _nan_x = lambda e: np.where(np.arange(C) == 1, np.nan, e["x"]).astype(np.float32)  # noqa: E731
 _inf_x = lambda e: np.where(np.arange(C) == 2, np.inf, e["x"]).astype(np.float32)  # noqa: E731
@@ -214,69 +158,13 @@ ERROR_NAMES = {  # (argument, case) -> the arguments an error may legitimately n
 }
 MUST_RAISE = {("x", "nan"), ("x", "inf"), ("x", "float64_overflow"), ("attributions", "nan")}
 
-SKIP_FUNCTIONS = {  # not functions of user data, or tested elsewhere
-    "explain_dataset",
-    "load_results",
-    "enable_compilation_cache",
-    "to_numpy",
-    "as_model",
-    "from_linen",
-    "from_nnx",
-    "from_callable",
-    "feature_visualization",
-    "evaluate",
-    "model_parameter_randomisation",
-    "random_logit",
-    "superpixels",
-    "with_relu_rule",
-    "global_importance",
-    "global_surrogate",
-    "as_target",
-    "apply_coalitions",
-    "filters",
-    "noise_tunnel",
-    "resolve_baseline",
-}
-
 KNOWN: dict[str, str] = {}  # case id -> the failure, reported to the module's owner
-
-
-def _public_functions():
-    out = []
-    for name in sorted(getattr(jx, "__all__", [])):
-        fn = getattr(jx, name, None)
-        if name in SKIP_FUNCTIONS or not inspect.isfunction(fn):
-            continue
-        out.append((name, fn))
-    return out
-
-
-def _good_call(fn):
-    """(positional names, keyword names, cheap extra kwargs) for a valid call, or None."""
-    sig = inspect.signature(fn)
-    pos, kw, extra = [], [], {}
-    for p in sig.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        required = p.default is inspect.Parameter.empty
-        if p.name in CHEAP and not required:
-            extra[p.name] = CHEAP[p.name]
-        if (
-            p.name == "attributions"
-            or required
-            or p.name in ("key", "segments")
-            and p.default is None
-        ):
-            if p.name not in GOOD:
-                return None
-            (pos if p.kind is p.POSITIONAL_OR_KEYWORD else kw).append(p.name)
-    return pos, kw, extra
 
 
 def _cases():
     cases = []
-    for name, fn in _public_functions():
-        call = _good_call(fn)
+    for name, fn in public_functions():
+        call = good_call(fn)
         if call is None:
             continue
         params = inspect.signature(fn).parameters
@@ -317,12 +205,7 @@ def test_bad_input(fname, arg, case, request):
     if request.node.callspec.id in KNOWN:
         request.applymarker(pytest.mark.xfail(reason=KNOWN[request.node.callspec.id], strict=True))
     fn = getattr(jx, fname)
-    pos, kw, extra = _good_call(fn)
-    e = env()
-    args = {n: GOOD[n](e) for n in pos + kw}
-    args.update(extra)
-    args[arg] = _value(BAD[arg][case])
-    call_pos = [args.pop(n) for n in pos]
+    call_pos, args = good_arguments(fn, **{arg: _value(BAD[arg][case])})
     names = ERROR_NAMES.get((arg, case), (arg,))
     try:
         result = fn(*call_pos, **args)
@@ -361,12 +244,7 @@ BUDGETS = [  # (function, count argument): every method whose work grows with a 
 def test_count_beyond_int32(fname, arg, value):
     """N=2 examples x a count just past 2^31 / 2 raises at Python time (no tracing, no work)."""
     fn = getattr(jx, fname)
-    pos, kw, extra = _good_call(fn)
-    e = env()
-    args = {n: GOOD[n](e) for n in pos + kw}
-    args.update(extra)
-    args[arg] = value
-    call_pos = [args.pop(n) for n in pos]
+    call_pos, args = good_arguments(fn, **{arg: value})
     with testing.count_compiles() as compiles:
         with pytest.raises(ValueError, match=rf"^{arg}: expected") as err:
             fn(*call_pos, **args)
