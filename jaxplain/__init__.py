@@ -50,6 +50,7 @@ from .cam import layer_gradient_x_activation as layer_gradient_x_activation
 from .cam import layer_integrated_gradients as layer_integrated_gradients
 from .cam import layer_conductance as layer_conductance
 from .cam import internal_influence as internal_influence
+from .cam import neuron_conductance as neuron_conductance
 from .cam import neurons as neurons
 from .modelviz import FeatureVisualization as FeatureVisualization
 from .modelviz import feature_maps as feature_maps
@@ -159,6 +160,7 @@ __all__ = [
     "layer_integrated_gradients",
     "layer_conductance",
     "internal_influence",
+    "neuron_conductance",
     "neurons",
     "FeatureVisualization",
     "feature_maps",

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._xla import jit
 from . import _layers
@@ -373,8 +374,8 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
       Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017;
       Dhamdhere et al., "How Important Is a Neuron?", ICLR 2019 (layer attribution).
     """
-    args, kw = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at,
-                          "layer_integrated_gradients")
+    args, kw, _ = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at,
+                             "layer_integrated_gradients")
     return _layer_ig(*args, **kw)
 
 
@@ -465,7 +466,68 @@ def internal_influence(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                         "internal_influence")
 
 
-for _f in (layer_integrated_gradients, layer_conductance, internal_influence):
+def neuron_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any, neuron: Any,
+                       baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
+                       batch_size: int | None = None, at: str = "output") -> Explanation:
+    """Conductance of the input features through one hidden unit.
+
+    Along the input-space path `x(a) = b + a (x - b)`, input feature `i` conducts
+    through unit `k` of the layer
+    `(x_i - b_i) * integral_0^1 dF/dA_k(x(a)) * dA_k/dx_i(x(a)) da`
+    (Dhamdhere et al.; Captum's `NeuronConductance`). Summed over the input
+    features this is, node by node, unit `k`'s `layer_conductance` with the same
+    `steps` and `rule`. Per node: one forward and backward from the output to the
+    layer, and one forward and backward from the unit to the input; the
+    evaluations are streamed in chunks of `batch_size`.
+{args}
+      neuron: the unit: a flat index into the layer's per-example activation
+        (`np.ravel_multi_index((i, j, c), (h, w, C))` for an `(N, h, w, C)`
+        activation, as in `neurons`), a tuple of per-axis indices, or one flat
+        index per example `(N,)`.
+
+    Returns:
+      `Explanation` with `values` shaped like `x`.
+
+    References:
+      Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? (ICLR 2019).
+    """
+    args, kw, shape = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at,
+                                 "neuron_conductance")
+    k = _check_neuron(neuron, tuple(shape.shape[1:]), args[1].shape[0])
+    return _layer_path(*args, V.to_device(k), kind="neuron", **kw)
+
+
+def _is_index(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_neuron(neuron: Any, unit_shape: tuple[int, ...], n: int) -> np.ndarray:
+    """`neuron` as one flat unit index per example, `(n,)` int32."""
+    units = int(np.prod(unit_shape))
+    expected = (f"a flat unit index in [0, {units}), a tuple of {len(unit_shape)} indices "
+                f"into {unit_shape}, or {n} flat indices")
+    if isinstance(neuron, tuple):
+        if not all(_is_index(i) for i in neuron):
+            V.fail("neuron", expected, repr(neuron), TypeError)
+        if len(neuron) != len(unit_shape):
+            V.fail("neuron", expected, f"{len(neuron)} indices {neuron}")
+        if not all(0 <= i < d for i, d in zip(neuron, unit_shape)):
+            V.fail("neuron", expected, f"{neuron} (out of range)")
+        return np.full((n,), np.ravel_multi_index(neuron, unit_shape), np.int32)
+    arr = np.asarray(neuron) if not isinstance(neuron, (str, bytes)) else None
+    if arr is None or arr.dtype == bool or arr.dtype.kind not in "iu":
+        V.fail("neuron", expected, repr(neuron), TypeError)
+    if arr.ndim == 0:
+        arr = np.full((n,), arr)
+    if arr.shape != (n,):
+        V.fail("neuron", expected, f"shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= units:
+        V.fail("neuron", expected, f"values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int32)
+
+
+for _f in (layer_integrated_gradients, layer_conductance, internal_influence,
+           neuron_conductance):
     if _f.__doc__:  # None under python -OO
         _f.__doc__ = _f.__doc__.replace("{args}", _PATH_ARGS)
 
@@ -481,20 +543,26 @@ def _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at, m
     alphas, weights = quadrature(rule, steps)
     batch_size = V.check_batch_size(batch_size)
     return ((model, x, t, b, V.to_device(alphas), V.to_device(weights)),
-            dict(layer=parts, at=at, batch_size=batch_size))
+            dict(layer=parts, at=at, batch_size=batch_size), shape)
 
 
 def _path_method(model, x, target, layer, baseline, steps, rule, batch_size, at, method):
-    args, kw = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at, method)
-    return _layer_path(*args, conduct=method == "layer_conductance", **kw)
+    args, kw, _ = _path_args(model, x, target, layer, baseline, steps, rule, batch_size, at,
+                             method)
+    kind = "conductance" if method == "layer_conductance" else "influence"
+    return _layer_path(*args, kind=kind, **kw)
 
 
-@functools.partial(jit, static_argnames=("layer", "at", "conduct", "batch_size"))
-def _layer_path(model, x, target, b, alphas, weights, *, layer, at, conduct,
+@functools.partial(jit, static_argnames=("layer", "at", "kind", "batch_size"))
+def _layer_path(model, x, target, b, alphas, weights, neuron=None, *, layer, at, kind,
                 batch_size) -> Explanation:
+    """The input-path layer methods, by `kind`: `"influence"` (dF/dA averaged),
+    `"conductance"` (dF/dA * dA/da, per unit) and `"neuron"` (unit `neuron`'s
+    dF/dA_k * dA_k/dx * (x - b), per input feature)."""
     n, steps = x.shape[0], alphas.shape[0]
     shape = _layers.activation_shape(model, x, layer, at)
     b = b.astype(x.dtype)
+    conduct = kind == "conductance"
     if conduct:  # F(x) and F(b) for the gap; F(x) also fixes a "predicted" target
         (f_x, f_b), target = values_at(model, target, [x, b], batch_size)
     else:
@@ -513,9 +581,16 @@ def _layer_path(model, x, target, b, alphas, weights, *, layer, at, conduct,
             return jnp.sum(t.select(out))
 
         g = jax.grad(fast_model(f))(zero)
+        activation = lambda u: _layers.probe(model, u, layer, at=at)[1]  # noqa: E731
         if conduct:  # dA/da along x - b, by forward mode
-            _, da = jax.jvp(lambda u: _layers.probe(model, u, layer, at=at)[1], (z,), (delta,))
+            _, da = jax.jvp(activation, (z,), (delta,))
             g = g * da
+        elif kind == "neuron":  # dF/dA_k * dA_k/dz by one backward from unit k, times x - b
+            flat = g.reshape(g.shape[0], -1)
+            pick = jax.nn.one_hot(neuron[rows], flat.shape[1], dtype=g.dtype)
+            _, pull = jax.vjp(fast_model(activation), z)
+            (g,) = pull((pick * flat).reshape(g.shape))
+            g = g * delta
         return weights[s].reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype) * g
 
     values = batching.per_example_sum(node, n, steps, batch_size)

@@ -46,6 +46,7 @@ GOOD = {  # argument name -> a valid value
     "key": lambda e: e["key"],
     "segments": lambda e: e["seg"],
     "layer": lambda e: "conv0",
+    "neuron": lambda e: 3,
     "references": lambda e: e["x"],
     "explain": lambda e: jx.saliency,
     "attributions": lambda e: e["attr"],

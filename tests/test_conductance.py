@@ -144,3 +144,90 @@ def test_errors():
             fn(model, x, target=7, layer="conv0")
         with pytest.raises(ValueError, match="at"):
             fn(model, x, target=0, layer="conv0", at="middle")
+
+
+# ---- neuron conductance ---------------------------------------------------------------------
+
+
+def test_neuron_conductance_against_a_float64_path_integral_and_per_example_units():
+    model, params, x = _curved()
+    b = 0.5 * jnp.ones(5)
+    W = np.float64(params["lower"]["kernel"])
+    units = np.array([2, 0, 3])
+    e = jx.neuron_conductance(model, x, target=1, layer="lower", neuron=units, baseline=b,
+                              steps=64)
+    assert e.values.shape == x.shape
+    nodes = 20000
+    for i, k in enumerate(units):
+        xi, bi = np.float64(x[i]), np.float64(b)
+        a = (np.arange(nodes) + 0.5) / nodes
+        z = bi + a[:, None] * (xi - bi)
+        # dF/dy_k along the path, from the layer-conductance reference's integrand
+        u = np.float64(params["head"]["kernel"])[:, 1]
+        y = np.tanh(z) @ W + np.float64(params["lower"]["bias"])
+        s = np.tanh(y) @ u + np.float64(params["head"]["bias"])[1]
+        g_k = 2 * s * u[k] * (1 - np.tanh(y[:, k]) ** 2)
+        dyk_dz = (1 - np.tanh(z) ** 2) * W[:, k]  # (nodes, d)
+        want = (xi - bi) * (g_k[:, None] * dyk_dz).mean(0)
+        np.testing.assert_allclose(e.values[i], want, rtol=2e-4, atol=1e-6)
+    # summed over the inputs: the unit's layer conductance
+    lc = jx.layer_conductance(model, x, target=1, layer="lower", baseline=b, steps=64)
+    np.testing.assert_allclose(e.values.sum(1), lc.values[np.arange(3), units], rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_neuron_conductance_closed_form_for_a_quadratic_head_on_a_linear_layer():
+    class Quad(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            y = nn.Dense(3, name="lin")(x)
+            return jnp.sum(jnp.array([1.0, -2.0, 0.5]) * y ** 2, axis=-1, keepdims=True)
+
+    net = Quad()
+    x = jax.random.normal(jax.random.key(2), (2, 4))
+    v = net.init(jax.random.key(3), x)
+    model = jx.from_linen(net, v)
+    b = jax.random.normal(jax.random.key(4), (4,))
+    W, beta = v["params"]["lin"]["kernel"], v["params"]["lin"]["bias"]
+    yx, yb, coef = x @ W + beta, b @ W + beta, jnp.array([1.0, -2.0, 0.5])
+    for k in range(3):  # (x - b)_i W_ik c_k (y_k(x) + y_k(b)); 2 Gauss nodes are exact
+        e = jx.neuron_conductance(model, x, target=0, layer="lin", neuron=k, baseline=b, steps=2)
+        want = (x - b) * W[:, k] * (coef[k] * (yx[:, k] + yb[k]))[:, None]
+        np.testing.assert_allclose(e.values, want, rtol=1e-5, atol=1e-5)
+
+
+def test_neuron_conductance_on_a_cnn_jit_batch_size_and_index_forms():
+    m = testing.tiny_cnn(n_classes=3, features=(4, 8), pool="max")
+    x = testing.random_images(1, n=3, size=8)
+    v = m.init(jax.random.key(6), x[:1])
+    model = jx.from_linen(m, v)
+    b = 0.3 * testing.random_images(4, n=3, size=8)
+    shape = jx.layer_activations(model, x[:1], layer="conv1").values.shape[1:]
+    where = (1, 2, 5)
+    flat = int(np.ravel_multi_index(where, shape))
+    kw = dict(target="predicted", layer="conv1", baseline=b, steps=8)
+    ref = jx.neuron_conductance(model, x, neuron=where, **kw)
+    np.testing.assert_allclose(jx.neuron_conductance(model, x, neuron=flat, **kw).values,
+                               ref.values, atol=1e-7)
+    lc = jx.layer_conductance(model, x, **kw)
+    np.testing.assert_allclose(ref.values.reshape(3, -1).sum(1), lc.values[:, 1, 2, 5],
+                               rtol=1e-5, atol=1e-6)
+    jitted = jax.jit(lambda xx: jx.neuron_conductance(model, xx, neuron=flat, **kw).values)
+    np.testing.assert_allclose(jitted(x), ref.values, atol=1e-6)
+    for bs in (1, 5, 1000):
+        np.testing.assert_allclose(
+            jx.neuron_conductance(model, x, neuron=flat, batch_size=bs, **kw).values,
+            ref.values, atol=1e-6)
+    assert ref.n_evals.tolist() == [9] * 3  # 8 nodes and a forward at x for the prediction
+
+
+def test_neuron_conductance_errors():
+    m = testing.tiny_cnn(n_classes=3, features=(4,))
+    x = testing.random_images(2, n=2, size=8)
+    model = jx.from_linen(m, m.init(jax.random.key(0), x[:1]))
+    units = int(np.prod(jx.layer_activations(model, x[:1], layer="conv0").values.shape[1:]))
+    for bad, cls in ((units, ValueError), (-1, ValueError), (1.5, TypeError), ("0", TypeError),
+                     (True, TypeError), ((0, 0), ValueError), ((0, 0, 99), ValueError),
+                     (np.array([0, 1, 2]), ValueError), (None, TypeError)):
+        with pytest.raises(cls, match="neuron"):
+            jx.neuron_conductance(model, x, target=0, layer="conv0", neuron=bad)

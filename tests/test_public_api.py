@@ -52,6 +52,7 @@ PUBLIC = [
     "insertion",
     "integrated_gradients",
     "internal_influence",
+    "neuron_conductance",
     "kernel_shap",
     "layer_activations",
     "layer_conductance",
