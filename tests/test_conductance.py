@@ -62,20 +62,31 @@ def test_against_a_float64_path_integral_on_a_curved_path(conduct):
         assert float(jnp.abs(lig.values - e.values).max()) > 1e-3
 
 
-def test_closed_form_for_a_quadratic_head_on_a_linear_layer():
-    class Quad(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            y = nn.Dense(3, name="lin")(x)
-            return jnp.sum(jnp.array([1.0, -2.0, 0.5]) * y ** 2, axis=-1, keepdims=True)
+class Quad(nn.Module):
+    """x -> y = lin(x) (probed) -> sum_j c_j y_j ** 2, with c = QUAD_COEF."""
 
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(3, name="lin")(x)
+        return jnp.sum(QUAD_COEF * y ** 2, axis=-1, keepdims=True)
+
+
+QUAD_COEF = jnp.array([1.0, -2.0, 0.5])
+
+
+def _quad():
+    """`(model, kernel, x, b, y(x), y(b))` of a `Quad` on 2 inputs of 4 features."""
     net = Quad()
     x = jax.random.normal(jax.random.key(2), (2, 4))
     v = net.init(jax.random.key(3), x)
-    model = jx.from_linen(net, v)
     b = jax.random.normal(jax.random.key(4), (4,))
-    lin = lambda z: z @ v["params"]["lin"]["kernel"] + v["params"]["lin"]["bias"]  # noqa: E731
-    yx, yb, coef = lin(x), lin(b[None]), jnp.array([1.0, -2.0, 0.5])
+    W, beta = v["params"]["lin"]["kernel"], v["params"]["lin"]["bias"]
+    return jx.from_linen(net, v), W, x, b, x @ W + beta, b[None] @ W + beta
+
+
+def test_closed_form_for_a_quadratic_head_on_a_linear_layer():
+    model, _, x, b, yx, yb = _quad()
+    coef = QUAD_COEF
     for rule, steps in (("gauss_legendre", 2), ("riemann_trapezoid", 3)):  # exact for linear g
         e = jx.layer_conductance(model, x, target=0, layer="lin", baseline=b, steps=steps,
                                  rule=rule)
@@ -177,22 +188,10 @@ def test_neuron_conductance_against_a_float64_path_integral_and_per_example_unit
 
 
 def test_neuron_conductance_closed_form_for_a_quadratic_head_on_a_linear_layer():
-    class Quad(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            y = nn.Dense(3, name="lin")(x)
-            return jnp.sum(jnp.array([1.0, -2.0, 0.5]) * y ** 2, axis=-1, keepdims=True)
-
-    net = Quad()
-    x = jax.random.normal(jax.random.key(2), (2, 4))
-    v = net.init(jax.random.key(3), x)
-    model = jx.from_linen(net, v)
-    b = jax.random.normal(jax.random.key(4), (4,))
-    W, beta = v["params"]["lin"]["kernel"], v["params"]["lin"]["bias"]
-    yx, yb, coef = x @ W + beta, b @ W + beta, jnp.array([1.0, -2.0, 0.5])
+    model, W, x, b, yx, yb = _quad()
     for k in range(3):  # (x - b)_i W_ik c_k (y_k(x) + y_k(b)); 2 Gauss nodes are exact
         e = jx.neuron_conductance(model, x, target=0, layer="lin", neuron=k, baseline=b, steps=2)
-        want = (x - b) * W[:, k] * (coef[k] * (yx[:, k] + yb[k]))[:, None]
+        want = (x - b) * W[:, k] * (QUAD_COEF[k] * (yx[:, k] + yb[0, k]))[:, None]
         np.testing.assert_allclose(e.values, want, rtol=1e-5, atol=1e-5)
 
 
