@@ -484,6 +484,45 @@ def grad_cam(ctx: Ctx) -> Bench:
     return b
 
 
+def neuron_conductance(ctx: Ctx) -> Bench:
+    n, steps, layer, rule = 8, 20, "conv1", "riemann_middle"
+    x = ctx.images(n)
+    t = ctx.targets(x)
+    h, w, c = (int(d) for d in jx.layer_activations(ctx.model, x[:1], layer=layer).values.shape[1:])
+    unit = (h // 2, w // 2, c // 2)
+    model = ctx.model
+    call = lambda m, xx: jx.neuron_conductance(
+        m, xx, target=t, layer=layer, neuron=unit, steps=steps, rule=rule
+    )
+    b = Bench(
+        n,
+        n * steps,
+        {"layer": layer, "neuron_hwc": list(unit), "steps": steps, "rule": rule},
+        lambda: call(model, x),
+        x,
+        t,
+        memory=(call, (model, jnp.asarray(x))),
+        note="limit = one forward+backward per path node; the method also runs a forward "
+        "to the layer and a backward from the unit to the input per node (Captum likewise)",
+    )
+    if ctx.peer("captum"):
+        chw = (unit[2], unit[0], unit[1])
+        sweep = [None, 40] if not ctx.quick else [40]
+        for ibs in sweep:
+            label = "None (default)" if ibs is None else str(ibs)
+            b.peers[f"captum.NeuronConductance[internal_batch_size={label}]"] = (
+                P.captum_neuron_conductance(
+                    ctx.torch_model, layer, x, t, chw, steps=steps, method=rule,
+                    internal_batch_size=ibs,
+                )
+            )
+        b.agreement = _same_image_values(
+            "neuron_conductance", "captum.NeuronConductance[internal_batch_size=None (default)]",
+            tol=1e-5,
+        )
+    return b
+
+
 def guided_grad_cam(ctx: Ctx) -> Bench:
     n = 16
     x = ctx.images(n)
@@ -816,6 +855,7 @@ CASES: tuple[Case, ...] = (
     Case("lrp", "lrp", "fwdbwd", lrp),
     Case("grad_cam", "grad_cam", "fwdbwd_to_layer", grad_cam, ("small", "large"), quick=True),
     Case("guided_grad_cam", "guided_grad_cam", "fwdbwd", guided_grad_cam),
+    Case("neuron_conductance", "neuron_conductance", "fwdbwd", neuron_conductance),
     Case("lime", "lime", "fwd", lime, quick=True),
     Case("kernel_shap", "kernel_shap", "fwd", kernel_shap, quick=True),
     Case("shapley_sampling", "shapley_sampling", "fwd", shapley_sampling, quick=True),

@@ -61,6 +61,25 @@ def captum_ig(
     )
 
 
+def captum_neuron_conductance(
+    tm, layer: str, x: np.ndarray, target, neuron_chw: tuple[int, int, int], *, steps: int,
+    method: str, internal_batch_size=None,
+) -> Callable:
+    """Captum's `NeuronConductance` of unit `(c, h, w)` of submodule `layer`, zero baseline."""
+    from captum.attr import NeuronConductance
+
+    nc, xt, t = NeuronConductance(tm, getattr(tm, layer)), to_nchw(x), _t(target)
+    return lambda: nc.attribute(
+        xt,
+        neuron_selector=neuron_chw,
+        baselines=0.0,
+        target=t,
+        n_steps=steps,
+        method=method,
+        internal_batch_size=internal_batch_size,
+    )
+
+
 def captum_saliency(tm, x, target) -> Callable:
     from captum.attr import Saliency
 
