@@ -209,6 +209,44 @@ def check_budget(v: Any, name: str, n_examples: int, *, per_unit: int = 1, fixed
     return v
 
 
+def check_indices(v: Any, name: str, n: int, k: int, *, what: tuple[str, str],
+                  accepts: str) -> Any:
+    """An int, or one int per example, each in `[0, k)`, as `(n,)` int32.
+
+    `what` is the singular and plural noun for the messages (`("class index",
+    "class indices")`), `accepts` the whole list of forms the argument takes. A
+    concrete value comes back as a host array (for `to_device`); under a caller's
+    jit only the dtype and shape are checked and a broadcast tracer comes back.
+    """
+    one, many = what
+    if isinstance(v, bool):
+        raise TypeError(f"{name}: expected an int {one}, got a bool")
+    if isinstance(v, numbers.Integral):
+        t = int(v)
+        if not 0 <= t < k:
+            raise ValueError(f"{name}: expected a {one} in [0, {k}), got {t}")
+        return np.full((n,), t, np.int32)
+    try:
+        dtype = jnp.result_type(v)
+    except TypeError:
+        raise TypeError(f"{name}: expected {accepts}, got {type(v).__name__}") from None
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name}: expected integer {many}, got dtype {dtype}")
+    shape = tuple(np.shape(v))
+    if shape not in ((), (n,)):
+        raise ValueError(f"{name}: expected one {one} per example, shape ({n},), got shape {shape}")
+    if not is_concrete(v):
+        return jnp.broadcast_to(jnp.asarray(v, jnp.int32), (n,))
+    if shape == ():
+        return check_indices(int(v), name, n, k, what=what, accepts=accepts)
+    arr = np.asarray(v)
+    if arr.min() < 0 or arr.max() >= k:
+        raise ValueError(
+            f"{name}: expected {many} in [0, {k}), got values in [{arr.min()}, {arr.max()}]"
+        )
+    return arr.astype(np.int32)
+
+
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         fail(name, f"an int >= {minimum}", repr(v), TypeError)

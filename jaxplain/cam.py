@@ -497,33 +497,21 @@ def neuron_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any, neu
     return _layer_path(*args, V.to_device(k), kind="neuron", **kw)
 
 
-def _is_index(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _check_neuron(neuron: Any, unit_shape: tuple[int, ...], n: int) -> np.ndarray:
+def _check_neuron(neuron: Any, unit_shape: tuple[int, ...], n: int) -> Any:
     """`neuron` as one flat unit index per example, `(n,)` int32."""
     units = int(np.prod(unit_shape))
-    expected = (f"a flat unit index in [0, {units}), a tuple of {len(unit_shape)} indices "
-                f"into {unit_shape}, or {n} flat indices")
+    accepts = (f"a flat unit index in [0, {units}), a tuple of {len(unit_shape)} indices "
+               f"into {unit_shape}, or {n} flat indices")
     if isinstance(neuron, tuple):
-        if not all(_is_index(i) for i in neuron):
-            V.fail("neuron", expected, repr(neuron), TypeError)
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in neuron):
+            V.fail("neuron", accepts, repr(neuron), TypeError)
         if len(neuron) != len(unit_shape):
-            V.fail("neuron", expected, f"{len(neuron)} indices {neuron}")
+            V.fail("neuron", accepts, f"{len(neuron)} indices {neuron}")
         if not all(0 <= i < d for i, d in zip(neuron, unit_shape)):
-            V.fail("neuron", expected, f"{neuron} (out of range)")
-        return np.full((n,), np.ravel_multi_index(neuron, unit_shape), np.int32)
-    arr = np.asarray(neuron) if not isinstance(neuron, (str, bytes)) else None
-    if arr is None or arr.dtype == bool or arr.dtype.kind not in "iu":
-        V.fail("neuron", expected, repr(neuron), TypeError)
-    if arr.ndim == 0:
-        arr = np.full((n,), arr)
-    if arr.shape != (n,):
-        V.fail("neuron", expected, f"shape {arr.shape}")
-    if arr.min() < 0 or arr.max() >= units:
-        V.fail("neuron", expected, f"values in [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int32)
+            V.fail("neuron", accepts, f"{neuron} (out of range)")
+        neuron = int(np.ravel_multi_index(neuron, unit_shape))
+    return V.check_indices(neuron, "neuron", n, units, what=("flat unit index", "unit indices"),
+                           accepts=accepts)
 
 
 for _f in (layer_integrated_gradients, layer_conductance, internal_influence,

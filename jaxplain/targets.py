@@ -14,12 +14,10 @@ methods only call `Target.bind`, `Target.take` and `Target.select`.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _validate as V
 from ._jaxpr import fast_model
@@ -134,35 +132,9 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
             )
         return Target(None, target)
     k = _need_classes(oshape, "a class index")
-    if isinstance(target, bool):
-        raise TypeError("target: expected an int class index, got a bool")
-    if isinstance(target, numbers.Integral):
-        t = int(target)
-        if not 0 <= t < k:
-            raise ValueError(f"target: expected a class index in [0, {k}), got {t}")
-        return Target(V.to_device(np.full((n,), t, np.int32)), None)  # host-built: no compile
-    try:
-        dtype = jnp.result_type(target)
-    except TypeError:
-        raise TypeError(
-            f"target: expected an int, an int array, 'predicted' or a callable, got {type(target).__name__}"
-        ) from None
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"target: expected integer class indices, got dtype {dtype}")
-    tshape = tuple(np.shape(target))
-    if tshape == ():
-        return as_target(int(target), model, x) if V.is_concrete(target) else Target(
-            jnp.broadcast_to(jnp.asarray(target, jnp.int32), (n,)), None)
-    if tshape != (n,):
-        raise ValueError(f"target: expected one class index per example, shape ({n},), got shape {tshape}")
-    if V.is_concrete(target):
-        arr = np.asarray(target)
-        if arr.min() < 0 or arr.max() >= k:
-            raise ValueError(
-                f"target: expected class indices in [0, {k}), got values in [{arr.min()}, {arr.max()}]"
-            )
-        return Target(V.to_device(arr.astype(np.int32)), None)
-    return Target(jnp.asarray(target, jnp.int32), None)
+    index = V.check_indices(target, "target", n, k, what=("class index", "class indices"),
+                            accepts="an int, an int array, 'predicted' or a callable")
+    return Target(V.to_device(index), None)  # host-built: no compile
 
 
 def _output_shape(model: Callable, x: jax.Array):
