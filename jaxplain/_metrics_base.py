@@ -218,7 +218,7 @@ def check_mask(mask: Any, x_shape: tuple[int, ...], name: str = "mask") -> jax.A
             empty = np.flatnonzero(~per)[:5].tolist()
             where = f"examples {empty}" if arr.ndim == 3 else "the shared mask"
             V.fail(name, "at least one True pixel per example", f"an empty mask for {where}")
-        return np.broadcast_to(arr.astype(bool), (n, h, w))  # host: no eager op per call
+        return V.to_device(np.broadcast_to(arr.astype(bool), (n, h, w)))  # no eager op
     elif dtype != jnp.bool_ and not jnp.issubdtype(dtype, jnp.integer):
         V.fail(name, "booleans or 0/1 integers", f"dtype {dtype}", TypeError)
     return jnp.broadcast_to(jnp.asarray(mask).astype(bool), (n, h, w))

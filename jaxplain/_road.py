@@ -132,7 +132,7 @@ def road(
         a,
         seg,
         key,
-        np.float32(noise_std),  # a host scalar: no eager XLA op
+        V.to_device(noise_std, np.float32),  # host-built: no eager XLA op
         features=(kind, d),
         ks=ks,
         fractions=fracs,
