@@ -66,9 +66,27 @@ def _unknown(layer: Any, available: list[str]) -> ValueError:
     return ValueError(f"layer: no layer named {layer!r}; available layers: {listed}")
 
 
+class Replace:
+    """A probe `delta` that sets the value at the site instead of adding to it.
+
+    `probe(model, x, layer, Replace(a))` runs the model above the layer on `a`.
+    What is computed only to feed the site (the layers below it, for a plain
+    chain) then feeds nothing and XLA drops it, so a gradient with respect to `a`
+    costs the layers above the site alone. Other paths from below (skip
+    connections) still see `x`, exactly as with `delta = a - activation`.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: PyTree):
+        self.value = value
+
+
 def _add(out: PyTree, delta: PyTree) -> PyTree:
     if delta is None:
         return out
+    if isinstance(delta, Replace):
+        return jax.tree.map(lambda o, v: jnp.asarray(v, o.dtype), out, delta.value)
     return jax.tree.map(lambda o, d: o + jnp.asarray(d, o.dtype), out, delta)
 
 

@@ -384,12 +384,12 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
     n, steps = x.shape[0], alphas.shape[0]
     sl = jax.lax.dynamic_slice_in_dim
 
-    def ends(start, size):  # outputs at x and A(x) - A(b), one chunk at a time
+    def ends(start, size):  # outputs at x, A(x) and A(x) - A(b), one chunk at a time
         out_x, act_x = _layers.probe(model, sl(x, start, size), layer, at=at)
         _, act_b = _layers.probe(model, sl(b, start, size), layer, at=at)
-        return out_x, act_x - act_b
+        return out_x, act_x, act_x - act_b
 
-    out_x, diff = batching.chunked_map(ends, n, batch_size)
+    out_x, act_x, diff = batching.chunked_map(ends, n, batch_size)
     target = target.bind(out_x)
 
     def weighted_grads(rows, s):
@@ -397,11 +397,12 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
         t = target.take(rows)
         xr = x[rows]
 
-        def f(d):
-            out, _ = _layers.probe(model, xr, layer, d, at=at)
+        def f(a):  # the model above the layer on the node's activations a
+            out, _ = _layers.probe(model, xr, layer, _layers.Replace(a), at=at)
             return jnp.sum(t.select(out))
 
-        g = jax.grad(fast_model(f))(scale.astype(diff.dtype) * diff[rows])
+        node = act_x[rows] + scale.astype(diff.dtype) * diff[rows]
+        g = jax.grad(fast_model(f))(node)
         return weights[s].reshape(scale.shape).astype(g.dtype) * g
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)

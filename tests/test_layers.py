@@ -299,3 +299,25 @@ def test_bad_site_and_keyword_only_layer_input(twins):
     with pytest.raises(ValueError, match=r"'d' was called without a positional argument"):
         _input_probe(model, z, "d")
     model.probe(z, "d")  # the output site does not care how the layer was called
+
+
+@pytest.mark.parametrize("at", ["output", "input"])
+def test_replace_sets_the_site_and_drops_the_layers_below(twins, at):
+    lin, nnx_model, _, x = twins
+    for model, layer in ((lin, "conv1"), (nnx_model, "convs/1")):
+        _, act = _layers.probe(model, x, layer, at=at)
+        a = act * 0.5 + 0.1
+        out_add, _ = _layers.probe(model, x, layer, a - act, at=at)
+        out_rep, seen = _layers.probe(model, x, layer, _layers.Replace(a), at=at)
+        np.testing.assert_allclose(out_rep, out_add, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(seen, act)  # the activation before the site is set
+        f = lambda d: jnp.sum(_layers.probe(model, x, layer, d, at=at)[0][:, 1])
+        g_rep = jax.grad(lambda v: f(_layers.Replace(v)))(a)
+        g_add = jax.grad(f)(a - act)
+        np.testing.assert_allclose(g_rep, g_add, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(g_rep, 0)
+    # with the site replaced, the output no longer depends on x (for this chain)
+    _, act = _layers.probe(lin, x, "conv1", at=at)
+    rep = _layers.Replace(act + 0.1)
+    g_x = jax.grad(lambda z: jnp.sum(_layers.probe(lin, z, "conv1", rep, at=at)[0]))(x)
+    np.testing.assert_array_equal(g_x, 0)
