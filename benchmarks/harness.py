@@ -13,16 +13,18 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
 3. `repeats` interleaved rounds: in every round each contender runs once, in a
    rotated order, so load from other processes on a shared machine hits all
    contenders alike, each after a `SETTLE_S` pause (other libraries' idle
-   threads stop spinning). Reported: the median (`median_s`), min and all times.
-   Every contender, jaxplain, limits and peers alike, runs more rounds when it
-   is cheap, up to `MAX_ROUNDS`, until it has about `MIN_TIMED_S` of timed
-   calls: a median of 4 calls of 15 ms moved jaxplain / limit by +-10% between
-   runs, and Captum's saliency (4 calls of 9-54 ms) read 0.90x in one run and
-   3.17x in the next. (1 s and 25 rounds for every kept contender added 140 s
-   to a 540 s full run; this setting adds about 50 s, 15 s of it for peers.)
+   threads stop spinning). jaxplain and its references (`keep`) are JAX
+   programs on one thread pool: one right after another runs without the pause.
+   Reported: the median (`median_s`), min and all times. Every contender runs
+   more rounds when it is cheap, up to `MAX_ROUNDS` (`PEER_MAX_ROUNDS` for
+   peers), until it has about `MIN_TIMED_S` of timed calls: a median of 4 calls
+   of 15 ms moved jaxplain / limit by +-10% between runs, and Captum's saliency
+   (4 calls of 9-54 ms) read 0.90x in one run and 3.17x in the next.
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
-   `compiled.memory_analysis()` (temporaries + outputs + arguments).
+   `compiled.memory_analysis()` (temporaries + outputs + arguments); for
+   jaxplain, of the method compiled whole (`benchmarks.run`), the program that
+   is also timed on cheap calls.
 
 The *physical limit* of a method is the time of the same number of model
 evaluations (forward, or forward+backward) run as ONE jitted batch on inputs
@@ -69,6 +71,7 @@ RESULT_FIELDS = (
     "limit",
     "limit_chunked",
     "limit_dispatch",
+    "jaxplain_program",
     "peers",
     "best_peer",
     "ratios",
@@ -113,8 +116,11 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 MIN_TIMED_S = 0.6
 """Timed seconds jaxplain and its limit collect in a benchmark run (protocol, step 3)."""
-MAX_ROUNDS = 15
-"""Cap on the rounds of a cheap contender (protocol, step 3)."""
+MAX_ROUNDS = 30
+"""Cap on the rounds of a cheap contender in `keep`, jaxplain and its limits (protocol,
+step 3): with no pauses between them, 30 rounds of a 10 ms call take under a second."""
+PEER_MAX_ROUNDS = 15
+"""The same cap for peers, each call of which comes after a `SETTLE_S` pause."""
 
 SCREEN = 1.3
 """A peer's non-default configuration whose warm call is more than this times its
@@ -125,7 +131,8 @@ SETTLE_S = 0.1
 """Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
 spin for about 2^28 cycles (~0.1 s) before they sleep, taking a core from whoever
 runs next: KernelSHAP measured 181 ms right after a NumPy `lstsq` loop, 154 ms
-after a 0.2 s pause, 154 ms after nothing. Every contender gets the same pause."""
+after a 0.2 s pause, 154 ms after nothing. Every contender gets the same pause,
+except one of `keep` right after another (no other library ran in between)."""
 
 
 def measure(
@@ -173,7 +180,8 @@ def measure(
         live[name] = fn
         n = max(1, repeats)
         if min_timed_s > 0:
-            n = max(n, min(MAX_ROUNDS, math.ceil(min_timed_s / max(warm, 1e-9))))
+            cap = MAX_ROUNDS if name in keep else PEER_MAX_ROUNDS
+            n = max(n, min(cap, math.ceil(min_timed_s / max(warm, 1e-9))))
         if budget_s is not None and name not in keep and warm * n > budget_s:
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
         rounds[name] = n
@@ -191,12 +199,15 @@ def measure(
         )
         del live[name], rounds[name]
     names = list(live)
+    last = None
     for r in range(max(rounds.values(), default=1)):
         k = r % max(1, len(names))
         for name in names[k:] + names[:k]:
             if r >= rounds[name]:
                 continue
-            time.sleep(SETTLE_S)
+            if not (name in keep and last in keep):  # a peer ran last, or runs now
+                time.sleep(SETTLE_S)
+            last = name
             t0 = time.perf_counter()
             block(live[name]())
             out[name]["times_s"].append(time.perf_counter() - t0)

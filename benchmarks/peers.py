@@ -80,6 +80,25 @@ def captum_neuron_conductance(
     )
 
 
+def captum_layer_path(
+    cls_name: str, tm, layer: str, x: np.ndarray, target, *, steps: int, method: str,
+    internal_batch_size=None,
+) -> Callable:
+    """Captum's input-path layer method `cls_name` (`LayerIntegratedGradients`,
+    `InternalInfluence`, `LayerConductance`) on submodule `layer`, zero baseline."""
+    import captum.attr as ca
+
+    m, xt, t = getattr(ca, cls_name)(tm, getattr(tm, layer)), to_nchw(x), _t(target)
+    return lambda: m.attribute(
+        xt,
+        baselines=0.0,
+        target=t,
+        n_steps=steps,
+        method=method,
+        internal_batch_size=internal_batch_size,
+    )
+
+
 def captum_saliency(tm, x, target) -> Callable:
     from captum.attr import Saliency
 

@@ -99,6 +99,9 @@ def main_table(record: dict) -> str:
         rd = res["ratios"].get("jaxplain/limit_dispatch")
         if rd is not None:
             extra.append(f"{_x(rd)} dispatch {res['limit_dispatch'].get('batch')}")
+        rp = res["ratios"].get("program/limit")
+        if rp is not None:
+            extra.append(f"program {_x(rp)}")
         chunked = f" ({', '.join(extra)})" if extra else ""
         lines.append(
             f"| `{res['case']}` | {res['model']} | {res['n_images']} | {res['n_evals']} ({res['kind']}) "
@@ -135,7 +138,7 @@ def agreement_table(record: dict) -> str:
         "| check | model | vs | max rel. error | tolerance | pass |",
         "|---|---|---|---:|---:|---|",
     ]
-    n_info, max_kinks = 0, None
+    n_info, max_kinks, n_layer = 0, None, 0
     for a in rows:
         note = " (Captum weights rescaled by (n-1)/n)" if a.get("rescaled") else ""
         if informational(a):
@@ -147,6 +150,14 @@ def agreement_table(record: dict) -> str:
             verdict += (
                 f" ({a['kink_nodes']} of {a.get('steps', '?')} path nodes differ; the other "
                 f"nodes {a['rel_err_other_nodes']:.1e})"
+            )
+        if a.get("off_images") is not None:
+            n_layer += 1
+            again = a.get("rel_err_off_images_other_nodes")
+            verdict += (
+                f" ({a['off_images']} image(s) off, the others {a['rel_err_other_images']:.1e}"
+                + (f"; on steps + 1 nodes {again:.1e}" if again is not None else "")
+                + ")"
             )
         lines.append(
             f"| `{a['check']}`{note} | {a.get('model', '')} | {a['vs']} | {a['rel_err']:.2e} "
@@ -161,6 +172,13 @@ def agreement_table(record: dict) -> str:
             "model one ReLU input was +2.2e-8 in XLA and -1.5e-8 in PyTorch). It passes when at most "
             f"{max_kinks} nodes disagree and the sums over the other nodes agree within "
             "the tolerance."
+        )
+    if n_layer:
+        lines.append(
+            "\nA layer-method check above tolerance is examined image by image: a path node "
+            "whose ReLU input lies within rounding of 0 can take different sides in XLA and "
+            "PyTorch. It passes when at most one image is off, the others agree, and that image "
+            "agrees when both sides run it on one more path node (other nodes, no kink)."
         )
     return "\n".join(lines)
 
@@ -279,10 +297,11 @@ def header(record: dict) -> str:
     if args.get("min_timed_s"):
         # records before "extended" gave the extra rounds to jaxplain and its limit only
         who = "every contender" if args.get("extended") == "all" else "jaxplain and its limit"
-        rounds += (
-            f" ({who}: more when cheap, up to {args.get('max_rounds')},"
-            f" for ~{args['min_timed_s']:g} s of timed calls each)"
-        )
+        cap = f"up to {args.get('max_rounds')}"
+        if args.get("peer_max_rounds"):
+            cap += f" for jaxplain and its limits, {args['peer_max_rounds']} for peers"
+        rounds += (f" ({who}: more when cheap, {cap},"
+                   f" for ~{args['min_timed_s']:g} s of timed calls each)")
     missing = [k for k, why in record.get("peers_available", {}).items() if why]
     lines = [
         f"Run {m.get('date_utc', '?')} ({mode}, {rounds}, "
@@ -324,7 +343,10 @@ pooling gradients and first-layer patch products), measured in the same rounds; 
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
 (`batching.DEFAULT_BATCH_SIZE`, 64), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (the same default chunk, 64): on CPU, cache-sized batches are often the
-fastest way to run them, faster than one huge batch. *peer time / jaxplain
+fastest way to run them, faster than one huge batch. "(program …)" is the method compiled whole
+(as under a caller's `jax.jit`) over the limit: what is left of *jaxplain / limit* beyond it is the
+public call's own work per call (argument checks and dispatch, a fraction of a millisecond), which
+only shows on calls of a few milliseconds. *peer time / jaxplain
 time*: above 1× means jaxplain is faster; each peer at its best setting from a sweep and at its
 defaults, with the same inputs and number of model evaluations, on a PyTorch twin with identical
 weights. Compile time is the XLA compilation inside jaxplain's first call."""

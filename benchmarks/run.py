@@ -36,6 +36,11 @@ DISPATCH_MIN_CHUNKS = 4
 up; below it the calls are too few to differ from `limit_chunked`. It was timed at
 64 and 128 per call; 64 was the faster in 19 of 26 cases, and the second size cost
 about 50 s of a 980 s full run."""
+PROGRAM_TIMED_BELOW_S = 0.05
+"""The compiled-whole program is timed on cases whose call is under this: above it
+the public call's fraction of a millisecond of checks and dispatch is under 1%,
+and timing it cost about 45 s of a full run."""
+
 PEER_BUDGET_S = 6.0
 """Rough seconds of timed calls per peer configuration (`harness.measure`'s
 `budget_s`): a configuration whose warm call is over 1.5 s runs in fewer rounds.
@@ -116,6 +121,20 @@ def run_case(
         contenders["limit_dispatch"] = functools.partial(
             H.limit_dispatch, ctx.model, parts, grad=case.kind == "fwdbwd"
         )
+    program = None
+    if bench.memory is not None:
+        # The method compiled whole, as under a caller's jit. Its XLA buffer sizes are
+        # the memory figure; on calls under PROGRAM_TIMED_BELOW_S it is also timed next
+        # to the public call, to show what the call adds to its program (checks, dispatch).
+        fn, args = bench.memory
+        try:
+            program = jit(fn).lower(*args).compile()
+            run_program = functools.partial(program, *args)
+            _, program_s, _ = H.first_call(run_program)
+            if program_s < PROGRAM_TIMED_BELOW_S:
+                contenders["jaxplain_program"] = run_program
+        except Exception as e:  # noqa: BLE001 - a method a caller cannot jit: no program
+            log(f"  {case.name}: not compiled whole ({type(e).__name__})")
     keep = tuple(contenders)
     phases["setup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -131,17 +150,19 @@ def run_case(
     lbt = timings.pop("limit_dispatch", None)
     if lbt is not None:
         lbt["batch"] = chunk
+    pgt = timings.pop("jaxplain_program", None)
     jt["first_s"], jt["compile_s"] = first_s, compile_s
     peers = timings
     # Memory, untimed: XLA accounting for jitted code, host RSS growth for everyone timed.
-    if bench.memory is not None:
-        jt["xla_mb"] = H.xla_memory_mb(*bench.memory[:1], *bench.memory[1])
+    if program is not None:
+        jt["xla_mb"] = H.compiled_memory_mb(program)
     lt["xla_mb"] = H.xla_memory_mb(limit_mem[0], *limit_mem[1])
     jt["rss_peak_mb"] = H.peak_rss_growth(bench.jaxplain)
     lt["rss_peak_mb"] = H.peak_rss_growth(limit_fn)
     ratios, best = H.compute_ratios(jt, lt, peers)
     ratios["jaxplain/limit_chunked"] = H.ratio(jt, lct)
     ratios["jaxplain/limit_dispatch"] = H.ratio(jt, lbt)
+    ratios["program/limit"] = H.ratio(pgt, lt)
     for name in best.values():
         peers[name]["rss_peak_mb"] = H.peak_rss_growth(bench.peers[name])
     for name, k in bench.peer_evals.items():
@@ -171,6 +192,7 @@ def run_case(
         "limit": lt,
         "limit_chunked": lct,
         "limit_dispatch": lbt,
+        "jaxplain_program": pgt,
         "peers": peers,
         "best_peer": best,
         "ratios": ratios,
@@ -271,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": repeats,
             "min_timed_s": min_timed_s,
             "max_rounds": H.MAX_ROUNDS,
+            "peer_max_rounds": H.PEER_MAX_ROUNDS,
             "extended": "all",  # which contenders min_timed_s applies to
             "no_peers": args.no_peers,
             "argv": list(argv or sys.argv[1:]),
