@@ -587,8 +587,8 @@ def _layer_path_case(name: str):
             sweep = [None, 40] if not ctx.quick else [40]
             for ibs in sweep:
                 label = "None (default)" if ibs is None else str(ibs)
-                b.peers[f"captum.{cls_name}[internal_batch_size={label}]"] = P.captum_layer_path(
-                    cls_name, ctx.torch_model, layer, x, t, steps=steps, method=rule,
+                b.peers[f"captum.{cls_name}[internal_batch_size={label}]"] = P.captum_path(
+                    cls_name, ctx.torch_model, x, t, layer=layer, steps=steps, method=rule,
                     internal_batch_size=ibs,
                 )
             peer = f"captum.{cls_name}[internal_batch_size=None (default)]"
@@ -596,8 +596,8 @@ def _layer_path_case(name: str):
             def other_nodes(rows):
                 mine = method(model, x[rows], target=t[rows], layer=layer, steps=steps + 1,
                               rule=rule).values
-                fn = P.captum_layer_path(cls_name, ctx.torch_model, layer, x[rows], t[rows],
-                                         steps=steps + 1, method=rule)
+                fn = P.captum_path(cls_name, ctx.torch_model, x[rows], t[rows], layer=layer,
+                                   steps=steps + 1, method=rule)
                 return mine, twins.from_nchw(_np(fn()))
 
             def agree(out, peer_out):

@@ -45,50 +45,19 @@ def _feature_mask(segments: np.ndarray, n: int, channels: int = 3):
 # ---- gradient family ------------------------------------------------------------------
 
 
-def captum_ig(
-    tm, x: np.ndarray, target, *, steps: int, method: str, internal_batch_size=None
+def captum_path(
+    cls_name: str, tm, x: np.ndarray, target, *, steps: int, method: str,
+    internal_batch_size=None, layer: str | None = None, **extra,
 ) -> Callable:
-    from captum.attr import IntegratedGradients
-
-    ig, xt, t = IntegratedGradients(tm), to_nchw(x), _t(target)
-    return lambda: ig.attribute(
-        xt,
-        baselines=0.0,
-        target=t,
-        n_steps=steps,
-        method=method,
-        internal_batch_size=internal_batch_size,
-    )
-
-
-def captum_neuron_conductance(
-    tm, layer: str, x: np.ndarray, target, neuron_chw: tuple[int, int, int], *, steps: int,
-    method: str, internal_batch_size=None,
-) -> Callable:
-    """Captum's `NeuronConductance` of unit `(c, h, w)` of submodule `layer`, zero baseline."""
-    from captum.attr import NeuronConductance
-
-    nc, xt, t = NeuronConductance(tm, getattr(tm, layer)), to_nchw(x), _t(target)
-    return lambda: nc.attribute(
-        xt,
-        neuron_selector=neuron_chw,
-        baselines=0.0,
-        target=t,
-        n_steps=steps,
-        method=method,
-        internal_batch_size=internal_batch_size,
-    )
-
-
-def captum_layer_path(
-    cls_name: str, tm, layer: str, x: np.ndarray, target, *, steps: int, method: str,
-    internal_batch_size=None,
-) -> Callable:
-    """Captum's input-path layer method `cls_name` (`LayerIntegratedGradients`,
-    `InternalInfluence`, `LayerConductance`) on submodule `layer`, zero baseline."""
+    """Captum's path method `cls_name` from the origin (zero baseline): `IntegratedGradients`,
+    or with `layer` a layer or neuron method on that submodule (`LayerIntegratedGradients`,
+    `InternalInfluence`, `LayerConductance`, `NeuronConductance`); `extra` goes to
+    `attribute` (e.g. `neuron_selector`)."""
     import captum.attr as ca
 
-    m, xt, t = getattr(ca, cls_name)(tm, getattr(tm, layer)), to_nchw(x), _t(target)
+    cls = getattr(ca, cls_name)
+    m = cls(tm) if layer is None else cls(tm, getattr(tm, layer))
+    xt, t = to_nchw(x), _t(target)
     return lambda: m.attribute(
         xt,
         baselines=0.0,
@@ -96,7 +65,19 @@ def captum_layer_path(
         n_steps=steps,
         method=method,
         internal_batch_size=internal_batch_size,
+        **extra,
     )
+
+
+def captum_ig(tm, x: np.ndarray, target, **kw) -> Callable:
+    return captum_path("IntegratedGradients", tm, x, target, **kw)
+
+
+def captum_neuron_conductance(tm, layer: str, x: np.ndarray, target,
+                              neuron_chw: tuple[int, int, int], **kw) -> Callable:
+    """Captum's `NeuronConductance` of unit `(c, h, w)` of submodule `layer`."""
+    return captum_path("NeuronConductance", tm, x, target, layer=layer,
+                       neuron_selector=neuron_chw, **kw)
 
 
 def captum_saliency(tm, x, target) -> Callable:
