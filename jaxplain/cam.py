@@ -410,8 +410,8 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
 
     def f_b(start, size):  # F with the layer's A set to A(b)
         t = target.take(start + jnp.arange(size, dtype=jnp.int32))
-        return t.select(_layers.probe(model, sl(x, start, size), layer, -sl(diff, start, size),
-                                      at=at)[0])
+        a_b = _layers.Replace(sl(act_x, start, size) - sl(diff, start, size))
+        return t.select(_layers.probe(model, sl(x, start, size), layer, a_b, at=at)[0])
 
     change = target.select(out_x) - batching.chunked_map(f_b, n, batch_size)
     gap = jnp.sum(values.reshape(n, -1), axis=1) - change
