@@ -19,6 +19,7 @@ from typing import Any, Callable, Hashable
 import jax
 import numpy as np
 
+from . import _validate as V
 from ._types import PyTree
 
 
@@ -95,12 +96,6 @@ _SHAPE_CACHE: dict = {}
 _SHAPE_CACHE_SIZE = 256
 
 
-def _dtype(v: Any) -> Any:
-    """`v`'s dtype; arrays answer directly (`jnp.result_type` costs ~7 us a leaf)."""
-    dt = getattr(v, "dtype", None)
-    return dt if isinstance(dt, np.dtype) else jax.numpy.result_type(v)
-
-
 def eval_shape_cached(fn: Callable[[Model, jax.Array], Any], model: Model, x: Any, tag: Hashable) -> Any:
     """`jax.eval_shape(fn, model, x)`, cached per (architecture, parameter shapes, input, tag).
 
@@ -115,11 +110,16 @@ def traced_cached(compute: Callable[[], Any], model: Model, x: Any, tag: Hashabl
     cached per (architecture, parameter shapes, input shape, tag). Traced inputs
     and unhashable apply objects bypass the cache."""
     leaves, treedef = jax.tree.flatten(model.params)
-    if any(isinstance(v, jax.core.Tracer) for v in leaves + [x]):
+    leaves.append(x)
+    tracer = jax.core.Tracer
+    if any(isinstance(v, tracer) for v in leaves):
         return compute()
     try:
-        key = (model.apply, treedef, tuple((np.shape(v), _dtype(v)) for v in leaves),
-               tuple(np.shape(x)), _dtype(x), tag)
+        try:  # arrays: their own shape and dtype (a key, so no canonical dtype is needed)
+            sig = tuple([(v.shape, v.dtype) for v in leaves])
+        except AttributeError:  # Python scalars among the leaves
+            sig = tuple([(V.shape_of(v), V.dtype_of(v)) for v in leaves])
+        key = (model.apply, treedef, sig, tag)
         hash(key)
     except TypeError:
         return compute()

@@ -201,3 +201,41 @@ def test_to_numpy_roundtrip():
     out = jx.to_numpy(n)
     assert isinstance(out.values, np.ndarray) and out.values.dtype == np.float32
     assert out.stderr is None and out.gap.shape == (2,)
+
+
+@pytest.mark.parametrize("value", [
+    np.zeros((2, 3), np.float64), np.zeros((2,), np.int64), np.zeros(2, np.uint8),
+    np.zeros(2, np.complex128), np.zeros(2, jnp.bfloat16), np.float32(1.0),
+    jnp.zeros((2, 2), jnp.float16), jnp.arange(3), 3, 2.5, True,
+])
+def test_dtype_of_matches_result_type(value):
+    """The validation's fast dtype read agrees with `jnp.result_type` on every kind of input."""
+    from jaxplain._validate import dtype_of, shape_of
+
+    assert dtype_of(value) == jnp.result_type(value)
+    assert shape_of(value) == np.shape(value)
+    with pytest.raises(TypeError):  # what check_array turns into its own TypeError
+        dtype_of([1.0, 2.0])
+
+
+def test_shape_cache_keys_on_shapes_and_survives_scalar_leaves():
+    """`traced_cached` reuses a result for equal parameter and input shapes, and recomputes
+    when a shape or dtype changes, also when the parameters include Python scalars."""
+    from jaxplain.models import Model, traced_cached
+
+    calls = []
+
+    def apply(params, z):
+        return z * params["w"] + params["b"]
+
+    for params in ({"w": jnp.ones(3), "b": 0.5}, {"w": np.ones(3, np.float32), "b": jnp.zeros(3)}):
+        model = Model(apply, params)
+        calls.clear()
+        compute = lambda: calls.append(1) or len(calls)
+        x = jnp.ones((2, 3))
+        assert traced_cached(compute, model, x, "t") == traced_cached(compute, model, x + 1, "t")
+        assert len(calls) == 1
+        traced_cached(compute, model, jnp.ones((4, 3)), "t")  # new input shape
+        traced_cached(compute, model, jnp.ones((2, 3), jnp.float16), "t")  # new dtype
+        traced_cached(compute, model, x, "other")  # new tag
+        assert len(calls) == 4
