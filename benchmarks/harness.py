@@ -10,13 +10,19 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
    (`screened_out`) and not timed further. (On one warm call alone, shap's
    `l1_reg=False` and lime's `batch_size=250` were screened out at 1.9x and 2.2x
    in one run although they had been within 13% of the best in the run before.)
-3. `repeats` interleaved rounds: in every round each contender runs once, in a
-   rotated order, so load from other processes on a shared machine hits all
-   contenders alike, each after a `SETTLE_S` pause (other libraries' idle
-   threads stop spinning). jaxplain and its references (`keep`) are JAX
-   programs on one thread pool: one right after another runs without the pause.
+3. `repeats` timed calls each, in `PASSES` passes over blocks: jaxplain and
+   its references (`keep`, JAX programs on one thread pool) form one block in
+   which they run in interleaved rounds, in a rotated order; every peer
+   configuration is a block of its own. Each block starts with a `SETTLE_S`
+   pause (the previous library's idle threads stop spinning) and then
+   `REWARM_S` of untimed calls of its contenders, since a 2-core VM runs the
+   next ~30 ms of work up to 2x slower after its cores idle. The passes rotate
+   the block order, so drifting load from other processes hits everyone alike.
+   (Interleaving single calls with a pause before each peer call, as before,
+   timed the JAX calls of the peer's rounds at 2x those of the later rounds:
+   saliency 10-12 ms vs 4.2 ms in one case, with medians between the modes.)
    Reported: the median (`median_s`), min and all times. Every contender runs
-   more rounds when it is cheap, up to `MAX_ROUNDS` (`PEER_MAX_ROUNDS` for
+   more calls when it is cheap, up to `MAX_ROUNDS` (`PEER_MAX_ROUNDS` for
    peers), until it has about `MIN_TIMED_S` of timed calls: a median of 4 calls
    of 15 ms moved jaxplain / limit by +-10% between runs, and Captum's saliency
    (4 calls of 9-54 ms) read 0.90x in one run and 3.17x in the next.
@@ -117,10 +123,10 @@ def first_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 MIN_TIMED_S = 0.6
 """Timed seconds jaxplain and its limit collect in a benchmark run (protocol, step 3)."""
 MAX_ROUNDS = 30
-"""Cap on the rounds of a cheap contender in `keep`, jaxplain and its limits (protocol,
-step 3): with no pauses between them, 30 rounds of a 10 ms call take under a second."""
+"""Cap on the timed calls of a cheap contender in `keep`, jaxplain and its limits
+(protocol, step 3): 30 calls of a 10 ms call take under a second."""
 PEER_MAX_ROUNDS = 15
-"""The same cap for peers, each call of which comes after a `SETTLE_S` pause."""
+"""The same cap for peers."""
 
 SCREEN = 1.3
 """A peer's non-default configuration whose warm call is more than this times its
@@ -128,11 +134,23 @@ group's fastest warm call is not timed further (protocol, step 2): it cannot be
 the group's best. The sweeps' slow settings cost about a tenth of a full run."""
 
 SETTLE_S = 0.1
-"""Pause before every timed call. After a BLAS-heavy call OpenBLAS worker threads
-spin for about 2^28 cycles (~0.1 s) before they sleep, taking a core from whoever
-runs next: KernelSHAP measured 181 ms right after a NumPy `lstsq` loop, 154 ms
-after a 0.2 s pause, 154 ms after nothing. Every contender gets the same pause,
-except one of `keep` right after another (no other library ran in between)."""
+"""Pause before every block of timed calls (protocol, step 3). After a BLAS-heavy
+call OpenBLAS worker threads spin for about 2^28 cycles (~0.1 s) before they sleep,
+taking a core from whoever runs next: KernelSHAP measured 181 ms right after a NumPy
+`lstsq` loop, 154 ms after a 0.2 s pause, 154 ms after nothing."""
+
+REWARM_S = 0.05
+"""Untimed calls at the start of every block, until this much time has passed
+(protocol, step 3). On the 2-core KVM machine a 4 ms saliency call ran at 4.2 ms in
+a hot loop, but the 1st-4th calls after a 0.1 s pause took 6.5, 5.7, 5.5, 5.7 ms
+(0.3 s pause: 10.3, 9.3, 8.6, 8.4 ms), and after one core spun alone for 0.1 s,
+7.6, 6.0, 5.9, 5.5 ms: the cores take tens of ms of work to come back to speed."""
+REWARM_CALL_MAX_S = 0.3
+"""Contenders whose warm call is longer than this are not re-warmed: a 30 ms
+ramp is a few percent of their call, and an extra call would cost seconds."""
+PASSES = 3
+"""Passes over the blocks (protocol, step 3); a contender's timed calls are shared
+out among them, the first passes taking any remainder."""
 
 
 def measure(
@@ -142,17 +160,18 @@ def measure(
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
     min_timed_s: float = 0.0,
 ) -> dict[str, dict]:
-    """Times zero-argument callables with the interleaved protocol above.
+    """Times zero-argument callables with the protocol above.
 
     Args:
       contenders: name -> zero-argument callable.
-      repeats: timed rounds (more for cheap contenders, see step 3).
+      repeats: timed calls each (more for cheap contenders, see step 3).
       budget_s: rough time allowed per contender (outside `keep`). A contender
-        whose warm call takes longer runs in fewer rounds (at least one, all
+        whose warm call takes longer runs fewer calls (at least one, all
         reported in `times_s`): a peer 50x slower than jaxplain needs no
         fine-grained median to show it.
-      keep: contenders always timed in every round.
-      min_timed_s: every contender runs more rounds, up to `MAX_ROUNDS`,
+      keep: the JAX contenders timed together, interleaved in one block, and
+        never screened out or cut by `budget_s`.
+      min_timed_s: every contender runs more calls, up to `MAX_ROUNDS`,
         until its timed calls add up to about this (0: exactly `repeats`);
         `budget_s` still caps the ones outside `keep`.
 
@@ -188,7 +207,7 @@ def measure(
         out[name]["warm_s"] = warm
     suspects = screened_out(out, live, keep)
     for name in suspects:  # one slow call is not enough to drop a setting: time it again
-        time.sleep(SETTLE_S)
+        _settle([live[name]])
         t0 = time.perf_counter()
         block(live[name]())
         out[name]["warm_s"] = min(out[name]["warm_s"], time.perf_counter() - t0)
@@ -198,24 +217,43 @@ def measure(
             f"over {SCREEN:g}x its group's fastest"
         )
         del live[name], rounds[name]
-    names = list(live)
-    last = None
-    for r in range(max(rounds.values(), default=1)):
-        k = r % max(1, len(names))
-        for name in names[k:] + names[:k]:
-            if r >= rounds[name]:
+    blocks = [[n for n in live if n in keep]] + [[n] for n in live if n not in keep]
+    blocks = [b for b in blocks if b]
+    done = dict.fromkeys(live, 0)
+    turn = 0  # rotates the order within the keep block from round to round
+    for p in range(PASSES):
+        share = {n: -(-rounds[n] * (p + 1) // PASSES) - done[n] for n in live}
+        k = p % max(1, len(blocks))
+        for blk in blocks[k:] + blocks[:k]:
+            if not any(share[n] for n in blk):
                 continue
-            if not (name in keep and last in keep):  # a peer ran last, or runs now
-                time.sleep(SETTLE_S)
-            last = name
-            t0 = time.perf_counter()
-            block(live[name]())
-            out[name]["times_s"].append(time.perf_counter() - t0)
-    for name in names:
+            _settle([live[n] for n in blk if out[n]["warm_s"] <= REWARM_CALL_MAX_S])
+            for _ in range(max(share[n] for n in blk)):
+                r = turn % len(blk)
+                turn += 1
+                for name in blk[r:] + blk[:r]:
+                    if not share[name]:
+                        continue
+                    t0 = time.perf_counter()
+                    block(live[name]())
+                    out[name]["times_s"].append(time.perf_counter() - t0)
+                    share[name] -= 1
+                    done[name] += 1
+    for name in live:
         ts = out[name]["times_s"]
         out[name]["median_s"] = statistics.median(ts)
         out[name]["min_s"] = min(ts)
     return out
+
+
+def _settle(fns: list[Callable[[], Any]]) -> None:
+    """The start of a block: a `SETTLE_S` pause, then untimed calls of `fns` in turn
+    until `REWARM_S` has passed (none when `fns` is empty)."""
+    time.sleep(SETTLE_S)
+    t0 = time.perf_counter()
+    while fns and time.perf_counter() - t0 < REWARM_S:
+        for fn in fns:
+            block(fn())
 
 
 def screened_out(out: dict[str, dict], live: dict, keep: tuple[str, ...]) -> list[str]:

@@ -293,7 +293,12 @@ def header(record: dict) -> str:
     load_end = m.get("load_avg_end")
     args = record.get("args", {})
     mode = "quick" if args.get("quick") else "full"
-    rounds = f"{args.get('repeats')} interleaved rounds"
+    if args.get("passes"):
+        rounds = (f"{args.get('repeats')} timed calls each in {args['passes']} passes of blocks,"
+                  f" each block after a pause and {args.get('rewarm_s', 0) * 1e3:.0f} ms of"
+                  " untimed calls; jaxplain and its references interleaved in one block")
+    else:  # records from before the blocks
+        rounds = f"{args.get('repeats')} interleaved rounds"
     if args.get("min_timed_s"):
         # records before "extended" gave the extra rounds to jaxplain and its limit only
         who = "every contender" if args.get("extended") == "all" else "jaxplain and its limit"
@@ -339,7 +344,8 @@ LEGEND = """\
 *jaxplain / limit*: jaxplain's steady-state time over the **physical limit**, the same number of
 model evaluations (forward, or forward+backward; for Grad-CAM forward + backward to the layer) run
 as one jitted batch on inputs already on device, run as jaxplain runs the model (its XLA options,
-pooling gradients and first-layer patch products), measured in the same rounds; "(… chunked)" is the
+pooling gradients and first-layer patch products), measured in the same rounds, interleaved with
+jaxplain's calls; "(… chunked)" is the
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
 (`batching.DEFAULT_BATCH_SIZE`, 64), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (the same default chunk, 64): on CPU, cache-sized batches are often the

@@ -295,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_rounds": H.MAX_ROUNDS,
             "peer_max_rounds": H.PEER_MAX_ROUNDS,
             "extended": "all",  # which contenders min_timed_s applies to
+            "passes": H.PASSES,  # blocks with a pause and re-warm (harness protocol, step 3)
+            "rewarm_s": H.REWARM_S,
             "no_peers": args.no_peers,
             "argv": list(argv or sys.argv[1:]),
         }

@@ -100,24 +100,6 @@ def test_ratio_arithmetic():
     assert H.ratio(None, lt) is None and H.ratio(jt, {"error": "x"}) is None
 
 
-def test_measure_interleaves_and_survives_errors():
-    calls = []
-
-    def boom():
-        raise RuntimeError("peer broke")
-
-    out = H.measure(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "bad": boom}, repeats=4
-    )
-    assert "error" in out["bad"] and "peer broke" in out["bad"]["error"]
-    for k in "ab":
-        assert len(out[k]["times_s"]) == 4
-        assert set(H.TIMING_FIELDS[:5]) <= set(out[k])
-        assert out[k]["min_s"] <= out[k]["median_s"]
-    rounds = calls[4:]  # after two warm-up calls each
-    assert rounds[:2] == ["a", "b"] and rounds[2:4] == ["b", "a"]  # rotated order
-
-
 class FakeClock:
     """A virtual `time` for the harness: contenders "take" exactly the seconds they sleep.
 
@@ -127,12 +109,25 @@ class FakeClock:
 
     def __init__(self):
         self.t = 0.0
+        self.events = []
 
     def perf_counter(self):
         return self.t
 
-    def sleep(self, s):
+    def sleep(self, s):  # the harness's pauses
+        self.events.append("pause")
         self.t += s
+
+    def advance(self, s):
+        self.t += s
+
+    def work(self, name, s):
+        """A contender's call: it is logged and takes `s` seconds."""
+        def f():
+            self.events.append(name)
+            self.t += s
+
+        return f
 
 
 @pytest.fixture
@@ -148,65 +143,76 @@ def test_measure_gives_cheap_contenders_more_rounds(monkeypatch, clock):
     monkeypatch.setattr(H, "PEER_MAX_ROUNDS", 6)
     out = H.measure(
         {
-            "jaxplain": lambda: None,
-            "limit": lambda: clock.sleep(0.02),
-            "peer": lambda: None,
-            "slow_peer": lambda: clock.sleep(0.05),
-            "over_budget": lambda: clock.sleep(0.02),
+            "jaxplain": clock.work("j", 0.001),
+            "limit": clock.work("l", 0.02),
+            "peer": clock.work("p", 0.001),
+            "slow_peer": clock.work("s", 0.05),
+            "over_budget": clock.work("o", 0.02),
         },
         repeats=4,
         keep=("jaxplain", "limit"),
-        min_timed_s=0.12,
+        min_timed_s=0.11,
         budget_s=0.07,
     )
     assert len(out["jaxplain"]["times_s"]) == 7  # cheap: capped at MAX_ROUNDS
-    assert len(out["limit"]["times_s"]) == 6  # min_timed_s / 0.02 s
+    assert len(out["limit"]["times_s"]) == 6  # ceil(min_timed_s / 0.02 s)
     assert len(out["peer"]["times_s"]) == 6  # peers too, up to their own cap
     assert len(out["slow_peer"]["times_s"]) == 1  # the budget still caps peers
     assert len(out["over_budget"]["times_s"]) == 3  # 0.07 s of 0.02 s calls, not 6
-    exact = H.measure({"jaxplain": lambda: None, "peer": lambda: None}, repeats=4)
+    exact = H.measure({"jaxplain": clock.work("j", 0.001), "peer": clock.work("p", 0.001)},
+                      repeats=4)
     assert [len(v["times_s"]) for v in exact.values()] == [4, 4]  # min_timed_s=0: exactly
 
 
-def test_measure_pauses_before_and_after_peers_only(monkeypatch):
-    events = []
-    monkeypatch.setattr(H, "SETTLE_S", 0.001)
-    real_sleep = time.sleep
-    monkeypatch.setattr(H.time, "sleep", lambda s: (events.append("pause"), real_sleep(0)))
-    H.measure(
-        {k: (lambda k=k: events.append(k)) for k in ("jaxplain", "limit", "peer")},
-        repeats=3,
-        keep=("jaxplain", "limit"),
+def test_measure_blocks_rewarm_and_rotate(monkeypatch, clock):
+    """Keep contenders interleave in one block, peers get blocks of their own, every
+    block starts with a pause and re-warm calls, and the passes rotate the blocks."""
+    monkeypatch.setattr(H, "REWARM_S", 0.005)  # one untimed call of each per block
+
+    def boom():
+        raise RuntimeError("peer broke")
+
+    contenders = {k: clock.work(k, 0.01) for k in ("a", "b", "p")}
+    out = H.measure({**contenders, "bad": boom}, repeats=3, keep=("a", "b"))
+    assert "error" in out["bad"] and "peer broke" in out["bad"]["error"]
+    for k in "abp":
+        assert out[k]["times_s"] == pytest.approx([0.01] * 3), k
+        assert set(H.TIMING_FIELDS[:5]) <= set(out[k])
+        assert out[k]["median_s"] == pytest.approx(0.01)
+    warmup = ["a", "a", "b", "b", "p", "p"]  # first call and warm call each
+    ab, p = ["pause", "a", "b"], ["pause", "p"]  # a block's pause and re-warm
+    assert clock.events == warmup + (
+        ab + ["a", "b"] + p + ["p"]  # pass 1
+        + p + ["p"] + ab + ["b", "a"]  # pass 2: blocks rotated; rounds rotate in the block
+        + ab + ["a", "b"] + p + ["p"]  # pass 3
     )
-    timed = events[events.index("pause"):]  # the rounds, after the warm-up calls
-    calls = [e for e in timed if e != "pause"]
-    assert calls == ["jaxplain", "limit", "peer", "limit", "peer", "jaxplain",
-                     "peer", "jaxplain", "limit"]
-    for i, e in enumerate(timed):
-        if e == "pause":
-            continue
-        before = timed[i - 1] if i else None
-        prev = next((c for c in reversed(timed[:i]) if c != "pause"), None)
-        # one JAX program right after another runs at once; a peer, or anything after one,
-        # only after a pause
-        assert (before == "pause") == (e == "peer" or prev in (None, "peer")), (i, timed)
+
+
+def test_measure_rewarms_only_cheap_contenders(clock):
+    out = H.measure({"jaxplain": clock.work("j", 0.02), "slow": clock.work("s", 0.5)},
+                    repeats=1, keep=("jaxplain",))
+    after_warmup = clock.events[4:]
+    # 0.05 s of re-warm is three 20 ms calls; the 0.5 s call is never run untimed
+    assert after_warmup == ["pause", "j", "j", "j", "j", "pause", "s"]
+    assert len(out["jaxplain"]["times_s"]) == len(out["slow"]["times_s"]) == 1
 
 
 def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch, clock):
     monkeypatch.setattr(H, "SETTLE_S", 0.0)
+    monkeypatch.setattr(H, "REWARM_S", 0.0)  # count only first, warm, re-check and timed calls
     calls = {}
 
     def peer(name, s):
         def f():
             calls[name] = calls.get(name, 0) + 1
-            clock.sleep(s)
+            clock.advance(s)
 
         return f
 
     def spiky(name, s, spike):
         def f():  # its warm-up call (the second) is slow, every other call fast
             calls[name] = calls.get(name, 0) + 1
-            clock.sleep(spike if calls[name] == 2 else s)
+            clock.advance(spike if calls[name] == 2 else s)
 
         return f
 
@@ -219,7 +225,7 @@ def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch,
     }
     out = H.measure(
         {
-            "jaxplain": lambda: clock.sleep(0.01),  # a ratio needs a nonzero time
+            "jaxplain": clock.work("j", 0.01),  # a ratio needs a nonzero time
             **{k: peer(k, v) for k, v in names.items()},
             "p[n=32]": spiky("p[n=32]", 0.032, 0.15),  # one slow warm call: kept
         },
@@ -250,6 +256,10 @@ def test_header_says_which_contenders_got_extra_rounds():
     assert "jaxplain and its limit: more when cheap" in old and "every contender" not in old
     exact = report.header({**m, "args": {"repeats": 4, "min_timed_s": 0.0}})
     assert "4 interleaved rounds" in exact and "more when cheap" not in exact
+    blocks = report.header({**m, "args": {**args, "extended": "all", "passes": 3,
+                                          "rewarm_s": 0.05}})
+    assert "4 timed calls each in 3 passes of blocks" in blocks and "50 ms of untimed" in blocks
+    assert "interleaved rounds" not in blocks
 
 
 def test_exact_shapley_enumeration_on_a_linear_model():
