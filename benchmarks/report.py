@@ -355,7 +355,9 @@ public call's own work per call (argument checks and dispatch, a fraction of a m
 only shows on calls of a few milliseconds. *peer time / jaxplain
 time*: above 1× means jaxplain is faster; each peer at its best setting from a sweep and at its
 defaults, with the same inputs and number of model evaluations, on a PyTorch twin with identical
-weights. Compile time is the XLA compilation inside jaxplain's first call."""
+weights. Every side gets its inputs as its own arrays, built once (jaxplain and the limit
+`jax.Array`s, Captum torch tensors, shap and lime NumPy). Compile time is the XLA compilation
+inside jaxplain's first call."""
 
 
 def full_markdown(record: dict) -> str:
