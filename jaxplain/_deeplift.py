@@ -32,8 +32,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ._jaxpr import (CALLS, Site, _window_max, _window_sum, bind_eqn, interpret, of_operand,
-                     pool_tiles, windows)
+from ._jaxpr import (CALLS, Site, _few_channel_conv, _window_max, _window_sum, bind_eqn,
+                     interpret, of_operand, pool_tiles, windows)
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -168,6 +168,13 @@ def _rule(site: Site):
     if not varying:  # no input dependence: one evaluation serves both halves
         return [(o, o) for o in bind_eqn(eqn, xs)]
     name = eqn.primitive.name
+    if name == "conv_general_dilated" and varying == [0]:
+        # an image model's first layer: `fast_model`'s patch-product forward on both
+        # halves and its matrix-product input gradient (XLA:CPU's library convolution
+        # from 3 channels, and its transpose, are its slow paths)
+        fast = _few_channel_conv(eqn, xs)
+        if fast is not None:
+            return [(fast[0], _few_channel_conv(eqn, rs)[0])]
     if name in ("reduce_window_max", "reduce_window_sum"):
         tiles = pool_tiles(eqn, xs[0])
         if tiles is None:

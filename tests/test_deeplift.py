@@ -30,6 +30,34 @@ def test_linear_model_gives_w_times_x_minus_baseline():
     assert s.n_evals.tolist() == [10, 10]  # 5 (input, reference) pairs: 2 forwards each
 
 
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_first_layer_fast_path_gives_the_plain_convolution_s_values(pool, monkeypatch):
+    """The 3-channel first convolution runs as `fast_model`'s patch product (both halves)
+    with its matrix-product input gradient; the library convolution gives the same numbers."""
+    from jaxplain import _deeplift, gradients
+
+    m, v, x = _cnn(pool)
+    model = jx.from_linen(m, v)
+    b = 0.3 * testing.random_images(5, n=3, size=8)
+    real, taken = _deeplift._few_channel_conv, []
+
+    def spy(eqn, invals):
+        out = real(eqn, invals)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_deeplift, "_few_channel_conv", spy)
+    gradients._deeplift.clear_cache()  # trace anew, with the spy and then without the path
+    fast = jx.deeplift(model, x, target=1, baseline=b)
+    assert taken and all(taken)  # conv0 on both halves, in every trace of the pair
+    monkeypatch.setattr(_deeplift, "_few_channel_conv", lambda eqn, invals: None)
+    gradients._deeplift.clear_cache()
+    plain = jx.deeplift(model, x, target=1, baseline=b)
+    gradients._deeplift.clear_cache()
+    np.testing.assert_allclose(fast.values, plain.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.gap, plain.gap, atol=1e-6)
+
+
 def test_single_relu_neuron_uses_the_secant_slope():
     w = jnp.array([0.5, -1.0, 2.0])
     f = lambda z: jax.nn.relu(z @ w - 0.2)[:, None]  # noqa: E731
