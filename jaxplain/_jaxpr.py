@@ -345,17 +345,8 @@ def _patch_conv(x, w, padding, precision, preferred):
                            precision=precision, preferred_element_type=preferred)
 
 
-def _few_channel_conv(eqn, invals):
-    """A stride-1, undilated, ungrouped NHWC convolution of at most `FEW_CHANNELS` inputs.
-
-    Its input gradient (the transposed convolution to 3 or 1 channels) becomes a
-    matrix product and shifted sums: XLA:CPU ran that transposed convolution 3x
-    slower (16 images of 64x64, 32 -> 3 channels: 4.3 ms vs 1.3 ms; 128 of 32x32:
-    8.5 ms vs 2.7 ms, jax 0.10.2). The forward convolution becomes a product of the
-    patch matrix (`_patch_conv`) when that matrix is at most `PATCH_BYTES`. Same
-    values up to rounding. Applied on the CPU backend only: elsewhere the library
-    convolution is left alone.
-    """
+def _few_channel_plan(eqn, invals):
+    """`(to_hwio, padding, patch_bytes)` for a convolution `_few_channel_conv` takes, else None."""
     if eqn.primitive.name != "conv_general_dilated" or jax.default_backend() != "cpu":
         return None
     p = eqn.params
@@ -374,13 +365,31 @@ def _few_channel_conv(eqn, invals):
         or any(lo < 0 or hi < 0 for lo, hi in p["padding"])
     ):
         return None
-    prim, params = eqn.primitive, dict(p)
     to_hwio = _to_hwio(dn)
     (kh, kw), ((plo_h, phi_h), (plo_w, phi_w)) = (rhs.shape[i] for i in to_hwio[:2]), p["padding"]
     ho, wo = lhs.shape[1] + plo_h + phi_h - kh + 1, lhs.shape[2] + plo_w + phi_w - kw + 1
     patch_bytes = lhs.shape[0] * ho * wo * kh * kw * lhs.shape[3] * jnp.dtype(lhs.dtype).itemsize
+    return to_hwio, patch_bytes
 
-    hwio = _canonical_dn(dn, 4)
+
+def _few_channel_conv(eqn, invals):
+    """A stride-1, undilated, ungrouped NHWC convolution of at most `FEW_CHANNELS` inputs.
+
+    Its input gradient (the transposed convolution to 3 or 1 channels) becomes a
+    matrix product and shifted sums: XLA:CPU ran that transposed convolution 3x
+    slower (16 images of 64x64, 32 -> 3 channels: 4.3 ms vs 1.3 ms; 128 of 32x32:
+    8.5 ms vs 2.7 ms, jax 0.10.2). The forward convolution becomes a product of the
+    patch matrix (`_patch_conv`) when that matrix is at most `PATCH_BYTES`. Same
+    values up to rounding. Applied on the CPU backend only: elsewhere the library
+    convolution is left alone.
+    """
+    plan = _few_channel_plan(eqn, invals)
+    if plan is None:
+        return None
+    to_hwio, patch_bytes = plan
+    prim, p = eqn.primitive, eqn.params
+    params = dict(p)
+    hwio = _canonical_dn(p["dimension_numbers"], 4)
 
     @jax.custom_vjp
     def conv(x, w):
@@ -404,12 +413,38 @@ def _few_channel_conv(eqn, invals):
 
     conv.defvjp(fwd, bwd)
     with eqn.ctx.manager:
-        return [conv(lhs, rhs)]
+        return [conv(*invals)]
+
+
+def _few_channel_forward(eqn, invals):
+    """`_few_channel_conv`'s patch-matrix forward as plain ops, so forward mode
+    (`jax.jvp`) enters it: a custom VJP cannot be, and the tangent of XLA:CPU's
+    library convolution from 3 channels is its slow path again."""
+    plan = _few_channel_plan(eqn, invals)
+    if plan is None or plan[1] > PATCH_BYTES:
+        return None
+    p = eqn.params
+    x, w = invals
+    with eqn.ctx.manager:
+        return [_patch_conv(x, lax.transpose(w, plan[0]), p["padding"], p["precision"],
+                            p["preferred_element_type"])]
 
 
 def _fast_rule(site: Site):
     out = _tiled_pool(site.eqn, site.invals)
     return out if out is not None else _few_channel_conv(site.eqn, site.invals)
+
+
+def _forward_rule(site: Site):
+    out = _tiled_pool(site.eqn, site.invals)
+    return out if out is not None else _few_channel_forward(site.eqn, site.invals)
+
+
+def fast_forward(fn: Callable) -> Callable:
+    """`fn` rewritten as `fast_model` does, for forward mode: tiling pools as reshape
+    + reduce and few-channel convolutions as patch-matrix products, with no custom
+    derivative rules, so `jax.jvp` goes through them."""
+    return rewrite(fn, _forward_rule)
 
 
 def fast_model(fn: Callable) -> Callable:

@@ -31,7 +31,7 @@ from ._xla import jit
 from . import _layers
 from . import _validate as V
 from . import batching
-from ._jaxpr import fast_model
+from ._jaxpr import fast_forward, fast_model
 from ._quadrature import RULES, quadrature
 from ._types import ArrayLike, Explanation
 from .models import Model, as_model
@@ -572,7 +572,7 @@ def _layer_path(model, x, target, b, alphas, weights, neuron=None, *, layer, at,
         g = jax.grad(fast_model(f))(zero)
         activation = lambda u: _layers.probe(model, u, layer, at=at)[1]  # noqa: E731
         if conduct:  # dA/da along x - b, by forward mode
-            _, da = jax.jvp(activation, (z,), (delta,))
+            _, da = jax.jvp(fast_forward(activation), (z,), (delta,))
             g = g * da
         elif kind == "neuron":  # dF/dA_k * dA_k/dz by one backward from unit k, times x - b
             flat = g.reshape(g.shape[0], -1)

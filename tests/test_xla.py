@@ -290,6 +290,30 @@ def test_patch_product_first_layer_keeps_cnn_outputs_and_chunking_invariance():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_fast_forward_keeps_values_and_forward_mode_derivatives(pool):
+    """`fast_forward` is `fast_model` for `jax.jvp`: the same primal and tangent as the
+    plain model, with no library convolution from 3 channels and no `reduce_window`."""
+    x = testing.random_images(6, n=4, size=8)
+    m = testing.tiny_cnn(n_classes=3, pool=pool)
+    model = jx.from_linen(m, m.init(jax.random.key(1), x))
+    v = testing.random_images(7, n=4, size=8) - 0.5
+    want, want_t = jax.jvp(model, (x,), (v,))
+    fast = _jaxpr.fast_forward(model)
+    for g in (fast, jax.jit(fast)):
+        got, got_t = jax.jvp(g, (x,), (v,))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_t, want_t, rtol=1e-5, atol=1e-6)
+    hlo = lambda f: jax.jit(lambda a, b: jax.jvp(f, (a,), (b,))).lower(x, v).as_text()  # noqa: E731
+    fast_hlo, plain_hlo = hlo(fast), hlo(model)
+    assert "reduce_window" in plain_hlo and "reduce_window" not in fast_hlo
+    # both convolutions take at most 4 channels: primals and tangents are patch products
+    conv = "stablehlo.convolution"
+    assert fast_hlo.count(conv) == 0 and plain_hlo.count(conv) == 4
+    with pytest.raises(TypeError):  # what fast_forward is for: custom VJPs refuse forward mode
+        jax.jvp(_jaxpr.fast_model(model), (x,), (v,))
+
+
 @pytest.mark.parametrize(
     "cin, strides, groups",
     [(8, (1, 1), 1), (3, (2, 2), 1), (4, (1, 1), 2)],  # many channels, strided, grouped
