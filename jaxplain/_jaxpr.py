@@ -206,18 +206,24 @@ def _canonical_conv(site: Site):
 
 
 def _body_rule(site: Site):
-    out = _few_channel_conv(site.eqn, site.invals)
-    return out if out is not None else _canonical_conv(site)
+    for rule in (_tiled_pool, _few_channel_conv):
+        out = rule(site.eqn, site.invals)
+        if out is not None:
+            return out
+    return _canonical_conv(site)
 
 
 def loop_body(fn: Callable) -> Callable:
-    """`fn` with its convolutions laid out for XLA:CPU, the same values.
+    """`fn` with its convolutions and pools laid out for XLA:CPU, the same values.
 
     Applied to loop bodies (chunked evaluation, optimisation steps), which are
     often already differentiated: every channels-last convolution's kernel is laid
-    out (spatial..., in, out) (`_canonical_conv`), and a convolution of few input
+    out (spatial..., in, out) (`_canonical_conv`), a convolution of few input
     channels (an image model's first layer) runs as a product of its patch matrix
-    (`_few_channel_conv`).
+    (`_few_channel_conv`), and tiling pools as reshape + reduce (`_tiled_pool`, as
+    in `fast_model`). Without the pools, the forward-only chunks of LIME and
+    KernelSHAP (1000 samples, small CNN) took 136 / 143 ms instead of 122 / 127
+    (average pooling) and 132 / 140 instead of 124 / 128 ms (max pooling).
     """
     return rewrite(fn, _body_rule)
 

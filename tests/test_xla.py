@@ -123,6 +123,23 @@ def test_loop_body_keep_values_and_fix_kernel_layout(dn, groups, ndim, shape):
         assert before == after
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_loop_body_pools_as_reshape_and_reduce_with_the_same_values(pool):
+    """Forward-only chunks (LIME, KernelSHAP, occlusion ...) get the tiling-pool rewrite
+    too; values, and gradients taken through it (ties to the first maximum), are kept."""
+    x = testing.random_images(8, n=3, size=8)
+    x = x.at[0, :4, :4].set(0.5)  # flat windows: ties
+    m = testing.tiny_cnn(n_classes=3, pool=pool)
+    model = jx.from_linen(m, m.init(jax.random.key(2), x))
+    body = _jaxpr.loop_body(model)
+    np.testing.assert_allclose(body(x), model(x), rtol=1e-5, atol=1e-6)
+    f = lambda z: model(z)[:, 1].sum()  # noqa: E731
+    np.testing.assert_allclose(jax.grad(_jaxpr.loop_body(f))(x), jax.grad(f)(x), rtol=1e-5,
+                               atol=1e-6)
+    hlo = lambda g: jax.jit(g).lower(x).as_text()  # noqa: E731
+    assert "reduce_window" in hlo(model) and "reduce_window" not in hlo(body)
+
+
 def test_scanned_chunks_equal_one_chunk_for_cnn_gradients(monkeypatch):
     x = testing.random_images(1, n=3, size=8)
     m = testing.tiny_cnn(n_classes=3)
