@@ -178,7 +178,7 @@ def _canonical_dn(dn, n: int):
     return lax.ConvDimensionNumbers(dn.lhs_spec, (n - 1, n - 2) + tuple(range(n - 2)), dn.out_spec)
 
 
-def _canonical_conv(site: Site):
+def _canonical_conv(eqn, invals):
     """A channels-last convolution whose kernel is not laid out (spatial..., in, out).
 
     JAX's transpose rule for a convolution (the input gradient) swaps the kernel's
@@ -188,7 +188,6 @@ def _canonical_conv(site: Site):
     (jax 0.10.2). Transposing the kernel explicitly gives the loop the fast
     convolution; the arithmetic is the same, only the kernel's axis order changes.
     """
-    eqn = site.eqn
     if eqn.primitive.name != "conv_general_dilated":
         return None
     dn = eqn.params["dimension_numbers"]
@@ -199,18 +198,10 @@ def _canonical_conv(site: Site):
     perm = _to_hwio(dn)
     if perm == tuple(range(n)):
         return None
-    lhs, rhs = site.invals
+    lhs, rhs = invals
     params = dict(eqn.params, dimension_numbers=_canonical_dn(dn, n))
     with eqn.ctx.manager:
         return [eqn.primitive.bind(lhs, lax.transpose(rhs, perm), **params)]
-
-
-def _body_rule(site: Site):
-    for rule in (_tiled_pool, _few_channel_conv):
-        out = rule(site.eqn, site.invals)
-        if out is not None:
-            return out
-    return _canonical_conv(site)
 
 
 def loop_body(fn: Callable) -> Callable:
@@ -352,7 +343,8 @@ def _patch_conv(x, w, padding, precision, preferred):
 
 
 def _few_channel_plan(eqn, invals):
-    """`(to_hwio, padding, patch_bytes)` for a convolution `_few_channel_conv` takes, else None."""
+    """`(to_hwio, patch_bytes)` for a convolution `_few_channel_conv` takes, else None:
+    the kernel permutation to HWIO and the size of its patch matrix."""
     if eqn.primitive.name != "conv_general_dilated" or jax.default_backend() != "cpu":
         return None
     p = eqn.params
@@ -436,14 +428,25 @@ def _few_channel_forward(eqn, invals):
                             p["preferred_element_type"])]
 
 
-def _fast_rule(site: Site):
-    out = _tiled_pool(site.eqn, site.invals)
-    return out if out is not None else _few_channel_conv(site.eqn, site.invals)
+def _first_of(*rewrites: Callable[[Any, Sequence[Any]], "list | None"]) -> Rule:
+    """A `Rule` answering with the first of `rewrites(eqn, invals)` that answers."""
+
+    def rule(site: Site):
+        for rewrite_eqn in rewrites:
+            out = rewrite_eqn(site.eqn, site.invals)
+            if out is not None:
+                return out
+        return None
+
+    return rule
 
 
-def _forward_rule(site: Site):
-    out = _tiled_pool(site.eqn, site.invals)
-    return out if out is not None else _few_channel_forward(site.eqn, site.invals)
+_fast_rule = _first_of(_tiled_pool, _few_channel_conv)
+"""`fast_model`'s rewrites (also LRP's default for the equations it has no rule for)."""
+_forward_rule = _first_of(_tiled_pool, _few_channel_forward)
+"""`fast_forward`'s: the same, with no custom derivatives."""
+_body_rule = _first_of(_tiled_pool, _few_channel_conv, _canonical_conv)
+"""`loop_body`'s: `fast_model`'s, and canonical kernels for the other convolutions."""
 
 
 def fast_forward(fn: Callable) -> Callable:
