@@ -205,9 +205,12 @@ def measure(
             n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
         rounds[name] = n
         out[name]["warm_s"] = warm
+    def warmable(names):  # the contenders a block's re-warm calls
+        return [live[n] for n in names if out[n]["warm_s"] <= REWARM_CALL_MAX_S]
+
     suspects = screened_out(out, live, keep)
     for name in suspects:  # one slow call is not enough to drop a setting: time it again
-        _settle([live[name]])
+        _settle(warmable([name]))
         t0 = time.perf_counter()
         block(live[name]())
         out[name]["warm_s"] = min(out[name]["warm_s"], time.perf_counter() - t0)
@@ -227,7 +230,7 @@ def measure(
         for blk in blocks[k:] + blocks[:k]:
             if not any(share[n] for n in blk):
                 continue
-            _settle([live[n] for n in blk if out[n]["warm_s"] <= REWARM_CALL_MAX_S])
+            _settle(warmable(blk))
             for _ in range(max(share[n] for n in blk)):
                 r = turn % len(blk)
                 turn += 1

@@ -195,6 +195,11 @@ def test_measure_rewarms_only_cheap_contenders(clock):
     # 0.05 s of re-warm is three 20 ms calls; the 0.5 s call is never run untimed
     assert after_warmup == ["pause", "j", "j", "j", "j", "pause", "s"]
     assert len(out["jaxplain"]["times_s"]) == len(out["slow"]["times_s"]) == 1
+    # nor before a slow suspect's second look: first, warm and re-check calls only
+    clock.events.clear()
+    H.measure({"jaxplain": clock.work("j", 0.02), "p[n=1 (default)]": clock.work("d", 0.35),
+               "p[n=8]": clock.work("s", 0.5)}, repeats=1, keep=("jaxplain",))
+    assert clock.events.count("s") == 3
 
 
 def test_measure_screens_out_slow_sweep_settings_but_keeps_defaults(monkeypatch, clock):
