@@ -77,11 +77,17 @@ class Bench:
     x: np.ndarray
     target: np.ndarray
     memory: tuple[Callable, tuple] | None = None
+    """`(fn, args)`: the method as a caller's `jax.jit` compiles it, for its XLA memory
+    figure and the program timing; by default the arguments of an `_on_device` call."""
     peers: dict[str, Callable] = dataclasses.field(default_factory=dict)
     peer_evals: dict[str, int] = dataclasses.field(default_factory=dict)
     agreement: Callable[[Any, dict], list[dict]] | None = None
     reported_evals: bool = False
     note: str = ""
+
+    def __post_init__(self):
+        if self.memory is None and isinstance(self.jaxplain, functools.partial):
+            self.memory = (self.jaxplain.func, self.jaxplain.args)  # the same device arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +106,8 @@ def _on_device(call: Callable, model: Any, *arrays: np.ndarray) -> Callable[[], 
     Every side gets its inputs as its own framework's arrays, built once: the limit
     runs on `jax.Array`s, the peers on torch tensors. From NumPy, 16 images of
     32x32x3 cost the jitted program about 0.15 ms more per call on CPU (a copy into
-    the device buffer), 3-4% of a 4 ms saliency call.
+    the device buffer), 3-4% of a 4 ms saliency call. `Bench.memory` compiles the
+    same call on the same arrays.
     """
     return functools.partial(call, model, *(jnp.asarray(a) for a in arrays))
 
@@ -145,7 +152,6 @@ def saliency(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
     )
     if ctx.peer("captum"):
         b.peers["captum.Saliency"] = P.captum_saliency(ctx.torch_model, x, t)
@@ -166,7 +172,6 @@ def integrated_gradients(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         note="limit = steps x images forward+backward; the 2 forwards per image for the "
         "completeness gap are part of jaxplain's time",
     )
@@ -282,7 +287,6 @@ def smoothgrad(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
     )
     if ctx.peer("captum"):
         stdev = float(level * (x.max() - x.min()))
@@ -315,7 +319,6 @@ def expected_gradients(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         note="targets are the predicted classes (shap's ranked_outputs=1)",
     )
     if ctx.peer("captum"):
@@ -337,7 +340,7 @@ def guided_backprop(ctx: Ctx) -> Bench:
     t = ctx.targets(x)
     model = ctx.model
     call = lambda m, xx: jx.guided_backprop(m, xx, target=t)
-    b = Bench(n, n, {}, _on_device(call, model, x), x, t, memory=(call, (model, jnp.asarray(x))))
+    b = Bench(n, n, {}, _on_device(call, model, x), x, t)
     if ctx.peer("captum"):
         b.peers["captum.GuidedBackprop"] = P.captum_guided_backprop(ctx.torch_model, x, t)
         b.agreement = _same_image_values("guided_backprop", "captum.GuidedBackprop")
@@ -370,7 +373,6 @@ def deeplift(ctx: Ctx) -> Bench:
     model = ctx.model
     call = lambda m, xx: jx.deeplift(m, xx, target=t, baseline=base)
     b = Bench(n, 2 * n, {"baseline": base}, _on_device(call, model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))),
               note="limit = forward+backward of the images and their baselines (Captum runs "
               "exactly that batch); jaxplain also runs one forward at the images for the target")
     if ctx.peer("captum"):
@@ -409,7 +411,6 @@ def lrp(ctx: Ctx) -> Bench:
     eps = jx.relevance.Epsilon(1e-9)  # Captum's EpsilonRule default
     call = lambda m, xx: jx.lrp(m, xx, target=t, rule=eps)
     b = Bench(n, n, {"rule": "Epsilon(1e-9)"}, _on_device(call, model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))),
               note="agreement also for Gamma(0.25) on the convolutions + Epsilon(0.25) on the head")
     if ctx.peer("captum"):
         tm = twins.torch_twin(ctx.spec, ctx.variables, gap_module=True)
@@ -440,7 +441,6 @@ def deeplift_shap(ctx: Ctx) -> Bench:
     model = ctx.model
     call = lambda mm, xx: jx.deeplift_shap(mm, xx, target=t, references=refs)
     b = Bench(n, 2 * n * m, {"references": m}, _on_device(call, model, x), x, t,
-              memory=(call, (model, jnp.asarray(x))),
               note="every image against every reference: 2 * 16 * 8 forward+backward rows")
     if ctx.peer("captum"):
         b.peers["captum.DeepLiftShap"] = P.captum_deeplift_shap(ctx.torch_model, x, t, refs)
@@ -484,7 +484,6 @@ def grad_cam(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
     )
     if ctx.peer("captum"):
         b.peers["captum.LayerGradCam"] = P.captum_layer_gradcam(ctx.torch_model, layer, x, t)
@@ -514,7 +513,6 @@ def neuron_conductance(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         note="limit = one forward+backward per path node; the method also runs a forward "
         "to the layer and a backward from the unit to the input per node (Captum likewise)",
     )
@@ -594,7 +592,6 @@ def _layer_path_case(name: str):
         call = lambda m, xx: method(m, xx, target=t, layer=layer, steps=steps, rule=rule)
         settings = {"layer": layer, "steps": steps, "rule": rule}
         b = Bench(n, n * steps, settings, _on_device(call, model, x), x, t,
-                  memory=(call, (model, jnp.asarray(x))),
                   note="limit = one forward+backward per path node" + ("; " + note if note else ""))
         if ctx.peer("captum"):
             sweep = [None, 40] if not ctx.quick else [40]
@@ -634,7 +631,6 @@ def guided_grad_cam(ctx: Ctx) -> Bench:
     call = lambda m, xx: jx.guided_grad_cam(m, xx, target=t, layer=layer)
     b = Bench(n, 2 * n, {"layer": layer, "interpolation": "nearest"}, _on_device(call, model, x),
               x, t,
-              memory=(call, (model, jnp.asarray(x))),
               note="limit = two full forward+backward passes per image; Grad-CAM's backward "
               "stops at the layer, so the true cost is a little lower")
     if ctx.peer("captum"):
@@ -665,7 +661,6 @@ def lime(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
         note="jaxplain with default arguments (batch_size=None)",
     )
@@ -696,7 +691,6 @@ def kernel_shap(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
         note="jaxplain with default arguments",
     )
@@ -737,7 +731,6 @@ def shapley_sampling(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
     )
     if ctx.peer("captum"):
@@ -765,7 +758,6 @@ def occlusion(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
     )
     if ctx.peer("captum"):
@@ -808,7 +800,6 @@ def feature_ablation(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
         note="both sides ablate every label up to the largest in the batch in every image",
     )
@@ -844,7 +835,6 @@ def rise(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
         note="no peer implements RISE",
     )
@@ -865,11 +855,10 @@ def deletion(ctx: Ctx) -> Bench:
         n,
         n * (steps + 1),
         {"steps": steps, "baseline": "zero", "attributions": "saliency (channel sum), tie-free"},
+        # attributions as an argument: a captured constant makes XLA constant-fold the sort
         _on_device(call, model, x, attr),
         x,
         t,
-        # attributions as an argument: a captured constant makes XLA constant-fold the sort
-        memory=(call, (model, jnp.asarray(x), jnp.asarray(attr))),
         reported_evals=False,
         note="limit = (steps + 1) forwards per image",
     )
@@ -916,7 +905,6 @@ def road(ctx: Ctx) -> Bench:
         _on_device(call, model, x, attr),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x), jnp.asarray(attr))),
         note="limit = one forward per image and fraction; jaxplain's time also holds the "
         "linear solves of the imputation; no peer (Quantus 0.6.0 ROAD fails on RGB inputs)",
     )
@@ -936,7 +924,6 @@ def exact_shapley(ctx: Ctx) -> Bench:
         _on_device(call, model, x),
         x,
         t,
-        memory=(call, (model, jnp.asarray(x))),
         reported_evals=True,
     )
 
