@@ -219,7 +219,7 @@ def completeness_gap(
 def _completeness(model, x, target, a, baseline, *, mode, sigma):
     f = B.view_model(model, x.shape)
     x4 = B.as_view(x)
-    base = B.make_baseline(x4, mode, baseline, sigma)
+    base = B.make_baseline(x, mode, baseline, sigma)
     t = target.resolve(f, x4)
     fx, fb = jnp.split(
         t.take(jnp.tile(jnp.arange(x.shape[0]), 2)).select(f(jnp.concatenate([x4, base]))), 2
@@ -280,7 +280,7 @@ def _efficiency(model, x, target, a, segments, baseline, *, features, mode, sigm
     kind, d = features
     f = B.view_model(model, x.shape)
     x4 = B.as_view(x)
-    base = B.make_baseline(x4, mode, baseline, sigma)
+    base = B.make_baseline(x, mode, baseline, sigma)
     t = target.resolve(f, x4)
     values, seg = B.to_features(a, x.shape, kind, segments, d)
     v = coalition_values(

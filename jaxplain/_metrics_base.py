@@ -149,7 +149,7 @@ def setup(model, x, target, a, feats, base, softmax):
     f = view_model(model, x.shape, softmax)
     x4 = as_view(x)
     values, seg = to_features(a, x.shape, kind, seg, d)
-    return f, x4, target.resolve(f, x4), values, seg, make_baseline(x4, mode, arr, sigma)
+    return f, x4, target.resolve(f, x4), values, seg, make_baseline(x, mode, arr, sigma)
 
 
 # ---- baselines ---------------------------------------------------------------------------
@@ -173,19 +173,20 @@ def check_sigma(blur_sigma: Any, x_shape: tuple[int, ...], mode: str) -> float:
     return V.check_float(s, "blur_sigma", minimum=0.0, open_min=True)
 
 
-def make_baseline(x4: jax.Array, mode: str, array: jax.Array | None, sigma: float) -> jax.Array:
-    """The baseline on the `(N, H, W, C)` view (traced).
+def make_baseline(x: jax.Array, mode: str, array: jax.Array | None, sigma: float) -> jax.Array:
+    """The baseline for `x` on the `(N, H, W, C)` view (traced).
 
     "zero": zeros; "mean": every pixel set to its image's channel means; "blur": a
-    Gaussian blur of the image; "array": the given array.
+    Gaussian blur of the image; "array": the given array (from `check_baseline`).
     """
+    x4 = as_view(x)
     if mode == "zero":
         return jnp.zeros_like(x4)
     if mode == "mean":
         return jnp.broadcast_to(jnp.mean(x4, axis=(1, 2), keepdims=True), x4.shape)
     if mode == "blur":
         return gaussian_blur(x4, sigma)
-    return array.reshape(x4.shape)
+    return V.full_baseline(array, x).reshape(x4.shape)
 
 
 # ---- masks ---------------------------------------------------------------------------------

@@ -382,6 +382,7 @@ def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: 
 @functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
 def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) -> Explanation:
     n, steps = x.shape[0], alphas.shape[0]
+    b = V.full_baseline(b.astype(x.dtype), x)
     sl = jax.lax.dynamic_slice_in_dim
 
     def ends(start, size):  # outputs at x, A(x) and A(x) - A(b), one chunk at a time
@@ -550,7 +551,7 @@ def _layer_path(model, x, target, b, alphas, weights, neuron=None, *, layer, at,
     dF/dA_k * dA_k/dx * (x - b), per input feature)."""
     n, steps = x.shape[0], alphas.shape[0]
     shape = _layers.activation_shape(model, x, layer, at)
-    b = b.astype(x.dtype)
+    b = V.full_baseline(b.astype(x.dtype), x)
     conduct = kind == "conductance"
     if conduct:  # F(x) and F(b) for the gap; F(x) also fixes a "predicted" target
         (f_x, f_b), target = values_at(model, target, [x, b], batch_size)

@@ -278,7 +278,7 @@ def baseline_spec(baseline: Any, x: jax.Array, name: str = "baseline") -> tuple[
 def make_baseline(mode: str | None, array: jax.Array | None, x: jax.Array, segments: jax.Array, d: int) -> jax.Array:
     """The baseline images `(N, H, W, C)` for a spec from `baseline_spec` (traceable)."""
     if mode is None:
-        return array
+        return V.full_baseline(array, x)
     if mode == "blur":
         return _gaussian_blur(x, max(x.shape[1], x.shape[2]) / 10.0)
     flat = segments.reshape(segments.shape[0], -1)

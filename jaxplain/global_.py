@@ -236,6 +236,7 @@ def _tabular(model, x, target, *, ridge, batch_size):
 @functools.partial(jit, static_argnames=("ridge", "d", "n_samples", "batch_size"))
 def _coalitions(model, x, target, baseline, segments, key, *, ridge, d, n_samples, batch_size):
     n = x.shape[0]
+    baseline = V.full_baseline(baseline, x)
     target = target.resolve(model, x)
 
     def mask_fn(ex, s):

@@ -154,6 +154,7 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
 @functools.partial(jit, static_argnames=("steps", "rule", "batch_size"))
 def _ig(model, x, target, baseline, *, steps, rule, batch_size):
     n = x.shape[0]
+    baseline = V.full_baseline(baseline, x)
     ends = model(jnp.concatenate([x, baseline]))
     target = target.bind(ends[:n])
     alphas, weights = (jnp.asarray(v, x.dtype) for v in quadrature(rule, steps))
@@ -449,6 +450,7 @@ def deeplift_shap(model: Any, x: jax.Array, *, target: Any, references: jax.Arra
 def _deeplift(model, x, target, refs, *, shared, layer, at, batch_size):
     n = x.shape[0]
     m = refs.shape[0] if shared else 1
+    refs = refs if shared else V.full_baseline(refs, x)
     # f(x) itself comes from the pairs; the extra forward only fixes a "predicted" target
     target = target.resolve(lambda z: batching.chunked_apply(model, z, batch_size), x)
     if layer is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import types
 from typing import Any, Callable, Hashable
 
@@ -39,11 +40,12 @@ class Model:
       (4, 2)
     """
 
-    __slots__ = ("apply", "params", "__weakref__")
+    __slots__ = ("apply", "params", "_signature", "__weakref__")
 
     def __init__(self, apply: Callable[[PyTree, jax.Array], Any], params: PyTree):
         self.apply = apply
         self.params = params
+        self._signature = None  # (apply, params, token): see `architecture_token`
 
     def __call__(self, x: jax.Array) -> Any:
         return self.apply(self.params, x)
@@ -109,17 +111,13 @@ def traced_cached(compute: Callable[[], Any], model: Model, x: Any, tag: Hashabl
     """`compute()`, a result read from tracing `model` on inputs shaped like `x`,
     cached per (architecture, parameter shapes, input shape, tag). Traced inputs
     and unhashable apply objects bypass the cache."""
-    leaves, treedef = jax.tree.flatten(model.params)
-    leaves.append(x)
-    tracer = jax.core.Tracer
-    if any(isinstance(v, tracer) for v in leaves):
+    if isinstance(x, jax.core.Tracer):
+        return compute()
+    arch = architecture_token(model)
+    if arch is None:
         return compute()
     try:
-        try:  # arrays: their own shape and dtype (a key, so no canonical dtype is needed)
-            sig = tuple([(v.shape, v.dtype) for v in leaves])
-        except AttributeError:  # Python scalars among the leaves
-            sig = tuple([(V.shape_of(v), V.dtype_of(v)) for v in leaves])
-        key = (model.apply, treedef, sig, tag)
+        key = (arch, _leaf_signature([x]), tag)
         hash(key)
     except TypeError:
         return compute()
@@ -130,6 +128,47 @@ def traced_cached(compute: Callable[[], Any], model: Model, x: Any, tag: Hashabl
             _SHAPE_CACHE.pop(next(iter(_SHAPE_CACHE)))
         _SHAPE_CACHE[key] = value
     return value
+
+
+_TOKENS: dict = {}
+_NEXT_TOKEN = itertools.count()
+
+
+def architecture_token(model: Model) -> int | None:
+    """An int naming `(model.apply, parameter tree, leaf shapes and dtypes)`.
+
+    None when a leaf is traced or `apply` is not hashable. Models of equal
+    architecture and parameter shapes get the same token, so keys built from it
+    hash in constant time. The token is kept on the `Model` while its `apply` and
+    `params` attributes hold the same objects, and a public call does not walk
+    the weights again (re-assigning `model.params` recomputes it; mutating a
+    parameter dict in place to other shapes is not seen). Tokens are never reused.
+    """
+    apply, params = model.apply, model.params
+    memo = model._signature
+    if memo is not None and memo[0] is apply and memo[1] is params:
+        return memo[2]
+    leaves, treedef = jax.tree.flatten(params)
+    if any(isinstance(v, jax.core.Tracer) for v in leaves):
+        return None
+    key = (apply, treedef, _leaf_signature(leaves))
+    try:
+        token = _TOKENS.get(key)
+    except TypeError:  # an unhashable apply object
+        return None
+    if token is None:
+        if len(_TOKENS) >= _SHAPE_CACHE_SIZE:
+            _TOKENS.clear()  # new tokens for old keys: misses, never a wrong hit
+        token = _TOKENS[key] = next(_NEXT_TOKEN)
+    model._signature = (apply, params, token)
+    return token
+
+
+def _leaf_signature(leaves: list) -> tuple:
+    try:  # arrays: their own shape and dtype (a key, so no canonical dtype is needed)
+        return tuple([(v.shape, v.dtype) for v in leaves])
+    except AttributeError:  # Python scalars among the leaves
+        return tuple([(V.shape_of(v), V.dtype_of(v)) for v in leaves])
 
 
 # ---- adapters -------------------------------------------------------------------------

@@ -99,6 +99,8 @@ BAD = {  # argument name -> {case id: bad value (or a function of env)}
         "wrong_shape": lambda e: np.ones((3, 3), np.float32),
         "bogus_str": "bogus",
         "nan": lambda e: np.full(e["x"].shape, np.nan, np.float32),
+        "nan_scalar": float("nan"),
+        "inf_scalar": float("-inf"),
         "complex": lambda e: np.ones(e["x"].shape, np.complex64),
     },
     "segments": {

@@ -239,3 +239,66 @@ def test_shape_cache_keys_on_shapes_and_survives_scalar_leaves():
         traced_cached(compute, model, jnp.ones((2, 3), jnp.float16), "t")  # new dtype
         traced_cached(compute, model, x, "other")  # new tag
         assert len(calls) == 4
+
+
+def test_architecture_token_follows_the_parameters_it_was_computed_for():
+    """The token is kept on the `Model` only while `apply` and `params` are the same
+    objects: new parameter shapes give a new token (and a fresh shape evaluation), and
+    models of one architecture share theirs."""
+    from jaxplain.models import Model, architecture_token, traced_cached
+
+    apply = lambda p, z: z @ p["w"]  # noqa: E731
+    m = Model(apply, {"w": jnp.ones((3, 2))})
+    tok = architecture_token(m)
+    assert architecture_token(m) == tok
+    assert architecture_token(Model(apply, {"w": jnp.zeros((3, 2))})) == tok
+    m.params = {"w": jnp.ones((3, 5))}
+    assert architecture_token(m) != tok
+    out = traced_cached(lambda: jax.eval_shape(m, jnp.ones((4, 3))), m, jnp.ones((4, 3)), "o")
+    assert out.shape == (4, 5)
+    assert architecture_token(Model(lambda p, z: z, {"w": jnp.ones((3, 2))})) != tok  # other apply
+
+
+def test_finite_scan_is_remembered_for_device_arrays_only(monkeypatch):
+    """A finite `jax.Array` is scanned once (it cannot change); a NumPy array on every
+    call (it can change in place, so a NaN written later is still caught), and a
+    non-finite array is never remembered."""
+    from jaxplain import _validate as V
+
+    scans = []
+    count = V._count_nonfinite
+    monkeypatch.setattr(V, "_count_nonfinite", lambda a: scans.append(1) or count(a))
+    dev = jnp.ones((2, 3))
+    V.check_array(dev)
+    V.check_array(dev)
+    assert len(scans) == 1
+    V.check_array(dev + 0)  # another array of equal value: scanned
+    assert len(scans) == 2
+    host = np.ones((2, 3), np.float32)
+    V.check_array(host)
+    host[0, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        V.check_array(host)
+    bad = jnp.array([[1.0, jnp.nan]])
+    for _ in range(2):
+        with pytest.raises(ValueError, match="non-finite"):
+            V.check_array(bad)
+
+
+def test_baseline_is_validated_unbroadcast_and_explained_as_broadcast():
+    """`check_baseline` keeps a baseline's own size (a scalar crosses to the device as one
+    number); the methods broadcast it, so a scalar, an image and a full batch of the same
+    value give the same attributions."""
+    from jaxplain import _validate as V
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype(np.float32))
+    assert V.check_baseline(0.5, x).shape == (1, 1, 1, 1)
+    assert V.check_baseline(np.full((4, 4, 2), 0.5), x).shape == (1, 4, 4, 2)
+    assert V.check_baseline(np.full(x.shape, 0.5), x).shape == x.shape
+    module = jx.testing.tiny_cnn(n_classes=3)
+    model = jx.from_linen(module, module.init(jax.random.key(0), x))
+    forms = (0.5, np.full((4, 4, 2), 0.5, np.float32), jnp.full(x.shape, 0.5))
+    for method in (jx.integrated_gradients, jx.deeplift):
+        vals = [np.asarray(method(model, x, target=1, baseline=b).values) for b in forms]
+        np.testing.assert_allclose(vals[0], vals[1], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(vals[0], vals[2], rtol=1e-6, atol=1e-7)
