@@ -103,11 +103,12 @@ class Case:
 def _on_device(call: Callable, model: Any, *arrays: np.ndarray) -> Callable[[], Any]:
     """jaxplain's timed call, `call(model, *arrays)` with the arrays already on device.
 
-    Every side gets its inputs as its own framework's arrays, built once: the limit
-    runs on `jax.Array`s, the peers on torch tensors. From NumPy, 16 images of
-    32x32x3 cost the jitted program about 0.15 ms more per call on CPU (a copy into
-    the device buffer), 3-4% of a 4 ms saliency call. `Bench.memory` compiles the
-    same call on the same arrays.
+    Every side gets its inputs (images, attributions, targets) as its own
+    framework's arrays, built once: the limit runs on `jax.Array`s, the peers on
+    torch tensors. From NumPy, 16 images of 32x32x3 cost the jitted program about
+    0.15 ms more per call on CPU (a copy into the device buffer), 3-4% of a 4 ms
+    saliency call. `Bench.memory` compiles the same call on the same arrays, the
+    targets among its arguments (not constants folded into the program).
     """
     return functools.partial(call, model, *(jnp.asarray(a) for a in arrays))
 
@@ -144,12 +145,12 @@ def saliency(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.saliency(m, xx, target=t)
+    call = lambda m, xx, t: jx.saliency(m, xx, target=t)
     b = Bench(
         n,
         n,
         {"absolute": False},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
     )
@@ -164,12 +165,12 @@ def integrated_gradients(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, rule = ctx.model, "riemann_trapezoid"
-    call = lambda m, xx: jx.integrated_gradients(m, xx, target=t, steps=steps, rule=rule)
+    call = lambda m, xx, t: jx.integrated_gradients(m, xx, target=t, steps=steps, rule=rule)
     b = Bench(
         n,
         n * steps,
         {"steps": steps, "rule": rule, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         note="limit = steps x images forward+backward; the 2 forwards per image for the "
@@ -279,12 +280,12 @@ def smoothgrad(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.smoothgrad(m, xx, target=t, key=key, n_samples=ns, noise_level=level)
+    call = lambda m, xx, t: jx.smoothgrad(m, xx, target=t, key=key, n_samples=ns, noise_level=level)
     b = Bench(
         n,
         n * ns,
         {"n_samples": ns, "noise_level": level},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
     )
@@ -304,7 +305,7 @@ def expected_gradients(ctx: Ctx) -> Bench:
     refs = twins.images(32, ctx.spec.size, seed=7)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.expected_gradients(
+    call = lambda m, xx, t: jx.expected_gradients(
         m,
         xx,
         target=t,
@@ -316,7 +317,7 @@ def expected_gradients(ctx: Ctx) -> Bench:
         n,
         n * ns,
         {"n_samples": ns, "references": len(refs)},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         note="targets are the predicted classes (shap's ranked_outputs=1)",
@@ -339,8 +340,8 @@ def guided_backprop(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.guided_backprop(m, xx, target=t)
-    b = Bench(n, n, {}, _on_device(call, model, x), x, t)
+    call = lambda m, xx, t: jx.guided_backprop(m, xx, target=t)
+    b = Bench(n, n, {}, _on_device(call, model, x, t), x, t)
     if ctx.peer("captum"):
         b.peers["captum.GuidedBackprop"] = P.captum_guided_backprop(ctx.torch_model, x, t)
         b.agreement = _same_image_values("guided_backprop", "captum.GuidedBackprop")
@@ -371,8 +372,8 @@ def deeplift(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.deeplift(m, xx, target=t, baseline=base)
-    b = Bench(n, 2 * n, {"baseline": base}, _on_device(call, model, x), x, t,
+    call = lambda m, xx, t: jx.deeplift(m, xx, target=t, baseline=base)
+    b = Bench(n, 2 * n, {"baseline": base}, _on_device(call, model, x, t), x, t,
               note="limit = forward+backward of the images and their baselines (Captum runs "
               "exactly that batch); jaxplain also runs one forward at the images for the target")
     if ctx.peer("captum"):
@@ -380,7 +381,7 @@ def deeplift(ctx: Ctx) -> Bench:
 
         def agree(out, peer_out):
             ref = twins.from_nchw(_np(peer_out["captum.DeepLift"]))
-            e = call(model, x)
+            e = call(model, x, t)
             checks = _deeplift_agreement(ctx, "deeplift", "captum.DeepLift", out, ref, e.gap, x)
             # at the last conv layer only ReLU, the global pool and the head lie above:
             # Captum's max-pool rule plays no part, so this is judged on both variants
@@ -409,8 +410,8 @@ def lrp(ctx: Ctx) -> Bench:
     t = ctx.targets(x)
     model = ctx.model
     eps = jx.relevance.Epsilon(1e-9)  # Captum's EpsilonRule default
-    call = lambda m, xx: jx.lrp(m, xx, target=t, rule=eps)
-    b = Bench(n, n, {"rule": "Epsilon(1e-9)"}, _on_device(call, model, x), x, t,
+    call = lambda m, xx, t: jx.lrp(m, xx, target=t, rule=eps)
+    b = Bench(n, n, {"rule": "Epsilon(1e-9)"}, _on_device(call, model, x, t), x, t,
               note="agreement also for Gamma(0.25) on the convolutions + Epsilon(0.25) on the head")
     if ctx.peer("captum"):
         tm = twins.torch_twin(ctx.spec, ctx.variables, gap_module=True)
@@ -439,8 +440,8 @@ def deeplift_shap(ctx: Ctx) -> Bench:
     t = ctx.targets(x)
     refs = twins.images(m, ctx.spec.size, seed=3)
     model = ctx.model
-    call = lambda mm, xx: jx.deeplift_shap(mm, xx, target=t, references=refs)
-    b = Bench(n, 2 * n * m, {"references": m}, _on_device(call, model, x), x, t,
+    call = lambda mm, xx, t: jx.deeplift_shap(mm, xx, target=t, references=refs)
+    b = Bench(n, 2 * n * m, {"references": m}, _on_device(call, model, x, t), x, t,
               note="every image against every reference: 2 * 16 * 8 forward+backward rows")
     if ctx.peer("captum"):
         b.peers["captum.DeepLiftShap"] = P.captum_deeplift_shap(ctx.torch_model, x, t, refs)
@@ -455,7 +456,7 @@ def deeplift_shap(ctx: Ctx) -> Bench:
         checks = []
         if "captum.DeepLiftShap" in peer_out.keys():
             ref = twins.from_nchw(_np(peer_out["captum.DeepLiftShap"]))
-            e = call(model, x)
+            e = call(model, x, t)
             checks += _deeplift_agreement(
                 ctx, "deeplift_shap", "captum.DeepLiftShap", out, ref, e.gap, x
             )
@@ -476,12 +477,12 @@ def grad_cam(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, layer = ctx.model, ctx.spec.last_layer
-    call = lambda m, xx: jx.grad_cam(m, xx, target=t, layer=layer, upsample=False)
+    call = lambda m, xx, t: jx.grad_cam(m, xx, target=t, layer=layer, upsample=False)
     b = Bench(
         n,
         n,
         {"layer": layer, "relu": True, "upsample": False},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
     )
@@ -503,14 +504,14 @@ def neuron_conductance(ctx: Ctx) -> Bench:
     h, w, c = (int(d) for d in jx.layer_activations(ctx.model, x[:1], layer=layer).values.shape[1:])
     unit = (h // 2, w // 2, c // 2)
     model = ctx.model
-    call = lambda m, xx: jx.neuron_conductance(
+    call = lambda m, xx, t: jx.neuron_conductance(
         m, xx, target=t, layer=layer, neuron=unit, steps=steps, rule=rule
     )
     b = Bench(
         n,
         n * steps,
         {"layer": layer, "neuron_hwc": list(unit), "steps": steps, "rule": rule},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         note="limit = one forward+backward per path node; the method also runs a forward "
@@ -589,9 +590,9 @@ def _layer_path_case(name: str):
         x = ctx.images(n)
         t = ctx.targets(x)
         model, method = ctx.model, getattr(jx, name)
-        call = lambda m, xx: method(m, xx, target=t, layer=layer, steps=steps, rule=rule)
+        call = lambda m, xx, t: method(m, xx, target=t, layer=layer, steps=steps, rule=rule)
         settings = {"layer": layer, "steps": steps, "rule": rule}
-        b = Bench(n, n * steps, settings, _on_device(call, model, x), x, t,
+        b = Bench(n, n * steps, settings, _on_device(call, model, x, t), x, t,
                   note="limit = one forward+backward per path node" + ("; " + note if note else ""))
         if ctx.peer("captum"):
             sweep = [None, 40] if not ctx.quick else [40]
@@ -628,8 +629,8 @@ def guided_grad_cam(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model, layer = ctx.model, ctx.spec.last_layer
-    call = lambda m, xx: jx.guided_grad_cam(m, xx, target=t, layer=layer)
-    b = Bench(n, 2 * n, {"layer": layer, "interpolation": "nearest"}, _on_device(call, model, x),
+    call = lambda m, xx, t: jx.guided_grad_cam(m, xx, target=t, layer=layer)
+    b = Bench(n, 2 * n, {"layer": layer, "interpolation": "nearest"}, _on_device(call, model, x, t),
               x, t,
               note="limit = two full forward+backward passes per image; Grad-CAM's backward "
               "stops at the layer, so the true cost is a little lower")
@@ -653,12 +654,12 @@ def lime(ctx: Ctx) -> Bench:
     ns = 1000
     x, t, seg = _one_image(ctx)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.lime(m, xx, target=t, segments=seg, key=key, n_samples=ns)
+    call = lambda m, xx, t: jx.lime(m, xx, target=t, segments=seg, key=key, n_samples=ns)
     b = Bench(
         1,
         ns,
         {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -683,12 +684,12 @@ def kernel_shap(ctx: Ctx) -> Bench:
     ns = 1000
     x, t, seg = _one_image(ctx)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.kernel_shap(m, xx, target=t, segments=seg, key=key, n_samples=ns)
+    call = lambda m, xx, t: jx.kernel_shap(m, xx, target=t, segments=seg, key=key, n_samples=ns)
     b = Bench(
         1,
         ns,
         {"n_samples": ns, "features": int(seg.max()) + 1, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -716,7 +717,7 @@ def shapley_sampling(ctx: Ctx) -> Bench:
     x, t, seg = _one_image(ctx)
     d = int(seg.max()) + 1
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.shapley_sampling(
+    call = lambda m, xx, t: jx.shapley_sampling(
         m,
         xx,
         target=t,
@@ -728,7 +729,7 @@ def shapley_sampling(ctx: Ctx) -> Bench:
         1,
         n_perm * d,
         {"n_permutations": n_perm, "features": d, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -749,13 +750,13 @@ def occlusion(ctx: Ctx) -> Bench:
     x = ctx.images(n)
     t = ctx.targets(x)
     model = ctx.model
-    call = lambda m, xx: jx.occlusion(m, xx, target=t, window=win, strides=win)
+    call = lambda m, xx, t: jx.occlusion(m, xx, target=t, window=win, strides=win)
     n_win = (ctx.spec.size // win) ** 2
     b = Bench(
         n,
         n * (n_win + 1),
         {"window": win, "strides": win, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -792,12 +793,12 @@ def feature_ablation(ctx: Ctx) -> Bench:
     seg = np.asarray(jx.superpixels(x, "slic", n_segments=50))
     d = int(seg.max()) + 1
     model = ctx.model
-    call = lambda m, xx: jx.feature_ablation(m, xx, target=t, segments=seg)
+    call = lambda m, xx, t: jx.feature_ablation(m, xx, target=t, segments=seg)
     b = Bench(
         n,
         n * (d + 1),
         {"segments": "slic per image", "features": d, "baseline": 0.0},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -827,12 +828,12 @@ def rise(ctx: Ctx) -> Bench:
     x = ctx.images(1)
     t = ctx.targets(x)
     model, key = ctx.model, jax.random.key(0)
-    call = lambda m, xx: jx.rise(m, xx, target=t, key=key, n_masks=nm)
+    call = lambda m, xx, t: jx.rise(m, xx, target=t, key=key, n_masks=nm)
     return Bench(
         1,
         nm,
         {"n_masks": nm},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,
@@ -849,14 +850,14 @@ def deletion(ctx: Ctx) -> Bench:
     # One value per pixel, made tie-free with jaxplain's own order (ties by pixel
     # index): Quantus breaks ties arbitrarily (unstable argsort), see P.distinct_ranks.
     attr = P.distinct_ranks(sal.sum(-1))
-    call = lambda m, xx, aa: jx.deletion(m, xx, aa, target=t, steps=steps)
+    call = lambda m, xx, aa, t: jx.deletion(m, xx, aa, target=t, steps=steps)
     size = ctx.spec.size
     b = Bench(
         n,
         n * (steps + 1),
         {"steps": steps, "baseline": "zero", "attributions": "saliency (channel sum), tie-free"},
         # attributions as an argument: a captured constant makes XLA constant-fold the sort
-        _on_device(call, model, x, attr),
+        _on_device(call, model, x, attr, t),
         x,
         t,
         reported_evals=False,
@@ -897,12 +898,12 @@ def road(ctx: Ctx) -> Bench:
     model, key = ctx.model, jax.random.key(0)
     sal = np.asarray(jx.saliency(model, x, target=t).values) if hasattr(jx, "saliency") else x
     attr = P.distinct_ranks(sal.sum(-1))
-    call = lambda m, xx, aa: jx.road(m, xx, aa, target=t, key=key, fractions=fractions)
+    call = lambda m, xx, aa, t: jx.road(m, xx, aa, target=t, key=key, fractions=fractions)
     return Bench(
         n,
         n * len(fractions),
         {"fractions": list(fractions), "order": "morf", "noise_std": 0.01},
-        _on_device(call, model, x, attr),
+        _on_device(call, model, x, attr, t),
         x,
         t,
         note="limit = one forward per image and fraction; jaxplain's time also holds the "
@@ -916,12 +917,12 @@ def exact_shapley(ctx: Ctx) -> Bench:
     # full run per model; the 12-feature oracle of the sample-efficiency table is separate
     seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, (2, 5)))
     model = ctx.model
-    call = lambda m, xx: jx.exact_shapley(m, xx, target=t, segments=seg)
+    call = lambda m, xx, t: jx.exact_shapley(m, xx, target=t, segments=seg)
     return Bench(
         1,
         2**10,
         {"features": 10},
-        _on_device(call, model, x),
+        _on_device(call, model, x, t),
         x,
         t,
         reported_evals=True,

@@ -59,33 +59,37 @@ def is_concrete(*xs: Any) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
 
 
-_FINITE: dict[int, weakref.ref] = {}
-_FINITE_SIZE = 64
+_FACTS: dict[int, tuple[weakref.ref, dict]] = {}
+_FACTS_SIZE = 64
 
 
-def _known_finite(x: Any) -> bool:
-    """True when `x` is a `jax.Array` that an earlier `check_finite` found finite."""
-    ref = _FINITE.get(id(x))
-    return ref is not None and ref() is x
+def array_fact(x: Any, what: str, compute: Any) -> Any:
+    """`compute()`, a fact about the values of `x` (its non-finite count, its range),
+    remembered while `x` lives when `x` is a concrete `jax.Array`.
 
-
-def _remember_finite(x: Any) -> None:
-    """Remembers a finite `jax.Array` (immutable, so the answer cannot go stale).
-
-    Explaining one batch with several methods then scans it once. NumPy arrays
-    can change in place and are scanned on every call.
+    A `jax.Array` cannot change, so the fact cannot go stale: explaining one batch
+    with several methods scans it once, and a device target is read back to the
+    host once (on accelerators a copy and a sync). NumPy arrays can change in
+    place and are read on every call. Entries are held weakly, at most
+    `_FACTS_SIZE` arrays.
     """
     if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
-        return
+        return compute()
     key = id(x)
+    entry = _FACTS.get(key)
+    if entry is None or entry[0]() is not x:
 
-    def forget(ref, key=key):
-        if _FINITE.get(key) is ref:
-            del _FINITE[key]
+        def forget(ref, key=key):
+            if _FACTS.get(key, (None,))[0] is ref:
+                del _FACTS[key]
 
-    if len(_FINITE) >= _FINITE_SIZE:
-        _FINITE.pop(next(iter(_FINITE)), None)
-    _FINITE[key] = weakref.ref(x, forget)
+        if len(_FACTS) >= _FACTS_SIZE:
+            _FACTS.pop(next(iter(_FACTS)), None)
+        entry = _FACTS[key] = (weakref.ref(x, forget), {})
+    facts = entry[1]
+    if what not in facts:
+        facts[what] = compute()
+    return facts[what]
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
@@ -172,11 +176,9 @@ def _host_is_device() -> bool:
 def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
     """Raises (or warns, per `nan_policy`) when a concrete `x` holds NaN or inf."""
     check_choice(nan_policy, "nan_policy", NAN_POLICIES)
-    if nan_policy == "ignore" or _known_finite(x) or not is_concrete(x) or _is_checked(x):
+    if nan_policy == "ignore" or not is_concrete(x) or _is_checked(x):
         return
-    bad = _count_nonfinite(x)
-    if not bad:
-        _remember_finite(x)
+    bad = array_fact(x, "nonfinite", lambda: _count_nonfinite(x))
     if bad:
         msg = (f"{name}: expected finite values (no NaN or inf), got {bad} non-finite entries; "
                f"pass nan_policy='ignore' where offered to accept them")
@@ -282,12 +284,12 @@ def check_indices(v: Any, name: str, n: int, k: int, *, what: tuple[str, str],
         return jnp.broadcast_to(jnp.asarray(v, jnp.int32), (n,))
     if shape == ():
         return check_indices(int(v), name, n, k, what=what, accepts=accepts)
-    arr = np.asarray(v)
-    if arr.min() < 0 or arr.max() >= k:
-        raise ValueError(
-            f"{name}: expected {many} in [0, {k}), got values in [{arr.min()}, {arr.max()}]"
-        )
-    return arr.astype(np.int32)
+    lo, hi = array_fact(v, "range", lambda: (lambda a: (a.min(), a.max()))(np.asarray(v)))
+    if lo < 0 or hi >= k:
+        raise ValueError(f"{name}: expected {many} in [0, {k}), got values in [{lo}, {hi}]")
+    if isinstance(v, jax.Array) and v.dtype == jnp.int32:
+        return v  # already on the device
+    return np.asarray(v).astype(np.int32)
 
 
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:

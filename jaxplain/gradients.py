@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from typing import Any, Callable
 
 import jax
@@ -497,7 +498,15 @@ def with_relu_rule(model: Any, mode: str) -> Model:
     """
     V.check_choice(mode, "mode", MODES)
     model = as_model(model)
-    return Model(ReluRuleApply(model.apply, mode), model.params)
+    # the same wrapper for repeated calls: its architecture token is then computed once
+    made = _RULE_MODELS.setdefault(model, {})
+    ruled = made.get(mode)
+    if ruled is None or ruled.params is not model.params or ruled.apply.inner is not model.apply:
+        ruled = made[mode] = Model(ReluRuleApply(model.apply, mode), model.params)
+    return ruled
+
+
+_RULE_MODELS: "weakref.WeakKeyDictionary[Model, dict[str, Model]]" = weakref.WeakKeyDictionary()
 
 
 def guided_backprop(model: Any, x: jax.Array, *, target: Any,

@@ -285,6 +285,26 @@ def test_finite_scan_is_remembered_for_device_arrays_only(monkeypatch):
             V.check_array(bad)
 
 
+def test_target_range_is_remembered_for_device_arrays_only():
+    """A device target is read back once and then stays on the device; a NumPy target
+    is read on every call, so an out-of-range value written in place is caught."""
+    from jaxplain import _validate as V
+
+    def check(t, k=4):
+        return V.check_indices(t, "target", 3, k, what=("class", "classes"), accepts="")
+
+    dev = jnp.array([0, 3, 1], jnp.int32)
+    assert check(dev) is dev and check(dev) is dev
+    for _ in range(2):  # the remembered range is compared with each call's class count
+        with pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
+            check(dev, k=3)
+    host = np.array([0, 3, 1])
+    np.testing.assert_array_equal(check(host), host)
+    host[1] = 7
+    with pytest.raises(ValueError, match="target: expected classes in"):
+        check(host)
+
+
 def test_baseline_is_validated_unbroadcast_and_explained_as_broadcast():
     """`check_baseline` keeps a baseline's own size (a scalar crosses to the device as one
     number); the methods broadcast it, so a scalar, an image and a full batch of the same
