@@ -284,12 +284,16 @@ def check_indices(v: Any, name: str, n: int, k: int, *, what: tuple[str, str],
         return jnp.broadcast_to(jnp.asarray(v, jnp.int32), (n,))
     if shape == ():
         return check_indices(int(v), name, n, k, what=what, accepts=accepts)
-    lo, hi = array_fact(v, "range", lambda: (lambda a: (a.min(), a.max()))(np.asarray(v)))
+    lo, hi = array_fact(v, "range", lambda: _value_range(np.asarray(v)))
     if lo < 0 or hi >= k:
         raise ValueError(f"{name}: expected {many} in [0, {k}), got values in [{lo}, {hi}]")
     if isinstance(v, jax.Array) and v.dtype == jnp.int32:
         return v  # already on the device
     return np.asarray(v).astype(np.int32)
+
+
+def _value_range(a: np.ndarray) -> tuple[Any, Any]:
+    return a.min(), a.max()
 
 
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:

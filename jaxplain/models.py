@@ -40,12 +40,12 @@ class Model:
       (4, 2)
     """
 
-    __slots__ = ("apply", "params", "_signature", "__weakref__")
+    __slots__ = ("apply", "params", "_token", "__weakref__")
 
     def __init__(self, apply: Callable[[PyTree, jax.Array], Any], params: PyTree):
         self.apply = apply
         self.params = params
-        self._signature = None  # (apply, params, token): see `architecture_token`
+        self._token = None  # (apply, params, token): see `architecture_token`
 
     def __call__(self, x: jax.Array) -> Any:
         return self.apply(self.params, x)
@@ -145,7 +145,7 @@ def architecture_token(model: Model) -> int | None:
     parameter dict in place to other shapes is not seen). Tokens are never reused.
     """
     apply, params = model.apply, model.params
-    memo = model._signature
+    memo = model._token
     if memo is not None and memo[0] is apply and memo[1] is params:
         return memo[2]
     leaves, treedef = jax.tree.flatten(params)
@@ -160,7 +160,7 @@ def architecture_token(model: Model) -> int | None:
         if len(_TOKENS) >= _SHAPE_CACHE_SIZE:
             _TOKENS.clear()  # new tokens for old keys: misses, never a wrong hit
         token = _TOKENS[key] = next(_NEXT_TOKEN)
-    model._signature = (apply, params, token)
+    model._token = (apply, params, token)
     return token
 
 
