@@ -199,6 +199,57 @@ def test_stream_splits_units_larger_than_batch_and_merges_moments():
         np.testing.assert_allclose(tot, np.asarray(f(x)) * 5 * 21, rtol=1e-5)
 
 
+@pytest.mark.parametrize("units_chunks", [1, 2, 3, 16])
+@pytest.mark.parametrize("batch_size,unit_size", [(1, 1), (5, 1), (16, 1), (6, 2), (3, 4)])
+def test_stream_visits_every_unit_once_with_its_own_data(monkeypatch, units_chunks, batch_size,
+                                                          unit_size):
+    # unit data built a block of chunks at a time: blocks and chunks both overlap
+    # their predecessors (37 units per example do not divide evenly); every unit must
+    # be counted exactly once, with the data units_fn made for it
+    monkeypatch.setattr(perturbation, "UNITS_CHUNKS", units_chunks)
+    n, n_units, offset = 3, 37, 5
+    x = jnp.zeros((n, 2, 2, 1))
+    f = lambda z: z.mean((1, 2, 3))  # noqa: E731
+    t = jx.as_target(None, jx.as_model(f), x)
+
+    def units_fn(ex, u):
+        code = (ex * 1000 + u).astype(jnp.float32)
+        return jnp.broadcast_to(code[:, None], (u.shape[0], unit_size)), u
+
+    def inputs_fn(ex, aux):
+        return x[ex] + aux[:, None, None, None]
+
+    def reduce_fn(carry, c):
+        visits, wrong = carry
+        fresh = c.onehot.sum(1)
+        visits = visits.at[c.ex, c.unit - offset].add(fresh)
+        expect = (c.ex * 1000 + c.extra).astype(jnp.float32)[:, None]
+        return visits, wrong + jnp.sum(fresh[:, None] * jnp.abs(c.values - expect))
+
+    init = (jnp.zeros((n, n_units)), jnp.zeros(()))
+    visits, wrong = jax.jit(lambda: perturbation.stream(
+        jx.as_model(f), t, n, n_units, units_fn, inputs_fn, reduce_fn, init, batch_size,
+        unit_size=unit_size, offset=offset))()
+    np.testing.assert_array_equal(visits, 1.0)
+    assert float(wrong) == 0.0
+
+
+def test_unit_blocks_change_no_value(monkeypatch):
+    x = testing.random_images(0, n=2, size=8, channels=1)
+    seg = jx.grid_segments(8, 8, 4)
+    f = lambda z: jnp.tanh(z.sum((1, 2, 3)))[:, None] * jnp.array([1.0, -2.0])  # noqa: E731
+    kw = dict(target=0, segments=seg, key=jax.random.key(3), batch_size=24)
+    out = {}
+    for chunks in (1, 3, 16):
+        monkeypatch.setattr(perturbation, "UNITS_CHUNKS", chunks)
+        jax.clear_caches()  # the block is decided at trace time
+        out[chunks] = (jx.kernel_shap(f, x, n_samples=300, **kw).values,
+                       jx.lime(f, x, n_samples=300, **kw).values)
+    for chunks in (3, 16):
+        for a, b in zip(out[1], out[chunks]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("d", [1, 2, 7, 64, 128, 129, 300])
 def test_ranks_from_bits_equal_a_stable_double_argsort(d):
     from jaxplain import perturbation as P
