@@ -170,12 +170,12 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
 
     `fn(ex, s)` receives int arrays `(b,)` of example and sample indices and
     returns a pytree with leading dim `b` (e.g. weighted gradients). Returns leaves
-    shaped `(n, ...)`. When a chunk holds whole examples (`batch_size >= samples`)
-    the sum is a reshape; otherwise chunks straddle examples and rows are
-    scatter-added. Either way at most `batch_size` rows exist at once.
+    shaped `(n, ...)`. When chunks of whole examples fit (`batch_size >= samples`)
+    and evaluate no more rows than chunks of rows, the sum is a reshape;
+    otherwise chunks straddle examples and rows are scatter-added. Either way at most `batch_size` rows exist at once.
     """
     bs = chunk_size(batch_size, n * samples)
-    if bs >= samples:
+    if bs >= samples and _whole_examples_waste_least(n, samples, bs):
         def whole(start, size):
             ex = jnp.repeat(start + jnp.arange(size, dtype=jnp.int32), samples)
             s = jnp.tile(jnp.arange(samples, dtype=jnp.int32), size)
@@ -193,3 +193,16 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
         return jax.tree.map(lambda a, o: a.at[ex].add(_fresh_only(o, skip)), acc, fn(ex, s))
 
     return fold(part, init, n * samples, bs)
+
+
+def _whole_examples_waste_least(n: int, samples: int, bs: int) -> bool:
+    """Whether chunks of whole examples evaluate no more rows than chunks of rows.
+
+    Equal chunks overlap when their size does not divide the total: 8 examples
+    of 20 samples in chunks of at most 64 rows are 3 chunks of 3 examples (180
+    rows) but 3 chunks of 54 rows (162). The layer path methods (8 images x 20
+    steps, small CNN) took 10-12% longer with whole examples there.
+    """
+    count, size = chunking(n, bs // samples)
+    rows_count, rows_size = chunking(n * samples, bs)
+    return count * size * samples <= rows_count * rows_size

@@ -156,6 +156,24 @@ def test_chunking_is_balanced(total, bs, expected):
     assert size <= bs and 0 <= count * size - total < count
 
 
+@pytest.mark.parametrize("n, samples, bs, rows", [(8, 20, 64, 162), (16, 50, 64, 800),
+                                                   (16, 16, 64, 256), (3, 5, 7, 15)])
+def test_per_example_sum_takes_the_layout_that_evaluates_fewest_rows(n, samples, bs, rows):
+    # 8 x 20 in chunks of 64: whole examples would be 3 chunks of 3 (180 rows), rows
+    # 3 chunks of 54 (162); both layouts must give the same sums
+    seen = []
+
+    def fn(ex, s):
+        seen.append(ex.shape[0])
+        return (ex * 100 + s).astype(jnp.float32)[:, None] * jnp.ones((1, 2))
+
+    got = jax.jit(lambda: batching.per_example_sum(fn, n, samples, bs))()
+    count = -(-n * samples // seen[-1])
+    assert count * seen[-1] == rows
+    expect = np.arange(n)[:, None] * 100 * samples + samples * (samples - 1) / 2
+    np.testing.assert_allclose(got, np.broadcast_to(expect, (n, 2)))
+
+
 def test_chunks_share_one_loop_body():
     # a separate last chunk would put a second copy of the model into the program
     traced = []
