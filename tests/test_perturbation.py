@@ -240,14 +240,14 @@ def test_unit_blocks_change_no_value(monkeypatch):
     f = lambda z: jnp.tanh(z.sum((1, 2, 3)))[:, None] * jnp.array([1.0, -2.0])  # noqa: E731
     kw = dict(target=0, segments=seg, key=jax.random.key(3), batch_size=24)
     out = {}
-    for chunks in (1, 3, 16):
+    # 600 units in chunks of 24: a pass per chunk, or 9 overlapping passes of 3 overlapping
+    # chunks (LIME and the other estimators share this stream)
+    for chunks in (1, 3):
         monkeypatch.setattr(perturbation, "UNITS_CHUNKS", chunks)
         jax.clear_caches()  # the block is decided at trace time
-        out[chunks] = (jx.kernel_shap(f, x, n_samples=300, **kw).values,
-                       jx.lime(f, x, n_samples=300, **kw).values)
-    for chunks in (3, 16):
-        for a, b in zip(out[1], out[chunks]):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        out[chunks] = jx.kernel_shap(f, x, n_samples=300, **kw)
+    np.testing.assert_allclose(out[1].values, out[3].values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[1].stderr, out[3].stderr, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("d", [1, 2, 7, 64, 128, 129, 300])
