@@ -175,7 +175,8 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
     returns a pytree with leading dim `b` (e.g. weighted gradients). Returns leaves
     shaped `(n, ...)`. When chunks of whole examples fit (`batch_size >= samples`)
     and evaluate no more rows than chunks of rows, the sum is a reshape;
-    otherwise chunks straddle examples and rows are scatter-added. Either way at most `batch_size` rows exist at once.
+    otherwise chunks straddle examples and rows are scatter-added. Either way
+    at most `batch_size` rows exist at once.
     """
     bs = chunk_size(batch_size, n * samples)
     if bs >= samples and _whole_examples_waste_least(n, samples, bs):
