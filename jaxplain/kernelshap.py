@@ -15,6 +15,7 @@ constraint `sum(phi) = f(x) - f(baseline)` enforced exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -95,8 +96,12 @@ class Schedule:
         return 2 if self.paired else 1
 
 
+@functools.lru_cache(maxsize=256)
 def schedule(d: int, n_samples: int, enumerate_sizes: bool = True, paired: bool = True) -> Schedule:
-    """The KernelSHAP coalition schedule for `d` features and a budget of `n_samples`."""
+    """The KernelSHAP coalition schedule for `d` features and a budget of `n_samples`.
+
+    Cached: it depends on its arguments alone, and building it took 75 us of each
+    call's host time (64 features, 1000 samples; more with a cold cache)."""
     if d < 2:
         return Schedule(d, 0, 0, paired=paired)
     mass = {s: (d - 1) / (s * (d - s)) for s in range(1, d)}
