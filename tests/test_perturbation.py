@@ -235,17 +235,26 @@ def test_stream_visits_every_unit_once_with_its_own_data(monkeypatch, units_chun
 
 
 def test_unit_blocks_change_no_value(monkeypatch):
+    from jaxplain import features, kernelshap
+
     x = testing.random_images(0, n=2, size=8, channels=1)
-    seg = jx.grid_segments(8, 8, 4)
     f = lambda z: jnp.tanh(z.sum((1, 2, 3)))[:, None] * jnp.array([1.0, -2.0])  # noqa: E731
-    kw = dict(target=0, segments=seg, key=jax.random.key(3), batch_size=24)
+    m = jx.as_model(f)
+    seg, d = features.check_segments(jx.grid_segments(8, 8, 4), x.shape)
+    plan = kernelshap.schedule(d, 300)
+    raw = kernelshap._kernel_shap.__wrapped__
+    static = ("plan", "mode", "adaptive", "with_stderr", "batch_size")
     out = {}
     # 600 units in chunks of 24: a pass per chunk, or 9 overlapping passes of 3 overlapping
     # chunks (LIME and the other estimators share this stream)
     for chunks in (1, 3):
         monkeypatch.setattr(perturbation, "UNITS_CHUNKS", chunks)
-        jax.clear_caches()  # the block is decided at trace time
-        out[chunks] = jx.kernel_shap(f, x, n_samples=300, **kw)
+        # a new function per setting: the block is decided when traced, and jit caches
+        # traces per function (a global jax.clear_caches() would slow the tests after)
+        fresh = lambda *a, **k: raw(*a, **k)  # noqa: E731
+        out[chunks] = jax.jit(fresh, static_argnames=static)(
+            m, x, jx.as_target(0, m, x), seg, jnp.zeros_like(x), jax.random.key(3), 0.0, 1,
+            plan=plan, mode=None, adaptive=False, batch_size=24)
     np.testing.assert_allclose(out[1].values, out[3].values, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[1].stderr, out[3].stderr, rtol=1e-4, atol=1e-6)
 
