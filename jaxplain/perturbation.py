@@ -140,10 +140,10 @@ def stream(
 
     total = n * n_units
 
-    def step(carry, start, size, skip, units=None):
+    def step(carry, start, size, skip, units):
         ex, u = batching.flat_index(start, size, n_units)
         u = u + offset
-        aux, extra = units_fn(ex, u) if units is None else units
+        aux, extra = units
         rows = size * unit_size
         ex_rows = jnp.repeat(ex, unit_size)
         aux_rows = jax.tree.map(lambda a: a.reshape((rows,) + a.shape[2:]), aux)
@@ -162,10 +162,6 @@ def stream(
             carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size))
         )
 
-    block = _units_block(units_fn, m, total)
-    if block <= m:
-        return batching.fold(step, init, total, m)
-
     def block_step(carry, b0, bsize, bskip):  # one pass of units_fn, then its chunks
         ex, u = batching.flat_index(b0, bsize, n_units)
         units = units_fn(ex, u + offset)
@@ -178,7 +174,7 @@ def stream(
 
         return batching.fold(chunk, carry, bsize, m)
 
-    return batching.fold(block_step, init, total, block)
+    return batching.fold(block_step, init, total, _units_block(units_fn, m, total))
 
 
 def _units_block(units_fn: Callable, m: int, total: int) -> int:
