@@ -210,7 +210,7 @@ def test_independent_of_batch_size_and_jit(images, smooth):
         "fractions": (0.0, 0.3, 0.6, 0.9),
     }
     ref = jx.road(smooth, images, attr, **kw)
-    for bs in (1, 5, 7):
+    for bs in (1, 7):  # one row per chunk; chunks that do not divide the rows
         out = jx.road(smooth, images, attr, batch_size=bs, **kw)
         np.testing.assert_allclose(np.asarray(out.values), np.asarray(ref.values), atol=1e-5)
     jitted = jax.jit(lambda m, x, a: jx.road(m, x, a, **kw))(smooth, jnp.asarray(images), attr)

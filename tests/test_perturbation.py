@@ -148,7 +148,8 @@ def test_feature_ablation_errors():
 
 
 def test_rise_masks_and_reproducibility():
-    masks = perturbation.rise_masks(jax.random.key(0), jnp.arange(2000), 12, 10, 0.3, 4)
+    masks_of = jax.jit(perturbation.rise_masks, static_argnums=(2, 3, 5))  # one program, not op by op
+    masks = masks_of(jax.random.key(0), jnp.arange(2000), 12, 10, 0.3, 4)
     assert masks.shape == (2000, 12, 10)
     assert float(masks.min()) >= 0.0 and float(masks.max()) <= 1.0
     assert abs(float(masks.mean()) - 0.3) < 0.02
@@ -162,8 +163,8 @@ def test_rise_masks_and_reproducibility():
     np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
     assert not np.allclose(a.values, c.values)
     # the definition: sum_i f(b + M_i (x - b)) M_i / (n p), masks shared by examples
-    m = perturbation.rise_masks(key, jnp.arange(64), 8, 8, 0.5, 7)
-    fi = jax.vmap(lambda mi: f(x * mi[None, :, :, None]))(m)  # (64, N)
+    m = masks_of(key, jnp.arange(64), 8, 8, 0.5, 7)
+    fi = jax.jit(jax.vmap(lambda mi: f(x * mi[None, :, :, None])))(m)  # (64, N)
     np.testing.assert_allclose(a.values, jnp.einsum("in,ihw->nhw", fi, m) / 32.0, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="key"):
         jx.rise(f, x, target=None)
