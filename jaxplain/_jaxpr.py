@@ -20,6 +20,9 @@ Built on it: the ReLU backward rules of guided backprop / DeconvNet
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -229,21 +232,65 @@ def windows(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
     return r.reshape(r.shape[:n] + (-1,))
 
 
+SLICED_WINDOW = 16
+"""Tiling pools whose windows hold at most this many entries (2x2, 3x3 ...) get
+their values from one strided slice of the input per window offset, elementwise.
+
+Written as a reshape and a reduction over the window axes instead, XLA:CPU's
+fusion emitter ran them slower. Chunked forwards (chunks of 64, one process,
+medians of 21, Xeon 2 cores, jax 0.10.2), reduction -> slices: small benchmark
+CNN, 1000 images, 101.8 -> 95.4 ms (average pooling) and 105.0 -> 98.9 ms (max);
+large CNN, 250 images, 96.1 -> 90.1 and 102.5 -> 92.7 ms. Input gradients were
+unchanged (400 small: 80.2 -> 77.3, 85.8 -> 85.6 ms). Larger windows (a global
+pool written as `reduce_window`) keep the reduction."""
+
+
+def window_slices(x: jax.Array, tiles: tuple[int, ...]) -> list[jax.Array]:
+    """One strided slice of `x` per window offset, in row-major window order: entry
+    `[i...]` of slice `k` is the `k`-th entry of window `[i...]`."""
+    outs, win = tiles[0::2], tiles[1::2]
+    return [
+        lax.slice(x, off, tuple(o + (n - 1) * w + 1 for o, n, w in zip(off, outs, win)), win)
+        for off in itertools.product(*(range(w) for w in win))
+    ]
+
+
+def _window_size(tiles: tuple[int, ...]) -> int:
+    return math.prod(tiles[1::2])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _window_max(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
-    """Max over each tile, its gradient routed to the tile's first maximum.
+    """Max over each tile, its derivative routed to the tile's first maximum.
 
     The first maximum in row-major window order, as XLA's `select_and_scatter`
     and PyTorch do; a plain `max` would split the gradient between tied entries,
     and ties are common: a flat image region (or the all-zero baseline) gives
-    every window of a feature map the same value.
+    every window of a feature map the same value. The value comes from slices
+    (`SLICED_WINDOW`); the derivative selects from the windows laid out along a
+    last axis, whose transpose (the gradient) ran 10% faster than that of the
+    slices (max-pool CNN, 400 input gradients in chunks of 64).
     """
+    if _window_size(tiles) <= SLICED_WINDOW:
+        return functools.reduce(jnp.maximum, window_slices(x, tiles))
+    return jnp.max(windows(x, tiles), axis=-1)
+
+
+@_window_max.defjvp
+def _window_max_jvp(tiles, primals, tangents):
+    (x,), (t,) = primals, tangents
     flat = windows(x, tiles)
-    first = jnp.argmax(flat, axis=-1)
-    hit = jnp.arange(flat.shape[-1]) == first[..., None]
-    return jnp.sum(jnp.where(hit, flat, jnp.zeros_like(flat)), axis=-1)
+    hit = jnp.arange(flat.shape[-1]) == jnp.argmax(flat, axis=-1)[..., None]
+    tangent = jnp.sum(jnp.where(hit, windows(t, tiles), jnp.zeros((), t.dtype)), axis=-1)
+    return _window_max(x, tiles), tangent
 
 
 def _window_sum(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+    if _window_size(tiles) <= SLICED_WINDOW:
+        acc = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 windows summed in float32
+        return functools.reduce(jnp.add, [p.astype(acc) for p in window_slices(x, tiles)]).astype(
+            x.dtype
+        )
     return jnp.sum(x.reshape(tiles), axis=tuple(range(1, 2 * x.ndim, 2))).astype(x.dtype)
 
 

@@ -176,9 +176,11 @@ def _prims(fn, *args):
 
 
 @pytest.mark.parametrize("pool", ["max", "sum"])
-@pytest.mark.parametrize("relu", [True, False])
-def test_fast_model_pools_same_values_and_gradients(pool, relu):
-    f = _pool_net(pool, (2, 2), (2, 2), relu=relu)
+@pytest.mark.parametrize("relu, window", [(True, (2, 2)), (False, (2, 2)), (True, (4, 6))])
+def test_fast_model_pools_same_values_and_gradients(pool, relu, window):
+    # (2, 2) windows are computed from strided slices; (4, 6) ones (24 entries, above
+    # `SLICED_WINDOW`) as a reduction over the windows
+    f = _pool_net(pool, window, window, relu=relu)
     x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))
     g = _jaxpr.fast_model(f)
     np.testing.assert_allclose(jax.jit(g)(x), jax.jit(f)(x), rtol=1e-6, atol=1e-6)
@@ -195,6 +197,22 @@ def test_fast_model_pools_route_ties_to_the_first_maximum_like_xla():
     g = jax.grad(_jaxpr.fast_model(pool))(x)
     np.testing.assert_array_equal(g, jax.grad(pool)(x))  # select_and_scatter's choice
     np.testing.assert_array_equal(g[:, :, :, 0], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
+
+
+@pytest.mark.parametrize("window", [(2, 2), (4, 8)])  # sliced, and over the windows
+def test_pool_derivatives_in_both_modes_go_to_the_first_maximum(window):
+    x = jnp.tile(jnp.asarray([[1.0, 3.0], [3.0, 2.0]]), (4, 4))[None, :, :, None]  # (1, 8, 8, 1)
+    pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1,) + window + (1,),  # noqa: E731
+                                       (1,) + window + (1,), "VALID")
+    fast = _jaxpr.fast_model(pool)
+    ct = jax.random.normal(jax.random.key(0), pool(x).shape)
+    got = jax.jit(jax.grad(lambda z: jnp.sum(fast(z) * ct)))(x)
+    np.testing.assert_array_equal(got, jax.grad(lambda z: jnp.sum(pool(z) * ct))(x))
+    assert int((got != 0).sum()) == ct.size  # one entry per window, the first of the 3s
+    t = jax.random.normal(jax.random.key(1), x.shape)
+    value, tangent = jax.jit(lambda a, b: jax.jvp(_jaxpr.fast_forward(pool), (a,), (b,)))(x, t)
+    np.testing.assert_array_equal(value, pool(x))
+    np.testing.assert_array_equal(tangent, t[:, 0::window[0], 1::window[1]])  # the first 3
 
 
 def test_fast_model_pools_on_a_constant_image_match_plain_autodiff():
