@@ -155,6 +155,25 @@ def test_kernel_schedule_strata(d, n):
     assert (groups[:plan.n_enum] == -1).all()
 
 
+def test_kernel_permutation_prefix_is_the_full_order_s_prefix():
+    plan = kernelshap.schedule(16, 1000)  # six strata of up to 11 440 coalitions
+    key = jax.random.key(3)
+    full = np.asarray(jax.jit(kernelshap.permutations, static_argnums=(0, 2))(plan, key, None))
+    one = np.asarray(jax.jit(kernelshap.permutations, static_argnums=(0, 2))(plan, key, 1))
+    two = np.asarray(jax.jit(kernelshap.permutations, static_argnums=(0, 2))(plan, key, 2))
+    pops = [p for p in plan.strata_pop if p <= kernelshap.WOR_MAX]
+    assert full.shape == (len(pops), max(pops)) and 1 < one.shape[1] < two.shape[1] < full.shape[1]
+    for row, p in zip(full, pops):
+        assert sorted(row[:p].tolist()) == list(range(p))  # a permutation of the stratum
+    np.testing.assert_array_equal(one, full[:, : one.shape[1]])
+    np.testing.assert_array_equal(two, full[:, : two.shape[1]])
+    # a one-round call reads no further than its prefix: the same coalitions
+    i = jnp.arange(plan.n_units)
+    coal = jax.jit(kernelshap.coalitions, static_argnums=0)
+    for a, b in zip(coal(plan, key, i, jnp.asarray(one)), coal(plan, key, i, jnp.asarray(full))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_kernel_allocation_water_fills():
     out = kernelshap.allocate(100, [1.0, 1.0, 8.0], [6, 1000, 1000], 2)
     assert out == (6, 10, 84)  # the capped stratum takes all 6, the rest split 1:8 in whole pairs
