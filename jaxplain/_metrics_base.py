@@ -268,8 +268,11 @@ def random_subsets(keys: jax.Array, d: int, size: int) -> jax.Array:
     """`(b, d)` boolean masks with exactly `size` features drawn uniformly per key."""
 
     def one(k):
-        order = jnp.argsort(jax.random.uniform(k, (d,)))
-        return jnp.zeros((d,), bool).at[order[:size]].set(True)
+        # the `size` smallest of d uniforms, as the first `size` of their stable argsort
+        # would be: `top_k` took 1.5 ms for 64 subsets of 1024 pixels, the sort 10.8 ms
+        # (XLA:CPU, jax 0.10.2)
+        chosen = jax.lax.top_k(-jax.random.uniform(k, (d,)), size)[1]
+        return jnp.zeros((d,), bool).at[chosen].set(True)
 
     return jax.vmap(one)(keys)
 

@@ -340,3 +340,15 @@ def test_mismatched_shapes_and_bad_masks_raise_clear_errors():
     with pytest.raises(ValueError, match="mask"):
         jx.evaluate({"x": lambda m, z: z}, sum_model, x, target=None, mask=mask[:, :5],
                     metrics=["relevance_mass"])
+
+
+def test_random_subsets_are_uniform_subsets_of_the_exact_size():
+    from jaxplain import _metrics_base as B
+
+    keys = B.sample_keys(jax.random.key(0), jnp.zeros(4000, jnp.int32), jnp.arange(4000))
+    masks = np.asarray(jax.jit(B.random_subsets, static_argnums=(1, 2))(keys, 10, 3))
+    assert (masks.sum(1) == 3).all()
+    # the definition: the 3 smallest of the key's 10 uniforms
+    u = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (10,)))(keys))
+    np.testing.assert_array_equal(masks, u <= np.sort(u, axis=1)[:, 2:3])
+    np.testing.assert_allclose(masks.mean(0), 0.3, atol=0.03)  # every feature equally often
