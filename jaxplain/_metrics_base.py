@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _validate as V
 from ._types import Explanation
-from .features import check_segments, gaussian_blur
+from .features import check_segments, gaussian_blur, positions
 from .models import as_model
 from .targets import as_target
 
@@ -253,10 +253,7 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def ranks_desc(values: jax.Array) -> jax.Array:
     """Position of each feature when sorted by decreasing value (stable), `(N, d)` int32."""
-    order = jnp.argsort(-values, axis=1, stable=True)
-    n, d = values.shape
-    pos = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32), (n, d))
-    return jnp.zeros((n, d), jnp.int32).at[jnp.arange(n)[:, None], order].set(pos)
+    return positions(jnp.argsort(-values, axis=1, stable=True))
 
 
 def sample_keys(key: jax.Array, ex: jax.Array, s: jax.Array) -> jax.Array:

@@ -250,12 +250,14 @@ def ranks_from_bits(bits: jax.Array) -> jax.Array:
 
     The rank of item `i` is the number of items before it in the order of the
     words, ties broken by index (a stable sort's order). For `d <= PAIRWISE_RANKS`
-    it is counted by `d x d` comparisons instead of two sorts: the same numbers,
-    and on CPU about 10 ms less per 1000 LIME/KernelSHAP coalitions of 64 features.
+    it is counted by `d x d` comparisons instead of a sort: the same numbers, and on
+    CPU about 10 ms less per 1000 LIME/KernelSHAP coalitions of 64 features; above,
+    one stable argsort and its inverse (`features.positions`).
     """
     d = bits.shape[-1]
     if d > PAIRWISE_RANKS:
-        return jnp.argsort(jnp.argsort(bits, axis=-1), axis=-1).astype(jnp.int32)
+        order = jnp.argsort(bits, axis=-1, stable=True)
+        return features.positions(order.reshape(-1, d)).reshape(bits.shape)
     bi, bj = bits[..., :, None], bits[..., None, :]
     idx = jnp.arange(d, dtype=jnp.int32)
     before = (bj < bi) | ((bj == bi) & (idx[None, :] < idx[:, None]))
