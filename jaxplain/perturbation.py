@@ -241,29 +241,33 @@ def uniform_from_bits(bits: jax.Array) -> jax.Array:
     return (bits >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
 
 
-PAIRWISE_RANKS = 128
-"""Up to this many items a row's ranks are counted by pairwise comparison."""
+PACKED_INDEX_BITS = 12
+"""`ranks_from_bits` packs an item's index into the low bits of its word when an
+index needs at most this many bits (up to 4096 items), leaving at least 20 random
+bits to order by."""
 
 
 def ranks_from_bits(bits: jax.Array) -> jax.Array:
     """A uniformly random permutation per row, as the position of each item `(b, d)`.
 
-    The rank of item `i` is the number of items before it in the order of the
-    words, ties broken by index (a stable sort's order). For `d <= PAIRWISE_RANKS`
-    it is counted by `d x d` comparisons instead of a sort: the same numbers, and on
-    CPU about 10 ms less per 1000 LIME/KernelSHAP coalitions of 64 features; above,
-    one stable argsort and its inverse (`features.positions`).
+    Items are ordered by their words, ties broken by index (a stable sort's order).
+    Up to `2**PACKED_INDEX_BITS` items the words' low `k = ceil(log2 d)` bits are
+    replaced by the item's index and the row sorted as one uint32 operand: the top
+    `32 - k` bits order the items, and the sorted words say which item stands where.
+    XLA:CPU sorts one plain operand 4-5x faster than an argsort, which carries the
+    index as a second operand through a comparator: 1000 rows of 256 items took 6.8
+    ms against 29.8 ms (two argsorts), and as long as the pairwise count it replaced
+    at 64 items (1.4 ms; jax 0.10.2, Xeon). Above, a stable argsort of the words.
+    The positions are the sorted order inverted by one scatter (`features.positions`).
     """
     d = bits.shape[-1]
-    if d > PAIRWISE_RANKS:
+    k = max(1, (d - 1).bit_length())
+    if k > PACKED_INDEX_BITS:
         order = jnp.argsort(bits, axis=-1, stable=True)
-        return features.positions(order.reshape(-1, d)).reshape(bits.shape)
-    bi, bj = bits[..., :, None], bits[..., None, :]
-    idx = jnp.arange(d, dtype=jnp.int32)
-    before = (bj < bi) | ((bj == bi) & (idx[None, :] < idx[:, None]))
-    # counted in int8 (a rank is below PAIRWISE_RANKS = 128): XLA:CPU materialises the
-    # (b, d, d) comparisons in the sum's type, 16 KiB per row of 64 in int32, 4 in int8
-    return jnp.sum(before.astype(jnp.int8), axis=-1, dtype=jnp.int8).astype(jnp.int32)
+    else:
+        packed = ((bits >> k) << k) | jnp.arange(d, dtype=jnp.uint32)
+        order = (jnp.sort(packed, axis=-1) & jnp.uint32((1 << k) - 1)).astype(jnp.int32)
+    return features.positions(order.reshape(-1, d)).reshape(bits.shape)
 
 
 def prepare(model, x, target, segments, baseline, batch_size):

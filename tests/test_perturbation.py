@@ -260,13 +260,18 @@ def test_unit_blocks_change_no_value(monkeypatch):
     np.testing.assert_allclose(out[1].stderr, out[3].stderr, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("d", [1, 2, 7, 64, 128, 129, 300])
-def test_ranks_from_bits_equal_a_stable_double_argsort(d):
+@pytest.mark.parametrize("d", [1, 2, 7, 64, 129, 300, 5000])
+def test_ranks_from_bits_are_a_stable_order_of_the_words_top_bits(d):
     from jaxplain import perturbation as P
 
-    b = jax.random.bits(jax.random.key(d), (40, d), jnp.uint32)
-    b = b % jnp.uint32(3) if d > 2 else b  # many ties
-    ref = jnp.argsort(jnp.argsort(b, axis=-1, stable=True), axis=-1, stable=True)
-    got = P.ranks_from_bits(b)
+    k = max(1, (d - 1).bit_length())
+    kb = jax.random.split(jax.random.key(d))
+    # many ties in the top bits; the low bits (the packed index's place) must not matter
+    b = (jax.random.bits(kb[0], (40, d), jnp.uint32) % jnp.uint32(3)) << 24
+    b = b | (jax.random.bits(kb[1], (40, d), jnp.uint32) & jnp.uint32((1 << k) - 1))
+    key = b >> k if k <= P.PACKED_INDEX_BITS else b  # above, the whole word orders
+    ref = jnp.argsort(jnp.argsort(key, axis=-1, stable=True), axis=-1, stable=True)
+    got = jax.jit(P.ranks_from_bits)(b)
     np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(np.sort(np.asarray(got), axis=-1), np.tile(np.arange(d), (40, 1)))
+    np.testing.assert_array_equal(P.ranks_from_bits(b[:2, None]), got[:2, None])  # any leading axes
