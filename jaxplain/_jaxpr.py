@@ -214,7 +214,7 @@ def loop_body(fn: Callable) -> Callable:
     often already differentiated: every channels-last convolution's kernel is laid
     out (spatial..., in, out) (`_canonical_conv`), a convolution of few input
     channels (an image model's first layer) runs as a product of its patch matrix
-    (`_few_channel_conv`), and tiling pools as reshape + reduce (`_tiled_pool`, as
+    (`_few_channel_conv`), and tiling pools as elementwise work (`_tiled_pool`, as
     in `fast_model`). Without the pools, the forward-only chunks of LIME and
     KernelSHAP (1000 samples, small CNN) took 136 / 143 ms instead of 122 / 127
     (average pooling) and 132 / 140 instead of 124 / 128 ms (max pooling).
@@ -222,7 +222,7 @@ def loop_body(fn: Callable) -> Callable:
     return rewrite(fn, _body_rule)
 
 
-# ---- non-overlapping pooling as reshape + reduce ---------------------------------------------
+# ---- non-overlapping pooling as elementwise work ----------------------------------------------
 
 
 def windows(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
@@ -317,9 +317,10 @@ def pool_tiles(eqn, x) -> tuple[int, ...] | None:
 def _tiled_pool(eqn, invals):
     """Max / sum pooling whose windows tile the input (window = stride, no padding).
 
-    Written as a reshape and an elementwise reduction, its gradient is elementwise
-    work; as a `reduce_window`, the max-pool gradient is XLA's `select_and_scatter`,
-    which ran a max-pool CNN's backward pass 2x slower on CPU (jax 0.10.2). Same
+    Written as elementwise work over the windows (strided slices, or a reshape and
+    a reduction: `SLICED_WINDOW`), its gradient is elementwise too; as a
+    `reduce_window`, the max-pool gradient is XLA's `select_and_scatter`, which
+    ran a max-pool CNN's backward pass 2x slower on CPU (jax 0.10.2). Same
     forward values, and the same gradients (ties go to the first maximum).
     """
     reduce = _POOLS.get(eqn.primitive.name)
@@ -497,16 +498,17 @@ _body_rule = _first_of(_tiled_pool, _few_channel_conv, _canonical_conv)
 
 
 def fast_forward(fn: Callable) -> Callable:
-    """`fn` rewritten as `fast_model` does, for forward mode: tiling pools as reshape
-    + reduce and few-channel convolutions as patch-matrix products, with no custom
-    derivative rules, so `jax.jvp` goes through them."""
+    """`fn` rewritten as `fast_model` does, for forward mode: tiling pools as
+    elementwise work and few-channel convolutions as patch-matrix products, with no
+    custom VJP rules, so `jax.jvp` goes through them (a max pool's first-maximum
+    rule is a custom JVP)."""
     return rewrite(fn, _forward_rule)
 
 
 def fast_model(fn: Callable) -> Callable:
     """`fn` rewritten to run faster on XLA:CPU, with the same values and gradients.
 
-    Tiling max / sum pooling becomes reshape + reduce (`_tiled_pool`), and
+    Tiling max / sum pooling becomes elementwise work (`_tiled_pool`), and
     convolutions of few input channels get a patch-matrix forward and a
     matrix-product input gradient (`_few_channel_conv`). Applied to the model
     before evaluating or differentiating it.

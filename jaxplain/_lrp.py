@@ -16,7 +16,7 @@ each activation `a` divided by `a`, so that the relevance at the input is
 - everything else keeps its gradient: pooling (the arg-max takes all of a max
   pool's relevance; average pooling and sums are LRP-0), reshapes, scaling.
 
-Tiling pools are differentiated as reshape + reduce and the input gradient of
+Tiling pools are differentiated as elementwise work and the input gradient of
 few-channel convolutions as a matrix product, as in every jaxplain backward pass.
 """
 
