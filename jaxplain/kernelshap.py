@@ -95,6 +95,12 @@ class Schedule:
         """Coalitions per sampling unit: 2 (a coalition and its complement) when paired."""
         return 2 if self.paired else 1
 
+    @property
+    def stratum_units(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling units per stratum in the first round and in every later round."""
+        pu = self.per_unit
+        return -(-np.asarray(self.first) // pu), -(-np.asarray(self.later) // pu)
+
 
 @functools.lru_cache(maxsize=256)
 def schedule(d: int, n_samples: int, enumerate_sizes: bool = True, paired: bool = True) -> Schedule:
@@ -345,12 +351,9 @@ def permutations(plan: Schedule, key: jax.Array, rounds: int | None = None) -> j
         rows.append(jax.lax.bitcast_convert_type(code + jnp.uint32(1 << 23), jnp.float32))
     keys = jnp.stack(rows)
     if rounds is not None:
-        reach = [
-            -(-f // plan.per_unit) + (rounds - 1) * -(-l // plan.per_unit)
-            for f, l, p in zip(plan.first, plan.later, plan.strata_pop)
-            if p <= WOR_MAX
-        ]
-        k = min(width, max(reach + [1]))
+        uf, ul = plan.stratum_units
+        reach = (uf + (rounds - 1) * ul)[[p <= WOR_MAX for p in plan.strata_pop]]
+        k = min(width, max(reach.tolist() + [1]))
         if k < width:  # ties go to the lower index in both, as in a stable sort
             return jax.lax.top_k(-keys, k)[1].astype(jnp.int32)
     return jnp.argsort(keys, axis=-1, stable=True).astype(jnp.int32)
@@ -397,7 +400,7 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     )
     h = jnp.sum(starts <= j[:, None], axis=1) - 1  # its stratum (an empty one is never the last match)
     within = j - jnp.take_along_axis(starts, h[:, None], 1)[:, 0]
-    uf, ul = -(-first // pu), -(-later // pu)  # sampling units per stratum and round
+    uf, ul = plan.stratum_units
     units_first, units_later = jnp.asarray(uf, jnp.int32), jnp.asarray(ul, jnp.int32)
     k = within // pu + jnp.where(later_round, units_first[h] + (r - 1) * units_later[h], 0)
     # jackknife group: the unit's ordinal among all sampled units, so any 8 consecutive units
