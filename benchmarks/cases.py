@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain._quadrature import quadrature
+from jaxplain._core.quadrature import quadrature
 
 from . import peers as P
 from . import twins

@@ -59,8 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain._jaxpr import fast_model
-from jaxplain._xla import compiler_options, jit
+from jaxplain._compile.jaxpr import fast_model
+from jaxplain._compile.xla import compiler_options, jit
 
 SCHEMA = 1
 """Version of the JSON layout (bump when fields change)."""
@@ -401,7 +401,7 @@ limit_forward_backward_to_layer = jit(_fwd_bwd_to, static_argnames=("features", 
 
 def _chunked(model, inputs, target, chunk, grad):
     """The same evaluations in chunks of `chunk` inputs (`lax.scan` via jaxplain.batching)."""
-    from jaxplain import batching
+    from jaxplain._core import batching
 
     def one(start, size):
         xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)

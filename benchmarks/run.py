@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain import batching
-from jaxplain._xla import jit
+from jaxplain._core import batching
+from jaxplain._compile.xla import jit
 
 from . import cases as C
 from . import extras, report, twins

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain import data, zoo
+from jaxplain.app import data, zoo
 from jaxplain import visualize as viz
-from jaxplain.cli import example_parser, parse_example_args
+from jaxplain.app.cli import example_parser, parse_example_args
 
 
 def parse(argv, name):

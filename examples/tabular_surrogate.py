@@ -21,7 +21,7 @@ import optax
 from matplotlib.figure import Figure
 
 import jaxplain as jx
-from jaxplain.cli import example_parser, parse_example_args
+from jaxplain.app.cli import example_parser, parse_example_args
 
 
 def parse(argv, name):

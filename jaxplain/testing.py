@@ -15,7 +15,7 @@ import flax.linen as nn
 import numpy as np
 from flax import nnx
 
-from .models import Model
+from ._core.models import Model
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

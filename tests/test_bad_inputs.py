@@ -266,7 +266,7 @@ def test_count_beyond_int32(fname, arg, value):
 
 
 def test_budget_boundaries():
-    from jaxplain import _validate as V
+    from jaxplain._core import validate as V
 
     limit = (V.MAX_INT32 // 3 - 2) // 5
     assert V.check_budget(limit, "steps", 3, per_unit=5, fixed=2) == limit

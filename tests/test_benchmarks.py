@@ -439,7 +439,7 @@ def test_main_end_to_end_tiny(tmp_path, monkeypatch):
 
 def test_distinct_ranks_keep_jaxplain_order_and_break_ties():
     from benchmarks import peers as P
-    from jaxplain import _metrics_base as B
+    from jaxplain.metrics import base as B
 
     a = np.array([[[0.5, 0.0], [0.0, 0.5]], [[1.0, -1.0], [2.0, 0.0]]], np.float32)
     r = P.distinct_ranks(a)

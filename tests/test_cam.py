@@ -262,7 +262,7 @@ def test_input_of_a_layer_equals_output_of_the_layer_feeding_it(chain):
 
 
 def test_layer_ig_at_input_completeness(tanhnet):
-    from jaxplain import _layers
+    from jaxplain._core import layers as _layers
 
     model, x = tanhnet
     baseline = 0.5 * x[::-1]

@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 import jaxplain as jx
-from jaxplain import _layers, testing
+from jaxplain._core import layers as _layers
+from jaxplain import testing
 
 import _cnn_helpers as H
 from _cnn_helpers import CamNet

@@ -14,7 +14,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxplain import cli, data, zoo  # noqa: E402
+from jaxplain.app import cli, data, zoo  # noqa: E402
 
 
 def test_help_and_unknown_command(capsys):

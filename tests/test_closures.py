@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 import jaxplain as jx
-from jaxplain import models, testing
+from jaxplain._core import models
+from jaxplain import testing
 
 W_GLOBAL = jnp.arange(12.0).reshape(4, 3)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import batching, features, testing, targets
+from jaxplain._core import batching, features, targets
+from jaxplain import testing
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +229,7 @@ def test_to_numpy_roundtrip():
 ])
 def test_dtype_of_matches_result_type(value):
     """The validation's fast dtype read agrees with `jnp.result_type` on every kind of input."""
-    from jaxplain._validate import dtype_of, shape_of
+    from jaxplain._core.validate import dtype_of, shape_of
 
     assert dtype_of(value) == jnp.result_type(value)
     assert shape_of(value) == np.shape(value)
@@ -239,7 +240,7 @@ def test_dtype_of_matches_result_type(value):
 def test_shape_cache_keys_on_shapes_and_survives_scalar_leaves():
     """`traced_cached` reuses a result for equal parameter and input shapes, and recomputes
     when a shape or dtype changes, also when the parameters include Python scalars."""
-    from jaxplain.models import Model, traced_cached
+    from jaxplain._core.models import Model, traced_cached
 
     calls = []
 
@@ -263,7 +264,7 @@ def test_architecture_token_follows_the_parameters_it_was_computed_for():
     """The token is kept on the `Model` only while `apply` and `params` are the same
     objects: new parameter shapes give a new token (and a fresh shape evaluation), and
     models of one architecture share theirs."""
-    from jaxplain.models import Model, architecture_token, traced_cached
+    from jaxplain._core.models import Model, architecture_token, traced_cached
 
     apply = lambda p, z: z @ p["w"]  # noqa: E731
     m = Model(apply, {"w": jnp.ones((3, 2))})
@@ -281,7 +282,7 @@ def test_finite_scan_is_remembered_for_device_arrays_only(monkeypatch):
     """A finite `jax.Array` is scanned once (it cannot change); a NumPy array on every
     call (it can change in place, so a NaN written later is still caught), and a
     non-finite array is never remembered."""
-    from jaxplain import _validate as V
+    from jaxplain._core import validate as V
 
     scans = []
     count = V._count_nonfinite
@@ -306,7 +307,7 @@ def test_finite_scan_is_remembered_for_device_arrays_only(monkeypatch):
 def test_target_range_is_remembered_for_device_arrays_only():
     """A device target is read back once and then stays on the device; a NumPy target
     is read on every call, so an out-of-range value written in place is caught."""
-    from jaxplain import _validate as V
+    from jaxplain._core import validate as V
 
     def check(t, k=4):
         return V.check_indices(t, "target", 3, k, what=("class", "classes"), accepts="")
@@ -327,7 +328,7 @@ def test_baseline_is_validated_unbroadcast_and_explained_as_broadcast():
     """`check_baseline` keeps a baseline's own size (a scalar crosses to the device as one
     number); the methods broadcast it, so a scalar, an image and a full batch of the same
     value give the same attributions."""
-    from jaxplain import _validate as V
+    from jaxplain._core import validate as V
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype(np.float32))
     assert V.check_baseline(0.5, x).shape == (1, 1, 1, 1)

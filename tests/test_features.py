@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import features, testing
+from jaxplain._core import features
+from jaxplain import testing
 
 
 def _valid(labels):

@@ -7,8 +7,8 @@ import pytest
 
 import jaxplain as jx
 from jaxplain import testing
-from jaxplain._noise import gaussian
-from jaxplain._quadrature import RULES
+from jaxplain._core.noise import gaussian
+from jaxplain._core.quadrature import RULES
 
 RNG = np.random.default_rng(0)
 W = jnp.asarray(RNG.normal(size=(4, 4, 2, 3)), jnp.float32)  # x: (N, 4, 4, 2), 3 classes

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _jaxpr
-from jaxplain._deeplift import _Pairs
+from jaxplain._compile import jaxpr as _jaxpr
+from jaxplain.gradients._deeplift_rules import _Pairs
 
 
 def _record(seen):

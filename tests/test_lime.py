@@ -9,8 +9,9 @@ import pytest
 
 import jaxplain as jx
 from jaxplain import testing
+from jaxplain._core import features
 
-L = importlib.import_module("jaxplain.lime")  # the module (jaxplain.lime is the function)
+L = importlib.import_module("jaxplain.perturbation.lime")  # the module (jaxplain.lime is the function)
 
 
 def _problem(seed=0, n=2, size=4, channels=2):
@@ -112,7 +113,7 @@ def test_flax_model_predicted_target_and_no_recompile():
 
 def test_memory_is_bounded_by_batch_size_not_n_samples():
     x = testing.random_images(0, n=1, size=4, channels=1)
-    seg, d = jx.features.check_segments(jx.grid_segments(4, 4, 2), x.shape)
+    seg, d = features.check_segments(jx.grid_segments(4, 4, 2), x.shape)
     m = jx.as_model(_nonlinear)
     t = jx.as_target(None, m, x)
     sizes = {}

@@ -10,7 +10,7 @@ import pytest
 from _cnn_helpers import init_params, tiny_cnn, tiny_cnn_nnx
 
 import jaxplain as jx
-from jaxplain import relevance as R
+from jaxplain.gradients import relevance as R
 from jaxplain import testing
 
 TINY = 1e-12

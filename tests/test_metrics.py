@@ -144,7 +144,7 @@ def test_curves_independent_of_batch_size_and_jit(smooth):
 
 def test_baselines():
     x = testing.random_images(4, n=2, size=9)
-    blurred = jx.features.gaussian_blur(x, 1.0)
+    blurred = jx.gaussian_blur(x, 1.0)
     ref = scipy.ndimage.gaussian_filter(
         np.asarray(x), sigma=(0, 1, 1, 0), mode="reflect", truncate=3.0
     )

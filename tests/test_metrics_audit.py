@@ -343,7 +343,7 @@ def test_mismatched_shapes_and_bad_masks_raise_clear_errors():
 
 
 def test_random_subsets_are_uniform_subsets_of_the_exact_size():
-    from jaxplain import _metrics_base as B
+    from jaxplain.metrics import base as B
 
     keys = B.sample_keys(jax.random.key(0), jnp.zeros(4000, jnp.int32), jnp.arange(4000))
     masks = np.asarray(jax.jit(B.random_subsets, static_argnums=(1, 2))(keys, 10, 3))

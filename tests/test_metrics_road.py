@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import _impute
+from jaxplain.metrics import impute as _impute
 
 WEIGHTS = {(dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
 del WEIGHTS[(0, 0)]

@@ -175,7 +175,7 @@ def test_feature_visualization_errors(twins):
 def test_color_sqrt_is_the_normalised_square_root_of_natural_colour_covariance():
     from skimage import data
 
-    from jaxplain.modelviz import COLOR_SQRT
+    from jaxplain.gradients.modelviz import COLOR_SQRT
 
     imgs = (data.astronaut(), data.coffee(), data.chelsea())
     pixels = np.concatenate([np.asarray(im, np.float64).reshape(-1, 3) / 255.0 for im in imgs])
@@ -191,7 +191,7 @@ def test_color_sqrt_is_the_normalised_square_root_of_natural_colour_covariance()
 
 
 def test_color_transform_matches_definition_and_is_invertible():
-    from jaxplain.modelviz import COLOR_SQRT, decorrelated_to_rgb, rgb_to_decorrelated
+    from jaxplain.gradients.modelviz import COLOR_SQRT, decorrelated_to_rgb, rgb_to_decorrelated
 
     z = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
     rgb = decorrelated_to_rgb(z)

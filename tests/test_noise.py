@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain._noise import gaussian, normal_from_words
+from jaxplain._core.noise import gaussian, normal_from_words
 
 
 def test_moments_and_tails_match_a_standard_normal():

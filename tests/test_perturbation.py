@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import perturbation, testing
+from jaxplain.perturbation import engine as perturbation
+from jaxplain import testing
 
 
 def _linear(seed=0, size=6, channels=2, k=2):
@@ -236,7 +237,8 @@ def test_stream_visits_every_unit_once_with_its_own_data(monkeypatch, units_chun
 
 
 def test_unit_blocks_change_no_value(monkeypatch):
-    from jaxplain import features, kernelshap
+    from jaxplain._core import features
+    from jaxplain.perturbation import kernelshap
 
     x = testing.random_images(0, n=2, size=8, channels=1)
     f = lambda z: jnp.tanh(z.sum((1, 2, 3)))[:, None] * jnp.array([1.0, -2.0])  # noqa: E731
@@ -262,7 +264,7 @@ def test_unit_blocks_change_no_value(monkeypatch):
 
 @pytest.mark.parametrize("d", [1, 2, 7, 64, 129, 300, 5000])
 def test_ranks_from_bits_are_a_stable_order_of_the_words_top_bits(d):
-    from jaxplain import perturbation as P
+    from jaxplain.perturbation import engine as P
 
     k = max(1, (d - 1).bit_length())
     kb = jax.random.split(jax.random.key(d))

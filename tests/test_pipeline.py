@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import _shards, testing
+from jaxplain.pipeline import shards as _shards
+from jaxplain._core import batching
+from jaxplain._core import validate as V
+from jaxplain import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,7 +157,7 @@ def test_twenty_batch_stream_compiles_each_function_once(setup):
 
 def noisy(model, x, *, target, key, batch_size=None):
     """A cheap stochastic 'method' with a closed form: x + N(0, 1) noise from the key."""
-    key = jx._validate.check_key(key)
+    key = V.check_key(key)
     noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), x.shape[1:]))(
         jnp.arange(x.shape[0])
     )
@@ -172,7 +175,7 @@ def test_stochastic_keys_are_per_example(setup):
         ref = noisy(model, x[i : i + 1], target=1, key=jax.random.fold_in(key, i))
         np.testing.assert_allclose(stack(a)[i : i + 1], ref.values, rtol=1e-6, atol=1e-6)
     # each example is one lane; lanes share the eval batch budget (DEFAULT_BATCH_SIZE // 4 each)
-    assert set(stack(a, "n_evals").tolist()) == {jx.batching.DEFAULT_BATCH_SIZE // 4}
+    assert set(stack(a, "n_evals").tolist()) == {batching.DEFAULT_BATCH_SIZE // 4}
     c = list(jx.explain_dataset(noisy, model, x, batch_size=4, **dict(kw, key=jax.random.key(6))))
     assert not np.allclose(stack(a), stack(c))
     with jax.disable_jit():  # jit == eager

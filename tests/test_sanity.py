@@ -9,9 +9,9 @@ import scipy.stats
 from skimage.metrics import structural_similarity
 
 import jaxplain as jx
-from jaxplain import _metrics_base as B
+from jaxplain.metrics import base as B
 from jaxplain import testing
-from jaxplain._sanity import layer_groups
+from jaxplain.metrics.sanity import layer_groups
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain import features, kernelshap, testing
+from jaxplain._core import features
+from jaxplain.perturbation import kernelshap
+from jaxplain import testing
 
 X4 = testing.random_images(0, n=3, size=4, channels=1)
 SEG6 = jx.grid_segments(4, 4, (2, 3))  # d = 6

@@ -70,7 +70,7 @@ SCRIPT = textwrap.dedent("""
             out[name]["err_direct"] = float(np.abs(cat(sharded) - ref.values).max())
 
     # the sharded program really splits the batch: each device sees 8 / 4 = 2 rows
-    from jaxplain import _stream
+    from jaxplain.pipeline import stream as _stream
     runner = _stream.runner(jx.saliency, {}, mesh, None, False, True, 8)
     xs = jax.device_put(x[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
     ys = jax.device_put(y[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))

@@ -7,7 +7,9 @@ import pytest
 from jax import lax
 
 import jaxplain as jx
-from jaxplain import _jaxpr, _xla, batching, testing
+from jaxplain._compile import jaxpr as _jaxpr, xla as _xla
+from jaxplain._core import batching
+from jaxplain import testing
 
 
 # ---- compiler options ------------------------------------------------------------------

@@ -17,21 +17,21 @@ image stays readable where the explanation is silent.
 
 from __future__ import annotations
 
-from .._heatmaps import ABSOLUTE_CMAP as ABSOLUTE_CMAP
-from .._heatmaps import REDUCTIONS as REDUCTIONS
-from .._heatmaps import SIGNED_CMAP as SIGNED_CMAP
-from .._heatmaps import SIGNS as SIGNS
-from .._heatmaps import as_array as as_array
-from .._heatmaps import feature_map as feature_map
-from .._heatmaps import is_signed as is_signed
-from .._heatmaps import normalize as normalize
-from .._heatmaps import reduce_channels as reduce_channels
-from .._heatmaps import resolve_sign as resolve_sign
-from .._heatmaps import scale_of as scale_of
-from .._heatmaps import to_gray as to_gray
-from .._heatmaps import to_image as to_image
-from .._heatmaps import to_numpy as to_numpy
-from .._heatmaps import upsample as upsample
+from .heatmaps import ABSOLUTE_CMAP as ABSOLUTE_CMAP
+from .heatmaps import REDUCTIONS as REDUCTIONS
+from .heatmaps import SIGNED_CMAP as SIGNED_CMAP
+from .heatmaps import SIGNS as SIGNS
+from .heatmaps import as_array as as_array
+from .heatmaps import feature_map as feature_map
+from .heatmaps import is_signed as is_signed
+from .heatmaps import normalize as normalize
+from .heatmaps import reduce_channels as reduce_channels
+from .heatmaps import resolve_sign as resolve_sign
+from .heatmaps import scale_of as scale_of
+from .heatmaps import to_gray as to_gray
+from .heatmaps import to_image as to_image
+from .heatmaps import to_numpy as to_numpy
+from .heatmaps import upsample as upsample
 from ._attributions import auc as auc
 from ._attributions import overlay as overlay
 from ._attributions import plot_attributions as plot_attributions

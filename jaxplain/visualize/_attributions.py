@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._heatmaps import (
+from .heatmaps import (
     ABSOLUTE_CMAP,
     SIGNED_CMAP,
     as_array,

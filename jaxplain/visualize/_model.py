@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._heatmaps import ABSOLUTE_CMAP, as_array, scale_of
+from .heatmaps import ABSOLUTE_CMAP, as_array, scale_of
 from ._common import _grid, _new_figure, _off, _show_image
 
 

@@ -1,0 +1,328 @@
+"""Evaluating explanations: faithfulness metrics built on the perturbation engine.
+
+Deletion, insertion and monotonicity are coalition *schedules*: features are
+removed (or added) in the order of their attributions, and every step of every
+example is one coalition evaluated by `perturbation.coalition_values`, in chunks
+of `batch_size` model inputs built on device.
+
+Attributions are given as an array shaped like `x` (channels are summed per
+pixel), an `(N, H, W)` pixel map, `(N, d)` per-feature values with `segments=`,
+or an `Explanation`. With `segments=` and pixel-level attributions, a feature's
+attribution is the sum over its pixels.
+
+The other metric families live in `_faithfulness.py` (faithfulness correlation,
+infidelity), `_road.py` (ROAD: removal with noisy linear imputation),
+`_robustness.py`, `_localisation.py` (with complexity and the axiom gaps),
+`_sanity.py` and `_evaluate.py`; they are re-exported here, so
+`jaxplain.metrics.<name>` lists every metric.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._compile.xla import jit
+from . import base as B
+from .._core import validate as V
+from ..perturbation.engine import coalition_values
+
+
+class Curve(NamedTuple):
+    """A deletion / insertion curve (a pytree).
+
+    Attributes:
+      auc: area under the curve per example, `(N,)` (trapezoid rule over the
+        fraction of features removed or inserted, from 0 to 1).
+      values: the target at every step, `(N, steps + 1)`.
+      fractions: the fraction of features removed / inserted at each step, `(steps + 1,)`.
+    """
+
+    auc: jax.Array
+    values: jax.Array
+    fractions: jax.Array
+
+
+def _steps_schedule(steps: int, d: int) -> np.ndarray:
+    """Number of features moved at each step: `round(s * d / steps)`, s = 0..steps."""
+    return ((np.arange(steps + 1) * d + steps // 2) // steps).astype(np.int32)
+
+
+def _curve_call(
+    kind, model, x, attributions, target, steps, baseline, segments, blur_sigma, softmax, batch_size
+):
+    model, x, a, (fk, seg, d), t, (mode, arr, sigma) = B.prepare(
+        model, x, attributions, target, baseline, segments, blur_sigma
+    )
+    steps = V.check_budget(steps, "steps", x.shape[0], fixed=1)
+    batch_size = V.check_batch_size(batch_size)
+    return _curve(
+        model,
+        x,
+        t,
+        a,
+        seg,
+        arr,
+        kind=kind,
+        features=(fk, d),
+        steps=steps,
+        mode=mode,
+        sigma=sigma,
+        softmax=bool(softmax),
+        batch_size=batch_size,
+    )
+
+
+@functools.partial(
+    jit, static_argnames=("kind", "features", "steps", "mode", "sigma", "softmax", "batch_size")
+)
+def _curve(
+    model,
+    x,
+    target,
+    a,
+    segments,
+    baseline,
+    *,
+    kind,
+    features,
+    steps,
+    mode,
+    sigma,
+    softmax,
+    batch_size,
+):
+    (fk, d) = features
+    f, x4, t, values, seg, base = B.setup(
+        model, x, target, a, (fk, segments, d), (mode, baseline, sigma), softmax
+    )
+    ks = _steps_schedule(steps, d)
+    rank = B.ranks_desc(values)
+    k = jnp.asarray(ks)
+    if kind == "deletion":  # keep the features not yet removed (most important go first)
+        mask_fn = lambda ex, s: rank[ex] >= k[s][:, None]
+    elif kind == "insertion":  # keep the most important k features
+        mask_fn = lambda ex, s: rank[ex] < k[s][:, None]
+    else:  # monotonicity: insert the least important features first
+        mask_fn = lambda ex, s: rank[ex] >= d - k[s][:, None]
+    curve = coalition_values(f, t, x4, base, seg, mask_fn, steps + 1, batch_size)
+    frac = jnp.asarray(ks / d, curve.dtype)
+    auc = jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac) / 2, axis=1)
+    return Curve(auc, curve, frac)
+
+
+_CURVE_ARGS = """
+    Args:
+      model: a `Model`, NNX module or callable `f(x_batch) -> outputs`.
+      x: inputs `(N, H, W, C)`, `(N, H, W)` or `(N, D)`.
+      attributions: an array shaped like `x`, an `(N, H, W)` pixel map, `(N, d)`
+        per-feature values with `segments=`, or an `Explanation`.
+      target: which output to follow (see `as_target`); "predicted" is the class
+        predicted at `x`.
+      steps: number of removal steps; step `s` moves `round(s * d / steps)` features.
+      baseline: what removed pixels become: "zero", "mean" (per-image channel
+        means), "blur" (Gaussian blur of `x`), a number or an array like `x`.
+      segments: optional superpixels `(H, W)` or `(N, H, W)`; by default every pixel
+        is a feature.
+      blur_sigma: the Gaussian's standard deviation in pixels for "blur" (default
+        `max(H, W) / 10`).
+      softmax: follow the softmax probability of the target instead of the raw output.
+      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+"""
+
+
+def deletion(
+    model: Any,
+    x: Any,
+    attributions: Any,
+    *,
+    target: Any,
+    steps: int = 64,
+    baseline: Any = "zero",
+    segments: Any = None,
+    blur_sigma: float | None = None,
+    softmax: bool = False,
+    batch_size: int | None = None,
+) -> Curve:
+    """Deletion curve: the target as features are removed, most important first.
+
+    A faithful explanation makes the target fall quickly, so a *lower* AUC is
+    better. Costs `N * (steps + 1)` forward passes.
+    {args}
+
+    Returns:
+      A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
+
+    Raises:
+      ValueError, TypeError: bad shapes, segments, baseline or configuration.
+
+    References:
+      Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of
+      Black-box Models", BMVC 2018.
+
+    >>> import jax.numpy as jnp
+    >>> f = lambda x: x.sum(axis=(1, 2, 3))
+    >>> x = jnp.arange(8.0).reshape(1, 2, 4, 1)
+    >>> float(deletion(f, x, x, target=None, steps=8).auc[0])
+    8.75
+    """
+    return _curve_call(
+        "deletion",
+        model,
+        x,
+        attributions,
+        target,
+        steps,
+        baseline,
+        segments,
+        blur_sigma,
+        softmax,
+        batch_size,
+    )
+
+
+def insertion(
+    model: Any,
+    x: Any,
+    attributions: Any,
+    *,
+    target: Any,
+    steps: int = 64,
+    baseline: Any = "blur",
+    segments: Any = None,
+    blur_sigma: float | None = None,
+    softmax: bool = False,
+    batch_size: int | None = None,
+) -> Curve:
+    """Insertion curve: the target as features of `x` are put back into the baseline.
+
+    Features are inserted most important first, starting from the baseline (a
+    blurred copy of `x` by default); a *higher* AUC is better. Costs
+    `N * (steps + 1)` forward passes.
+    {args}
+
+    Returns:
+      A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
+
+    Raises:
+      ValueError, TypeError: bad shapes, segments, baseline or configuration.
+
+    References:
+      Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of
+      Black-box Models", BMVC 2018.
+    """
+    return _curve_call(
+        "insertion",
+        model,
+        x,
+        attributions,
+        target,
+        steps,
+        baseline,
+        segments,
+        blur_sigma,
+        softmax,
+        batch_size,
+    )
+
+
+for _f in (deletion, insertion):
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.replace("    {args}", _CURVE_ARGS.rstrip("\n"))
+
+
+def monotonicity(
+    model: Any,
+    x: Any,
+    attributions: Any,
+    *,
+    target: Any,
+    steps: int = 64,
+    baseline: Any = "zero",
+    segments: Any = None,
+    blur_sigma: float | None = None,
+    softmax: bool = False,
+    atol: float = 0.0,
+    batch_size: int | None = None,
+) -> jax.Array:
+    """Monotonicity: does the target grow as features are added, least important first?
+
+    Starting from the baseline, features are inserted in *increasing* order of
+    attribution; each step should increase the target. Arguments as in `deletion`.
+
+    Returns:
+      `(N,)` fraction of the `steps` increments that do not decrease the target by
+      more than `atol` (1.0: monotonic, as in Arya et al.'s boolean metric).
+
+    References:
+      Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI
+      Explainability Techniques", 2019.
+    """
+    atol = V.check_float(atol, "atol", minimum=0.0)
+    c = _curve_call(
+        "monotonicity",
+        model,
+        x,
+        attributions,
+        target,
+        steps,
+        baseline,
+        segments,
+        blur_sigma,
+        softmax,
+        batch_size,
+    )
+    return jnp.mean(jnp.diff(c.values, axis=1) >= -atol, axis=1).astype(c.values.dtype)
+
+
+# ---- the other families, re-exported so `jaxplain.metrics` lists every metric ----------------
+
+from .evaluate import MetricTable, evaluate
+from .faithfulness import faithfulness_correlation, infidelity
+from .localisation import (
+    completeness_gap,
+    complexity,
+    efficiency_gap,
+    pointing_game,
+    relevance_mass,
+    relevance_rank_accuracy,
+    sparseness,
+)
+from .road import road
+from .robustness import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
+from .sanity import (
+    RandomisationResult,
+    model_parameter_randomisation,
+    random_logit,
+    ssim,
+)
+
+__all__ = [
+    "Curve",
+    "MetricTable",
+    "RandomisationResult",
+    "avg_sensitivity",
+    "completeness_gap",
+    "complexity",
+    "deletion",
+    "efficiency_gap",
+    "evaluate",
+    "faithfulness_correlation",
+    "infidelity",
+    "insertion",
+    "local_lipschitz_estimate",
+    "max_sensitivity",
+    "model_parameter_randomisation",
+    "monotonicity",
+    "pointing_game",
+    "random_logit",
+    "relevance_mass",
+    "relevance_rank_accuracy",
+    "road",
+    "sparseness",
+    "ssim",
+]

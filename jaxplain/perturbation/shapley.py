@@ -1,0 +1,405 @@
+"""Shapley values of feature coalitions: exact enumeration and permutation sampling.
+
+Features are the labels of `segments`; the value of a coalition is the target on
+`x` with the features outside it replaced by the baseline. Every estimator is one
+jitted program that streams coalitions through `perturbation.stream` (bounded by
+`batch_size`), draws its randomness from `fold_in(key, unit)` (so results do not
+depend on `batch_size`) and shares the coalitions across examples.
+
+`kernel_shap` (the regression estimator) lives in `jaxplain.kernelshap`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core import progress as _progress, features
+from .._core import validate as V
+from .._core.types import ArrayLike, Explanation
+from .engine import (
+    add_local,
+    merge_moments,
+    prepare,
+    ranks_from_bits,
+    stream,
+    unit_bits,
+    values_at,
+)
+
+MAX_EXACT_FEATURES = 16
+"""`exact_shapley` enumerates `2^d` coalitions; beyond this, use a sampling estimator."""
+
+DEFAULT_ROUNDS = 20
+"""With `tol=` and no `max_evals`, at most this many rounds are run."""
+
+
+def check_adaptive(
+    tol: Any, max_evals: Any, round_evals: int, fixed_evals: int = 2
+) -> tuple[bool, float, int]:
+    """Validates `tol`/`max_evals`; returns `(adaptive, tol, max_rounds)`.
+
+    `tol` and `max_rounds` are passed traced, so changing them never recompiles.
+    """
+    if tol is None:
+        if max_evals is not None:
+            V.fail(
+                "max_evals", "None unless tol= is given (it bounds adaptive stopping)", max_evals
+            )
+        return False, 0.0, 1
+    tol = V.check_float(tol, "tol", minimum=0.0, open_min=True)
+    if max_evals is None:
+        return True, tol, DEFAULT_ROUNDS
+    max_evals = V.check_int(max_evals, "max_evals", minimum=fixed_evals + round_evals)
+    return True, tol, (max_evals - fixed_evals) // round_evals
+
+
+def run_rounds(
+    round_fn: Callable, stderr_fn: Callable, init: Any, adaptive: bool, tol: Any, max_rounds: Any
+):
+    """Runs `state = round_fn(state, r)` once, or (`adaptive`) until `max(stderr) < tol`.
+
+    A `lax.while_loop` over fixed-shape rounds: no recompilation per round.
+    Returns `(state, rounds run)`.
+    """
+    if not adaptive:
+        return round_fn(init, jnp.int32(0)), jnp.int32(1)
+
+    def cond(c):
+        r, state = c
+        se = stderr_fn(state)
+        return (r < max_rounds) & ((r == 0) | ~(jnp.max(se) < tol))
+
+    def body(c):
+        r, state = c
+        return r + 1, round_fn(state, r)
+
+    r, state = jax.lax.while_loop(cond, body, (jnp.int32(0), init))
+    return state, r
+
+
+def shapley_weights(d: int) -> np.ndarray:
+    """`w[s] = s! (d-s-1)! / d!`, the weight of a coalition of size `s` not holding the feature."""
+    return np.array([1.0 / (d * math.comb(d - 1, s)) for s in range(d)], np.float32)
+
+
+# ---- exact ---------------------------------------------------------------------------------
+
+
+def exact_shapley(
+    model: Callable,
+    x: ArrayLike,
+    *,
+    target: Any,
+    segments: ArrayLike,
+    baseline: Any = 0.0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Explanation:
+    """Exact Shapley values by enumerating all `2^d` coalitions (d <= 16), chunked.
+
+    `phi_j = sum_S |S|! (d-|S|-1)! / d! (v(S + j) - v(S))`, computed as one
+    linear statistic of the `2^d` coalition values streamed in chunks of
+    `batch_size`. The oracle for the sampling estimators.
+
+    Args:
+      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
+      x: images `(N, H, W, C)`.
+      target: see `jaxplain.as_target`.
+      segments: labels `(H, W)` or `(N, H, W)`, `0..d-1` without gaps, d <= 16.
+      baseline: a number, an image, one image per example, `"blur"` or `"mean"`.
+      batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
+
+    Returns:
+      `Explanation(values (N, d), gap (N,) = sum(values) - (f(x) - f(baseline)),
+      n_evals (N,) = 2^d)`.
+
+    References:
+      Shapley, "A Value for n-Person Games", 1953.
+
+    >>> import jax.numpy as jnp
+    >>> f = lambda z: z[:, 0, 0, 0] * z[:, 0, 1, 0]          # a product of two pixels
+    >>> exact_shapley(f, jnp.ones((1, 1, 2, 1)), target=None, segments=jnp.array([[0, 1]])).values
+    Array([[0.5, 0.5]], dtype=float32)
+    """
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
+    if d > MAX_EXACT_FEATURES:
+        V.fail(
+            "segments",
+            f"at most {MAX_EXACT_FEATURES} features for exact_shapley (2^d evaluations; "
+            "use kernel_shap or shapley_sampling)",
+            f"{d} features",
+        )
+    return _progress.run(
+        _exact,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        d=d,
+        mode=mode,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=x.shape[0] * 2**d,
+        desc="exact_shapley",
+    )
+
+
+@_progress.progress_jit(static_argnames=("d", "mode", "batch_size"))
+def _exact(model, x, target, seg, b, *, d, mode, batch_size):
+    n = x.shape[0]
+    b = features.make_baseline(mode, b, x, seg, d)
+    present = features.feature_counts(seg, d) > 0
+    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    w = jnp.asarray(shapley_weights(d))
+    bits = jnp.left_shift(1, jnp.arange(d, dtype=jnp.int32))
+
+    def units_fn(ex, i):  # coalition i + 1 in 1..2^d - 2 (the two ends are known)
+        return (jnp.bitwise_and((i + 1)[:, None], bits) != 0)[:, None], None
+
+    def inputs_fn(ex, masks):
+        return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
+
+    def reduce_fn(acc, c):
+        z = c.aux[:, 0].astype(jnp.float32)
+        s = jnp.sum(c.aux[:, 0], axis=-1)
+        coef = z * w[jnp.maximum(s - 1, 0)][:, None] - (1.0 - z) * w[jnp.minimum(s, d - 1)][:, None]
+        y = c.values[:, 0] - f0[c.ex]
+        return add_local(acc, c.ex0, jnp.einsum("mk,m,mj->kj", c.onehot, y, coef))
+
+    acc = stream(
+        model, target, n, 2**d - 2, units_fn, inputs_fn, reduce_fn, jnp.zeros((n, d)), batch_size
+    )
+    delta = fx - f0
+    phi = jnp.where(present, acc + delta[:, None] / d, 0.0)
+    return Explanation(phi, gap=phi.sum(-1) - delta, n_evals=jnp.full((n,), 2**d, jnp.int32))
+
+
+# ---- permutation sampling --------------------------------------------------------------------
+
+
+def shapley_sampling(
+    model: Callable,
+    x: ArrayLike,
+    *,
+    target: Any,
+    segments: ArrayLike,
+    baseline: Any = 0.0,
+    key: Any = None,
+    n_permutations: int = 10,
+    antithetic: bool = True,
+    tol: float | None = None,
+    max_evals: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Explanation:
+    """Shapley values by permutation sampling with antithetic permutations.
+
+    Each permutation adds the features one by one to the empty coalition; the
+    marginal contributions of a permutation need `d - 1` model evaluations (the
+    empty and full coalitions are evaluated once per example and shared).
+    With `antithetic=True` permutations come in pairs (a random order and its
+    reverse), whose average is one sample for the standard error. Values of an
+    additive model are exact whatever the sample.
+
+    Args:
+      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
+      x: images `(N, H, W, C)`.
+      target: see `jaxplain.as_target`.
+      segments: labels `(H, W)` or `(N, H, W)`, `0..d-1` without gaps.
+      baseline: a number, an image, one image per example, `"blur"` or `"mean"`.
+      key: a `jax.random.key` (required).
+      n_permutations: permutations (even when `antithetic`); with `tol`, the
+        permutations per round.
+      antithetic: pair each permutation with its reverse.
+      tol: adaptive stopping: run rounds of `n_permutations` until the largest
+        standard error (over features and examples) is below `tol`.
+      max_evals: with `tol`, the budget of model evaluations per example
+        (default: 20 rounds).
+      batch_size: model inputs per chunk.
+      progress: show a tqdm bar of model evaluations when called eagerly
+        (never under an outer `jax.jit`).
+
+    Returns:
+      `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap,
+      n_evals (N,))`. `stderr` is None when one sample cannot estimate it:
+      `n_permutations=1`, or `n_permutations=2` with `antithetic=True` (one
+      pair), without `tol`.
+
+    Raises:
+      ValueError: with `tol`, a `max_evals` too small for two standard-error
+        samples; an odd `n_permutations` with `antithetic=True`; counts whose
+        evaluations exceed the int32 flat index (`N * n_permutations * (d - 1)`).
+
+    References:
+      Castro, Gomez & Tejada, "Polynomial calculation of the Shapley value based
+      on sampling", Computers & Operations Research 2009. Mitchell et al.,
+      "Sampling Permutations for Shapley Value Estimation", JMLR 2022.
+    """
+    model, x, t, seg, d, mode, b, batch_size = prepare(
+        model, x, target, segments, baseline, batch_size
+    )
+    key = V.check_key(key)
+    n_permutations = V.check_budget(
+        n_permutations, "n_permutations", x.shape[0], per_unit=max(d - 1, 1), fixed=2
+    )
+    if not isinstance(antithetic, bool):
+        V.fail("antithetic", "a bool", repr(antithetic), TypeError)
+    if antithetic and n_permutations % 2:
+        V.fail(
+            "n_permutations",
+            "an even number with antithetic=True (pairs of permutations)",
+            n_permutations,
+        )
+    round_evals = n_permutations * max(d - 1, 0) or 1
+    adaptive, tol, rounds = check_adaptive(tol, max_evals, round_evals)
+    units = n_permutations // (2 if antithetic else 1)  # samples of the standard error per round
+    if adaptive and d > 1 and units * rounds < 2:
+        V.fail(
+            "max_evals",
+            f"at least {2 + 2 * round_evals} (two rounds: tol is compared with a "
+            f"standard error, which needs two samples)",
+            max_evals,
+        )
+    with_stderr = adaptive or d == 1 or units >= 2
+    return _progress.run(
+        _sampling,
+        model,
+        x,
+        t,
+        seg,
+        b,
+        key,
+        tol,
+        rounds,
+        d=d,
+        mode=mode,
+        n_permutations=n_permutations,
+        antithetic=antithetic,
+        adaptive=adaptive and d > 1,
+        with_stderr=with_stderr,
+        batch_size=batch_size,
+        progress=progress,
+        x=x,
+        total=None,
+        desc="shapley_sampling",
+    )
+
+
+def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
+    """Position of every feature in the random permutation of each unit, `(b, d)` int."""
+    return ranks_from_bits(unit_bits(key, unit, d))
+
+
+@_progress.progress_jit(
+    static_argnames=(
+        "d",
+        "mode",
+        "n_permutations",
+        "antithetic",
+        "adaptive",
+        "with_stderr",
+        "batch_size",
+    )
+)
+def _sampling(
+    model,
+    x,
+    target,
+    seg,
+    b,
+    key,
+    tol,
+    max_rounds,
+    *,
+    d,
+    mode,
+    n_permutations,
+    antithetic,
+    adaptive,
+    with_stderr=True,
+    batch_size,
+):
+    n = x.shape[0]
+    b = features.make_baseline(mode, b, x, seg, d)
+    present = features.feature_counts(seg, d) > 0
+    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    delta = fx - f0
+    if d == 1:
+        return Explanation(
+            delta[:, None],
+            stderr=jnp.zeros((n, 1)),
+            gap=jnp.zeros((n,)),
+            n_evals=jnp.full((n,), 2, jnp.int32),
+        )
+    per_unit = 2 if antithetic else 1
+    units = n_permutations // per_unit
+    sizes = jnp.arange(1, d)
+
+    def orders(rank):
+        return [rank, d - 1 - rank] if antithetic else [rank]
+
+    def units_fn(ex, u):
+        rank = permutation_ranks(key, u, d)
+        return jnp.concatenate(
+            [r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1
+        ), rank
+
+    def inputs_fn(ex, masks):
+        return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
+
+    def reduce_fn(stats, c):
+        total = 0.0
+        for i, r in enumerate(orders(c.extra)):
+            ys = jnp.concatenate(
+                [
+                    f0[c.ex][:, None],
+                    c.values[:, i * (d - 1) : (i + 1) * (d - 1)],
+                    fx[c.ex][:, None],
+                ],
+                axis=1,
+            )
+            total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)
+        return merge_moments(stats, c.ex0, c.onehot, total / per_unit)
+
+    def round_fn(stats, r):
+        return stream(
+            model,
+            target,
+            n,
+            units,
+            units_fn,
+            inputs_fn,
+            reduce_fn,
+            stats,
+            batch_size,
+            unit_size=per_unit * (d - 1),
+            offset=r * units,
+        )
+
+    def stderr_fn(stats):
+        count, _, m2 = stats
+        se = jnp.sqrt(m2 / jnp.maximum(count * (count - 1), 1.0)[:, None])
+        return jnp.where(present, jnp.where(count[:, None] >= 2, se, jnp.nan), 0.0)
+
+    init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)))
+    stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
+    phi = jnp.where(present, stats[1], 0.0)
+    n_evals = 2 + rounds * n_permutations * (d - 1)
+    return Explanation(
+        phi,
+        stderr=stderr_fn(stats) if with_stderr else None,
+        gap=phi.sum(-1) - delta,
+        n_evals=jnp.full((n,), n_evals, jnp.int32),
+    )

@@ -1,0 +1,276 @@
+"""Streaming helpers of `explain_dataset`: the jitted runner, the loader thread, re-chunking.
+
+The runner is one `jax.jit` per (method, configuration, device layout), cached
+across calls, so a dataset (and the next dataset with the same shapes) compiles once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import inspect
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+from .._compile.xla import jit
+from . import shards as _shards
+from .._core import validate as V
+from .._core import batching
+from .._core.types import Explanation
+
+
+def resolve_method(method: Any) -> Callable:
+    if isinstance(method, str):
+        import jaxplain
+
+        fn = getattr(jaxplain, method, None)
+        if fn is None or not callable(fn) or method.startswith("_"):
+            V.fail(
+                "method",
+                "a jaxplain method name such as 'integrated_gradients' or a function",
+                repr(method),
+            )
+        return fn
+    if not callable(method):
+        V.fail(
+            "method",
+            "a function method(model, x, **kwargs) or a method name",
+            type(method).__name__,
+            TypeError,
+        )
+    return method
+
+
+def method_name(method: Callable) -> str:
+    return f"{getattr(method, '__module__', '?')}.{getattr(method, '__qualname__', repr(method))}"
+
+
+def is_array(a: Any) -> bool:
+    return isinstance(a, (np.ndarray, jax.Array)) or hasattr(a, "__array__")
+
+
+def mesh_from(mesh: Any, devices: Any) -> Mesh | None:
+    if mesh is not None and devices is not None:
+        raise ValueError("mesh, devices: expected at most one of them, got both")
+    if devices is not None:
+        if isinstance(devices, jax.Device):
+            devices = [devices]
+        try:
+            devs = list(devices)
+        except TypeError:
+            V.fail("devices", "a list of jax devices", type(devices).__name__, TypeError)
+        if not devs or not all(isinstance(d, jax.Device) for d in devs):
+            V.fail(
+                "devices",
+                "a non-empty list of jax devices (e.g. jax.devices())",
+                repr(devices)[:80],
+                TypeError,
+            )
+        if len(set(devs)) != len(devs):
+            V.fail("devices", "distinct devices", repr(devs))
+        mesh = Mesh(np.array(devs), ("batch",))
+    if mesh is None:
+        return None
+    if not isinstance(mesh, Mesh):
+        V.fail("mesh", "a jax.sharding.Mesh", type(mesh).__name__, TypeError)
+    if "batch" not in mesh.axis_names:
+        V.fail("mesh", "a mesh with an axis named 'batch'", f"axes {mesh.axis_names}")
+    local = set(jax.local_devices())
+    if any(d not in local for d in mesh.devices.flat):
+        V.fail(
+            "mesh",
+            "devices of this process only (run one explain_dataset per host; see the "
+            "jaxplain.pipeline docstring)",
+            "a mesh spanning other processes",
+        )
+    return mesh
+
+
+# ---- the jitted runner --------------------------------------------------------------------
+
+DIRECT = object()
+TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+RUNNERS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
+
+
+def takes(method: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _as_explanation(result: Any) -> Explanation:
+    if isinstance(result, Explanation):
+        return result
+    if isinstance(result, (jax.Array, np.ndarray)) or hasattr(result, "shape"):
+        return Explanation(result)
+    raise TypeError(
+        f"method: expected it to return an Explanation or an array, got {type(result).__name__}"
+    )
+
+
+def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
+    """One jitted function per (method, config, layout), cached across calls.
+
+    Deterministic methods run on the (local) batch as given. Stochastic methods run
+    one vmapped lane per example, keyed by `fold_in(key, global example index)`,
+    so each example's randomness is independent of batch size, device count and
+    resume point; the lanes share the `eval_batch_size` budget (per device).
+    With a mesh, the body runs under `shard_map`: each device explains its own
+    rows, with no communication.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    _shards.describe(kwargs, h)
+    cache_key = (method, mesh, h.hexdigest(), eval_batch_size, stochastic, has_target, rows)
+    if cache_key in RUNNERS:
+        RUNNERS.move_to_end(cache_key)
+        return RUNNERS[cache_key]
+    takes_bs = takes(method, "batch_size")
+    n_dev = 1 if mesh is None else int(mesh.shape["batch"])
+    local_rows = rows // n_dev
+
+    def body(model, x, t, key, start):
+        kw = dict(kwargs)
+        if not stochastic:
+            if t is not None:
+                kw["target"] = t
+            if eval_batch_size is not None and takes_bs:
+                kw["batch_size"] = eval_batch_size
+            return _as_explanation(method(model, x, **kw))
+        offset = start + (0 if mesh is None else jax.lax.axis_index("batch") * local_rows)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
+            offset + np.arange(local_rows, dtype=np.int32)
+        )
+        if takes_bs:
+            kw["batch_size"] = max(
+                1, (eval_batch_size or batching.DEFAULT_BATCH_SIZE) // local_rows
+            )
+
+        def lane(x1, t1, k1):
+            kw1 = dict(kw, key=k1)
+            if t1 is not None:
+                kw1["target"] = t1[None]
+            return _as_explanation(method(model, x1[None], **kw1))
+
+        out = jax.vmap(lane)(x, t, keys)
+        return jax.tree.map(
+            lambda a: (
+                a.reshape((local_rows,) + a.shape[2:]) if a.ndim >= 2 and a.shape[1] == 1 else a
+            ),
+            out,
+        )
+
+    if mesh is None:
+        fn = jit(body)
+    else:
+        row = P("batch")
+
+        def sharded(model, x, t, key, start):
+            specs = (P(), row, None if t is None else row, None if key is None else P(), P())
+            return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=row, check_vma=False)(
+                model, x, t, key, start
+            )
+
+        fn = jit(sharded)
+    RUNNERS[cache_key] = fn
+    while len(RUNNERS) > 32:
+        RUNNERS.popitem(last=False)
+    return fn
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def all_finite(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a).all())
+
+
+def take_rows(parts: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first `n` rows of the concatenation of `parts`, and the rest (copies only if needed)."""
+    if parts[0].shape[0] == n:
+        return parts[0], parts[1:]
+    if parts[0].shape[0] > n:
+        return parts[0][:n], [parts[0][n:]] + parts[1:]
+    out, k, rest = [], 0, list(parts)
+    while k < n:
+        p = rest.pop(0)
+        need = n - k
+        if p.shape[0] > need:
+            out.append(p[:need])
+            rest.insert(0, p[need:])
+            k = n
+        else:
+            out.append(p)
+            k += p.shape[0]
+    return np.concatenate(out, axis=0), rest
+
+
+def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """Pads axis 0 to `rows` by repeating the last row (a valid input, unlike zeros for some models)."""
+    if a.shape[0] == rows:
+        return a
+    reps = np.repeat(a[-1:], rows - a.shape[0], axis=0)
+    return np.concatenate([a, reps], axis=0)
+
+
+class Background:
+    """Iterates `it` in a daemon thread, `size` items ahead; errors re-raise in the consumer."""
+
+    _END = object()
+
+    def __init__(self, it: Iterator, size: int):
+        self._q: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(it,), daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, it):
+        try:
+            for item in it:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self._put((None, e))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item, err = self._q.get()
+        if err is not None:
+            self._stop.set()
+            raise err
+        if item is self._END:
+            self._stop.set()
+            raise StopIteration
+        return item
+
+    def close(self):
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        self._thread.join(timeout=5)
