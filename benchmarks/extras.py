@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from jaxplain._compile.xla import jit
+from jaxplain._compile import jit
 
 from . import harness as H
 from . import peers as P

@@ -59,8 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain._compile.jaxpr import fast_model
-from jaxplain._compile.xla import compiler_options, jit
+from jaxplain._compile import tuned
+from jaxplain._compile import compiler_options, jit
 
 SCHEMA = 1
 """Version of the JSON layout (bump when fields change)."""
@@ -370,13 +370,13 @@ def limit_forward(model, inputs, target):
 
     The model runs as jaxplain runs it (`fast_model`: a first layer of few channels
     as a patch-matrix product on CPU), so the limit is the fastest known way."""
-    return _select(fast_model(model)(inputs), target)
+    return _select(tuned(model, "grad")(inputs), target)
 
 
 def _target_grads(model, inputs, target):
     """Gradients of the target logits, the model differentiated as jaxplain does (tiling
     pools as reshape + reduce), so the limit is the fastest known way to run them."""
-    return jax.grad(lambda z: jnp.sum(_select(fast_model(model)(z), target)))(inputs)
+    return jax.grad(lambda z: jnp.sum(_select(tuned(model, "grad")(z), target)))(inputs)
 
 
 def _fwd_bwd(model, inputs, target, n_out):
@@ -390,8 +390,8 @@ limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
 
 
 def _fwd_bwd_to(features, head, params, inputs, target):
-    a = fast_model(lambda z: features(params, z))(inputs)
-    g = jax.grad(fast_model(lambda a_: jnp.sum(_select(head(params, a_), target))))(a)
+    a = tuned(lambda z: features(params, z), "grad")(inputs)
+    g = jax.grad(tuned(lambda a_: jnp.sum(_select(head(params, a_), target)), "grad"))(a)
     return a, g
 
 

@@ -347,7 +347,7 @@ as one jitted batch on inputs already on device, run as jaxplain runs the model 
 pooling gradients and first-layer patch products), measured in the same rounds, interleaved with
 jaxplain's calls; "(… chunked)" is the
 ratio to the same evaluations streamed in chunks of jaxplain's default `batch_size`
-(`batching.DEFAULT_BATCH_SIZE`, 64), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
+(`batching.default_batch_size()`, 64 on CPU), shown when there are more, and "(… dispatch b)" the ratio to the same evaluations run as
 separate jitted calls of b inputs (the same default chunk, 64): on CPU, cache-sized batches are often the
 fastest way to run them, faster than one huge batch. "(program …)" is the method compiled whole
 (as under a caller's `jax.jit`) over the limit: what is left of *jaxplain / limit* beyond it is the

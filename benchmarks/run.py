@@ -22,7 +22,7 @@ import numpy as np
 
 import jaxplain as jx
 from jaxplain._core import batching
-from jaxplain._compile.xla import jit
+from jaxplain._compile import jit
 
 from . import cases as C
 from . import extras, report, twins
@@ -105,7 +105,7 @@ def run_case(
     n = reported if (bench.reported_evals and reported) else bench.n_evals
     limit_fn, limit_mem = _limit(case, ctx, bench, n)
     contenders = {"jaxplain": bench.jaxplain, "limit": limit_fn}
-    chunk = batching.DEFAULT_BATCH_SIZE
+    chunk = batching.default_batch_size()
     if case.kind != "fwdbwd_to_layer" and n > chunk:
         inputs = H.limit_inputs(bench.x, n)
         td = jnp.asarray(np.asarray(bench.target)[(np.arange(n) * bench.n_images) // n])

@@ -7,6 +7,9 @@ Import the flat namespace: `import jaxplain as jx; jx.integrated_gradients(...)`
 # Each section re-exports one module; keep one symbol per line and add it to
 # __all__ below (tests/test_public_api.py pins the list).
 
+# --- settings -------------------------------------------------------------------------
+from ._compile import config as config
+
 # --- types and adapters --------------------------------------------------------------
 from ._core.types import Explanation as Explanation
 from ._core.types import to_numpy as to_numpy
@@ -113,6 +116,7 @@ from .pipeline.dataset import load_results as load_results
 __version__ = "0.1.0"
 
 __all__ = [
+    "config",
     "gaussian_blur",
     "resolve_baseline",
     "superpixels",

@@ -39,18 +39,18 @@ def test_first_layer_fast_path_gives_the_plain_convolution_s_values(pool, monkey
     m, v, x = _cnn(pool)
     model = jx.from_linen(m, v)
     b = 0.3 * testing.random_images(5, n=3, size=8)
-    real, taken = _deeplift._few_channel_conv, []
+    real, taken = _deeplift.tuned_eqn, []
 
     def spy(eqn, invals):
         out = real(eqn, invals)
         taken.append(out is not None)
         return out
 
-    monkeypatch.setattr(_deeplift, "_few_channel_conv", spy)
+    monkeypatch.setattr(_deeplift, "tuned_eqn", spy)
     gradients._deeplift.clear_cache()  # trace anew, with the spy and then without the path
     fast = jx.deeplift(model, x, target=1, baseline=b)
     assert taken and all(taken)  # conv0 on both halves, in every trace of the pair
-    monkeypatch.setattr(_deeplift, "_few_channel_conv", lambda eqn, invals: None)
+    monkeypatch.setattr(_deeplift, "tuned_eqn", lambda eqn, invals: None)
     gradients._deeplift.clear_cache()
     plain = jx.deeplift(model, x, target=1, baseline=b)
     gradients._deeplift.clear_cache()

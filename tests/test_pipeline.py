@@ -174,8 +174,8 @@ def test_stochastic_keys_are_per_example(setup):
     for i in (0, 13, 28):  # example i is explained alone with fold_in(key, i)
         ref = noisy(model, x[i : i + 1], target=1, key=jax.random.fold_in(key, i))
         np.testing.assert_allclose(stack(a)[i : i + 1], ref.values, rtol=1e-6, atol=1e-6)
-    # each example is one lane; lanes share the eval batch budget (DEFAULT_BATCH_SIZE // 4 each)
-    assert set(stack(a, "n_evals").tolist()) == {batching.DEFAULT_BATCH_SIZE // 4}
+    # each example is one lane; lanes share the eval batch budget (default_batch_size() // 4 each)
+    assert set(stack(a, "n_evals").tolist()) == {batching.default_batch_size() // 4}
     c = list(jx.explain_dataset(noisy, model, x, batch_size=4, **dict(kw, key=jax.random.key(6))))
     assert not np.allclose(stack(a), stack(c))
     with jax.disable_jit():  # jit == eager

@@ -18,6 +18,7 @@ PUBLIC = [
     "as_target",
     "avg_sensitivity",
     "completeness_gap",
+    "config",
     "complexity",
     "deconvnet",
     "deeplift",

@@ -1,4 +1,5 @@
-"""jaxplain's compile path: per-program XLA options and the loop-body conv rewrite."""
+"""The XLA:CPU machinery of `jaxplain/_compile/cpu.py`: per-program XLA options and the
+program rewrites, each checked for equal values (and derivatives) against plain JAX."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,19 @@ import pytest
 from jax import lax
 
 import jaxplain as jx
-from jaxplain._compile import jaxpr as _jaxpr, xla as _xla
+
+
+def _forced(mode):
+    def make(f):
+        with _compile.config.override(cpu_rewrites="1"):
+            return _compile.tuned(f, mode)
+
+    return make
+
+
+fast_model, fast_forward, loop_body = _forced("grad"), _forced("forward"), _forced("loop")
+from jaxplain import _compile
+from jaxplain._compile import cpu, jaxpr as _jaxpr
 from jaxplain._core import batching
 from jaxplain import testing
 
@@ -16,15 +29,15 @@ from jaxplain import testing
 
 
 def test_options_are_probed_and_can_be_turned_off(monkeypatch):
-    probe = _xla._probe.__wrapped__  # uncached
+    probe = cpu._probe.__wrapped__  # uncached
     monkeypatch.delenv("JAXPLAIN_XLA_OPTIONS", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
     opts = probe()
-    assert set(opts) <= set(_xla.CPU_OPTIONS)
-    _xla.compiler_options()["mutated"] = 1  # callers get a copy
-    assert "mutated" not in _xla.compiler_options()
+    assert set(opts) <= set(cpu.CPU_OPTIONS)
+    cpu.compiler_options()["mutated"] = 1  # callers get a copy
+    assert "mutated" not in cpu.compiler_options()
     if jax.default_backend() == "cpu" and jax.__version__.startswith("0.10."):
-        assert opts == _xla.CPU_OPTIONS  # the jaxlib this project pins accepts it
+        assert opts == cpu.CPU_OPTIONS  # the jaxlib this project pins accepts it
     monkeypatch.setenv("JAXPLAIN_XLA_OPTIONS", "none")
     assert probe() == {}
     monkeypatch.setenv("JAXPLAIN_XLA_OPTIONS", "")
@@ -37,7 +50,7 @@ def test_jit_top_level_nested_and_aot_agree():
     m = testing.tiny_cnn(n_classes=3)
     model = jx.from_linen(m, m.init(jax.random.key(0), x))
     f = lambda mm, z: jax.grad(lambda q: mm(q)[:, 1].sum())(z)
-    ours = _xla.jit(f)
+    ours = _compile.jit(f)
     top = ours(model, x)
     nested = jax.jit(lambda mm, z: ours(mm, z))(model, x)  # inlined: no options allowed there
     aot = ours.lower(model, x).compile()(model, x)
@@ -49,7 +62,7 @@ def test_jit_top_level_nested_and_aot_agree():
 
 
 def test_jit_as_decorator_with_static_args():
-    @_xla.jit(static_argnames=("k",))
+    @_compile.jit(static_argnames=("k",))
     def g(a, k):
         return a * k
 
@@ -108,7 +121,7 @@ def test_loop_body_keep_values_and_fix_kernel_layout(dn, groups, ndim, shape):
     f = _net(dn, groups, ndim)
     x = jax.random.normal(jax.random.key(0), shape)
     g = jax.grad(f)
-    g2 = _jaxpr.loop_body(g)
+    g2 = loop_body(g)
     # compiled, not op by op: these tests are about the rewrite, which a method always
     # runs under jit (eager use of a rewritten model is checked once, further down)
     np.testing.assert_allclose(jax.jit(g2)(x), jax.jit(g)(x), rtol=1e-5, atol=1e-6)
@@ -134,10 +147,10 @@ def test_loop_body_pools_as_reshape_and_reduce_with_the_same_values(pool):
     x = x.at[0, :4, :4].set(0.5)  # flat windows: ties
     m = testing.tiny_cnn(n_classes=3, pool=pool)
     model = jx.from_linen(m, m.init(jax.random.key(2), x))
-    body = _jaxpr.loop_body(model)
+    body = loop_body(model)
     np.testing.assert_allclose(jax.jit(body)(x), jax.jit(model)(x), rtol=1e-5, atol=1e-6)
     f = lambda z: model(z)[:, 1].sum()  # noqa: E731
-    np.testing.assert_allclose(jax.jit(jax.grad(_jaxpr.loop_body(f)))(x), jax.jit(jax.grad(f))(x),
+    np.testing.assert_allclose(jax.jit(jax.grad(loop_body(f)))(x), jax.jit(jax.grad(f))(x),
                                rtol=1e-5, atol=1e-6)
     hlo = lambda g: jax.jit(g).lower(x).as_text()  # noqa: E731
     assert "reduce_window" in hlo(model) and "reduce_window" not in hlo(body)
@@ -184,7 +197,7 @@ def test_fast_model_pools_same_values_and_gradients(pool, relu, window):
     # `SLICED_WINDOW`) as a reduction over the windows
     f = _pool_net(pool, window, window, relu=relu)
     x = jax.random.normal(jax.random.key(0), (3, 8, 6, 3))
-    g = _jaxpr.fast_model(f)
+    g = fast_model(f)
     np.testing.assert_allclose(jax.jit(g)(x), jax.jit(f)(x), rtol=1e-6, atol=1e-6)
     grad = lambda h: jax.grad(lambda z: jnp.sum(h(z) * jnp.arange(5.0)))
     np.testing.assert_allclose(jax.jit(grad(g))(x), jax.jit(grad(f))(x), rtol=1e-5, atol=1e-6)
@@ -196,7 +209,7 @@ def test_fast_model_pools_same_values_and_gradients(pool, relu, window):
 def test_fast_model_pools_route_ties_to_the_first_maximum_like_xla():
     x = jnp.array([[[[1.0], [1.0]], [[0.5], [1.0]]], [[[0.0], [0.0]], [[0.0], [0.0]]]])
     pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
-    g = jax.grad(_jaxpr.fast_model(pool))(x)
+    g = jax.grad(fast_model(pool))(x)
     np.testing.assert_array_equal(g, jax.grad(pool)(x))  # select_and_scatter's choice
     np.testing.assert_array_equal(g[:, :, :, 0], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
 
@@ -206,13 +219,13 @@ def test_pool_derivatives_in_both_modes_go_to_the_first_maximum(window):
     x = jnp.tile(jnp.asarray([[1.0, 3.0], [3.0, 2.0]]), (4, 4))[None, :, :, None]  # (1, 8, 8, 1)
     pool = lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1,) + window + (1,),  # noqa: E731
                                        (1,) + window + (1,), "VALID")
-    fast = _jaxpr.fast_model(pool)
+    fast = fast_model(pool)
     ct = jax.random.normal(jax.random.key(0), pool(x).shape)
     got = jax.jit(jax.grad(lambda z: jnp.sum(fast(z) * ct)))(x)
     np.testing.assert_array_equal(got, jax.grad(lambda z: jnp.sum(pool(z) * ct))(x))
     assert int((got != 0).sum()) == ct.size  # one entry per window, the first of the 3s
     t = jax.random.normal(jax.random.key(1), x.shape)
-    value, tangent = jax.jit(lambda a, b: jax.jvp(_jaxpr.fast_forward(pool), (a,), (b,)))(x, t)
+    value, tangent = jax.jit(lambda a, b: jax.jvp(fast_forward(pool), (a,), (b,)))(x, t)
     np.testing.assert_array_equal(value, pool(x))
     np.testing.assert_array_equal(tangent, t[:, 0::window[0], 1::window[1]])  # the first 3
 
@@ -231,7 +244,7 @@ def test_fast_model_pools_on_a_constant_image_match_plain_autodiff():
 def test_fast_model_leaves_overlapping_or_padded_pools_alone(window, stride, padding):
     f = _pool_net("max", window, stride, padding)
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))  # 7 is not a multiple of 2: SAME pads
-    g = _jaxpr.fast_model(f)
+    g = fast_model(f)
     assert "reduce_window_max" in _prims(g, x)
     np.testing.assert_allclose(g(x), f(x), rtol=1e-5, atol=1e-6)  # its conv is a patch product
 
@@ -257,7 +270,7 @@ def test_fast_model_few_channel_convs_same_values_and_gradients(cin, kernel, pad
         h = lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
         return jnp.tanh(h).reshape(x.shape[0], -1)
 
-    g = _jaxpr.fast_model(f)
+    g = fast_model(f)
     want = jax.jit(f)(x, k)
     np.testing.assert_allclose(jax.jit(g)(x, k), want, rtol=1e-5, atol=1e-5)  # a patch product
     ct = jax.random.normal(kg, want.shape)
@@ -299,9 +312,9 @@ def test_few_channel_forward_is_a_patch_product_with_the_same_values(
     # the library convolution in float32 as reference: the patch order (dy, dx, c) must
     # match the kernel's
     want = np.asarray(f(x.astype(jnp.float32), k.astype(jnp.float32)), np.float64)
-    body = _jaxpr.loop_body(f)
+    body = loop_body(f)
     tol = 1e-5 if dtype == jnp.float32 else 3e-2
-    for g in (jax.jit(_jaxpr.fast_model(f)), jax.jit(body)):
+    for g in (jax.jit(fast_model(f)), jax.jit(body)):
         got = g(x, k)
         assert got.dtype == dtype and got.shape == want.shape
         np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol,
@@ -309,9 +322,9 @@ def test_few_channel_forward_is_a_patch_product_with_the_same_values(
     n_convs = lambda h: jax.jit(h).lower(x, k).compile().as_text().count(" convolution(")
     assert n_convs(f) == 1 and n_convs(body) == 0
     # above the patch budget the library convolution is kept
-    monkeypatch.setattr(_jaxpr, "PATCH_BYTES", 64)
-    assert n_convs(_jaxpr.loop_body(f)) == 1
-    np.testing.assert_allclose(np.asarray(_jaxpr.loop_body(f)(x, k), np.float64), want,
+    monkeypatch.setattr(cpu, "PATCH_BYTES", 64)
+    assert n_convs(loop_body(f)) == 1
+    np.testing.assert_allclose(np.asarray(loop_body(f)(x, k), np.float64), want,
                                rtol=tol, atol=tol * np.abs(want).max())
 
 
@@ -320,8 +333,8 @@ def test_patch_product_first_layer_keeps_cnn_outputs_and_chunking_invariance():
     m = testing.tiny_cnn(n_classes=3)
     model = jx.from_linen(m, m.init(jax.random.key(0), x))
     want = model(x)
-    np.testing.assert_allclose(_jaxpr.fast_model(model)(x), want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_jaxpr.loop_body(model)(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast_model(model)(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loop_body(model)(x), want, rtol=1e-5, atol=1e-6)
     # chunked evaluation (one chunk unrolled, or scanned) is the model, whatever batch_size
     for bs in (6, 4, 1):
         got = batching.chunked_apply(model, x, bs)
@@ -337,7 +350,7 @@ def test_fast_forward_keeps_values_and_forward_mode_derivatives(pool):
     model = jx.from_linen(m, m.init(jax.random.key(1), x))
     v = testing.random_images(7, n=4, size=8) - 0.5
     jvp = lambda f: jax.jit(lambda a, b: jax.jvp(f, (a,), (b,)))  # noqa: E731
-    fast = _jaxpr.fast_forward(model)
+    fast = fast_forward(model)
     (want, want_t), (got, got_t) = jvp(model)(x, v), jvp(fast)(x, v)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_t, want_t, rtol=1e-5, atol=1e-6)
@@ -348,7 +361,7 @@ def test_fast_forward_keeps_values_and_forward_mode_derivatives(pool):
     conv = "stablehlo.convolution"
     assert fast_hlo.count(conv) == 0 and plain_hlo.count(conv) == 4
     with pytest.raises(TypeError):  # what fast_forward is for: custom VJPs refuse forward mode
-        jax.jvp(_jaxpr.fast_model(model), (x,), (v,))
+        jax.jvp(fast_model(model), (x,), (v,))
 
 
 @pytest.mark.parametrize(
@@ -365,7 +378,7 @@ def test_fast_model_leaves_other_convs_alone(cin, strides, groups):
             z, k, strides, "SAME", dimension_numbers=dn, feature_group_count=groups
         ).sum()
 
-    g = _jaxpr.fast_model(f)
+    g = fast_model(f)
     assert str(jax.make_jaxpr(jax.grad(g))(x)) == str(jax.make_jaxpr(jax.grad(f))(x))
 
 

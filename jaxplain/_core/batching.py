@@ -24,20 +24,18 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from .._compile.jaxpr import loop_body
+from .._compile import default_chunk, tuned
 
-DEFAULT_BATCH_SIZE = 64
-"""Model inputs per chunk when a method is called with `batch_size=None`.
+ACCELERATOR_BATCH_SIZE = 256
+"""Model inputs per chunk for `batch_size=None` in programs without the CPU rewrites
+(accelerators, or `JAXPLAIN_CPU_REWRITES=0`); on CPU the compile layer's cache-sized
+default applies (`_compile.default_chunk`)."""
 
-Cache-sized chunks run fastest on CPU. With the first layer as a patch product
-(`_jaxpr.PATCH_BYTES`), on the small benchmark CNN (2-core AMD EPYC, jax 0.10.2,
-medians over alternating rounds): LIME with 1000 samples 160 ms in chunks of 64,
-178 ms in chunks of 128 (and of 32); KernelSHAP 174 vs 211 ms; IG (16 images x 50
-steps) 261 vs 258 ms. Earlier, without it, 1000 forwards took 124 ms in chunks of
-125 and 172 ms in chunks of 250. On a 2-core Xeon (AVX-512, 2 MiB L2 per core),
-chunks of 128 were 4-5% faster for KernelSHAP, LIME and IG and 5% slower for
-SmoothGrad (jax 0.10.2, 2026-12-05): 64 stays, the better choice across both
-machines. Pass a larger `batch_size` on accelerators."""
+
+def default_batch_size() -> int:
+    """Model inputs per chunk for `batch_size=None`, for the program being traced."""
+    return default_chunk() or ACCELERATOR_BATCH_SIZE
+
 
 MAX_UNROLL = 1
 """Up to this many chunks are laid out one after another in the program;
@@ -53,7 +51,7 @@ program. Its patch-matrix first layer speeds up every chunk, in a loop or not.""
 def chunk_size(batch_size: int | None, total: int) -> int:
     """The largest chunk allowed for `total` evaluations (`batch_size`, at most `total`)."""
     if batch_size is None:
-        batch_size = DEFAULT_BATCH_SIZE
+        batch_size = default_batch_size()
     return max(1, min(int(batch_size), int(total)))
 
 
@@ -77,7 +75,7 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
     """
     count, size = chunking(total, batch_size)
     last = total - size
-    step = loop_body(lambda state, start, skip: fn(state, start, size, skip))
+    step = tuned(lambda state, start, skip: fn(state, start, size, skip), "loop")
     if count <= MAX_UNROLL:
         carry, ys = init, []
         for i in range(count):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import validate as V
-from .._compile.xla import jit
+from .._compile import jit
 
 
 def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segments") -> tuple[jax.Array, int]:

@@ -1,46 +1,24 @@
-"""Progress bars for long eager runs of the perturbation methods.
+"""Progress bars for long eager calls.
 
-A method decorated with `progress_jit` has two compiled variants: the plain one,
-and one whose chunk loop (`perturbation.stream`) reports each finished chunk to
-the host with `jax.debug.callback`. The second variant is traced with a
-trace-time flag set and lives in its own `jax.jit` cache, so neither variant can
-leak into the other. `run` picks the reporting variant only when asked for and
-when called outside any JAX transformation: under a caller's `jax.jit` nothing
-prints,
-and without `progress=True` the program holds no host callback at all.
+A call that shows progress runs inside `_compile.report_requests()`: its
+top-level programs are then traced in their *reporting* variant (a separate
+`jax.jit` cache of the compile layer), whose chunk loops call `report` for each
+finished chunk, a `jax.debug.callback` to the host. Without a bar, or under a
+caller's `jax.jit`, programs hold no host callback at all.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from .._compile.xla import eager as _eager
-from .._compile.xla import jit
+from .._compile import eager, report_requests, reporting
 from . import validate as V
 
-_state = threading.local()
 _bars: dict[int, Any] = {}
-
-
-def tracing_with_progress() -> bool:
-    """True while a reporting variant is being traced (read by the chunk loop)."""
-    return getattr(_state, "on", False)
-
-
-@contextlib.contextmanager
-def _tracing():
-    old = tracing_with_progress()
-    _state.on = True
-    try:
-        yield
-    finally:
-        _state.on = old
 
 
 def tick(count: Any) -> None:
@@ -55,50 +33,32 @@ def tick(count: Any) -> None:
 
 def report(count: Any) -> None:
     """Inside traced code: report `count` (an int, may be traced) finished model evaluations."""
-    if tracing_with_progress():
+    if reporting():
         jax.debug.callback(tick, count)
 
 
 def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Callable]:
-    """`jax.jit` with a second, reporting variant selected by `progress=True`."""
+    """The compile layer's `jit` (kept for the methods that still name it)."""
+    from .._compile import jit
 
-    def deco(fn: Callable) -> Callable:
-        plain = jit(fn, static_argnames=static_argnames)
-
-        @functools.wraps(fn)
-        def with_reports(*args, **kwargs):
-            with _tracing():
-                return fn(*args, **kwargs)
-
-        loud = jit(with_reports, static_argnames=static_argnames)
-
-        @functools.wraps(fn)
-        def call(*args, progress: bool = False, **kwargs):
-            return (loud if progress else plain)(*args, **kwargs)
-
-        # AOT lowering / memory analysis of the quiet variant; looked up when called,
-        # so that importing jaxplain initialises no backend
-        call.lower = lambda *a, **k: plain.lower(*a, **k)
-        call.plain, call.reporting = plain, loud
-        return call
-
-    return deco
+    return jit(static_argnames=static_argnames)
 
 
 def run(
     fn: Callable, *args: Any, progress: Any, x: Any, total: int | None, desc: str, **kwargs: Any
 ):
-    """Calls a `progress_jit` function, showing a tqdm bar when `progress` and `x` is concrete."""
+    """Calls `fn`, showing a tqdm bar when `progress` and the call is eager on concrete `x`."""
     if not isinstance(progress, bool):
         V.fail("progress", "a bool", repr(progress), TypeError)
-    if not progress or not V.is_concrete(x) or not _eager():
-        return fn(*args, progress=False, **kwargs)
+    if not progress or not V.is_concrete(x) or not eager():
+        return fn(*args, **kwargs)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="eval", leave=False)
     _bars[threading.get_ident()] = bar
     try:
-        out = jax.block_until_ready(fn(*args, progress=True, **kwargs))
+        with report_requests():
+            out = jax.block_until_ready(fn(*args, **kwargs))
         jax.effects_barrier()
         return out
     finally:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from . import validate as V
-from .._compile.jaxpr import fast_model
+from .._compile import tuned
 
 PREDICTED = "predicted"
 
@@ -162,7 +162,7 @@ def value_and_grad(model: Callable, target: Target, x: jax.Array) -> tuple[jax.A
     bound target)`. Tiling pooling layers are differentiated as elementwise work
     (`_jaxpr.fast_model`): same values and gradients, a faster backward pass.
     """
-    outputs, vjp = jax.vjp(fast_model(model), x)
+    outputs, vjp = jax.vjp(tuned(model, "grad"), x)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     scalars, ct = jax.value_and_grad(lambda o: jnp.sum(bound.select(o)))(outputs)
     del scalars

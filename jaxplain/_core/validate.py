@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import eager, jit
+from .._compile import default_platform, jit, keep_numpy
 
 NAN_POLICIES = ("raise", "warn", "ignore")
 MAX_INT32 = 2**31 - 1
@@ -148,29 +148,18 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
 def to_device(x: Any, dtype: Any = None) -> jax.Array:
     """`x` ready to be passed to a jitted program, without an eager XLA op.
 
-    `jnp.asarray` compiles a tiny program per new shape. `jax.device_put` does
-    not, but its copy runs on another thread: a program called right after it
-    waits for that hand-off, about 0.3 ms per array on CPU, plus 0.14 ms of
-    Python (16 images of the small benchmark CNN take 8 ms in all). On the CPU
-    backend a host array is therefore returned as a NumPy array in JAX's dtype
-    (the jitted program takes it in about 0.03 ms), when the call is a top-level
-    one that hands it straight to a compiled program. Under a caller's
-    transformation or `jax.disable_jit()`, code runs op by op and may index it
-    with tracers, and on accelerators the several programs of one call should
-    share one copy: there it is put on the device.
+    `jnp.asarray` compiles a tiny program per new shape; `jax.device_put` does
+    not. Where the compile layer says so (`_compile.keep_numpy`: a top-level call
+    whose programs run on CPU), a host array is returned as NumPy in JAX's dtype
+    instead, which a jitted program takes without a device copy.
     """
     if isinstance(x, jax.Array):
         return x if dtype is None or x.dtype == dtype else x.astype(dtype)
     arr = np.asarray(x, dtype)
     arr = arr.astype(jax.dtypes.canonicalize_dtype(arr.dtype), copy=False)
-    if _host_is_device() and eager() and not jax.config.jax_disable_jit:
+    if keep_numpy():
         return arr
     return jax.device_put(arr)
-
-
-@functools.lru_cache(maxsize=1)
-def _host_is_device() -> bool:
-    return jax.default_backend() == "cpu"
 
 
 def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
@@ -197,7 +186,7 @@ def _count_nonfinite(x: Any) -> int:
     if isinstance(x, jax.Array):
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             return 0
-        if not _host_is_device() and any(d.platform != "cpu" for d in x.devices()):
+        if any(d.platform != "cpu" for d in x.devices()):
             return int(_device_count_nonfinite(x))
     arr = np.asarray(x)
     if arr.dtype.kind not in "fc" and arr.dtype.name != "bfloat16":

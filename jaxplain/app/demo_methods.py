@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
-from .._compile.jaxpr import fast_model
-from .._compile.xla import jit
+from .._compile import tuned
+from .._compile import jit
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
 
@@ -241,8 +241,8 @@ class LimitTimer:
     ):
         self.model, self.x, self.target = model, x, target
         self.repeats, self.max_batch = repeats, max_batch
-        self._fwd = jit(lambda m, z: fast_model(m)(z))  # as the methods run the model
-        picked = lambda z, m, t: jnp.take_along_axis(fast_model(m)(z), t[:, None], 1)  # noqa: E731
+        self._fwd = jit(lambda m, z: tuned(m, "grad")(z))  # as the methods run the model
+        picked = lambda z, m, t: jnp.take_along_axis(tuned(m, "grad")(z), t[:, None], 1)  # noqa: E731
         self._fb = jit(jax.grad(lambda z, m, t: jnp.sum(picked(z, m, t))))
         self._cache: dict[tuple[int, bool], float] = {}
 

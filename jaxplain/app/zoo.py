@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from .._compile.xla import jit
+from .._compile import jit
 from .._core.models import Model, from_linen
 
 

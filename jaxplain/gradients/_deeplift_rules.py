@@ -32,18 +32,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from .._compile.jaxpr import (
-    CALLS,
-    Site,
-    _few_channel_conv,
-    _window_max,
-    _window_sum,
-    bind_eqn,
-    interpret,
-    of_operand,
-    pool_tiles,
-    windows,
-)
+from .._compile import pool, tuned_eqn
+from .._compile.jaxpr import CALLS, Site, bind_eqn, interpret, of_operand, pool_tiles, windows
 
 EPS = 1e-10
 """Below this |z - z_ref| a rescaled nonlinearity uses its derivative (Captum's value)."""
@@ -104,10 +94,10 @@ def _unwindows(w, tiles, shape):
 def _window_max_rule(tiles):
     @jax.custom_vjp
     def op(x, r):
-        return _window_max(x, tiles)
+        return pool("max", x, tiles)
 
     def fwd(x, r):
-        return _window_max(x, tiles), (x, r)
+        return pool("max", x, tiles), (x, r)
 
     def bwd(res, g):
         x, r = res
@@ -179,20 +169,19 @@ def _rule(site: Site):
         return [(o, o) for o in bind_eqn(eqn, xs)]
     name = eqn.primitive.name
     if name == "conv_general_dilated" and varying == [0]:
-        # an image model's first layer: `fast_model`'s patch-product forward on both
-        # halves and its matrix-product input gradient (XLA:CPU's library convolution
-        # from 3 channels, and its transpose, are its slow paths)
-        fast = _few_channel_conv(eqn, xs)
+        # an image model's first layer, as `tuned` runs it on both halves (the CPU's
+        # patch-product forward and matrix-product input gradient; None elsewhere)
+        fast = tuned_eqn(eqn, xs)
         if fast is not None:
-            return [(fast[0], _few_channel_conv(eqn, rs)[0])]
+            return [(fast[0], tuned_eqn(eqn, rs)[0])]
     if name in ("reduce_window_max", "reduce_window_sum"):
         tiles = pool_tiles(eqn, xs[0])
         if tiles is None:
             return None
         with eqn.ctx.manager:
             if name == "reduce_window_sum":
-                return [(_window_sum(xs[0], tiles), _window_sum(rs[0], tiles))]
-            return [(_window_max_rule(tiles)(xs[0], rs[0]), _window_max(rs[0], tiles))]
+                return [(pool("sum", xs[0], tiles), pool("sum", rs[0], tiles))]
+            return [(_window_max_rule(tiles)(xs[0], rs[0]), pool("max", rs[0], tiles))]
     if name == "mul" and len(varying) == 2:
         a, b = xs
         if jnp.shape(a) == jnp.shape(b) and jnp.shape(rs[0]) == jnp.shape(a):

@@ -30,15 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from ._deeplift_rules import _activation_call, _rescale
-from .._compile.jaxpr import (
-    CALLS,
-    Site,
-    _fast_rule,
-    _few_channel_conv,
-    bind_eqn,
-    interpret,
-    of_operand,
-)
+from .._compile import tuned_eqn, tuned_rule
+from .._compile.jaxpr import CALLS, Site, bind_eqn, interpret, of_operand
 from ._relu_rules import _is_relu_max
 
 LINEAR = ("conv_general_dilated", "dot_general")
@@ -81,7 +74,7 @@ class _Linear:
     def __call__(self, a, w):
         args = [w, w]
         args[self.i] = a
-        out = _few_channel_conv(self.eqn, args)  # its input gradient as a matrix product on CPU
+        out = tuned_eqn(self.eqn, args)  # its input gradient as a matrix product on CPU
         return (out if out is not None else bind_eqn(self.eqn, args))[0]
 
     def t(self, w, a, s):
@@ -203,7 +196,7 @@ class _Propagation:
                 zero = jnp.zeros_like(invals[j])
                 # the secant from the origin: f(z) / z
                 return [_rescale(of_operand(eqn, invals, j))(invals[j], zero, zero)]
-        return _fast_rule(site)  # None: enter a call, or bind as it is
+        return tuned_rule(site)  # None: enter a call, or bind as it is
 
 
 def propagated(fn: Callable[..., Any], rules: Callable[[int, str], Any]):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from .._compile.xla import jit
+from .._compile import jit
 from .._core import validate as V
 from .._core import batching
 from .._core.noise import gaussian
@@ -126,7 +126,7 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
       rule: `riemann_left`, `riemann_right`, `riemann_middle`,
         `riemann_trapezoid` or `gauss_legendre` (the default, as in Captum; it
         converges fastest on smooth models).
-      batch_size: model inputs per chunk (default `batching.DEFAULT_BATCH_SIZE`).
+      batch_size: model inputs per chunk (default `batching.default_batch_size()`).
 
     Returns:
       `Explanation` with `values` shaped like `x` and `gap`, the completeness

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from .._core import layers as _layers
 from .._core import validate as V
 from .._core import batching
-from .._compile.jaxpr import fast_forward, fast_model
+from .._compile import tuned
 from .._core.quadrature import RULES, quadrature
 from .._core.types import ArrayLike, Explanation
 from .._core.models import Model, as_model
@@ -106,7 +106,7 @@ def _upsample_size(upsample: Any, x: jax.Array,
 def _layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], at: str, shape):
     """One forward and one backward pass: (scalars (N,), activations, layer gradients, target)."""
     zeros = _layers.zeros_like_shape(shape)
-    probed = fast_model(lambda d: _layers.probe(model, x, layer, d, at=at))
+    probed = tuned(lambda d: _layers.probe(model, x, layer, d, at=at), "grad")
     outputs, vjp, act = jax.vjp(probed, zeros, has_aux=True)
     bound = target.bind(jax.lax.stop_gradient(outputs))
     ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
@@ -403,7 +403,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
             return jnp.sum(t.select(out))
 
         node = act_x[rows] + scale.astype(diff.dtype) * diff[rows]
-        g = jax.grad(fast_model(f))(node)
+        g = jax.grad(tuned(f, "grad"))(node)
         return weights[s].reshape(scale.shape).astype(g.dtype) * g
 
     avg_grad = batching.per_example_sum(weighted_grads, n, steps, batch_size)
@@ -570,15 +570,15 @@ def _layer_path(model, x, target, b, alphas, weights, neuron=None, *, layer, at,
             out, _ = _layers.probe(model, z, layer, d, at=at)
             return jnp.sum(t.select(out))
 
-        g = jax.grad(fast_model(f))(zero)
+        g = jax.grad(tuned(f, "grad"))(zero)
         activation = lambda u: _layers.probe(model, u, layer, at=at)[1]  # noqa: E731
         if conduct:  # dA/da along x - b, by forward mode
-            _, da = jax.jvp(fast_forward(activation), (z,), (delta,))
+            _, da = jax.jvp(tuned(activation, "forward"), (z,), (delta,))
             g = g * da
         elif kind == "neuron":  # dF/dA_k * dA_k/dz by one backward from unit k, times x - b
             flat = g.reshape(g.shape[0], -1)
             pick = jax.nn.one_hot(neuron[rows], flat.shape[1], dtype=g.dtype)
-            _, pull = jax.vjp(fast_model(activation), z)
+            _, pull = jax.vjp(tuned(activation, "grad"), z)
             (g,) = pull((pick * flat).reshape(g.shape))
             g = g * delta
         return weights[s].reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype) * g

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from .._core import layers as _layers
-from .._compile.jaxpr import loop_body
+from .._compile import tuned
 from .._core import validate as V
 from .._core.models import as_model
 
@@ -378,7 +378,7 @@ def _feature_vis(model, ids, key, lr, l2, tv, *, mode, steps, shape, jitter, par
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), obj
 
-        (p, _), hist = jax.lax.scan(loop_body(step), (p0, opt.init(p0)), jnp.arange(steps))
+        (p, _), hist = jax.lax.scan(tuned(step, "loop"), (p0, opt.init(p0)), jnp.arange(steps))
         return to_image(p), hist
 
     images, hist = jax.vmap(one)(ids)

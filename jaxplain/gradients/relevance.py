@@ -42,7 +42,7 @@ from .._core import layers as _layers, batching
 from .._core import validate as V
 from ._lrp_rules import Layer, propagated
 from .._core.types import Explanation
-from .._compile.xla import jit
+from .._compile import jit
 from .cam import _prepare_site
 from .basic import _count
 from .._core.models import as_model, traced_cached

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from . import base as B
 from .._core import validate as V
 from ..perturbation.engine import coalition_values
@@ -131,7 +131,7 @@ _CURVE_ARGS = """
       blur_sigma: the Gaussian's standard deviation in pixels for "blur" (default
         `max(H, W) / 10`).
       softmax: follow the softmax probability of the target instead of the raw output.
-      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+      batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
 """
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._compile.xla import jit
+from .._compile import jit
 from . import base as B
 from .._core import validate as V
 from .._core import batching

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from . import base as B
 from .._core import validate as V
 from .._core.models import as_model

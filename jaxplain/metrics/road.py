@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from . import base as B
 from .._core import validate as V
 from .._core import batching
@@ -91,7 +91,7 @@ def road(
       tol: relative residual at which the conjugate-gradient solve stops.
       max_iter: iteration cap of the solve (default `H * W`).
       batch_size: model inputs (and linear systems) per chunk (`None`:
-        `batching.DEFAULT_BATCH_SIZE`); memory does not grow with `len(fractions)`.
+        `batching.default_batch_size()`); memory does not grow with `len(fractions)`.
 
     Returns:
       A `Curve` with `auc (N,)` (trapezoid rule over `fractions`), `values

@@ -21,7 +21,7 @@ from . import base as B
 from .._core import validate as V
 from .._core import batching
 from .._core.noise import gaussian
-from .._compile.xla import jit
+from .._compile import jit
 from .._core.models import as_model
 from .._core.targets import as_target
 

@@ -333,7 +333,7 @@ def occlusion(
       strides: steps of the window, an int or one per window axis (Captum's
         default 1).
       baseline: a number, an image, one image per example, or `"blur"`.
-      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+      batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
       progress: show a tqdm bar of model evaluations when called eagerly
         (never under an outer `jax.jit`).
 
@@ -468,7 +468,7 @@ def feature_ablation(
         (`grid_segments`, `superpixels`, ...).
       baseline: what a removed feature becomes: a number, an image, one image
         per example, `"blur"` or `"mean"` (the feature's mean colour).
-      batch_size: model inputs per chunk (`None`: `batching.DEFAULT_BATCH_SIZE`).
+      batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
       progress: show a tqdm bar of model evaluations when called eagerly
         (never under an outer `jax.jit`).
 

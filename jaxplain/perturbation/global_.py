@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile.xla import jit
+from .._compile import jit
 from .._core import validate as V
 from .._core import batching, features
 from .._core.types import Explanation

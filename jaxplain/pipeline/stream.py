@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from .._compile.xla import jit
+from .._compile import jit
 from . import shards as _shards
 from .._core import validate as V
 from .._core import batching
@@ -156,7 +156,7 @@ def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
         )
         if takes_bs:
             kw["batch_size"] = max(
-                1, (eval_batch_size or batching.DEFAULT_BATCH_SIZE) // local_rows
+                1, (eval_batch_size or batching.default_batch_size()) // local_rows
             )
 
         def lane(x1, t1, k1):
