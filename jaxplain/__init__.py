@@ -29,17 +29,17 @@ from ._core.features import pixel_segments as pixel_segments
 
 # --- gradients ---------------------------------------------------------------------------
 from .gradients.basic import deconvnet as deconvnet
-from .gradients.basic import deeplift as deeplift
-from .gradients.basic import deeplift_shap as deeplift_shap
-from .gradients.basic import expected_gradients as expected_gradients
+from .gradients.deeplift import deeplift as deeplift
+from .gradients.deeplift import deeplift_shap as deeplift_shap
+from .gradients.sampled import expected_gradients as expected_gradients
 from .gradients.basic import gradient_x_input as gradient_x_input
 from .gradients.basic import guided_backprop as guided_backprop
 from .gradients.basic import integrated_gradients as integrated_gradients
-from .gradients.basic import noise_tunnel as noise_tunnel
+from .gradients.sampled import noise_tunnel as noise_tunnel
 from .gradients.basic import saliency as saliency
-from .gradients.basic import smoothgrad as smoothgrad
-from .gradients.basic import squaregrad as squaregrad
-from .gradients.basic import vargrad as vargrad
+from .gradients.sampled import smoothgrad as smoothgrad
+from .gradients.sampled import squaregrad as squaregrad
+from .gradients.sampled import vargrad as vargrad
 from .gradients.basic import with_relu_rule as with_relu_rule
 from .gradients.relevance import lrp as lrp
 from .gradients import relevance as relevance
@@ -48,13 +48,13 @@ from .gradients import relevance as relevance
 from .gradients.cam import grad_cam as grad_cam
 from .gradients.cam import grad_cam_plus_plus as grad_cam_plus_plus
 from .gradients.cam import guided_grad_cam as guided_grad_cam
-from .gradients.cam import layer_activations as layer_activations
-from .gradients.cam import layer_gradient_x_activation as layer_gradient_x_activation
-from .gradients.cam import layer_integrated_gradients as layer_integrated_gradients
-from .gradients.cam import layer_conductance as layer_conductance
-from .gradients.cam import internal_influence as internal_influence
-from .gradients.cam import neuron_conductance as neuron_conductance
-from .gradients.cam import neurons as neurons
+from .gradients.layer import layer_activations as layer_activations
+from .gradients.layer import layer_gradient_x_activation as layer_gradient_x_activation
+from .gradients.layer import layer_integrated_gradients as layer_integrated_gradients
+from .gradients.layer import layer_conductance as layer_conductance
+from .gradients.layer import internal_influence as internal_influence
+from .gradients.layer import neuron_conductance as neuron_conductance
+from .gradients.layer import neurons as neurons
 from .gradients.modelviz import FeatureVisualization as FeatureVisualization
 from .gradients.modelviz import feature_maps as feature_maps
 from .gradients.modelviz import feature_visualization as feature_visualization

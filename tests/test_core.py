@@ -240,7 +240,8 @@ def test_dtype_of_matches_result_type(value):
 def test_shape_cache_keys_on_shapes_and_survives_scalar_leaves():
     """`traced_cached` reuses a result for equal parameter and input shapes, and recomputes
     when a shape or dtype changes, also when the parameters include Python scalars."""
-    from jaxplain._core.models import Model, traced_cached
+    from jaxplain._core.cache import traced_cached
+    from jaxplain._core.models import Model
 
     calls = []
 
@@ -264,7 +265,8 @@ def test_architecture_token_follows_the_parameters_it_was_computed_for():
     """The token is kept on the `Model` only while `apply` and `params` are the same
     objects: new parameter shapes give a new token (and a fresh shape evaluation), and
     models of one architecture share theirs."""
-    from jaxplain._core.models import Model, architecture_token, traced_cached
+    from jaxplain._core.cache import architecture_token, traced_cached
+    from jaxplain._core.models import Model
 
     apply = lambda p, z: z @ p["w"]  # noqa: E731
     m = Model(apply, {"w": jnp.ones((3, 2))})

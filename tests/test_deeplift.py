@@ -34,7 +34,7 @@ def test_linear_model_gives_w_times_x_minus_baseline():
 def test_first_layer_fast_path_gives_the_plain_convolution_s_values(pool, monkeypatch):
     """The 3-channel first convolution runs as `fast_model`'s patch product (both halves)
     with its matrix-product input gradient; the library convolution gives the same numbers."""
-    from jaxplain.gradients import _deeplift_rules as _deeplift, basic as gradients
+    from jaxplain.gradients import _deeplift_rules as _deeplift, deeplift as gradients
 
     m, v, x = _cnn(pool)
     model = jx.from_linen(m, v)

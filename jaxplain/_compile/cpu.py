@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .jaxpr import Rule, Site, pool_tiles, rewrite, windows
+from .jaxpr import Rule, Site, pool_tiles, windows
 
 # ---- canonical convolution kernels ---------------------------------------------------------
 

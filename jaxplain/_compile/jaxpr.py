@@ -20,14 +20,10 @@ paired evaluation and LRP (`jaxplain/gradients/`), and the XLA:CPU rewrites of
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.extend import core as jex_core
 
 JIT_CALLS = {"jit": "jaxpr", "pjit": "jaxpr"}

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import default_chunk, tuned
+from . import progress
 
 ACCELERATOR_BATCH_SIZE = 256
 """Model inputs per chunk for `batch_size=None` in programs without the CPU rewrites
@@ -208,3 +209,17 @@ def _whole_examples_waste_least(n: int, samples: int, bs: int) -> bool:
     count, size = chunking(n, bs // samples)
     rows_count, rows_size = chunking(n * samples, bs)
     return count * size * samples <= rows_count * rows_size
+
+
+def values_at(model: Callable, target: Any, xs: list[jax.Array], batch_size: int | None):
+    """Target values at a few full batches `xs` (each `(N, ...)`), resolving "predicted" at `xs[0]`.
+
+    Returns `(list of (N,) values, bound target)`; evaluates `len(xs) * N` inputs
+    in chunks of at most `batch_size`.
+    """
+    n = xs[0].shape[0]
+    allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
+    outs = chunked_apply(model, allx, batch_size)
+    progress.report(allx.shape[0])
+    bound = target.bind(outs[:n])
+    return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound

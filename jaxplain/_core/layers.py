@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from . import validate as V
+from .cache import eval_shape_cached
 from .types import PyTree
 
 
@@ -255,24 +256,9 @@ def nnx_probe(graphdef: Any, state: PyTree, x: jax.Array, layer: Any, delta: PyT
 
 
 def probe(model: Any, x: jax.Array, layer: Any, delta: PyTree = None, *, at: str = "output"):
-    """`(outputs, activation)` with `delta` added at the layer's output or input.
-
-    `at="output"` is `model.probe(x, layer, delta)`. `at="input"` probes the
-    first positional argument of the layer's `__call__` (Linen and NNX models).
-    """
-    at = check_site(at)
-    if at == "output":
-        return model.probe(x, layer, delta)
-    from .models import LinenApply, NNXApply
-
-    apply = model.apply
-    if isinstance(apply, LinenApply):
-        return linen_probe(apply, model.params, x, layer, delta, at)
-    if isinstance(apply, NNXApply):
-        return nnx_probe(apply.graphdef, model.params, x, layer, delta, at)
-    raise TypeError(
-        f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), got {apply!r}"
-    )
+    """`(outputs, activation)` with `delta` added at the layer's output or input
+    (`Model.probe`)."""
+    return model.probe(x, layer, delta, at=at)
 
 
 def activation_shape(model: Any, x: jax.Array, layer: Any, at: str = "output") -> PyTree:
@@ -286,8 +272,6 @@ def activation_shape(model: Any, x: jax.Array, layer: Any, at: str = "output") -
     (architecture, parameter shapes, input shape, layer), so repeated calls do
     not re-trace the model.
     """
-    from .models import eval_shape_cached
-
     parts = layer_parts(layer)
     at = check_site(at)
     return V.model_call(lambda: eval_shape_cached(
@@ -298,33 +282,29 @@ def zeros_like_shape(shape: PyTree) -> PyTree:
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
 
 
-def layer_kernel(model: Any, layer: Any) -> jax.Array:
-    """The `kernel` parameter of a layer (conv or dense), for display."""
-    from .models import LinenApply, NNXApply
-
-    apply = model.apply
+def linen_kernel(variables: PyTree, layer: Any) -> jax.Array:
+    """The `kernel` parameter of a Linen layer."""
     parts = layer_parts(layer)
-    if isinstance(apply, LinenApply):
-        tree = model.params.get("params", {}) if hasattr(model.params, "get") else {}
-        node = tree
-        for p in parts:
-            if not hasattr(node, "get") or p not in node:
-                raise _unknown(layer, linen_layer_names({"params": tree}))
-            node = node[p]
-        if not hasattr(node, "get") or "kernel" not in node:
-            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
-        return jnp.asarray(node["kernel"])
-    if isinstance(apply, NNXApply):
-        from flax import nnx
+    tree = variables.get("params", {}) if hasattr(variables, "get") else {}
+    node = tree
+    for p in parts:
+        if not hasattr(node, "get") or p not in node:
+            raise _unknown(layer, linen_layer_names({"params": tree}))
+        node = node[p]
+    if not hasattr(node, "get") or "kernel" not in node:
+        raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
+    return jnp.asarray(node["kernel"])
 
-        subs = nnx_submodules(nnx.merge(apply.graphdef, model.params))
-        name = layer_name(parts)
-        if name not in subs:
-            raise _unknown(layer, list(subs))
-        kernel = getattr(subs[name], "kernel", None)
-        if kernel is None:
-            raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
-        return jnp.asarray(kernel[...])
-    raise TypeError(
-        f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), got {apply!r}"
-    )
+
+def nnx_kernel(graphdef: Any, state: PyTree, layer: Any) -> jax.Array:
+    """The `kernel` parameter of an NNX layer."""
+    from flax import nnx
+
+    subs = nnx_submodules(nnx.merge(graphdef, state))
+    name = layer_name(layer_parts(layer))
+    if name not in subs:
+        raise _unknown(layer, list(subs))
+    kernel = getattr(subs[name], "kernel", None)
+    if kernel is None:
+        raise ValueError(f"layer: {layer!r} has no 'kernel' parameter (not a conv or dense)")
+    return jnp.asarray(kernel[...])

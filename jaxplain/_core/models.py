@@ -5,22 +5,21 @@ leaves. Passing a `Model` to a jitted function therefore traces the weights as
 arguments: new weights of the same architecture reuse the compiled program, and
 no weights are baked into it as constants.
 
-Layer access (Grad-CAM, layer attribution, activations) goes through
-`Model.probe`, which the adapter implements once per framework.
+Layer access (Grad-CAM, layer attribution, activations) goes through the apply
+object's `layer_names`, `probe` and `kernel` (`layers.py` implements them once per
+framework); a plain callable has none.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 import types
 from typing import Any, Callable, Hashable
 
 import jax
-import numpy as np
 
-from . import validate as V
+from . import layers
+from .closures import FunctionSpec, Unsplittable, is_stable, split_function
 from .types import PyTree
 
 
@@ -65,110 +64,34 @@ class Model:
         n = sum(getattr(l, "size", 1) for l in jax.tree.leaves(self.params))
         return f"Model({self.apply!r}, {n} parameters)"
 
-    # ---- layer access -------------------------------------------------------------
+    # ---- layer access (Linen and NNX adapters) -------------------------------------
+    def _access(self, what: str) -> Callable:
+        fn = getattr(self.apply, what, None)
+        if fn is None:
+            raise TypeError(
+                f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
+                f"got {self.apply!r}"
+            )
+        return fn
+
     def layer_names(self) -> list[str]:
         """Names of the layers that `probe` accepts (submodule paths)."""
-        fn = getattr(self.apply, "layer_names", None)
-        if fn is None:
-            raise TypeError(
-                f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
-                f"got a plain callable {self.apply!r}"
-            )
-        return fn(self.params)
+        return self._access("layer_names")(self.params)
 
-    def probe(self, x: jax.Array, layer: Any, delta: Any = None) -> tuple[Any, jax.Array]:
-        """Runs the model with `delta` added to the output of `layer`.
+    def probe(self, x: jax.Array, layer: Any, delta: Any = None,
+              at: str = "output") -> tuple[Any, jax.Array]:
+        """Runs the model with `delta` added at the output (or input) of `layer`.
 
-        Returns `(outputs, activation)` where `activation` is the layer output
-        *before* `delta` is added. Gradients with respect to `delta` (at zero)
-        are gradients with respect to the layer's activations.
+        Returns `(outputs, activation)` where `activation` is the value at the
+        site *before* `delta` is added. Gradients with respect to `delta` (at
+        zero) are gradients with respect to the layer's activations. `at="input"`
+        probes the first positional argument of the layer's `__call__`.
         """
-        fn = getattr(self.apply, "probe", None)
-        if fn is None:
-            raise TypeError(
-                f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
-                f"got a plain callable {self.apply!r}"
-            )
-        return fn(self.params, x, layer, delta)
+        return self._access("probe")(self.params, x, layer, delta, layers.check_site(at))
 
-
-# ---- shapes without FLOPs, cached --------------------------------------------------------
-
-_SHAPE_CACHE: dict = {}
-_SHAPE_CACHE_SIZE = 256
-
-
-def eval_shape_cached(fn: Callable[[Model, jax.Array], Any], model: Model, x: Any, tag: Hashable) -> Any:
-    """`jax.eval_shape(fn, model, x)`, cached per (architecture, parameter shapes, input, tag).
-
-    Validation calls this on every public call; tracing a CNN costs milliseconds,
-    the cache lookup microseconds. `tag` names what `fn` computes.
-    """
-    return traced_cached(lambda: jax.eval_shape(fn, model, x), model, x, tag)
-
-
-def traced_cached(compute: Callable[[], Any], model: Model, x: Any, tag: Hashable) -> Any:
-    """`compute()`, a result read from tracing `model` on inputs shaped like `x`,
-    cached per (architecture, parameter shapes, input shape, tag). Traced inputs
-    and unhashable apply objects bypass the cache."""
-    if isinstance(x, jax.core.Tracer):
-        return compute()
-    arch = architecture_token(model)
-    if arch is None:
-        return compute()
-    try:
-        key = (arch, _leaf_signature([x]), tag)
-        hash(key)
-    except TypeError:
-        return compute()
-    value = _SHAPE_CACHE.get(key)
-    if value is None:
-        value = compute()
-        if len(_SHAPE_CACHE) >= _SHAPE_CACHE_SIZE:
-            _SHAPE_CACHE.pop(next(iter(_SHAPE_CACHE)))
-        _SHAPE_CACHE[key] = value
-    return value
-
-
-_TOKENS: dict = {}
-_NEXT_TOKEN = itertools.count()
-
-
-def architecture_token(model: Model) -> int | None:
-    """An int naming `(model.apply, parameter tree, leaf shapes and dtypes)`.
-
-    None when a leaf is traced or `apply` is not hashable. Models of equal
-    architecture and parameter shapes get the same token, so keys built from it
-    hash in constant time. The token is kept on the `Model` while its `apply` and
-    `params` attributes hold the same objects, and a public call does not walk
-    the weights again (re-assigning `model.params` recomputes it; mutating a
-    parameter dict in place to other shapes is not seen). Tokens are never reused.
-    """
-    apply, params = model.apply, model.params
-    memo = model._token
-    if memo is not None and memo[0] is apply and memo[1] is params:
-        return memo[2]
-    leaves, treedef = jax.tree.flatten(params)
-    if any(isinstance(v, jax.core.Tracer) for v in leaves):
-        return None
-    key = (apply, treedef, _leaf_signature(leaves))
-    try:
-        token = _TOKENS.get(key)
-    except TypeError:  # an unhashable apply object
-        return None
-    if token is None:
-        if len(_TOKENS) >= _SHAPE_CACHE_SIZE:
-            _TOKENS.clear()  # new tokens for old keys: misses, never a wrong hit
-        token = _TOKENS[key] = next(_NEXT_TOKEN)
-    model._token = (apply, params, token)
-    return token
-
-
-def _leaf_signature(leaves: list) -> tuple:
-    try:  # arrays: their own shape and dtype (a key, so no canonical dtype is needed)
-        return tuple([(v.shape, v.dtype) for v in leaves])
-    except AttributeError:  # Python scalars among the leaves
-        return tuple([(V.shape_of(v), V.dtype_of(v)) for v in leaves])
+    def kernel(self, layer: Any) -> jax.Array:
+        """The `kernel` parameter of a layer (convolution or dense), for display."""
+        return self._access("kernel")(self.params, layer)
 
 
 # ---- adapters -------------------------------------------------------------------------
@@ -185,148 +108,6 @@ class CallableApply:
         return self.fn(x)
 
 
-class _Same:
-    """Compares and hashes by identity (and keeps the object alive)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any):
-        self.obj = obj
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, _Same) and other.obj is self.obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __repr__(self) -> str:
-        return f"<{type(self.obj).__name__} at {id(self.obj):#x}>"
-
-
-_VALUES = (int, float, complex, bool, str, bytes, type(None), np.generic)
-_LIBRARIES = frozenset({"jax", "jaxlib", "numpy", "flax", "optax", "jaxplain", "math", "functools",
-                        "operator", "scipy", "einops"})
-_MAX_DEPTH = 4
-
-
-class _Unsplittable(Exception):
-    """A captured object whose later changes a shared program could miss."""
-
-
-def _is_array(v: Any) -> bool:
-    """A JAX array, or a NumPy array JAX can take (not strings or objects)."""
-    if isinstance(v, np.ndarray):
-        return v.dtype.kind in "biufc" or v.dtype.name == "bfloat16"
-    return isinstance(v, jax.Array)
-
-
-def _stable(value: Any) -> bool:
-    """Objects that cannot change what a trace computes while they stay the same object."""
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType, np.ufunc)):
-        return True
-    if isinstance(value, types.FunctionType):  # library functions: jnp.tanh, optax.*, ...
-        return str(value.__module__ or "").split(".")[0] in _LIBRARIES
-    if type(value).__module__.split(".")[0] in ("jax", "jaxlib"):
-        return callable(value)  # jax.jit outputs, custom_jvp functions such as jax.nn.relu
-    try:
-        import flax.linen as nn
-
-        return isinstance(value, nn.Module)  # frozen dataclasses: fields cannot change
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _split(value: Any, depth: int) -> tuple[tuple[str, Hashable], Any]:
-    """One captured value as `(static part, array pytree)`.
-
-    Arrays, and plain containers of arrays, are lifted into the pytree; numbers and
-    strings stay static by value; user functions are split recursively; modules,
-    classes, library functions and Linen modules stay static by identity. Anything
-    else (a mutable object such as an NNX module) raises `_Unsplittable`.
-    """
-    if _is_array(value):
-        return ("tree", None), value
-    if isinstance(value, _VALUES):
-        return ("value", value), ()
-    if _stable(value):
-        return ("same", _Same(value)), ()
-    if isinstance(value, types.FunctionType):
-        if depth >= _MAX_DEPTH:
-            raise _Unsplittable(value)
-        spec, tree = _split_function(value, depth + 1)
-        return ("fn", spec), tree
-    if type(value) in (list, tuple, dict) or type(value).__name__ == "FrozenDict":
-        leaves = jax.tree.leaves(value)
-        if leaves and all(_is_array(v) for v in leaves):
-            return ("tree", None), value
-        if isinstance(value, tuple) and all(isinstance(v, _VALUES) for v in value):
-            return ("value", value), ()
-    raise _Unsplittable(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _global_names(code: types.CodeType) -> frozenset[str]:
-    """Names `code` (and the functions defined in it) may read from its globals."""
-    names = set(code.co_names)
-    for c in code.co_consts:
-        if isinstance(c, types.CodeType):
-            names |= _global_names(c)
-    return frozenset(names)
-
-
-@dataclasses.dataclass(frozen=True)
-class _FunctionSpec:
-    """A Python function without its captured arrays: code, globals and static parts.
-
-    `parts` covers the closure cells, the defaults, the keyword defaults and then
-    the globals named in `global_names` that the code may read.
-    """
-
-    code: Any
-    globals: _Same
-    name: str
-    n_cells: int
-    n_defaults: int
-    global_names: tuple[str, ...]
-    parts: tuple
-
-    def rebuild(self, tree: tuple) -> Callable:
-        values = [_join(part, sub) for part, sub in zip(self.parts, tree)]
-        k = self.n_cells + self.n_defaults
-        cells = tuple(types.CellType(v) for v in values[: self.n_cells])
-        env = self.globals.obj
-        lifted = {n: v for n, part, v in zip(self.global_names, self.parts[k + 1 :], values[k + 1 :])
-                  if part[0] in ("tree", "fn")}
-        if lifted:  # the traced arrays (and rebuilt functions) in place of the module's own
-            env = {**env, **lifted}
-        fn = types.FunctionType(self.code, env, self.name, tuple(values[self.n_cells : k]) or None, cells)
-        fn.__kwdefaults__ = values[k]
-        return fn
-
-
-def _join(part: tuple[str, Any], sub: Any) -> Any:
-    kind, info = part
-    if kind == "tree":
-        return sub
-    if kind == "fn":
-        return info.rebuild(sub)
-    return info.obj if kind == "same" else info
-
-
-def _split_function(fn: types.FunctionType, depth: int = 0) -> tuple[_FunctionSpec, tuple]:
-    """`fn` as (hashable spec, the arrays it reads); raises `_Unsplittable`."""
-    try:
-        captured = [c.cell_contents for c in fn.__closure__ or ()]
-    except ValueError:  # a cell not assigned yet
-        raise _Unsplittable(fn) from None
-    defaults = list(fn.__defaults__ or ())
-    env = fn.__globals__
-    names = tuple(sorted(n for n in _global_names(fn.__code__) if n in env))
-    values = captured + defaults + [fn.__kwdefaults__] + [env[n] for n in names]
-    splits = [_split(v, depth) for v in values]
-    spec = _FunctionSpec(fn.__code__, _Same(env), fn.__name__, len(captured), len(defaults), names,
-                         tuple(s[0] for s in splits))
-    return spec, tuple(s[1] for s in splits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +119,7 @@ class ClosureApply:
     they share compiled programs instead of compiling (and caching) one each.
     """
 
-    spec: _FunctionSpec
+    spec: FunctionSpec
 
     def __call__(self, params, x):
         return self.spec.rebuild(params)(x)
@@ -360,14 +141,13 @@ class LinenApply:
         return self.module.apply(params, x, method=self.method, **dict(self.kwargs))
 
     def layer_names(self, params):
-        from . import layers as _layers
+        return layers.linen_layer_names(params)
 
-        return _layers.linen_layer_names(params)
+    def probe(self, params, x, layer, delta=None, at="output"):
+        return layers.linen_probe(self, params, x, layer, delta, at)
 
-    def probe(self, params, x, layer, delta=None):
-        from . import layers as _layers
-
-        return _layers.linen_probe(self, params, x, layer, delta)
+    def kernel(self, params, layer):
+        return layers.linen_kernel(params, layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,14 +162,13 @@ class NNXApply:
         return nnx.merge(self.graphdef, params)(x)
 
     def layer_names(self, params):
-        from . import layers as _layers
+        return layers.nnx_layer_names(self.graphdef, params)
 
-        return _layers.nnx_layer_names(self.graphdef, params)
+    def probe(self, params, x, layer, delta=None, at="output"):
+        return layers.nnx_probe(self.graphdef, params, x, layer, delta, at)
 
-    def probe(self, params, x, layer, delta=None):
-        from . import layers as _layers
-
-        return _layers.nnx_probe(self.graphdef, params, x, layer, delta)
+    def kernel(self, params, layer):
+        return layers.nnx_kernel(self.graphdef, params, layer)
 
 
 def from_callable(fn: Callable[[jax.Array], Any]) -> Model:
@@ -411,10 +190,10 @@ def from_callable(fn: Callable[[jax.Array], Any]) -> Model:
     """
     if not callable(fn):
         raise TypeError(f"model: expected a callable f(x_batch) -> outputs, got {type(fn).__name__}")
-    if isinstance(fn, types.FunctionType) and not _stable(fn):
+    if isinstance(fn, types.FunctionType) and not is_stable(fn):
         try:
-            spec, arrays = _split_function(fn)
-        except _Unsplittable:
+            spec, arrays = split_function(fn)
+        except Unsplittable:
             return Model(CallableApply(fn), ())
         return Model(ClosureApply(spec), arrays)
     return Model(CallableApply(fn), ())

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 
 from . import validate as V
 from .._compile import tuned
+from .cache import eval_shape_cached
+from .models import Model
 
 PREDICTED = "predicted"
 
@@ -138,8 +140,6 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
 
 
 def _output_shape(model: Callable, x: jax.Array):
-    from .models import Model, eval_shape_cached
-
     if isinstance(model, Model):
         return eval_shape_cached(lambda m, z: m(z), model, x, "outputs")
     return jax.eval_shape(model, x)

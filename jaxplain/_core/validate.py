@@ -9,7 +9,6 @@ outer `jax.jit` they are skipped, shape and dtype checks still run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import numbers
 import threading
 import warnings
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile import default_platform, jit, keep_numpy
+from .._compile import jit, keep_numpy
 
 NAN_POLICIES = ("raise", "warn", "ignore")
 MAX_INT32 = 2**31 - 1

@@ -126,7 +126,7 @@ def feature_maps(model: Any, x: Any, *, layer: Any, at: str = "output") -> np.nd
     positional argument of its `__call__` (what the layer sees). Pass `maps[i]`
     to `tile_maps` for one grid image per example.
     """
-    from .cam import layer_activations
+    from .layer import layer_activations
 
     return np.asarray(layer_activations(model, x, layer=layer, at=at).values)
 
@@ -150,7 +150,7 @@ def filters(model: Any, layer: Any, *, ncols: int | None = None, pad: int = 1,
       NumPy float32 `(H, W, 3)` for RGB filters, `(H, W)` otherwise.
     """
     model = as_model(model)
-    kernel = np.asarray(_layers.layer_kernel(model, layer), np.float32)
+    kernel = np.asarray(model.kernel(layer), np.float32)
     if kernel.ndim != 4:
         V.fail("layer", "a 2-D convolution with kernel (kh, kw, C_in, C_out)",
                f"{layer!r} with kernel shape {kernel.shape}")

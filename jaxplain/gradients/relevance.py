@@ -43,9 +43,10 @@ from .._core import validate as V
 from ._lrp_rules import Layer, propagated
 from .._core.types import Explanation
 from .._compile import jit
-from .cam import _prepare_site
-from .basic import _count
-from .._core.models import as_model, traced_cached
+from ._shared import prepare_site
+from ._shared import count
+from .._core.cache import traced_cached
+from .._core.models import as_model
 
 
 class _Rule:
@@ -222,7 +223,7 @@ def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
     >>> jx.lrp(net, jnp.array([[2.0, 1.0]]), target=0, rule=jx.relevance.ZPlus(0.0)).values
     Array([[5., 1.]], dtype=float32)
     """
-    model, x, t, parts = _prepare_site(model, x, target, layer, at, "lrp")
+    model, x, t, parts = prepare_site(model, x, target, layer, at, "lrp")
     batch_size = V.check_batch_size(batch_size)
     rules = _resolve(rule, _linear_layers(model, x))
     low = high = V.to_device(np.zeros((), x.dtype))  # host-built: no eager XLA op
@@ -275,4 +276,4 @@ def _lrp(model, x, target, low, high, *, rules, layer, at, batch_size):
 
     rel, value = batching.chunked_map(chunk, x.shape[0], batch_size)
     gap = rel.reshape(x.shape[0], -1).sum(1) - value
-    return Explanation(rel, gap=gap, n_evals=_count(x.shape[0], 1))
+    return Explanation(rel, gap=gap, n_evals=count(x.shape[0], 1))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import progress as _progress, batching, features
+from .._core.batching import values_at
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.features import apply_coalitions
@@ -279,20 +280,6 @@ def prepare(model, x, target, segments, baseline, batch_size):
     seg, d = features.check_segments(segments, x.shape)
     mode, b = features.baseline_spec(baseline, x)
     return model, x, t, seg, d, mode, b, V.check_batch_size(batch_size)
-
-
-def values_at(model: Callable, target: Target, xs: list[jax.Array], batch_size: int | None):
-    """Target values at a few full batches `xs` (each `(N, ...)`), resolving "predicted" at `xs[0]`.
-
-    Returns `(list of (N,) values, bound target)`; evaluates `len(xs) * N` inputs
-    in chunks of at most `batch_size`.
-    """
-    n = xs[0].shape[0]
-    allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
-    outs = batching.chunked_apply(model, allx, batch_size)
-    _progress.report(allx.shape[0])
-    bound = target.bind(outs[:n])
-    return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound
 
 
 # ---- occlusion -------------------------------------------------------------------------

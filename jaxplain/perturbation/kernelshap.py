@@ -27,12 +27,12 @@ import numpy as np
 from .._core import progress as _progress, features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
+from .._core.batching import values_at
 from .engine import (
     add_local,
     ranks_from_bits,
     stream,
     unit_bits,
-    values_at,
 )
 from .engine import prepare
 from .shapley import check_adaptive, run_rounds

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from .._core import progress as _progress, features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
-from .engine import add_local, prepare, ranks_from_bits, stream, unit_bits, values_at
+from .._core.batching import values_at
+from .engine import add_local, prepare, ranks_from_bits, stream, unit_bits
 
 DISTANCES = ("cosine", "hamming")
 

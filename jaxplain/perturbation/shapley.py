@@ -22,6 +22,7 @@ import numpy as np
 from .._core import progress as _progress, features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
+from .._core.batching import values_at
 from .engine import (
     add_local,
     merge_moments,
@@ -29,7 +30,6 @@ from .engine import (
     ranks_from_bits,
     stream,
     unit_bits,
-    values_at,
 )
 
 MAX_EXACT_FEATURES = 16

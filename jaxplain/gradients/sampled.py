@@ -1,0 +1,214 @@
+"""Gradient methods averaged over random draws: noise tunnels (SmoothGrad, VarGrad,
+SquareGrad, SmoothGrad-IG) and expected gradients (GradientSHAP).
+
+Draws come from `jax.random.fold_in(key, sample index)`, never from the chunk, so
+results do not depend on `batch_size`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from .._compile import jit
+from .._core import validate as V
+from .._core import batching
+from .._core.noise import gaussian
+from .._core.types import Explanation
+from .._core.targets import value_and_grad
+from ._shared import bcast, count, prepare_input
+from .basic import saliency
+
+
+NOISE_KINDS = ("smoothgrad", "squaregrad", "vargrad")
+
+
+# ---- noise tunnels ------------------------------------------------------------------------
+
+
+def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *, target: Any,
+                 key: Any, n_samples: int = 16, noise_level: float = 0.15,
+                 kind: str = "smoothgrad", batch_size: int | None = None,
+                 **method_kwargs: Any) -> Explanation:
+    """Averages any attribution `method` over noisy copies of the input.
+
+    Each example gets Gaussian noise with standard deviation
+    `noise_level * (max(x_n) - min(x_n))`. With `kind="smoothgrad"` the result is
+    the mean attribution, `"squaregrad"` the mean of squares, `"vargrad"` the
+    variance. A "predicted" target is fixed at the clean input. Noise sample `j`
+    uses `jax.random.fold_in(key, j)`, so results do not depend on `batch_size`.
+
+    Args:
+      method: a jaxplain attribution function, e.g. `saliency` or
+        `integrated_gradients` (SmoothGrad-IG).
+      model, x, target: as for `method`.
+      key: a `jax.random.key`.
+      n_samples: noisy copies per example.
+      noise_level: noise standard deviation relative to each input's range.
+      kind: `smoothgrad`, `squaregrad` or `vargrad`.
+      batch_size: bound on model inputs alive at once (shared with `method`).
+      **method_kwargs: static keyword arguments for `method` (e.g. `steps=16`).
+        If `method` takes a `key`, noise sample `j` passes it a key folded from
+        `key` as well.
+
+    Returns:
+      `Explanation` with the aggregated `values`, `stderr` of the mean (for
+      `smoothgrad`) and `n_evals`.
+
+    References:
+      Smilkov et al. SmoothGrad (2017); Adebayo et al. Local Explanation Methods
+      for Deep Neural Networks Lack Sensitivity to Parameter Values (2018);
+      Hooker et al. A Benchmark for Interpretability Methods (2019).
+    """
+    if not callable(method):
+        raise TypeError(f"method: expected an attribution function, got {type(method).__name__}")
+    model, x, t = prepare_input(model, x, target)
+    key = V.check_key(key)
+    inner = method_kwargs.get("steps", 1)  # evaluations of `method` per example and sample
+    inner = inner + 2 if isinstance(inner, int) and not isinstance(inner, bool) and inner > 0 else 1
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], per_unit=inner)
+    noise_level = V.check_float(noise_level, "noise_level", minimum=0.0)
+    V.check_choice(kind, "kind", NOISE_KINDS)
+    batch_size = V.check_batch_size(batch_size)
+    for k, v in method_kwargs.items():
+        try:
+            hash(v)
+        except TypeError:
+            raise TypeError(f"{k}: noise_tunnel passes method arguments as static; expected a "
+                            f"hashable value, got {type(v).__name__}") from None
+    try:
+        takes_key = "key" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_key = False
+    return _noise_tunnel(model, x, t, key, V.to_device(noise_level, x.dtype), method=method,
+                         n_samples=n_samples, kind=kind, batch_size=batch_size,
+                         takes_key=takes_key, kwargs=tuple(sorted(method_kwargs.items())))
+
+
+@functools.partial(jit, static_argnames=("method", "n_samples", "kind", "batch_size",
+                                             "takes_key", "kwargs"))
+def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind, batch_size,
+                  takes_key, kwargs):
+    n = x.shape[0]
+    target = target.resolve(model, x)
+    flat = x.reshape(n, -1)
+    sigma = bcast(noise_level * (flat.max(1) - flat.min(1)), x.ndim)
+    kw = dict(kwargs)
+    evals = int(kw.get("steps", 1)) * n
+    noise_key, method_key = jax.random.split(key)
+
+    def one(j):
+        eps = gaussian(jax.random.fold_in(noise_key, j), x.shape, x.dtype) * sigma
+        extra = {"key": jax.random.fold_in(method_key, j)} if takes_key else {}
+        e = method(model, x + eps, target=target, batch_size=batch_size, **kw, **extra)
+        return e.values, e.values * e.values, e.n_evals
+
+    def chunk(start, size):
+        return jax.vmap(one)(start + jnp.arange(size, dtype=jnp.int32))
+
+    per_chunk = max(1, batching.chunk_size(batch_size, n_samples * evals) // evals)
+    s1, s2, ne = batching.chunked_sum(chunk, n_samples, per_chunk)
+    mean, sq = s1 / n_samples, s2 / n_samples
+    var = jnp.maximum(sq - mean * mean, 0.0)
+    if kind == "smoothgrad":
+        stderr = jnp.sqrt(var / max(n_samples - 1, 1))
+        return Explanation(mean, stderr=stderr, n_evals=ne)
+    return Explanation(sq if kind == "squaregrad" else var, n_evals=ne)
+
+
+def _noise_method(kind):
+    def method(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
+               noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+        return noise_tunnel(saliency, model, x, target=target, key=key, n_samples=n_samples,
+                            noise_level=noise_level, kind=kind, batch_size=batch_size)
+
+    method.__name__ = method.__qualname__ = kind
+    return method
+
+
+smoothgrad = _noise_method("smoothgrad")
+smoothgrad.__doc__ = """SmoothGrad: the mean gradient over `n_samples` noisy copies of `x`.
+
+A shortcut for `noise_tunnel(saliency, ..., kind="smoothgrad")`; use
+`noise_tunnel(integrated_gradients, ..., steps=...)` for SmoothGrad-IG.
+
+References:
+  Smilkov et al. SmoothGrad: removing noise by adding noise (2017).
+"""
+vargrad = _noise_method("vargrad")
+vargrad.__doc__ = """VarGrad: the variance of the gradient over noisy copies of `x`.
+
+References:
+  Adebayo et al. Local Explanation Methods for Deep Neural Networks Lack
+  Sensitivity to Parameter Values (2018).
+"""
+squaregrad = _noise_method("squaregrad")
+squaregrad.__doc__ = """SquareGrad: the mean squared gradient over noisy copies of `x`.
+
+References:
+  Hooker et al. A Benchmark for Interpretability Methods in Deep Neural Networks (2019).
+"""
+
+
+# ---- expected gradients ---------------------------------------------------------------------
+
+
+def expected_gradients(model: Any, x: jax.Array, *, target: Any, references: jax.Array,
+                       key: Any, n_samples: int = 32, batch_size: int | None = None) -> Explanation:
+    """Expected gradients (GradientSHAP): IG averaged over baselines from a reference set.
+
+    Each sample draws a reference `r` uniformly from `references` and a point
+    `a ~ U(0, 1)` on the path, and accumulates `grad f(r + a (x - r)) * (x - r)`.
+    In expectation the attributions sum to `f(x) - E_r f(r)`; `gap` reports
+    `sum(values) - (f(x) - mean_r f(r))`.
+
+    Args:
+      model, x, target: see `saliency`.
+      references: a reference batch `(M, ...)` with the per-example shape of `x`.
+      key: a `jax.random.key`.
+      n_samples: (reference, point) samples per example.
+      batch_size: model inputs per chunk.
+
+    References:
+      Erion et al. Improving performance of deep learning models with axiomatic
+      attribution priors and expected gradients (2021); Lundberg & Lee (2017).
+    """
+    model, x, t = prepare_input(model, x, target)
+    refs = V.check_array(references, "references")
+    if refs.shape[1:] != x.shape[1:]:
+        V.fail("references", f"a batch of examples shaped {tuple(x.shape[1:])}", f"shape {refs.shape}")
+    key = V.check_key(key)
+    n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], fixed=1)
+    return _eg(model, x, t, refs.astype(x.dtype), key, n_samples=n_samples,
+               batch_size=V.check_batch_size(batch_size))
+
+
+@functools.partial(jit, static_argnames=("n_samples", "batch_size"))
+def _eg(model, x, target, refs, key, *, n_samples, batch_size):
+    n, m = x.shape[0], refs.shape[0]
+    out_x = model(x)
+    target = target.bind(out_x)
+
+    def sample(ex, s):
+        keys = jax.vmap(lambda e, j: jax.random.fold_in(jax.random.fold_in(key, e), j))(ex, s)
+        r = jax.vmap(lambda k: jax.random.randint(k, (), 0, m))(keys)
+        a = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), (), x.dtype))(keys)
+        delta = x[ex] - refs[r]
+        _, g, _ = value_and_grad(model, target.take(ex), refs[r] + bcast(a, x.ndim) * delta)
+        return g * delta
+
+    attr = batching.per_example_sum(sample, n, n_samples, batch_size) / n_samples
+
+    def ref_scalars(start, size):  # (size, n): f(reference) for each example's target
+        out = model(jax.lax.dynamic_slice_in_dim(refs, start, size))
+        if target.index is None:
+            return jnp.broadcast_to(target.select(out)[:, None], (size, n))
+        return out[:, target.index]
+
+    f_refs = batching.chunked_map(ref_scalars, m, batch_size).T  # (n, m)
+    gap = attr.reshape(n, -1).sum(1) - (target.select(out_x) - f_refs.mean(1))
+    return Explanation(attr, gap=gap, n_evals=count(n, n_samples + 1))
