@@ -76,29 +76,29 @@ from .perturbation.shapley import exact_shapley as exact_shapley
 from .perturbation.shapley import shapley_sampling as shapley_sampling
 
 # --- metrics --------------------------------------------------------------------------------
-from .metrics.curves import Curve as Curve
-from .metrics.curves import MetricTable as MetricTable
-from .metrics.curves import RandomisationResult as RandomisationResult
-from .metrics.curves import avg_sensitivity as avg_sensitivity
-from .metrics.curves import complexity as complexity
-from .metrics.curves import completeness_gap as completeness_gap
-from .metrics.curves import deletion as deletion
-from .metrics.curves import efficiency_gap as efficiency_gap
-from .metrics.curves import evaluate as evaluate
-from .metrics.curves import faithfulness_correlation as faithfulness_correlation
-from .metrics.curves import infidelity as infidelity
-from .metrics.curves import insertion as insertion
-from .metrics.curves import local_lipschitz_estimate as local_lipschitz_estimate
-from .metrics.curves import max_sensitivity as max_sensitivity
-from .metrics.curves import model_parameter_randomisation as model_parameter_randomisation
-from .metrics.curves import monotonicity as monotonicity
-from .metrics.curves import pointing_game as pointing_game
-from .metrics.curves import random_logit as random_logit
-from .metrics.curves import relevance_mass as relevance_mass
-from .metrics.curves import relevance_rank_accuracy as relevance_rank_accuracy
-from .metrics.curves import road as road
-from .metrics.curves import sparseness as sparseness
-from .metrics.curves import ssim as ssim
+from .metrics import Curve as Curve
+from .metrics import MetricTable as MetricTable
+from .metrics import RandomisationResult as RandomisationResult
+from .metrics import avg_sensitivity as avg_sensitivity
+from .metrics import complexity as complexity
+from .metrics import completeness_gap as completeness_gap
+from .metrics import deletion as deletion
+from .metrics import efficiency_gap as efficiency_gap
+from .metrics import evaluate as evaluate
+from .metrics import faithfulness_correlation as faithfulness_correlation
+from .metrics import infidelity as infidelity
+from .metrics import insertion as insertion
+from .metrics import local_lipschitz_estimate as local_lipschitz_estimate
+from .metrics import max_sensitivity as max_sensitivity
+from .metrics import model_parameter_randomisation as model_parameter_randomisation
+from .metrics import monotonicity as monotonicity
+from .metrics import pointing_game as pointing_game
+from .metrics import random_logit as random_logit
+from .metrics import relevance_mass as relevance_mass
+from .metrics import relevance_rank_accuracy as relevance_rank_accuracy
+from .metrics import road as road
+from .metrics import sparseness as sparseness
+from .metrics import ssim as ssim
 
 # --- visualize / global / cli -------------------------------------------------------------
 from . import visualize as visualize

@@ -277,8 +277,8 @@ def test_budget_boundaries():
 
 
 def test_noise_tunnel_counts_the_inner_steps():
-    """noise_tunnel(integrated_gradients, steps=s): n_samples x (s + 2) evaluations per example."""
+    """noise_tunnel(method=integrated_gradients, steps=s): n_samples x (s + 2) evaluations per example."""
     e = env()
     with pytest.raises(ValueError, match="n_samples: expected at most"):
-        jx.noise_tunnel(jx.integrated_gradients, e["model"], e["x"], target=1, key=e["key"],
+        jx.noise_tunnel(e["model"], e["x"], method=jx.integrated_gradients, target=1, key=e["key"],
                         n_samples=(2**31 - 1) // (2 * 1002) + 1, steps=1000)

@@ -139,7 +139,7 @@ def test_smoothgrad_matches_a_direct_monte_carlo(cnn):
 def test_smoothgrad_ig_zero_noise_equals_ig(cnn):
     m, v, x = cnn
     model = jx.from_linen(m, v)
-    nt = jx.noise_tunnel(jx.integrated_gradients, model, x, target=0, key=jax.random.key(0),
+    nt = jx.noise_tunnel(model, x, method=jx.integrated_gradients, target=0, key=jax.random.key(0),
                          n_samples=2, noise_level=0.0, steps=8)
     ig = jx.integrated_gradients(model, x, target=0, steps=8)
     np.testing.assert_allclose(nt.values, ig.values, rtol=1e-5, atol=1e-7)
@@ -271,6 +271,6 @@ def test_stochastic_methods_require_a_key():
     with pytest.raises(ValueError, match="references"):
         jx.expected_gradients(LIN, X, target=0, references=X[:, :2], key=0)
     with pytest.raises(ValueError, match="kind"):
-        jx.noise_tunnel(jx.saliency, LIN, X, target=0, key=0, kind="mean")
+        jx.noise_tunnel(LIN, X, method=jx.saliency, target=0, key=0, kind="mean")
     with pytest.raises(ValueError, match="noise_level"):
         jx.smoothgrad(LIN, X, target=0, key=0, noise_level=-1.0)

@@ -162,7 +162,7 @@ def test_curve_matches_numpy_reference_on_sum_model(images, order):
     rng = np.random.default_rng(3)
     attr = rng.normal(size=images.shape[:3]).astype(np.float32)
     fr = (0.0, 0.2, 0.5, 0.8, 1.0)
-    c = jx.road(sum_model, images, attr, target=None, fractions=fr, order=order, noise_std=0.0)
+    c = jx.road(sum_model, images, attr, target=None, fractions=fr, order=order, noise_std=0.0, key=jax.random.key(0))
     ref = np_road(sum_model, images, attr, fr, order)
     np.testing.assert_allclose(np.asarray(c.values), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(c.fractions), fr)
@@ -179,7 +179,7 @@ def test_known_effect_of_one_removed_pixel():
     img[0, 1, 2, 0] = 6.0  # a direct neighbour: the spike is imputed as 6/6 = 1
     attr = np.zeros((1, 5, 5), np.float32)
     attr[0, 2, 2] = 1.0
-    c = jx.road(sum_model, img, attr, target=None, fractions=(0.0, 1 / 25), noise_std=0.0)
+    c = jx.road(sum_model, img, attr, target=None, fractions=(0.0, 1 / 25), noise_std=0.0, key=jax.random.key(0))
     np.testing.assert_allclose(np.asarray(c.values), [[18.0, 7.0]], rtol=1e-6)
 
 
@@ -187,7 +187,8 @@ def test_segments_remove_whole_features(images):
     seg = np.repeat(np.arange(7)[None, :], 6, axis=0) // 2  # 4 column bands
     vals = np.asarray([[3.0, 2.0, 1.0, 0.0]] * 3, np.float32)
     c = jx.road(
-        sum_model, images, vals, target=None, segments=seg, fractions=(0.0, 0.25), noise_std=0.0
+        sum_model, images, vals, target=None, segments=seg, fractions=(0.0, 0.25), noise_std=0.0,
+        key=jax.random.key(0),
     )
     removed = seg == 0
     ref = [np_impute(img, removed).sum() for img in images]
@@ -295,7 +296,7 @@ def test_bad_input_raises_before_compiling(images, kw, match):
 
 def test_shape_mismatch_raises(images):
     with pytest.raises(ValueError, match="attributions: expected"):
-        jx.road(sum_model, images, images[:, :3], target=None, noise_std=0.0)
+        jx.road(sum_model, images, images[:, :3], target=None, noise_std=0.0, key=jax.random.key(0))
 
 
 def test_evaluate_knows_road(images, smooth):

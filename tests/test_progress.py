@@ -70,5 +70,5 @@ def test_nothing_prints_under_jit(capsys):
 
 
 def test_progress_must_be_a_bool():
-    with pytest.raises(TypeError, match="progress: expected a bool"):
+    with pytest.raises(TypeError, match="progress: expected True, False or .auto."):
         CASES["occlusion"](progress="yes")

@@ -69,14 +69,23 @@ def chunking(total: int, batch_size: int | None) -> tuple[int, int]:
 
 
 def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]], init: Any,
-                 total: int, batch_size: int | None) -> tuple[Any, Any, int, int]:
+                 total: int, batch_size: int | None, report: int = 0) -> tuple[Any, Any, int, int]:
     """`carry, y = fn(carry, start, size, skip)` over the chunks of `fold`.
 
     Returns `(carry, ys, count, size)`, the `y`s stacked along a new leading axis.
+    Each chunk reports `report` model evaluations per new row to a progress bar
+    (`progress.report`; nothing unless a bar asked for it).
     """
     count, size = chunking(total, batch_size)
     last = total - size
-    step = tuned(lambda state, start, skip: fn(state, start, size, skip), "loop")
+
+    def counted(state, start, skip):
+        out = fn(state, start, size, skip)
+        if report:
+            progress.report((size - skip) * report)
+        return out
+
+    step = tuned(counted, "loop")
     if count <= MAX_UNROLL:
         carry, ys = init, []
         for i in range(count):
@@ -96,7 +105,7 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
 
 
 def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: int,
-         batch_size: int | None) -> Any:
+         batch_size: int | None, *, report: int = 0) -> Any:
     """`carry = fn(carry, start, size, skip)` over equal chunks covering `range(total)`.
 
     Chunk `i` holds rows `[start, start + size)` with `start = min(i * size,
@@ -107,7 +116,7 @@ def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: 
     body, so the program holds a single copy of the model.
     """
     step = lambda carry, start, size, skip: (fn(carry, start, size, skip), None)  # noqa: E731
-    return _over_chunks(step, init, total, batch_size)[0]
+    return _over_chunks(step, init, total, batch_size, report)[0]
 
 
 def fresh_rows(size: int, skip: jax.Array) -> jax.Array:
@@ -121,7 +130,8 @@ def _fresh_only(rows: jax.Array, skip: jax.Array) -> jax.Array:
     return jnp.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, 0)
 
 
-def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None) -> Any:
+def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None, *,
+                report: int = 1) -> Any:
     """Sum over rows `0..total-1` of `fn(start, size)`, whose leaves are per row `(size, ...)`."""
     _, size = chunking(total, batch_size)
     shapes = jax.eval_shape(lambda start: fn(start, size), jnp.int32(0))
@@ -130,10 +140,11 @@ def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     def add(carry, start, size, skip):
         return jax.tree.map(lambda c, r: c + jnp.sum(_fresh_only(r, skip), 0), carry, fn(start, size))
 
-    return fold(add, init, total, batch_size)
+    return fold(add, init, total, batch_size, report=report)
 
 
-def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None) -> Any:
+def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None, *,
+                report: int = 1) -> Any:
     """Concatenation over chunks of `fn(start, size)`, each leaf shaped `(size, ...)`.
 
     Use it for small per-evaluation outputs (one scalar per model call); the model
@@ -141,7 +152,7 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     the rows the last chunk repeats are dropped from its output.
     """
     _, ys, count, size = _over_chunks(
-        lambda carry, start, size, skip: (carry, fn(start, size)), None, total, batch_size
+        lambda carry, start, size, skip: (carry, fn(start, size)), None, total, batch_size, report
     )
     repeated = count * size - total
 
@@ -185,7 +196,7 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
             out = fn(ex, s)
             return jax.tree.map(lambda o: o.reshape((size, samples) + o.shape[1:]).sum(1), out)
 
-        return chunked_map(whole, n, bs // samples)
+        return chunked_map(whole, n, bs // samples, report=samples)
 
     zeros = jnp.zeros((bs,), jnp.int32)
     shapes = jax.eval_shape(fn, zeros, zeros)
@@ -195,7 +206,7 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
         ex, s = flat_index(start, size, samples)
         return jax.tree.map(lambda a, o: a.at[ex].add(_fresh_only(o, skip)), acc, fn(ex, s))
 
-    return fold(part, init, n * samples, bs)
+    return fold(part, init, n * samples, bs, report=1)
 
 
 def _whole_examples_waste_least(n: int, samples: int, bs: int) -> bool:
@@ -220,6 +231,5 @@ def values_at(model: Callable, target: Any, xs: list[jax.Array], batch_size: int
     n = xs[0].shape[0]
     allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
     outs = chunked_apply(model, allx, batch_size)
-    progress.report(allx.shape[0])
     bound = target.bind(outs[:n])
     return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound

@@ -257,6 +257,11 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     return m.astype(np.float32)
 
 
+def n_features(segments: Any) -> int:
+    """The number of features of a label map (its largest label + 1), read on the host."""
+    return int(np.max(np.asarray(segments))) + 1
+
+
 def feature_counts(segments: jax.Array, d: int) -> jax.Array:
     """Pixels per feature `(N, d)` for labels `(N, H, W)` (0 for labels an example lacks)."""
     flat = segments.reshape(segments.shape[0], -1)

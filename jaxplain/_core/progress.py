@@ -15,8 +15,7 @@ from typing import Any
 
 import jax
 
-from .._compile import eager, report_requests, reporting
-from . import validate as V
+from .._compile import report_requests, reporting
 
 _bars: dict[int, Any] = {}
 
@@ -37,29 +36,19 @@ def report(count: Any) -> None:
         jax.debug.callback(tick, count)
 
 
-def progress_jit(static_argnames: tuple[str, ...]) -> Callable[[Callable], Callable]:
-    """The compile layer's `jit` (kept for the methods that still name it)."""
-    from .._compile import jit
-
-    return jit(static_argnames=static_argnames)
-
-
-def run(
-    fn: Callable, *args: Any, progress: Any, x: Any, total: int | None, desc: str, **kwargs: Any
-):
-    """Calls `fn`, showing a tqdm bar when `progress` and the call is eager on concrete `x`."""
-    if not isinstance(progress, bool):
-        V.fail("progress", "a bool", repr(progress), TypeError)
-    if not progress or not V.is_concrete(x) or not eager():
-        return fn(*args, **kwargs)
+def with_bar(call: Callable[[], Any], *, total: int | None, desc: str, delay: float = 0.0):
+    """`call()` with its programs traced to report progress, and a tqdm bar of model
+    evaluations (shown after `delay` seconds; `total` None: a counter)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="eval", leave=False)
+    bar = tqdm(total=total, desc=desc, unit="eval", leave=False, delay=delay)
     _bars[threading.get_ident()] = bar
     try:
         with report_requests():
-            out = jax.block_until_ready(fn(*args, **kwargs))
+            out = jax.block_until_ready(call())
         jax.effects_barrier()
+        if total is not None and bar.n < total:  # evaluations outside chunk loops
+            bar.update(total - bar.n)
         return out
     finally:
         _bars.pop(threading.get_ident(), None)

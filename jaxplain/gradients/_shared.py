@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .._core import layers as _layers
+from .._core import batching
 from .._core import validate as V
 from .._compile import tuned
 from .._core.types import ArrayLike
@@ -93,6 +94,17 @@ def layer_vjp(model, target: Target, x: jax.Array, layer: tuple[str, ...], at: s
     ct = jax.grad(lambda o: jnp.sum(bound.select(o)))(outputs)
     (grads,) = vjp(ct)
     return bound.select(outputs), act, grads, bound
+
+
+def over_examples(fn, x: jax.Array, target: Target | None, batch_size: int | None):
+    """`fn(x_chunk, target_chunk)` over chunks of at most `batch_size` examples, its
+    per-example outputs concatenated (for methods of one pass per example)."""
+    def chunk(start, size):
+        rows = start + jnp.arange(size, dtype=jnp.int32)
+        t = None if target is None else target.take(rows)
+        return fn(jax.lax.dynamic_slice_in_dim(x, start, size), t)
+
+    return batching.chunked_map(chunk, x.shape[0], batch_size)
 
 
 def n_evals(x: jax.Array, k: int) -> jax.Array:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import jit
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .._core.quadrature import RULES, quadrature
@@ -29,6 +30,11 @@ from ._shared import bcast, count, prepare_input
 # ---- saliency and gradient x input ----------------------------------------------------
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: 1,
+    demo={"label": "saliency", "quick": {}, "full": {}},
+)
 def saliency(model: Any, x: jax.Array, *, target: Any, absolute: bool = False,
              batch_size: int | None = None) -> Explanation:
     """Gradient of the target with respect to the input (one forward + backward).
@@ -57,6 +63,11 @@ def saliency(model: Any, x: jax.Array, *, target: Any, absolute: bool = False,
                      batch_size=V.check_batch_size(batch_size))
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: 1,
+    demo={"label": "gradient x input", "quick": None, "full": {}},
+)
 def gradient_x_input(model: Any, x: jax.Array, *, target: Any,
                      batch_size: int | None = None) -> Explanation:
     """Gradient times input: equals integrated gradients with a zero baseline for
@@ -88,6 +99,12 @@ def saliency_program(model, x, target, *, absolute, times_input, batch_size):
 # ---- integrated gradients -------------------------------------------------------------
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: a["steps"] + 2,
+    cheap={"steps": 2},
+    demo={"label": "integrated gradients", "quick": {"steps": 16}, "full": {"steps": 64}},
+)
 def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
                          steps: int = 50, rule: str = "gauss_legendre",
                          batch_size: int | None = None) -> Explanation:
@@ -173,6 +190,11 @@ def with_relu_rule(model: Any, mode: str) -> Model:
 _RULE_MODELS: "weakref.WeakKeyDictionary[Model, dict[str, Model]]" = weakref.WeakKeyDictionary()
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: 1,
+    demo={"label": "guided backprop", "quick": {}, "full": {}},
+)
 def guided_backprop(model: Any, x: jax.Array, *, target: Any,
                     batch_size: int | None = None) -> Explanation:
     """Guided backpropagation: gradients where each ReLU passes only positive
@@ -184,6 +206,7 @@ def guided_backprop(model: Any, x: jax.Array, *, target: Any,
     return saliency(with_relu_rule(model, "guided"), x, target=target, batch_size=batch_size)
 
 
+@registry.method("gradients", evals=lambda a: 1)
 def deconvnet(model: Any, x: jax.Array, *, target: Any, batch_size: int | None = None) -> Explanation:
     """DeconvNet: gradients where each ReLU rectifies the gradient instead of the input.
 

@@ -15,20 +15,24 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._compile import jit
+from .._core import registry
 from .._core import layers as _layers
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
-from ._shared import check_spatial, layer_vjp, n_evals, prepare_layer, upsample_size
+from ._shared import check_spatial, layer_vjp, n_evals, over_examples, prepare_layer, upsample_size
 from .basic import saliency_program, with_relu_rule
 
 
 # ---- Grad-CAM family ---------------------------------------------------------------------
 
 
+@registry.method("cam", evals=lambda a: 1, demo={"label": "Grad-CAM", "quick": {}, "full": {}})
 def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
-             upsample: bool | tuple[int, ...] = True, at: str = "output") -> Explanation:
+             upsample: bool | tuple[int, ...] = True, at: str = "output",
+             batch_size: int | None = None) -> Explanation:
     """Grad-CAM: layer activations weighted by their spatially averaged gradients.
 
     `cam = relu(sum_c mean_ij(dy/dA[..., c]) * A[..., c])` for the layer output `A`
@@ -46,6 +50,7 @@ def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = 
         `False` keeps the layer's size, `(H, W)` resizes to that size.
       at: `"output"` uses the layer's output as `A`; `"input"` the first
         positional argument of the layer's `__call__`.
+      batch_size: examples per chunk (`None`: the backend's default).
 
     Returns:
       `Explanation` with `values` `(N, H, W)` (or the layer's `(N, h, w)`).
@@ -64,12 +69,13 @@ def grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = 
     >>> jx.grad_cam(model, x, target=0, layer="conv1").values.shape
     (2, 8, 8)
     """
-    return _cam_public(model, x, target, layer, relu, upsample, at, "grad_cam")
+    return _cam_public(model, x, target, layer, relu, upsample, at, batch_size, "grad_cam")
 
 
+@registry.method("cam", evals=lambda a: 1, demo={"label": "Grad-CAM++", "quick": None, "full": {}})
 def grad_cam_plus_plus(model: Any, x: ArrayLike, *, target: Any, layer: Any, relu: bool = True,
-                       upsample: bool | tuple[int, ...] = True,
-                       at: str = "output") -> Explanation:
+                       upsample: bool | tuple[int, ...] = True, at: str = "output",
+                       batch_size: int | None = None) -> Explanation:
     """Grad-CAM++: channel weights from positive gradients with pixel-wise coefficients.
 
     `weights_c = sum_ij alpha_ijc relu(g_ijc)` with
@@ -81,20 +87,30 @@ def grad_cam_plus_plus(model: Any, x: ArrayLike, *, target: Any, layer: Any, rel
       Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
       Explanations for Deep Convolutional Networks", WACV 2018.
     """
-    return _cam_public(model, x, target, layer, relu, upsample, at, "grad_cam_plus_plus")
+    return _cam_public(model, x, target, layer, relu, upsample, at, batch_size,
+                       "grad_cam_plus_plus")
 
 
-def _cam_public(model, x, target, layer, relu, upsample, at, variant) -> Explanation:
+def _cam_public(model, x, target, layer, relu, upsample, at, batch_size, variant) -> Explanation:
     model, x, t, parts, shape = prepare_layer(model, x, target, layer, at)
     shape = check_spatial(shape, layer, variant)
     if not isinstance(relu, bool):
         V.fail("relu", "a bool", repr(relu), TypeError)
     size = upsample_size(upsample, x, shape)
-    return _cam(model, x, t, layer=parts, at=at, variant=variant, relu=relu, size=size)
+    batch_size = V.check_batch_size(batch_size)
+    return _cam(model, x, t, layer=parts, at=at, variant=variant, relu=relu, size=size,
+                batch_size=batch_size)
 
 
-@functools.partial(jit, static_argnames=("layer", "at", "variant", "relu", "size"))
-def _cam(model, x, target, *, layer, at, variant, relu, size) -> Explanation:
+@functools.partial(jit, static_argnames=("layer", "at", "variant", "relu", "size", "batch_size"))
+def _cam(model, x, target, *, layer, at, variant, relu, size, batch_size) -> Explanation:
+    def maps(xs, t):
+        return _cam_maps(model, xs, t, layer, at, variant, relu, size)
+
+    return Explanation(values=over_examples(maps, x, target, batch_size), n_evals=n_evals(x, 1))
+
+
+def _cam_maps(model, x, target, layer, at, variant, relu, size):
     shape = _layers.activation_shape(model, x, layer, at)
     _, act, g, _ = layer_vjp(model, target, x, layer, at, shape)
     spatial = tuple(range(1, act.ndim - 1))
@@ -110,22 +126,28 @@ def _cam(model, x, target, *, layer, at, variant, relu, size) -> Explanation:
         cam = jax.nn.relu(cam)
     if size is not None and tuple(cam.shape[1:]) != tuple(size):
         cam = jax.image.resize(cam, (cam.shape[0],) + tuple(size), method="bilinear")
-    return Explanation(values=cam, n_evals=n_evals(x, 1))
+    return cam
 
 
+@registry.method("cam", evals=lambda a: 2)
 def guided_grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, at: str = "output",
-                    interpolation: str = "nearest") -> Explanation:
+                    interpolation: str = "nearest",
+                    batch_size: int | None = None) -> Explanation:
     """Guided Grad-CAM: guided backpropagation times the Grad-CAM map resized to the input.
 
     `values = guided_backprop(x) * resize(grad_cam(x))[..., None]`: pixel-level
     detail where the class-discriminative map is on. The map is resized with
-    `interpolation` (`"nearest"`, as Captum's `GuidedGradCam`, or `"bilinear"`).
+    `interpolation`: `"nearest"` takes source pixel `floor(i * h / H)` (PyTorch's
+    `nearest`, which Captum's `GuidedGradCam` uses), `"nearest-exact"` the pixel
+    whose centre is nearest, `floor((i + 0.5) * h / H)` (PyTorch's
+    `nearest-exact`, `jax.image.resize`'s `nearest`), `"bilinear"` interpolates.
+    The three agree when the input size is a whole multiple of the layer's.
     Two forward passes and two backward passes (one down to the layer), in one
     jitted program.
 
     Args:
-      model, x, target, layer, at: see `grad_cam`.
-      interpolation: `"nearest"` or `"bilinear"`.
+      model, x, target, layer, at, batch_size: see `grad_cam`.
+      interpolation: `"nearest"`, `"nearest-exact"` or `"bilinear"`.
 
     Returns:
       `Explanation` with `values` shaped like `x`.
@@ -136,19 +158,37 @@ def guided_grad_cam(model: Any, x: ArrayLike, *, target: Any, layer: Any, at: st
     """
     model, x, t, parts, shape = prepare_layer(model, x, target, layer, at)
     check_spatial(shape, layer, "guided_grad_cam")
-    V.check_choice(interpolation, "interpolation", ("nearest", "bilinear"))
+    V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
     if x.ndim != len(shape.shape):
         V.fail("layer", f"a layer with as many spatial dims as x {tuple(x.shape)}",
                f"activation shape {tuple(shape.shape)}")
-    return _guided_grad_cam(model, x, t, layer=parts, at=at, interpolation=interpolation)
+    return _guided_grad_cam(model, x, t, layer=parts, at=at, interpolation=interpolation,
+                            batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jit, static_argnames=("layer", "at", "interpolation"))
-def _guided_grad_cam(model, x, target, *, layer, at, interpolation) -> Explanation:
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear")
 
-    cam = _cam(model, x, target, layer=layer, at=at, variant="grad_cam", relu=True, size=None)
-    guided = saliency_program(with_relu_rule(model, "guided"), x, target, absolute=False,
-                       times_input=False, batch_size=None)
-    size = (x.shape[0],) + tuple(x.shape[1:-1])
-    m = jax.image.resize(cam.values, size, method=interpolation)
-    return Explanation(values=guided.values * m[..., None], n_evals=n_evals(x, 2))
+
+def resize_map(m: jax.Array, size: tuple[int, ...], interpolation: str) -> jax.Array:
+    """Resizes maps `(N, h, w)` to `(N,) + size` (see `guided_grad_cam`)."""
+    if interpolation == "bilinear":
+        return jax.image.resize(m, (m.shape[0],) + tuple(size), method="bilinear")
+    if interpolation == "nearest-exact":
+        return jax.image.resize(m, (m.shape[0],) + tuple(size), method="nearest")
+    for axis, out in enumerate(size, start=1):  # PyTorch's "nearest": floor(i * in / out)
+        src = (np.arange(out) * m.shape[axis]) // out
+        m = jnp.take(m, src, axis=axis)
+    return m
+
+
+@functools.partial(jit, static_argnames=("layer", "at", "interpolation", "batch_size"))
+def _guided_grad_cam(model, x, target, *, layer, at, interpolation, batch_size) -> Explanation:
+    guided_model = with_relu_rule(model, "guided")
+
+    def maps(xs, t):
+        cam = _cam_maps(model, xs, t, layer, at, "grad_cam", True, None)
+        guided = saliency_program(guided_model, xs, t, absolute=False, times_input=False,
+                                  batch_size=None)
+        return guided.values * resize_map(cam, tuple(xs.shape[1:-1]), interpolation)[..., None]
+
+    return Explanation(values=over_examples(maps, x, target, batch_size), n_evals=n_evals(x, 2))

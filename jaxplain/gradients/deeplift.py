@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import jit
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .._core import layers as _layers
@@ -23,6 +24,11 @@ from ._shared import count
 # ---- DeepLIFT ---------------------------------------------------------------------------------
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: 2,
+    demo={"label": "DeepLIFT", "quick": {}, "full": {}},
+)
 def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
              layer: Any = None, at: str = "output", batch_size: int | None = None) -> Explanation:
     """DeepLIFT (rescale rule): `(x - baseline) *` multipliers backpropagated from the target.
@@ -74,6 +80,11 @@ def deeplift(model: Any, x: jax.Array, *, target: Any, baseline: Any = 0.0,
     return _deeplift(model, x, t, b, shared=False, layer=parts, at=at, batch_size=batch_size)
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: 2 * len(a["references"]),
+    demo={"label": "DeepLIFT-SHAP", "quick": None, "full": {}},
+)
 def deeplift_shap(model: Any, x: jax.Array, *, target: Any, references: jax.Array,
                   layer: Any = None, at: str = "output",
                   batch_size: int | None = None) -> Explanation:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._compile import jit
+from .._core import registry
 from .._core import layers as _layers
 from .._core import validate as V
 from .._core import batching
@@ -29,14 +30,15 @@ from .._core.quadrature import RULES, quadrature
 from .._core.types import ArrayLike, Explanation
 from .._core.models import Model, as_model
 from .._core.batching import values_at
-from ._shared import NO_TARGET, layer_vjp, n_evals, prepare_layer, single_array
+from ._shared import NO_TARGET, layer_vjp, n_evals, over_examples, prepare_layer, single_array
 
 
 # ---- layer attributions ------------------------------------------------------------------
 
 
-def layer_activations(model: Any, x: ArrayLike, *, layer: Any,
-                      at: str = "output") -> Explanation:
+@registry.method("layer", evals=lambda a: 1)
+def layer_activations(model: Any, x: ArrayLike, *, layer: Any, at: str = "output",
+                      batch_size: int | None = None) -> Explanation:
     """The output (or, with `at="input"`, the input) of `layer` for each example.
 
     One forward pass. The input is the first positional argument of the
@@ -46,12 +48,13 @@ def layer_activations(model: Any, x: ArrayLike, *, layer: Any,
       `Explanation` whose `values` are the layer's activations, e.g. `(N, h, w, C)`.
     """
     model, x, _, parts, _ = prepare_layer(model, x, NO_TARGET, layer, at)
-    return _activations(model, x, layer=parts, at=at)
+    return _activations(model, x, layer=parts, at=at, batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jit, static_argnames=("layer", "at"))
-def _activations(model, x, *, layer, at) -> Explanation:
-    _, act = _layers.probe(model, x, layer, at=at)
+@functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
+def _activations(model, x, *, layer, at, batch_size) -> Explanation:
+    act = over_examples(lambda xs, _: _layers.probe(model, xs, layer, at=at)[1], x, None,
+                        batch_size)
     return Explanation(values=act, n_evals=n_evals(x, 1))
 
 
@@ -94,8 +97,10 @@ def neurons(model: Any, layer: Any, *, at: str = "output") -> Model:
     return Model(NeuronApply(model.apply, parts, at), model.params)
 
 
-def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
-                                layer: Any, at: str = "output") -> Explanation:
+@registry.method("layer", evals=lambda a: 1)
+def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any, layer: Any,
+                                at: str = "output",
+                                batch_size: int | None = None) -> Explanation:
     """Gradient of the target with respect to a layer's output, times that output.
 
     With `at="input"`, the same for the layer's input (the first positional
@@ -110,14 +115,17 @@ def layer_gradient_x_activation(model: Any, x: ArrayLike, *, target: Any,
     """
     model, x, t, parts, shape = prepare_layer(model, x, target, layer, at)
     single_array(shape, layer, "layer_gradient_x_activation")
-    return _grad_x_act(model, x, t, layer=parts, at=at)
+    return _grad_x_act(model, x, t, layer=parts, at=at, batch_size=V.check_batch_size(batch_size))
 
 
-@functools.partial(jit, static_argnames=("layer", "at"))
-def _grad_x_act(model, x, target, *, layer, at) -> Explanation:
-    shape = _layers.activation_shape(model, x, layer, at)
-    _, act, g, _ = layer_vjp(model, target, x, layer, at, shape)
-    return Explanation(values=g * act, n_evals=n_evals(x, 1))
+@functools.partial(jit, static_argnames=("layer", "at", "batch_size"))
+def _grad_x_act(model, x, target, *, layer, at, batch_size) -> Explanation:
+    def chunk(xs, t):
+        shape = _layers.activation_shape(model, xs, layer, at)
+        _, act, g, _ = layer_vjp(model, t, xs, layer, at, shape)
+        return g * act
+
+    return Explanation(values=over_examples(chunk, x, target, batch_size), n_evals=n_evals(x, 1))
 
 
 _PATH_ARGS = """
@@ -136,6 +144,7 @@ _PATH_ARGS = """
 """
 
 
+@registry.method("layer", evals=lambda a: a["steps"] + 3, cheap={"steps": 2})
 def layer_integrated_gradients(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                                baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                                batch_size: int | None = None, at: str = "output") -> Explanation:
@@ -202,6 +211,7 @@ def _layer_ig(model, x, target, b, alphas, weights, *, layer, at, batch_size) ->
     return Explanation(values=values, gap=gap, n_evals=n_evals(x, steps + 3))
 
 
+@registry.method("layer", evals=lambda a: a["steps"] + 2, cheap={"steps": 2})
 def layer_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                       baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                       batch_size: int | None = None, at: str = "output") -> Explanation:
@@ -230,6 +240,7 @@ def layer_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                         "layer_conductance")
 
 
+@registry.method("layer", evals=lambda a: a["steps"], cheap={"steps": 2})
 def internal_influence(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                        baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                        batch_size: int | None = None, at: str = "output") -> Explanation:
@@ -251,6 +262,7 @@ def internal_influence(model: Any, x: ArrayLike, *, target: Any, layer: Any,
                         "internal_influence")
 
 
+@registry.method("layer", evals=lambda a: a["steps"], cheap={"steps": 2})
 def neuron_conductance(model: Any, x: ArrayLike, *, target: Any, layer: Any, neuron: Any,
                        baseline: Any = 0.0, steps: int = 50, rule: str = "gauss_legendre",
                        batch_size: int | None = None, at: str = "output") -> Explanation:

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core import registry
 from .._core import layers as _layers, batching
 from .._core import validate as V
 from ._lrp_rules import Layer, propagated
@@ -191,6 +192,7 @@ def _resolve(rule: Any, found: tuple[Layer, ...]) -> tuple[Any, ...]:
     return tuple(rules)
 
 
+@registry.method("gradients", evals=lambda a: 1, demo={"label": "LRP", "quick": None, "full": {}})
 def lrp(model: Any, x: jax.Array, *, target: Any, rule: Any = Epsilon(),
         layer: Any = None, at: str = "output", batch_size: int | None = None) -> Explanation:
     """Layer-wise relevance propagation of the target (one forward + one backward pass).

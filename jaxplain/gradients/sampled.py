@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import jit
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .._core.noise import gaussian
@@ -30,10 +31,15 @@ NOISE_KINDS = ("smoothgrad", "squaregrad", "vargrad")
 # ---- noise tunnels ------------------------------------------------------------------------
 
 
-def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *, target: Any,
-                 key: Any, n_samples: int = 16, noise_level: float = 0.15,
-                 kind: str = "smoothgrad", batch_size: int | None = None,
-                 **method_kwargs: Any) -> Explanation:
+@registry.method(
+    "gradients",
+    evals=lambda a: a["n_samples"] * (a["method_kwargs"].get("steps", -1) + 2),
+    cheap={"n_samples": 4},
+)
+def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
+                 method: Callable[..., Explanation] = saliency, n_samples: int = 16,
+                 noise_level: float = 0.15, kind: str = "smoothgrad",
+                 batch_size: int | None = None, **method_kwargs: Any) -> Explanation:
     """Averages any attribution `method` over noisy copies of the input.
 
     Each example gets Gaussian noise with standard deviation
@@ -43,10 +49,10 @@ def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *
     uses `jax.random.fold_in(key, j)`, so results do not depend on `batch_size`.
 
     Args:
-      method: a jaxplain attribution function, e.g. `saliency` or
-        `integrated_gradients` (SmoothGrad-IG).
       model, x, target: as for `method`.
       key: a `jax.random.key`.
+      method: a jaxplain attribution function, e.g. `saliency` (the default) or
+        `integrated_gradients` (SmoothGrad-IG).
       n_samples: noisy copies per example.
       noise_level: noise standard deviation relative to each input's range.
       kind: `smoothgrad`, `squaregrad` or `vargrad`.
@@ -63,6 +69,13 @@ def noise_tunnel(method: Callable[..., Explanation], model: Any, x: jax.Array, *
       Smilkov et al. SmoothGrad (2017); Adebayo et al. Local Explanation Methods
       for Deep Neural Networks Lack Sensitivity to Parameter Values (2018);
       Hooker et al. A Benchmark for Interpretability Methods (2019).
+
+    >>> import jax, jax.numpy as jnp, jaxplain as jx
+    >>> m = jx.testing.linear_model(jnp.array([[1.0], [-2.0]]))
+    >>> e = jx.noise_tunnel(m, jnp.ones((1, 2)), target=0, key=jax.random.key(0),
+    ...                     method=jx.integrated_gradients, steps=4, n_samples=8)
+    >>> e.values.shape, bool(jnp.all(e.stderr >= 0))
+    ((1, 2), True)
     """
     if not callable(method):
         raise TypeError(f"method: expected an attribution function, got {type(method).__name__}")
@@ -111,7 +124,7 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
         return jax.vmap(one)(start + jnp.arange(size, dtype=jnp.int32))
 
     per_chunk = max(1, batching.chunk_size(batch_size, n_samples * evals) // evals)
-    s1, s2, ne = batching.chunked_sum(chunk, n_samples, per_chunk)
+    s1, s2, ne = batching.chunked_sum(chunk, n_samples, per_chunk, report=0)  # inner loops report
     mean, sq = s1 / n_samples, s2 / n_samples
     var = jnp.maximum(sq - mean * mean, 0.0)
     if kind == "smoothgrad":
@@ -120,43 +133,101 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
     return Explanation(sq if kind == "squaregrad" else var, n_evals=ne)
 
 
-def _noise_method(kind):
-    def method(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
+_NOISE_ARGS = """
+    Args:
+      model: a `Model`, an NNX module or a callable `f(x_batch) -> outputs`.
+      x: inputs `(N, ...)`.
+      target: see `jaxplain.as_target`.
+      key: a `jax.random.key`; noise sample `j` uses `fold_in(key, j)`.
+      n_samples: noisy copies per example (model evaluations per example).
+      noise_level: noise standard deviation relative to each input's range.
+      batch_size: model inputs per chunk (`None`: the backend's default).
+
+    Returns:
+      `Explanation(values, n_evals)` with `values` shaped like `x`{extra}.
+"""
+
+
+@registry.method(
+    "gradients",
+    evals=lambda a: a["n_samples"],
+    cheap={"n_samples": 4},
+    demo={"label": "SmoothGrad", "quick": {"n_samples": 16}, "full": {"n_samples": 50}},
+)
+def smoothgrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
                noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
-        return noise_tunnel(saliency, model, x, target=target, key=key, n_samples=n_samples,
-                            noise_level=noise_level, kind=kind, batch_size=batch_size)
+    """SmoothGrad: the mean gradient over `n_samples` noisy copies of `x`.
 
-    method.__name__ = method.__qualname__ = kind
-    return method
+    `noise_tunnel(..., method=saliency, kind="smoothgrad")`; use
+    `noise_tunnel(..., method=integrated_gradients, steps=...)` for SmoothGrad-IG.
+{args}
+    References:
+      Smilkov et al. SmoothGrad: removing noise by adding noise (2017).
+
+    >>> import jax, jax.numpy as jnp, jaxplain as jx
+    >>> m = jx.testing.linear_model(jnp.array([[1.0], [-2.0]]))
+    >>> jx.smoothgrad(m, jnp.ones((1, 2)), target=0, key=jax.random.key(0)).values
+    Array([[ 1., -2.]], dtype=float32)
+    """
+    return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
+                        noise_level=noise_level, kind="smoothgrad", batch_size=batch_size)
 
 
-smoothgrad = _noise_method("smoothgrad")
-smoothgrad.__doc__ = """SmoothGrad: the mean gradient over `n_samples` noisy copies of `x`.
+@registry.method(
+    "gradients",
+    evals=lambda a: a["n_samples"],
+    cheap={"n_samples": 4},
+    demo={"label": "VarGrad", "quick": None, "full": {"n_samples": 50}},
+)
+def vargrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
+            noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+    """VarGrad: the variance of the gradient over `n_samples` noisy copies of `x`.
+{args}
+    References:
+      Adebayo et al. Local Explanation Methods for Deep Neural Networks Lack
+      Sensitivity to Parameter Values (2018).
 
-A shortcut for `noise_tunnel(saliency, ..., kind="smoothgrad")`; use
-`noise_tunnel(integrated_gradients, ..., steps=...)` for SmoothGrad-IG.
+    >>> import jax, jax.numpy as jnp, jaxplain as jx
+    >>> m = jx.testing.linear_model(jnp.array([[1.0], [-2.0]]))  # constant gradient
+    >>> jx.vargrad(m, jnp.ones((1, 2)), target=0, key=jax.random.key(0)).values
+    Array([[0., 0.]], dtype=float32)
+    """
+    return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
+                        noise_level=noise_level, kind="vargrad", batch_size=batch_size)
 
-References:
-  Smilkov et al. SmoothGrad: removing noise by adding noise (2017).
-"""
-vargrad = _noise_method("vargrad")
-vargrad.__doc__ = """VarGrad: the variance of the gradient over noisy copies of `x`.
 
-References:
-  Adebayo et al. Local Explanation Methods for Deep Neural Networks Lack
-  Sensitivity to Parameter Values (2018).
-"""
-squaregrad = _noise_method("squaregrad")
-squaregrad.__doc__ = """SquareGrad: the mean squared gradient over noisy copies of `x`.
+@registry.method("gradients", evals=lambda a: a["n_samples"], cheap={"n_samples": 4})
+def squaregrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
+               noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+    """SquareGrad: the mean squared gradient over `n_samples` noisy copies of `x`.
+{args}
+    References:
+      Hooker et al. A Benchmark for Interpretability Methods in Deep Neural Networks (2019).
 
-References:
-  Hooker et al. A Benchmark for Interpretability Methods in Deep Neural Networks (2019).
-"""
+    >>> import jax, jax.numpy as jnp, jaxplain as jx
+    >>> m = jx.testing.linear_model(jnp.array([[1.0], [-2.0]]))
+    >>> jx.squaregrad(m, jnp.ones((1, 2)), target=0, key=jax.random.key(0)).values
+    Array([[1., 4.]], dtype=float32)
+    """
+    return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
+                        noise_level=noise_level, kind="squaregrad", batch_size=batch_size)
+
+
+for _f, _extra in ((smoothgrad, " and `stderr`, the standard error of the mean"),
+                   (vargrad, ""), (squaregrad, "")):
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.replace("{args}", _NOISE_ARGS.replace("{extra}", _extra))
 
 
 # ---- expected gradients ---------------------------------------------------------------------
 
 
+@registry.method(
+    "gradients",
+    evals=lambda a: a["n_samples"] + 1,
+    cheap={"n_samples": 4},
+    demo={"label": "expected gradients", "quick": None, "full": {"n_samples": 64}},
+)
 def expected_gradients(model: Any, x: jax.Array, *, target: Any, references: jax.Array,
                        key: Any, n_samples: int = 32, batch_size: int | None = None) -> Explanation:
     """Expected gradients (GradientSHAP): IG averaged over baselines from a reference set.

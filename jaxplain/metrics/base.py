@@ -10,7 +10,7 @@ their pixels' values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple, Any
 
 import jax
 import jax.numpy as jnp
@@ -328,3 +328,18 @@ def explain_shape(
             getattr(out, "shape", type(out).__name__),
         )
     return tuple(out.shape)
+
+
+class Curve(NamedTuple):
+    """A deletion / insertion curve (a pytree).
+
+    Attributes:
+      auc: area under the curve per example, `(N,)` (trapezoid rule over the
+        fraction of features removed or inserted, from 0 to 1).
+      values: the target at every step, `(N, steps + 1)`.
+      fractions: the fraction of features removed / inserted at each step, `(steps + 1,)`.
+    """
+
+    auc: jax.Array
+    values: jax.Array
+    fractions: jax.Array

@@ -10,17 +10,15 @@ pixel), an `(N, H, W)` pixel map, `(N, d)` per-feature values with `segments=`,
 or an `Explanation`. With `segments=` and pixel-level attributions, a feature's
 attribution is the sum over its pixels.
 
-The other metric families live in `_faithfulness.py` (faithfulness correlation,
-infidelity), `_road.py` (ROAD: removal with noisy linear imputation),
-`_robustness.py`, `_localisation.py` (with complexity and the axiom gaps),
-`_sanity.py` and `_evaluate.py`; they are re-exported here, so
-`jaxplain.metrics.<name>` lists every metric.
+The other metric families live next to this module (`faithfulness.py`,
+`road.py`, `robustness.py`, `localisation.py`, `sanity.py`, `evaluate.py`);
+`jaxplain.metrics` re-exports every metric.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,23 +26,10 @@ import numpy as np
 
 from .._compile import jit
 from . import base as B
+from .base import Curve
+from .._core import registry
 from .._core import validate as V
 from ..perturbation.engine import coalition_values
-
-
-class Curve(NamedTuple):
-    """A deletion / insertion curve (a pytree).
-
-    Attributes:
-      auc: area under the curve per example, `(N,)` (trapezoid rule over the
-        fraction of features removed or inserted, from 0 to 1).
-      values: the target at every step, `(N, steps + 1)`.
-      fractions: the fraction of features removed / inserted at each step, `(steps + 1,)`.
-    """
-
-    auc: jax.Array
-    values: jax.Array
-    fractions: jax.Array
 
 
 def _steps_schedule(steps: int, d: int) -> np.ndarray:
@@ -135,6 +120,7 @@ _CURVE_ARGS = """
 """
 
 
+@registry.method("metrics", evals=lambda a: a["steps"] + 1, cheap={"steps": 4})
 def deletion(
     model: Any,
     x: Any,
@@ -185,6 +171,7 @@ def deletion(
     )
 
 
+@registry.method("metrics", evals=lambda a: a["steps"] + 1, cheap={"steps": 4})
 def insertion(
     model: Any,
     x: Any,
@@ -235,6 +222,7 @@ for _f in (deletion, insertion):
         _f.__doc__ = _f.__doc__.replace("    {args}", _CURVE_ARGS.rstrip("\n"))
 
 
+@registry.method("metrics", evals=lambda a: a["steps"] + 1, cheap={"steps": 4})
 def monotonicity(
     model: Any,
     x: Any,
@@ -280,49 +268,3 @@ def monotonicity(
 
 
 # ---- the other families, re-exported so `jaxplain.metrics` lists every metric ----------------
-
-from .evaluate import MetricTable, evaluate
-from .faithfulness import faithfulness_correlation, infidelity
-from .localisation import (
-    completeness_gap,
-    complexity,
-    efficiency_gap,
-    pointing_game,
-    relevance_mass,
-    relevance_rank_accuracy,
-    sparseness,
-)
-from .road import road
-from .robustness import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
-from .sanity import (
-    RandomisationResult,
-    model_parameter_randomisation,
-    random_logit,
-    ssim,
-)
-
-__all__ = [
-    "Curve",
-    "MetricTable",
-    "RandomisationResult",
-    "avg_sensitivity",
-    "completeness_gap",
-    "complexity",
-    "deletion",
-    "efficiency_gap",
-    "evaluate",
-    "faithfulness_correlation",
-    "infidelity",
-    "insertion",
-    "local_lipschitz_estimate",
-    "max_sensitivity",
-    "model_parameter_randomisation",
-    "monotonicity",
-    "pointing_game",
-    "random_logit",
-    "relevance_mass",
-    "relevance_rank_accuracy",
-    "road",
-    "sparseness",
-    "ssim",
-]

@@ -10,6 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base as B
+from . import curves as M
+from . import faithfulness as F
+from . import localisation as L
+from . import road
+from . import robustness as R
+from . import sanity as S
 from .._core import validate as V
 from .._core.models import as_model
 
@@ -23,20 +29,15 @@ class _Spec(NamedTuple):
 
 
 def _registry() -> dict[str, _Spec]:
-    from . import localisation as L
-    from . import robustness as R
-    from . import sanity as S
-    from . import curves as M
-
     auc, same = (lambda r: r.auc), _same
     absval = jnp.abs
     return {
         "deletion": _Spec(M.deletion, True, auc, False),
         "insertion": _Spec(M.insertion, True, auc, True),
         "monotonicity": _Spec(M.monotonicity, True, same, True),
-        "road": _Spec(M.road, True, auc, False, ("key",)),  # MoRF by default: lower is better
-        "faithfulness_correlation": _Spec(M.faithfulness_correlation, True, same, True, ("key",)),
-        "infidelity": _Spec(M.infidelity, True, same, False, ("key",)),
+        "road": _Spec(road.road, True, auc, False, ("key",)),  # MoRF by default: lower is better
+        "faithfulness_correlation": _Spec(F.faithfulness_correlation, True, same, True, ("key",)),
+        "infidelity": _Spec(F.infidelity, True, same, False, ("key",)),
         "max_sensitivity": _Spec(R.max_sensitivity, True, same, False, ("key",)),
         "avg_sensitivity": _Spec(R.avg_sensitivity, True, same, False, ("key",)),
         "local_lipschitz_estimate": _Spec(R.local_lipschitz_estimate, True, same, False, ("key",)),

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from .._compile import jit
 from . import base as B
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .._core.noise import gaussian
@@ -28,6 +29,7 @@ from .._core.targets import as_target
 PERTURBATIONS = ("subset", "gaussian")
 
 
+@registry.method("metrics", evals=lambda a: a["n_samples"] + 1, cheap={"n_samples": 4})
 def faithfulness_correlation(
     model: Any,
     x: Any,
@@ -162,6 +164,7 @@ def _subsets(
     return fx[:, None] - fs.reshape(n, n_samples), dots.reshape(n, n_samples)
 
 
+@registry.method("metrics", evals=lambda a: a["n_samples"] + 1, cheap={"n_samples": 4})
 def infidelity(
     model: Any,
     x: Any,

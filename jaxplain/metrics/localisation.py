@@ -16,6 +16,8 @@ import numpy as np
 
 from .._compile import jit
 from . import base as B
+from .._core import registry
+from .._core.batching import values_at
 from .._core import validate as V
 from .._core.models import as_model
 from ..perturbation.engine import coalition_values
@@ -34,6 +36,7 @@ def _map_and_mask(attributions: Any, mask: Any) -> tuple[jax.Array, jax.Array]:
     return pm, B.check_mask(mask, pm.shape)
 
 
+@registry.method("metrics")
 def pointing_game(attributions: Any, mask: Any, *, tolerance: int = 0) -> jax.Array:
     """Pointing game: is the most relevant pixel inside the ground-truth mask?
 
@@ -68,6 +71,7 @@ def _pointing(pm, m, *, tol):
     return jnp.take_along_axis(m.reshape(n, -1), top[:, None], axis=1)[:, 0].astype(pm.dtype)
 
 
+@registry.method("metrics")
 def relevance_mass(attributions: Any, mask: Any) -> jax.Array:
     """Relevance mass accuracy: the share of positive relevance inside the mask.
 
@@ -93,6 +97,7 @@ def _mass(pm, m):
     return jnp.where(tot > 0, inside / jnp.where(tot > 0, tot, 1.0), 0.0)
 
 
+@registry.method("metrics")
 def relevance_rank_accuracy(attributions: Any, mask: Any) -> jax.Array:
     """Relevance rank accuracy: the share of the `K` most relevant pixels inside the mask.
 
@@ -121,6 +126,7 @@ def _rank_accuracy(pm, m):
 # ---- complexity --------------------------------------------------------------------------------
 
 
+@registry.method("metrics")
 def sparseness(attributions: Any) -> jax.Array:
     """Sparseness: the Gini index of the absolute attributions of each example.
 
@@ -148,6 +154,7 @@ def _gini(a):
     return jnp.where(tot > 0, g, 0.0)
 
 
+@registry.method("metrics")
 def complexity(attributions: Any) -> jax.Array:
     """Complexity: the entropy of each example's fractional absolute attributions.
 
@@ -177,6 +184,7 @@ def _entropy(a):
 # ---- axioms ------------------------------------------------------------------------------------
 
 
+@registry.method("metrics", evals=lambda a: 2)
 def completeness_gap(
     model: Any,
     x: Any,
@@ -185,6 +193,7 @@ def completeness_gap(
     target: Any,
     baseline: Any = "zero",
     blur_sigma: float | None = None,
+    batch_size: int | None = None,
 ) -> jax.Array:
     """Completeness gap: `sum(a) - (f(x) - f(baseline))` per example.
 
@@ -196,6 +205,7 @@ def completeness_gap(
       attributions: `(N, ...)` attributions (all entries are summed) or an `Explanation`.
       baseline: "zero", "mean", "blur", a number or an array like `x`.
       blur_sigma: the Gaussian's standard deviation for "blur".
+      batch_size: model inputs per chunk (`None`: the backend's default).
 
     Returns:
       `(N,)` signed gaps (2 N forward passes).
@@ -211,22 +221,20 @@ def completeness_gap(
     t = as_target(target, model, x)
     mode, arr = B.check_baseline(baseline, x)
     return _completeness(
-        model, x, t, a, arr, mode=mode, sigma=B.check_sigma(blur_sigma, x.shape, mode)
+        model, x, t, a, arr, mode=mode, sigma=B.check_sigma(blur_sigma, x.shape, mode),
+        batch_size=V.check_batch_size(batch_size),
     )
 
 
-@functools.partial(jit, static_argnames=("mode", "sigma"))
-def _completeness(model, x, target, a, baseline, *, mode, sigma):
+@functools.partial(jit, static_argnames=("mode", "sigma", "batch_size"))
+def _completeness(model, x, target, a, baseline, *, mode, sigma, batch_size):
     f = B.view_model(model, x.shape)
-    x4 = B.as_view(x)
     base = B.make_baseline(x, mode, baseline, sigma)
-    t = target.resolve(f, x4)
-    fx, fb = jnp.split(
-        t.take(jnp.tile(jnp.arange(x.shape[0]), 2)).select(f(jnp.concatenate([x4, base]))), 2
-    )
+    (fx, fb), _ = values_at(f, target, [B.as_view(x), base], batch_size)
     return a.reshape(a.shape[0], -1).sum(1) - (fx - fb)
 
 
+@registry.method("metrics", evals=lambda a: 2)
 def efficiency_gap(
     model: Any,
     x: Any,

@@ -33,11 +33,12 @@ import numpy as np
 
 from .._compile import jit
 from . import base as B
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .impute import impute
 from .._core.noise import gaussian
-from .curves import Curve
+from .base import Curve
 from .._core.models import as_model
 from .._core.targets import as_target
 
@@ -45,6 +46,7 @@ ORDERS = ("morf", "lerf")
 DEFAULT_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(10))
 """0.0, 0.1, ..., 0.9: the unperturbed image, then 10% to 90% of the pixels removed."""
 
+@registry.method("metrics", evals=lambda a: 2 * len(a["fractions"]))
 def road(
     model: Any,
     x: Any,
@@ -53,8 +55,8 @@ def road(
     target: Any,
     fractions: Any = DEFAULT_FRACTIONS,
     order: str = "morf",
+    key: Any,
     noise_std: float = 0.01,
-    key: Any = None,
     segments: Any = None,
     softmax: bool = False,
     tol: float = 1e-6,
@@ -83,8 +85,8 @@ def road(
         left to impute from, and the image becomes the noise alone.
       order: "morf" (most relevant first) or "lerf" (least relevant first).
       noise_std: standard deviation of the noise added to imputed pixels (0: none).
-      key: a `jax.random.key` for the noise (required when `noise_std > 0`);
-        draws depend on (example, fraction) only, not on `batch_size`.
+      key: a `jax.random.key` for the noise; draws depend on (example,
+        fraction) only, not on `batch_size`.
       segments: optional superpixels `(H, W)` or `(N, H, W)`; features are then
         removed whole (all their pixels imputed). Default: every pixel.
       softmax: follow the softmax probability of the target instead of the raw output.
@@ -104,10 +106,11 @@ def road(
       Rong, Leemann, Borisov, Kasneci and Kasneci, "A Consistent and Efficient
       Evaluation Strategy for Attribution Methods", ICML 2022.
 
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> f = lambda x: x.sum(axis=(1, 2, 3))
     >>> x = jnp.ones((1, 4, 4, 1))  # a constant image is imputed exactly
-    >>> road(f, x, x, target=None, fractions=(0.0, 0.5), noise_std=0.0).values.tolist()
+    >>> road(f, x, x, target=None, key=jax.random.key(0), fractions=(0.0, 0.5),
+    ...      noise_std=0.0).values.tolist()
     [[16.0, 16.0]]
     """
     model = as_model(model)
@@ -117,7 +120,7 @@ def road(
     fracs = _check_fractions(fractions)
     order = V.check_choice(order, "order", ORDERS)
     noise_std = V.check_float(noise_std, "noise_std", minimum=0.0)
-    key = V.check_key(key) if (key is not None or noise_std > 0) else None
+    key = V.check_key(key)
     tol = V.check_float(tol, "tol", minimum=0.0, maximum=1.0, open_min=True)
     if max_iter is not None:
         max_iter = V.check_int(max_iter, "max_iter", minimum=1)
@@ -131,7 +134,7 @@ def road(
         t,
         a,
         seg,
-        key,
+        key if noise_std > 0 else None,  # no noise: no draws
         V.to_device(noise_std, np.float32),  # host-built: no eager XLA op
         features=(kind, d),
         ks=ks,

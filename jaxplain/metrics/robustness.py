@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from . import base as B
+from .._core import registry
 from .._core import validate as V
 from .._core import batching
 from .._core.noise import gaussian
@@ -129,6 +130,7 @@ _ARGS = """
 """
 
 
+@registry.method("metrics", cheap={"n_samples": 4})
 def max_sensitivity(
     model: Any,
     x: Any,
@@ -162,6 +164,7 @@ def max_sensitivity(
     )
 
 
+@registry.method("metrics", cheap={"n_samples": 4})
 def avg_sensitivity(
     model: Any,
     x: Any,
@@ -194,6 +197,7 @@ def avg_sensitivity(
     )
 
 
+@registry.method("metrics", cheap={"n_samples": 4})
 def local_lipschitz_estimate(
     model: Any,
     x: Any,

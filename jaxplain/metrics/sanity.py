@@ -18,6 +18,7 @@ import numpy as np
 
 from .._compile import jit
 from . import base as B
+from .._core import registry
 from .._core import validate as V
 from .._core.models import Model, as_model
 from .._core.targets import Target, as_target
@@ -44,6 +45,7 @@ class RandomisationResult(NamedTuple):
     ssim: jax.Array
 
 
+@registry.method("metrics", cheap={"win_size": 3})
 def ssim(a: Any, b: Any, *, data_range: float | None = None, win_size: int = 7) -> jax.Array:
     """Structural similarity of two batches of maps `(N, H, W)` (or `(N, H, W, C)`, channel mean).
 
@@ -199,6 +201,7 @@ def layer_groups(model: Model, x: jax.Array) -> list[tuple[str, list[int]]]:
     return order
 
 
+@registry.method("metrics")
 def model_parameter_randomisation(
     model: Any,
     x: Any,
@@ -280,6 +283,7 @@ def _sim_window(shape: tuple[int, ...]) -> int:
     return win if win >= 3 else 0
 
 
+@registry.method("metrics")
 def random_logit(
     model: Any,
     x: Any,

@@ -8,6 +8,8 @@ than `batch_size` perturbed inputs at once.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compile import jit
+from .._core import registry
 from .._core import progress as _progress, batching, features
 from .._core.batching import values_at
 from .._core import validate as V
@@ -153,7 +157,7 @@ def stream(
             sl = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, s, b), (ex_rows, aux_rows))
             return target.take(sl[0]).select(model(inputs_fn(*sl)))
 
-        values = batching.chunked_map(part, rows, bs)
+        values = batching.chunked_map(part, rows, bs, report=0)
         _progress.report(rows - skip * unit_size)
         ex0 = start // n_units
         # units an earlier chunk covered (the last chunk's overlap) count for no example
@@ -294,6 +298,21 @@ def _tuple(v: Any, name: str, length: int, minimum: int = 1) -> tuple[int, ...]:
     )
 
 
+def occlusion_evals(a: dict) -> int:
+    """Model evaluations per example of an `occlusion` call: one per window position, + 1."""
+    shape = np.shape(a["x"])[1:]
+    n_ax = 3 if isinstance(a["window"], (tuple, list)) and len(a["window"]) == 3 else 2
+    win = _tuple(a["window"], "window", n_ax)
+    st = _tuple(a["strides"], "strides", n_ax)
+    return int(np.prod([(s - w) // t + 1 for s, w, t in zip(shape, win, st)])) + 1
+
+
+@registry.method(
+    "perturbation",
+    evals=occlusion_evals,
+    cheap={"window": 4, "strides": 4},
+    demo={"label": "occlusion", "quick": {"window": 4, "strides": 2}, "full": {"window": 4, "strides": 2}},
+)
 def occlusion(
     model: Callable,
     x: ArrayLike,
@@ -303,7 +322,6 @@ def occlusion(
     strides: int | tuple[int, ...] = 1,
     baseline: Any = 0.0,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """Occlusion: the drop of the target when a sliding window is replaced by the baseline.
 
@@ -321,8 +339,6 @@ def occlusion(
         default 1).
       baseline: a number, an image, one image per example, or `"blur"`.
       batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, H, W, C), n_evals)`: one evaluation per window
@@ -358,24 +374,10 @@ def occlusion(
             "'mean'",
         )
     batch_size = V.check_batch_size(batch_size)
-    return _progress.run(
-        _occlusion,
-        model,
-        x,
-        t,
-        b,
-        mode=mode,
-        window=win,
-        strides=st,
-        batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=None,
-        desc="occlusion",
-    )
+    return _occlusion(model, x, t, b, mode=mode, window=win, strides=st, batch_size=batch_size)
 
 
-@_progress.progress_jit(static_argnames=("mode", "window", "strides", "batch_size"))
+@functools.partial(jit, static_argnames=("mode", "window", "strides", "batch_size"))
 def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
     n, shape = x.shape[0], x.shape[1:]
     b = features.make_baseline(mode, b, x, None, 0)
@@ -428,6 +430,11 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
 # ---- feature ablation ------------------------------------------------------------------
 
 
+@registry.method(
+    "perturbation",
+    evals=lambda a: features.n_features(a["segments"]) + 1,
+    demo={"label": "feature ablation", "quick": None, "full": {}},
+)
 def feature_ablation(
     model: Callable,
     x: ArrayLike,
@@ -436,7 +443,6 @@ def feature_ablation(
     segments: ArrayLike,
     baseline: Any = 0.0,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """Feature ablation: the drop of the target when one feature is replaced by the baseline.
 
@@ -456,8 +462,6 @@ def feature_ablation(
       baseline: what a removed feature becomes: a number, an image, one image
         per example, `"blur"` or `"mean"` (the feature's mean colour).
       batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), n_evals (N,))`. Features an example lacks
@@ -481,24 +485,10 @@ def feature_ablation(
     model, x, t, seg, d, mode, b, batch_size = prepare(
         model, x, target, segments, baseline, batch_size
     )
-    return _progress.run(
-        _feature_ablation,
-        model,
-        x,
-        t,
-        seg,
-        b,
-        d=d,
-        mode=mode,
-        batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=x.shape[0] * (d + 1),
-        desc="feature_ablation",
-    )
+    return _feature_ablation(model, x, t, seg, b, d=d, mode=mode, batch_size=batch_size)
 
 
-@_progress.progress_jit(static_argnames=("d", "mode", "batch_size"))
+@functools.partial(jit, static_argnames=("d", "mode", "batch_size"))
 def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
@@ -525,26 +515,29 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
         jnp.zeros((n, d), jnp.float32),
         batch_size,
     )
-    return Explanation(
-        jnp.where(present, acc, 0.0), n_evals=jnp.full((n,), d + 1, jnp.int32)
-    )
+    return Explanation(jnp.where(present, acc, 0.0), n_evals=jnp.full((n,), d + 1, jnp.int32))
 
 
 # ---- RISE --------------------------------------------------------------------------------
 
 
+@registry.method(
+    "perturbation",
+    evals=lambda a: a["n_masks"],
+    cheap={"n_masks": 4, "cells": 2},
+    demo={"label": "RISE", "quick": None, "full": {"n_masks": 2000, "cells": 4}, "center": True},
+)
 def rise(
     model: Callable,
     x: ArrayLike,
     *,
     target: Any,
-    key: Any = None,
+    key: Any,
     n_masks: int = 1000,
     p: float = 0.5,
     cells: int = 7,
     baseline: Any = 0.0,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """RISE: the target averaged over random smooth masks, weighted by each mask.
 
@@ -564,8 +557,6 @@ def rise(
       cells: grid size of the low-resolution masks.
       baseline: a number, an image, one image per example, or `"blur"`.
       batch_size: model inputs per chunk.
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, H, W), n_evals)`.
@@ -587,8 +578,7 @@ def rise(
             "baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'"
         )
     batch_size = V.check_batch_size(batch_size)
-    return _progress.run(
-        _rise,
+    return _rise(
         model,
         x,
         t,
@@ -599,10 +589,6 @@ def rise(
         n_masks=n_masks,
         cells=cells,
         batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=x.shape[0] * n_masks,
-        desc="rise",
     )
 
 
@@ -621,7 +607,7 @@ def rise_masks(
     return jax.vmap(one)(unit_bits(key, index, cells * cells + 2))
 
 
-@_progress.progress_jit(static_argnames=("mode", "n_masks", "cells", "batch_size"))
+@functools.partial(jit, static_argnames=("mode", "n_masks", "cells", "batch_size"))
 def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
     n, h, w = x.shape[:3]
     b = features.make_baseline(mode, b, x, None, 0)

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core import progress as _progress, features
+from .._compile import jit
+from .._core import registry
+from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
@@ -192,6 +194,20 @@ def allocate(n: int, masses: list[float], caps: list[int], per_unit: int) -> tup
     return tuple(out)
 
 
+def kernel_shap_evals(a: dict) -> int:
+    """Model evaluations per example of a `kernel_shap` call (the most, when adaptive)."""
+    d = features.n_features(a["segments"])
+    plan = schedule(d, a["n_samples"], a["enumerate_sizes"], a["paired"])
+    rounds = check_adaptive(a["tol"], a["max_evals"], max(plan.n_units, 1))[2]
+    return 2 + rounds * plan.n_units
+
+
+@registry.method(
+    "shapley",
+    evals=lambda a: kernel_shap_evals(a),
+    cheap={"n_samples": 4},
+    demo={"label": "KernelSHAP", "quick": {"n_samples": 256}, "full": {"n_samples": 1000}},
+)
 def kernel_shap(
     model: Callable,
     x: ArrayLike,
@@ -199,14 +215,13 @@ def kernel_shap(
     target: Any,
     segments: ArrayLike,
     baseline: Any = 0.0,
-    key: Any = None,
+    key: Any,
     n_samples: int = 1000,
     paired: bool = True,
     enumerate_sizes: bool = True,
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """KernelSHAP with exact efficiency, paired sampling and jackknife standard errors.
 
@@ -232,8 +247,6 @@ def kernel_shap(
       max_evals: with `tol`, the budget of model evaluations per example
         (default: 20 rounds).
       batch_size: model inputs per chunk.
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap (0 up
@@ -282,8 +295,7 @@ def kernel_shap(
             max_evals,
         )
     with_stderr = plan.exact or adaptive or _groups(sampled, paired) >= N_GROUPS
-    return _progress.run(
-        _kernel_shap,
+    return _kernel_shap(
         model,
         x,
         t,
@@ -297,10 +309,6 @@ def kernel_shap(
         adaptive=adaptive and not plan.exact,
         with_stderr=with_stderr,
         batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=None,
-        desc="kernel_shap",
     )
 
 
@@ -398,7 +406,9 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
         jnp.asarray(np.cumsum(later) - later, jnp.int32)[None],
         jnp.asarray(np.cumsum(first) - first, jnp.int32)[None],
     )
-    h = jnp.sum(starts <= j[:, None], axis=1) - 1  # its stratum (an empty one is never the last match)
+    h = (
+        jnp.sum(starts <= j[:, None], axis=1) - 1
+    )  # its stratum (an empty one is never the last match)
     within = j - jnp.take_along_axis(starts, h[:, None], 1)[:, 0]
     uf, ul = plan.stratum_units
     units_first, units_later = jnp.asarray(uf, jnp.int32), jnp.asarray(ul, jnp.int32)
@@ -428,7 +438,9 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     share = np.asarray(plan.strata_mass) / plan.mass
     w_first = np.where(first > 0, share * first.sum() / np.maximum(first, 1), 0.0)
     w_later = np.where(later > 0, share * later.sum() / np.maximum(later, 1), 0.0)
-    weight = jnp.where(later_round, jnp.asarray(w_later, jnp.float32)[h], jnp.asarray(w_first, jnp.float32)[h])
+    weight = jnp.where(
+        later_round, jnp.asarray(w_later, jnp.float32)[h], jnp.asarray(w_first, jnp.float32)[h]
+    )
     return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, ordinal % N_GROUPS)
 
 
@@ -479,9 +491,7 @@ def estimate(stats, plan: Schedule, delta, present):
     return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
 
 
-@_progress.progress_jit(
-    static_argnames=("plan", "mode", "adaptive", "with_stderr", "batch_size")
-)
+@functools.partial(jit, static_argnames=("plan", "mode", "adaptive", "with_stderr", "batch_size"))
 def _kernel_shap(
     model,
     x,

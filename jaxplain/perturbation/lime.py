@@ -9,13 +9,17 @@ in closed form at the end. Memory is bounded by `batch_size`, not `n_samples`.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from .._core import progress as _progress, features
+from .._compile import jit
+from .._core import registry
+from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
@@ -24,6 +28,12 @@ from .engine import add_local, prepare, ranks_from_bits, stream, unit_bits
 DISTANCES = ("cosine", "hamming")
 
 
+@registry.method(
+    "perturbation",
+    evals=lambda a: a["n_samples"],
+    cheap={"n_samples": 4},
+    demo={"label": "LIME", "quick": {"n_samples": 300}, "full": {"n_samples": 1000}},
+)
 def lime(
     model: Callable,
     x: ArrayLike,
@@ -31,13 +41,12 @@ def lime(
     target: Any,
     segments: ArrayLike,
     baseline: Any = 0.0,
-    key: Any = None,
+    key: Any,
     n_samples: int = 1000,
     kernel_width: float = 0.25,
     distance: str = "cosine",
     alpha: float = 1.0,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """LIME with feature coalitions (superpixels, grid cells, pixels).
 
@@ -64,8 +73,6 @@ def lime(
       distance: `"cosine"` (lime's default) or `"hamming"`.
       alpha: ridge penalty on the coefficients (lime's default 1.0).
       batch_size: model inputs per chunk.
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d) coefficients, score (N,) weighted R^2 of the
@@ -96,8 +103,7 @@ def lime(
     kernel_width = V.check_float(kernel_width, "kernel_width", minimum=0.0, open_min=True)
     V.check_choice(distance, "distance", DISTANCES)
     alpha = V.check_float(alpha, "alpha", minimum=0.0)
-    return _progress.run(
-        _lime,
+    return _lime(
         model,
         x,
         t,
@@ -111,10 +117,6 @@ def lime(
         n_samples=n_samples,
         distance=distance,
         batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=x.shape[0] * n_samples,
-        desc="lime",
     )
 
 
@@ -153,7 +155,7 @@ def masked_solve(a: jax.Array, r: jax.Array, present: jax.Array) -> jax.Array:
     return out[..., 0] if vec else out
 
 
-@_progress.progress_jit(static_argnames=("d", "mode", "n_samples", "distance", "batch_size"))
+@functools.partial(jit, static_argnames=("d", "mode", "n_samples", "distance", "batch_size"))
 def _lime(
     model, x, target, seg, b, key, kernel_width, alpha, *, d, mode, n_samples, distance, batch_size
 ):

@@ -11,6 +11,8 @@ depend on `batch_size`) and shares the coalitions across examples.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core import progress as _progress, features
+from .._compile import jit
+from .._core import registry
+from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
@@ -91,6 +95,7 @@ def shapley_weights(d: int) -> np.ndarray:
 # ---- exact ---------------------------------------------------------------------------------
 
 
+@registry.method("shapley", evals=lambda a: 2 ** features.n_features(a["segments"]))
 def exact_shapley(
     model: Callable,
     x: ArrayLike,
@@ -99,7 +104,6 @@ def exact_shapley(
     segments: ArrayLike,
     baseline: Any = 0.0,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """Exact Shapley values by enumerating all `2^d` coalitions (d <= 16), chunked.
 
@@ -114,8 +118,6 @@ def exact_shapley(
       segments: labels `(H, W)` or `(N, H, W)`, `0..d-1` without gaps, d <= 16.
       baseline: a number, an image, one image per example, `"blur"` or `"mean"`.
       batch_size: model inputs per chunk.
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), gap (N,) = sum(values) - (f(x) - f(baseline)),
@@ -139,24 +141,10 @@ def exact_shapley(
             "use kernel_shap or shapley_sampling)",
             f"{d} features",
         )
-    return _progress.run(
-        _exact,
-        model,
-        x,
-        t,
-        seg,
-        b,
-        d=d,
-        mode=mode,
-        batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=x.shape[0] * 2**d,
-        desc="exact_shapley",
-    )
+    return _exact(model, x, t, seg, b, d=d, mode=mode, batch_size=batch_size)
 
 
-@_progress.progress_jit(static_argnames=("d", "mode", "batch_size"))
+@functools.partial(jit, static_argnames=("d", "mode", "batch_size"))
 def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
@@ -189,6 +177,19 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
 # ---- permutation sampling --------------------------------------------------------------------
 
 
+def shapley_sampling_evals(a: dict) -> int:
+    """Model evaluations per example of a `shapley_sampling` call (the most, when adaptive)."""
+    d = features.n_features(a["segments"])
+    per_round = a["n_permutations"] * max(d - 1, 0)
+    return 2 + check_adaptive(a["tol"], a["max_evals"], max(per_round, 1))[2] * per_round
+
+
+@registry.method(
+    "shapley",
+    evals=lambda a: shapley_sampling_evals(a),
+    cheap={"n_permutations": 2},
+    demo={"label": "Shapley sampling", "quick": None, "full": {"n_permutations": 16}},
+)
 def shapley_sampling(
     model: Callable,
     x: ArrayLike,
@@ -196,13 +197,12 @@ def shapley_sampling(
     target: Any,
     segments: ArrayLike,
     baseline: Any = 0.0,
-    key: Any = None,
+    key: Any,
     n_permutations: int = 10,
     antithetic: bool = True,
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
-    progress: bool = False,
 ) -> Explanation:
     """Shapley values by permutation sampling with antithetic permutations.
 
@@ -228,8 +228,6 @@ def shapley_sampling(
       max_evals: with `tol`, the budget of model evaluations per example
         (default: 20 rounds).
       batch_size: model inputs per chunk.
-      progress: show a tqdm bar of model evaluations when called eagerly
-        (never under an outer `jax.jit`).
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap,
@@ -273,8 +271,7 @@ def shapley_sampling(
             max_evals,
         )
     with_stderr = adaptive or d == 1 or units >= 2
-    return _progress.run(
-        _sampling,
+    return _sampling(
         model,
         x,
         t,
@@ -290,10 +287,6 @@ def shapley_sampling(
         adaptive=adaptive and d > 1,
         with_stderr=with_stderr,
         batch_size=batch_size,
-        progress=progress,
-        x=x,
-        total=None,
-        desc="shapley_sampling",
     )
 
 
@@ -302,7 +295,8 @@ def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
     return ranks_from_bits(unit_bits(key, unit, d))
 
 
-@_progress.progress_jit(
+@functools.partial(
+    jit,
     static_argnames=(
         "d",
         "mode",
@@ -311,7 +305,7 @@ def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
         "adaptive",
         "with_stderr",
         "batch_size",
-    )
+    ),
 )
 def _sampling(
     model,

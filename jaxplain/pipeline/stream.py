@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from .._compile import jit
+from .._core import registry
 from . import shards as _shards
 from .._core import validate as V
 from .._core import batching
@@ -27,16 +28,7 @@ from .._core.types import Explanation
 
 def resolve_method(method: Any) -> Callable:
     if isinstance(method, str):
-        import jaxplain
-
-        fn = getattr(jaxplain, method, None)
-        if fn is None or not callable(fn) or method.startswith("_"):
-            V.fail(
-                "method",
-                "a jaxplain method name such as 'integrated_gradients' or a function",
-                repr(method),
-            )
-        return fn
+        return registry.get(method).fn
     if not callable(method):
         V.fail(
             "method",

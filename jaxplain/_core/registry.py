@@ -1,0 +1,190 @@
+"""The method registry: one entry per public method, and the contract they share.
+
+A method is registered where it is defined::
+
+    @registry.method("gradients", evals=lambda a: a["steps"] + 2, cheap={"steps": 2})
+    def integrated_gradients(model, x, *, target, baseline=0.0, steps=50, ...):
+
+The decorator checks the contract (`model, x` then keyword-only configuration;
+`key` required, with no default, exactly where a method draws random numbers;
+`batch_size=None` wherever the model is evaluated), adds the one `progress=`
+mechanism, and records the entry that `jaxplain/__init__.py` exports and that
+the tests' method table, the demo, the CLI and the benchmarks read. Adding a
+method is: write the function, decorate it, write its value tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .._compile import eager
+from . import progress as _progress
+
+FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "metrics")
+"""The families of the method table, in the order the README lists them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered method.
+
+    Attributes:
+      name: the public name (`jaxplain.<name>`).
+      fn: the public function (with `progress=`).
+      family: one of `FAMILIES`.
+      evals: `evals(arguments) -> int`, model evaluations per example for the
+        bound arguments (defaults applied), or None when unknown.
+      cheap: small settings for fast calls (tests, smoke runs).
+      demo: the settings the demo and the CLI run it with (None: not shown).
+      summary: the first line of the docstring.
+    """
+
+    name: str
+    fn: Callable
+    family: str
+    evals: Callable[[Mapping[str, Any]], int] | None
+    cheap: Mapping[str, Any]
+    demo: Mapping[str, Any] | None
+    summary: str
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the method draws random numbers (takes a required `key`)."""
+        return "key" in self.signature.parameters
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Names of the arguments with no default (the model and `x` included)."""
+        return tuple(p.name for p in self.signature.parameters.values()
+                     if p.default is inspect.Parameter.empty
+                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def per_example(self, *args: Any, **kwargs: Any) -> int | None:
+        """Model evaluations per example of the call `fn(*args, **kwargs)` (None: unknown)."""
+        if self.evals is None:
+            return None
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError:
+            return None
+        bound.apply_defaults()
+        try:
+            return int(self.evals(bound.arguments))
+        except Exception:  # noqa: BLE001 - invalid arguments: the method reports them
+            return None
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def method(family: str, *, evals: Callable[[Mapping[str, Any]], int] | None = None,
+           cheap: Mapping[str, Any] | None = None,
+           demo: Mapping[str, Any] | None = None) -> Callable[[Callable], Callable]:
+    """Registers the decorated public method (see the module docstring)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        check_contract(fn.__name__, sig, family)
+        public = _with_progress(fn, sig, evals) if "model" in sig.parameters else fn
+        doc = (fn.__doc__ or "").strip().splitlines()
+        REGISTRY[fn.__name__] = Entry(fn.__name__, public, family, evals, dict(cheap or {}),
+                                      None if demo is None else dict(demo),
+                                      doc[0] if doc else "")
+        return public
+
+    return deco
+
+
+def check_contract(name: str, sig: inspect.Signature, family: str) -> None:
+    """Raises `TypeError` (at import) when a method's signature breaks the contract.
+
+    Metrics take what they score positionally: `(model, x, attributions)`, or the
+    attributions alone (`sparseness`) or two maps (`ssim`)."""
+    params = list(sig.parameters.values())
+    problems = []
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    allowed = (["model", "x"],) if family != "metrics" else (
+        ["model", "x", "attributions"], ["attributions"], ["attributions", "mask"], ["a", "b"])
+    if positional not in allowed:
+        shown = " or ".join("(" + ", ".join(a) + ", *, ...)" for a in allowed)
+        problems.append(f"positional arguments {positional}, expected {shown}")
+    key = sig.parameters.get("key")
+    if key is not None and key.default is not inspect.Parameter.empty:
+        problems.append("`key` has a default; a method that draws random numbers requires it")
+    bs = sig.parameters.get("batch_size")
+    if bs is None and "model" in sig.parameters and "explain" not in sig.parameters:
+        problems.append("no `batch_size`: every method that evaluates the model takes one "
+                        "(methods running a user's `explain` leave the chunking to it)")
+    elif bs is not None and bs.default is not None:
+        problems.append("`batch_size` defaults to something other than None")
+    if "progress" in sig.parameters:
+        problems.append("`progress` is added by the registry; do not declare it")
+    if problems:
+        raise TypeError(f"{name}: breaks the method contract: " + "; ".join(problems))
+
+
+AUTO_EVALS = 20_000
+"""`progress="auto"` shows a bar when a call needs at least this many model
+evaluations (about 2 s for the small benchmark CNN on 2 CPU cores), and only once
+it has run for `AUTO_DELAY` seconds."""
+AUTO_DELAY = 2.0
+
+
+def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def public(*args: Any, progress: bool | str = "auto", **kwargs: Any):
+        if progress is False or not eager():
+            return fn(*args, **kwargs)
+        if progress is not True and progress != "auto":
+            raise TypeError(f"progress: expected True, False or 'auto', got {progress!r}")
+        total = None
+        if evals is not None:
+            entry = REGISTRY.get(name)
+            per = entry.per_example(*args, **kwargs) if entry is not None else None
+            n = _batch_of(sig, args, kwargs)
+            total = None if per is None or n is None else per * n
+        if progress == "auto" and (total is None or total < AUTO_EVALS):
+            return fn(*args, **kwargs)
+        delay = AUTO_DELAY if progress == "auto" else 0.0
+        return _progress.with_bar(lambda: fn(*args, **kwargs), total=total, desc=name,
+                                  delay=delay)
+
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default="auto")
+    last = [p for p in params if p.kind is p.VAR_KEYWORD]
+    public.__signature__ = sig.replace(parameters=[p for p in params if p not in last]
+                                       + [extra] + last)
+    return public
+
+
+def _batch_of(sig: inspect.Signature, args: tuple, kwargs: dict) -> int | None:
+    x = args[1] if len(args) > 1 else kwargs.get("x")
+    shape = np.shape(x) if x is not None and hasattr(x, "shape") else None
+    return int(shape[0]) if shape else None
+
+
+def get(name: str) -> Entry:
+    """The entry named `name`; a `ValueError` listing the methods otherwise."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"method: expected one of {sorted(REGISTRY)}, got {name!r}")
+    return entry
+
+
+def entries(*families: str) -> list[Entry]:
+    """The registered methods (of `families`, or all), in `FAMILIES` then definition order."""
+    chosen = [e for e in REGISTRY.values() if not families or e.family in families]
+    return sorted(chosen, key=lambda e: FAMILIES.index(e.family))
