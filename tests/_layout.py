@@ -12,20 +12,24 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jaxplain"
 
-LAYERS = ("_compile", "_core", "gradients", "perturbation", "metrics", "visualize", "pipeline",
-          "app")
+LAYERS = ("_compile", "_core", "gradients", "perturbation", "outputs", "attention", "training",
+          "metrics", "visualize", "pipeline", "app")
 """Subpackages from the bottom up (shared/DESIGN.md). A module may import its own
 subpackage and the ones allowed by `ALLOWED`; the top-level modules (`__init__`,
 `testing`) may import every layer but `app`."""
 
+_METHODS = {"_core", "_compile", "gradients", "perturbation"}
 ALLOWED = {
     "_compile": set(),
     "_core": {"_compile"},
     "gradients": {"_core", "_compile"},
     "perturbation": {"_core", "_compile"},
-    "metrics": {"_core", "_compile", "gradients", "perturbation"},
-    "visualize": {"_core", "_compile", "gradients", "perturbation", "metrics"},
-    "pipeline": {"_core", "_compile", "gradients", "perturbation", "metrics"},
+    "outputs": _METHODS,  # output explanations: counterfactuals, decision planes, anchors, ensembles
+    "attention": _METHODS | {"metrics"},  # attention models and concepts (ViT, rollout, TCAV)
+    "training": _METHODS,  # learning with explanations: attribution priors, amortised explainers
+    "metrics": _METHODS | {"outputs"},
+    "visualize": _METHODS | {"metrics", "outputs", "attention", "training"},
+    "pipeline": _METHODS | {"metrics", "training"},
     "app": set(LAYERS) | {"<top>"},
 }
 
@@ -78,10 +82,12 @@ def imports() -> dict[str, list[tuple[str, str, int]]]:
     return out
 
 
-def cycles() -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    graph = {m: sorted({t for t, _, _ in deps if t in imports_cache()} - {m})
-             for m, deps in imports_cache().items()}
+def cycles(graph: dict[str, list[str]] | None = None) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), of `graph`
+    (module -> imported modules; default: jaxplain's)."""
+    if graph is None:
+        graph = {m: sorted({t for t, _, _ in deps if t in imports_cache()} - {m})
+                 for m, deps in imports_cache().items()}
     index, low, stack, on, comps = {}, {}, [], set(), []
     counter = [0]
 

@@ -25,7 +25,8 @@ import numpy as np
 from .._compile import eager
 from . import progress as _progress
 
-FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "metrics")
+FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "outputs", "attention",
+            "concepts", "training", "metrics")
 """The families of the method table, in the order the README lists them."""
 
 
