@@ -281,29 +281,54 @@ def test_architecture_token_follows_the_parameters_it_was_computed_for():
 
 
 def test_finite_scan_is_remembered_for_device_arrays_only(monkeypatch):
-    """A finite `jax.Array` is scanned once (it cannot change); a NumPy array on every
-    call (it can change in place, so a NaN written later is still caught), and a
-    non-finite array is never remembered."""
+    """A finite `jax.Array` is checked once, on the device (it cannot change); a NumPy
+    array on every call, on the host (it can change in place, so a NaN written later is
+    still caught), and a non-finite array is never remembered."""
     from jaxplain._core import validate as V
+    from jaxplain._core import values
 
-    scans = []
-    count = V._count_nonfinite
-    monkeypatch.setattr(V, "_count_nonfinite", lambda a: scans.append(1) or count(a))
+    device, host = [], []
+    run, count = values._run, values.count_nonfinite
+    monkeypatch.setattr(values, "_run", lambda checks: device.append(len(checks)) or run(checks))
+    monkeypatch.setattr(values, "count_nonfinite", lambda a: host.append(1) or count(a))
     dev = jnp.ones((2, 3))
     V.check_array(dev)
     V.check_array(dev)
-    assert len(scans) == 1
-    V.check_array(dev + 0)  # another array of equal value: scanned
-    assert len(scans) == 2
-    host = np.ones((2, 3), np.float32)
-    V.check_array(host)
-    host[0, 1] = np.nan
+    assert device == [1] and host == []
+    V.check_array(dev + 0)  # another array of equal value: checked
+    assert device == [1, 1]
+    arr = np.ones((2, 3), np.float32)
+    V.check_array(arr)
+    arr[0, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        V.check_array(host)
+        V.check_array(arr)
+    assert host == [1, 1]
     bad = jnp.array([[1.0, jnp.nan]])
     for _ in range(2):
         with pytest.raises(ValueError, match="non-finite"):
             V.check_array(bad)
+
+
+def test_device_checks_of_one_call_are_one_read_before_its_program(monkeypatch):
+    """Inside a public call, the device checks of x, baseline and target run as one
+    program with one read, before the method's program is dispatched: a NaN baseline
+    raises without running (or compiling) the method."""
+    from jaxplain._core import values
+
+    runs = []
+    run = values._run
+    monkeypatch.setattr(values, "_run", lambda checks: runs.append([c.name for c in checks])
+                        or run(checks))
+    m = jx.testing.linear_model(jnp.ones((3, 2)))
+    x, t = jnp.ones((4, 3)), jnp.array([0, 1, 1, 0])
+    jx.integrated_gradients(m, x, target=t, baseline=jnp.zeros((4, 3)), steps=2)
+    assert runs == [["x", "target", "baseline"]]
+    jx.integrated_gradients(m, x, target=t, baseline=jnp.zeros((4, 3)) + 0, steps=2)
+    assert runs[1:] == [["baseline"]]  # x and target were remembered
+    nan = jnp.full((4, 3), jnp.nan, jnp.float32)
+    with jx.testing.count_compiles() as c, pytest.raises(ValueError, match="baseline: expected finite"):
+        jx.integrated_gradients(m, x, target=t, baseline=nan, steps=3)  # steps=3: a new program
+    assert c["n"] == 0  # the check program was compiled for these shapes; the method never
 
 
 def test_target_range_is_remembered_for_device_arrays_only():

@@ -7,6 +7,7 @@ import pytest
 
 import jaxplain as jx
 from jaxplain.perturbation import engine as perturbation
+from jaxplain.perturbation import occlusion
 from jaxplain import testing
 
 
@@ -149,7 +150,7 @@ def test_feature_ablation_errors():
 
 
 def test_rise_masks_and_reproducibility():
-    masks_of = jax.jit(perturbation.rise_masks, static_argnums=(2, 3, 5))  # one program, not op by op
+    masks_of = jax.jit(occlusion.rise_masks, static_argnums=(2, 3, 5))  # one program, not op by op
     masks = masks_of(jax.random.key(0), jnp.arange(2000), 12, 10, 0.3, 4)
     assert masks.shape == (2000, 12, 10)
     assert float(masks.min()) >= 0.0 and float(masks.max()) <= 1.0

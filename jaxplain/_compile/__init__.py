@@ -12,6 +12,7 @@ Nothing outside this package imports `cpu.py`.
 
 from .hook import Flags as Flags
 from .hook import active as active
+from .hook import before_dispatch as before_dispatch
 from .hook import compiler_options as compiler_options
 from .hook import default_chunk as default_chunk
 from .hook import default_platform as default_platform

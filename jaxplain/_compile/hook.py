@@ -159,6 +159,16 @@ def compiler_options(platform: str = "cpu") -> dict[str, Any]:
 
 # ---- jit ----------------------------------------------------------------------------------
 
+_BEFORE_DISPATCH: list[Callable[[], None]] = []
+
+
+def before_dispatch(fn: Callable[[], None]) -> Callable[[], None]:
+    """Registers `fn` to run before every top-level dispatch of a `jit` program (the
+    core's deferred value checks: they must raise before a method's program runs)."""
+    _BEFORE_DISPATCH.append(fn)
+    return fn
+
+
 
 class _Jit:
     """`jax.jit(fun)` per (flags, top level or nested): see the module docstring.
@@ -198,6 +208,8 @@ class _Jit:
 
     def _pick(self, args: tuple, kwargs: dict):
         if eager():
+            for fn in _BEFORE_DISPATCH:
+                fn()
             platform = platform_of(args, kwargs)
             flags = Flags(rewrites_for(platform), _requested_report())
             return self._variant(flags, True, platform)

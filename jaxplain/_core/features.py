@@ -39,22 +39,42 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
         V.fail(name, f"a label map of shape {hw} or {(n,) + hw}", f"shape {shape}")
     if not V.is_concrete(segments):
         raise ValueError(f"{name}: must be a concrete array (its number of labels sets shapes), got a tracer")
-    arr = np.asarray(segments)
-    per = arr.reshape((-1,) + hw) if arr.ndim == 3 else arr[None]
-    d = 0
-    for i, s in enumerate(per):
-        labels = np.unique(s)
-        where = f" (example {i})" if arr.ndim == 3 else ""
-        if labels[0] != 0 or labels[-1] != len(labels) - 1:
-            missing = sorted(set(range(int(labels[-1]) + 1)) - set(labels.tolist()))[:5]
-            V.fail(
-                name,
-                f"labels 0..d-1 with no gaps{where}",
-                f"labels from {labels[0]} to {labels[-1]}" + (f", missing {missing}" if missing else ""),
-            )
-        d = max(d, len(labels))
+    # one read of a device array, remembered while it lives; none for host arrays
+    counts, firsts, lasts = V.array_fact(segments, "labels", lambda: _labels(segments, hw))
+    arr_ndim = len(shape)
+    bad = np.flatnonzero(counts != lasts + 1) if firsts.min() == 0 else np.flatnonzero(firsts != 0)
+    if bad.size:
+        i = int(bad[0])
+        labels = np.unique(_host_labels(segments, hw)[i])  # the error path may read
+        missing = sorted(set(range(int(labels[-1]) + 1)) - set(labels.tolist()))[:5]
+        where = f" (example {i})" if arr_ndim == 3 else ""
+        V.fail(name, f"labels 0..d-1 with no gaps{where}",
+               f"labels from {labels[0]} to {labels[-1]}"
+               + (f", missing {missing}" if missing else ""))
+    d = int(counts.max())
+    if isinstance(segments, jax.Array):  # stays on the device
+        seg = segments if segments.dtype == jnp.int32 else segments.astype(jnp.int32)
+        return (seg if arr_ndim == 3 else jnp.broadcast_to(seg, (n,) + hw)), d
     # built on the host: an eager broadcast would be one more XLA dispatch per call
-    return V.to_device(np.broadcast_to(per, (n,) + hw), np.int32), d
+    return V.to_device(np.broadcast_to(_host_labels(segments, hw), (n,) + hw), np.int32), d
+
+
+def _host_labels(segments: Any, hw: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(segments)
+    return arr.reshape((-1,) + hw) if arr.ndim == 3 else arr[None]
+
+
+def _labels(segments: Any, hw: tuple[int, ...]):
+    """Per example: the number of distinct labels, the smallest and the largest (one
+    pass over all examples, no Python loop)."""
+    per = _host_labels(segments, hw).reshape(-1, int(np.prod(hw)))
+    lo, hi = per.min(axis=1), per.max(axis=1)
+    if lo.min() < 0:
+        return np.zeros(len(per), int), lo, hi
+    width = int(hi.max()) + 1
+    present = np.zeros((len(per), width), bool)
+    present[np.repeat(np.arange(len(per)), per.shape[1]), per.ravel()] = True
+    return present.sum(axis=1), lo, hi
 
 
 def pixel_segments(height: int, width: int) -> np.ndarray:

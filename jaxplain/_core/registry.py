@@ -24,6 +24,7 @@ import numpy as np
 
 from .._compile import eager
 from . import progress as _progress
+from .values import deferred_checks
 
 FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "outputs", "attention",
             "concepts", "training", "metrics")
@@ -147,7 +148,13 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
 
     @functools.wraps(fn)
     def public(*args: Any, progress: bool | str = "auto", **kwargs: Any):
-        if progress is False or not eager():
+        if not eager():
+            return fn(*args, **kwargs)
+        with deferred_checks():
+            return _call(args, kwargs, progress)
+
+    def _call(args: tuple, kwargs: dict, progress: bool | str):
+        if progress is False:
             return fn(*args, **kwargs)
         if progress is not True and progress != "auto":
             raise TypeError(f"progress: expected True, False or 'auto', got {progress!r}")

@@ -8,87 +8,25 @@ outer `jax.jit` they are skipped, shape and dtype checks still run.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import threading
-import warnings
-import weakref
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile import jit, keep_numpy
+from .._compile import keep_numpy
+from .values import NAN_POLICIES as NAN_POLICIES  # the value checks, re-exported
+from .values import array_fact as array_fact
+from .values import check_finite as check_finite
+from .values import check_range as check_range
+from .values import check_result_finite as check_result_finite
+from .values import is_checked as is_checked
+from .values import is_concrete as is_concrete
+from .values import values_checked as values_checked
 
-NAN_POLICIES = ("raise", "warn", "ignore")
 MAX_INT32 = 2**31 - 1
 """Upper bound of counts: flat evaluation indices are int32 on device."""
-
-_checked = threading.local()
-
-
-@contextlib.contextmanager
-def values_checked(*arrays: Any) -> Iterator[None]:
-    """Marks `arrays` as already checked for finite values (by the caller, on the host).
-
-    `check_finite` skips these exact objects inside the block, so a pipeline that
-    validated a batch before sending it to the device does not pay a second scan
-    (or a device-to-host copy) in the method it calls.
-    """
-    ids = getattr(_checked, "ids", None)
-    if ids is None:
-        ids = _checked.ids = set()
-    new = [id(a) for a in arrays if id(a) not in ids]
-    ids.update(new)
-    try:
-        yield
-    finally:
-        ids.difference_update(new)
-
-
-def _is_checked(x: Any) -> bool:
-    return id(x) in getattr(_checked, "ids", ())
-
-
-def is_concrete(*xs: Any) -> bool:
-    """True when none of `xs` is a tracer (so values can be inspected)."""
-    if len(xs) == 1 and isinstance(xs[0], (np.ndarray, jax.Array)):  # the common case, no tree walk
-        return not isinstance(xs[0], jax.core.Tracer)
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
-
-
-_FACTS: dict[int, tuple[weakref.ref, dict]] = {}
-_FACTS_SIZE = 64
-
-
-def array_fact(x: Any, what: str, compute: Any) -> Any:
-    """`compute()`, a fact about the values of `x` (its non-finite count, its range),
-    remembered while `x` lives when `x` is a concrete `jax.Array`.
-
-    A `jax.Array` cannot change, so the fact cannot go stale: explaining one batch
-    with several methods scans it once, and a device target is read back to the
-    host once (on accelerators a copy and a sync). NumPy arrays can change in
-    place and are read on every call. Entries are held weakly, at most
-    `_FACTS_SIZE` arrays.
-    """
-    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
-        return compute()
-    key = id(x)
-    entry = _FACTS.get(key)
-    if entry is None or entry[0]() is not x:
-
-        def forget(ref, key=key):
-            if _FACTS.get(key, (None,))[0] is ref:
-                del _FACTS[key]
-
-        if len(_FACTS) >= _FACTS_SIZE:
-            _FACTS.pop(next(iter(_FACTS)), None)
-        entry = _FACTS[key] = (weakref.ref(x, forget), {})
-    facts = entry[1]
-    if what not in facts:
-        facts[what] = compute()
-    return facts[what]
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
@@ -136,7 +74,7 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
         fail(name, "an array with no empty axis", f"shape {shape}")
     check_finite(x, name, nan_policy)
     wide = np.dtype(getattr(x, "dtype", np.result_type(x) if not isinstance(x, jax.Array) else dtype))
-    if wide == np.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not _is_checked(x):
+    if wide == np.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not is_checked(x):
         big = np.abs(np.asarray(x, np.float64))
         if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
             fail(name, "values that fit float32 (|x| <= 3.4e38; JAX computes in float32)",
@@ -159,55 +97,6 @@ def to_device(x: Any, dtype: Any = None) -> jax.Array:
     if keep_numpy():
         return arr
     return jax.device_put(arr)
-
-
-def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
-    """Raises (or warns, per `nan_policy`) when a concrete `x` holds NaN or inf."""
-    check_choice(nan_policy, "nan_policy", NAN_POLICIES)
-    if nan_policy == "ignore" or not is_concrete(x) or _is_checked(x):
-        return
-    bad = array_fact(x, "nonfinite", lambda: _count_nonfinite(x))
-    if bad:
-        msg = (f"{name}: expected finite values (no NaN or inf), got {bad} non-finite entries; "
-               f"pass nan_policy='ignore' where offered to accept them")
-        if nan_policy == "raise":
-            raise ValueError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-
-
-@jit
-def _device_count_nonfinite(x):
-    return jnp.sum(~jnp.isfinite(x))
-
-
-def _count_nonfinite(x: Any) -> int:
-    """Non-finite entries; counted on device for accelerator arrays (no full copy to host)."""
-    if isinstance(x, jax.Array):
-        if not jnp.issubdtype(x.dtype, jnp.inexact):
-            return 0
-        if any(d.platform != "cpu" for d in x.devices()):
-            return int(_device_count_nonfinite(x))
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fc" and arr.dtype.name != "bfloat16":
-        return 0
-    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
-
-
-def check_result_finite(result: Any, name: str = "result", nan_policy: str = "raise") -> None:
-    """Checks every floating leaf of a computed result (e.g. model outputs) for NaN/inf.
-
-    Forces the computation (a host sync); for use outside jit, e.g. after a batch.
-    """
-    check_choice(nan_policy, "nan_policy", NAN_POLICIES)
-    if nan_policy == "ignore":
-        return
-    bad = sum(_count_nonfinite(leaf) for leaf in jax.tree.leaves(result) if is_concrete(leaf))
-    if bad:
-        msg = (f"{name}: the computation produced {bad} NaN/inf values (non-finite model outputs "
-               f"or gradients)")
-        if nan_policy == "raise":
-            raise ValueError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
 def check_count(v: Any, name: str, *, minimum: int = 1, maximum: int = MAX_INT32) -> int:
@@ -271,17 +160,14 @@ def check_indices(v: Any, name: str, n: int, k: int, *, what: tuple[str, str],
     if not is_concrete(v):
         return jnp.broadcast_to(jnp.asarray(v, jnp.int32), (n,))
     if shape == ():
-        return check_indices(int(v), name, n, k, what=what, accepts=accepts)
-    lo, hi = array_fact(v, "range", lambda: _value_range(np.asarray(v)))
-    if lo < 0 or hi >= k:
-        raise ValueError(f"{name}: expected {many} in [0, {k}), got values in [{lo}, {hi}]")
-    if isinstance(v, jax.Array) and v.dtype == jnp.int32:
-        return v  # already on the device
+        if isinstance(v, jax.Array):  # a device scalar: one per example, checked on device
+            v = jnp.broadcast_to(v, (n,))
+        else:
+            return check_indices(int(v), name, n, k, what=what, accepts=accepts)
+    check_range(v, name, k, many)
+    if isinstance(v, jax.Array):
+        return v if v.dtype == jnp.int32 else v.astype(jnp.int32)  # stays on the device
     return np.asarray(v).astype(np.int32)
-
-
-def _value_range(a: np.ndarray) -> tuple[Any, Any]:
-    return a.min(), a.max()
 
 
 def check_int(v: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:

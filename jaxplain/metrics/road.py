@@ -46,7 +46,7 @@ ORDERS = ("morf", "lerf")
 DEFAULT_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(10))
 """0.0, 0.1, ..., 0.9: the unperturbed image, then 10% to 90% of the pixels removed."""
 
-@registry.method("metrics", evals=lambda a: 2 * len(a["fractions"]))
+@registry.method("metrics", evals=lambda a: len(a["fractions"]))
 def road(
     model: Any,
     x: Any,

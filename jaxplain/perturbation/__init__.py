@@ -3,6 +3,7 @@ KernelSHAP, Shapley values and the global views. Importing this package register
 methods (`jaxplain._core.registry`)."""
 
 from . import engine as engine
+from . import occlusion as occlusion
 from . import global_ as global_
 from . import kernelshap as kernelshap
 from . import lime as lime

@@ -339,33 +339,7 @@ def _sampling(
         )
     per_unit = 2 if antithetic else 1
     units = n_permutations // per_unit
-    sizes = jnp.arange(1, d)
-
-    def orders(rank):
-        return [rank, d - 1 - rank] if antithetic else [rank]
-
-    def units_fn(ex, u):
-        rank = permutation_ranks(key, u, d)
-        return jnp.concatenate(
-            [r[:, None, :] < sizes[None, :, None] for r in orders(rank)], axis=1
-        ), rank
-
-    def inputs_fn(ex, masks):
-        return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
-
-    def reduce_fn(stats, c):
-        total = 0.0
-        for i, r in enumerate(orders(c.extra)):
-            ys = jnp.concatenate(
-                [
-                    f0[c.ex][:, None],
-                    c.values[:, i * (d - 1) : (i + 1) * (d - 1)],
-                    fx[c.ex][:, None],
-                ],
-                axis=1,
-            )
-            total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)
-        return merge_moments(stats, c.ex0, c.onehot, total / per_unit)
+    units_fn, inputs_fn, reduce_fn = _walks(key, x, b, seg, d, fx, f0, antithetic)
 
     def round_fn(stats, r):
         return stream(
@@ -383,9 +357,7 @@ def _sampling(
         )
 
     def stderr_fn(stats):
-        count, _, m2 = stats
-        se = jnp.sqrt(m2 / jnp.maximum(count * (count - 1), 1.0)[:, None])
-        return jnp.where(present, jnp.where(count[:, None] >= 2, se, jnp.nan), 0.0)
+        return _stderr(stats, present)
 
     init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)))
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
@@ -397,3 +369,39 @@ def _sampling(
         gap=phi.sum(-1) - delta,
         n_evals=jnp.full((n,), n_evals, jnp.int32),
     )
+
+
+def _walks(key, x, b, seg, d, fx, f0, antithetic):
+    """`(units_fn, inputs_fn, reduce_fn)` of `stream` for permutation walks: a unit is one
+    random order of the features (and its reverse when `antithetic`), its rows the
+    `d - 1` inner coalitions of each walk, its statistic the marginal contributions."""
+    per_unit = 2 if antithetic else 1
+    sizes = jnp.arange(1, d)
+
+    def orders(rank):
+        return [rank, d - 1 - rank] if antithetic else [rank]
+
+    def units_fn(ex, u):
+        rank = permutation_ranks(key, u, d)
+        masks = [r[:, None, :] < sizes[None, :, None] for r in orders(rank)]
+        return jnp.concatenate(masks, axis=1), rank
+
+    def inputs_fn(ex, masks):
+        return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
+
+    def reduce_fn(stats, c):
+        total = 0.0
+        for i, r in enumerate(orders(c.extra)):
+            inner = c.values[:, i * (d - 1) : (i + 1) * (d - 1)]
+            ys = jnp.concatenate([f0[c.ex][:, None], inner, fx[c.ex][:, None]], axis=1)
+            total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)
+        return merge_moments(stats, c.ex0, c.onehot, total / per_unit)
+
+    return units_fn, inputs_fn, reduce_fn
+
+
+def _stderr(stats, present):
+    """Standard errors of the running means `(count, mean, M2)`: NaN below two samples."""
+    count, _, m2 = stats
+    se = jnp.sqrt(m2 / jnp.maximum(count * (count - 1), 1.0)[:, None])
+    return jnp.where(present, jnp.where(count[:, None] >= 2, se, jnp.nan), 0.0)

@@ -1,0 +1,143 @@
+"""Every registered method through the same transformations (tests/_method_table.py).
+
+For each row: jit == eager; `jax.vmap` over examples == per-example calls; the
+same key gives the same result and another key another one; the result does not
+depend on `batch_size`; a second call and new weights compile nothing; the CPU
+rewrites off give the values of the rewrites on (float32 round-off) while the
+programs differ where a rewrite applies; the registry's evaluation count is the
+method's `n_evals`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from _method_table import ROWS, assert_close, env, leaves
+
+NAMES = sorted(ROWS)
+MODEL_METHODS = sorted(n for n in NAMES if "model" in ROWS[n].takes)
+STOCHASTIC = sorted(n for n in NAMES if ROWS[n].entry.stochastic)
+CHUNKED = sorted(n for n in NAMES if "batch_size" in ROWS[n].takes)
+
+
+def test_the_table_covers_every_registered_method():
+    from jaxplain._core.registry import REGISTRY
+
+    assert sorted(REGISTRY) == NAMES
+    assert len(NAMES) >= 45 and STOCHASTIC and CHUNKED
+
+
+@pytest.fixture(scope="module")
+def results():
+    """One eager result per method, computed once for the module."""
+    return {}
+
+
+def _eager(results, name):
+    if name not in results:
+        results[name] = ROWS[name].call()
+    return results[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_equals_eager(name, results):
+    row = ROWS[name]
+    per = row.per_example()
+    pos, kw = row.arguments()
+    values = {n: kw.get(n, pos[row.positional.index(n)] if n in row.positional else None)
+              for n in per}
+
+    def call(*arrays):
+        return row.call(**dict(zip(per, arrays)))
+
+    jitted = jax.jit(call)(*[values[n] for n in per])
+    assert_close(jitted, _eager(results, name), what=name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_examples_equals_per_example_calls(name):
+    row = ROWS[name]
+    per = row.per_example()
+    pos, kw = row.arguments()
+    arrays = [np.asarray(kw[n] if n in kw else pos[row.positional.index(n)]) for n in per]
+
+    def one(*rows_):
+        return row.call(**{n: r[None] for n, r in zip(per, rows_)})
+
+    mapped = jax.vmap(one)(*arrays)
+    singles = [one(*[a[i] for a in arrays]) for i in range(env()["x"].shape[0])]
+    stacked = jax.tree.map(lambda *v: np.stack([np.asarray(u) for u in v]), *singles)
+    assert_close(mapped, stacked, rtol=5e-5, what=name)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_same_key_same_result_other_key_other_result(name, results):
+    row = ROWS[name]
+    first = _eager(results, name)
+    again = row.call()
+    for a, b in zip(leaves(first), leaves(again)):
+        np.testing.assert_array_equal(a, b)
+    other = row.call(key=jax.random.key(7))
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(first), leaves(other))), name
+
+
+@pytest.mark.parametrize("name", CHUNKED)
+def test_result_does_not_depend_on_batch_size(name, results):
+    row = ROWS[name]
+    ref = _eager(results, name)
+    for bs in (1, 5):
+        assert_close(row.call(batch_size=bs), ref, rtol=5e-5, what=f"{name} batch_size={bs}")
+
+
+@pytest.mark.parametrize("name", MODEL_METHODS)
+def test_compiles_once_across_calls_and_new_weights(name, results):
+    row = ROWS[name]
+    _eager(results, name)
+    model = env()["model"]
+    heavier = model.replace(jax.tree.map(lambda p: p * 1.5, model.params))
+    jax.block_until_ready(heavier.params)
+    with jx.testing.count_compiles() as c:
+        jax.block_until_ready(row.call())
+        out = row.call(model=heavier)
+        jax.block_until_ready(out)
+    assert c["n"] == 0, f"{name} compiled {c['n']} programs on a warm call / new weights"
+
+
+@pytest.mark.parametrize("name", MODEL_METHODS)
+def test_cpu_rewrites_off_give_the_same_values(name, results):
+    row = ROWS[name]
+    on = _eager(results, name)
+    with jx.config.override(cpu_rewrites="0"):
+        off = row.call()
+    assert_close(off, on, rtol=1e-4, atol=1e-5, what=name)
+
+
+def _program_text(row, mode):
+    x = env()["x"]
+    with jx.config.override(cpu_rewrites=mode):
+        return jax.jit(lambda z: row.call(x=z)).lower(jnp.asarray(x)).as_text()
+
+
+@pytest.mark.parametrize("name", [n for n in MODEL_METHODS if "x" in ROWS[n].takes])
+def test_cpu_rewrites_change_the_program_where_they_apply(name):
+    """The table's model has an average pool and a 3-channel first convolution, both of
+    which `_compile/cpu.py` rewrites: every method evaluating it gets another program."""
+    row = ROWS[name]
+    if "explain" in row.takes:
+        pytest.skip("the model runs inside the user's explain function")
+    assert _program_text(row, "0") != _program_text(row, "1")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ROWS[n].entry.evals is not None])
+def test_registry_evaluation_count_is_the_methods_n_evals(name, results):
+    row = ROWS[name]
+    out = _eager(results, name)
+    n_evals = getattr(out, "n_evals", None)
+    if n_evals is None:
+        pytest.skip("the result reports no n_evals")
+    pos, kw = row.arguments()
+    assert row.entry.per_example(*pos, **kw) == int(np.max(np.asarray(n_evals))), name
