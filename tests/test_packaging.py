@@ -60,4 +60,4 @@ def test_only_the_library_is_packaged():
 def test_docs_extra_is_declared():
     extras = _pyproject()["project"]["optional-dependencies"]
     names = {r.split("[")[0].split(">")[0].split("=")[0].split("<")[0] for r in extras["docs"]}
-    assert {"mkdocs", "mkdocs-material", "mkdocstrings"} <= names
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings", "ruff"} <= names  # ruff: signatures
