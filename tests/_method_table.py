@@ -35,7 +35,7 @@ def env() -> dict:
         variables=variables,
         x=x,
         key=jax.random.key(0),
-        segments=jx.grid_segments(H, W, 4),  # 4 features: exact Shapley stays cheap
+        segments=jx.grid_segments(H, W, 2),  # 4 features: exact Shapley stays cheap
         attributions=rng.normal(size=(N, H, W, C)).astype(np.float32),
         mask=np.zeros((N, H, W), bool) | (np.arange(W) < 3),
         references=np.asarray(testing.random_images(2, n=2, size=H)),

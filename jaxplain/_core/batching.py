@@ -119,6 +119,12 @@ def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: 
     return _over_chunks(step, init, total, batch_size, report)[0]
 
 
+def accumulator(dtype: Any) -> Any:
+    """The dtype sums of `dtype` values run in: at least float32 for floating types (a
+    bfloat16 or float16 model's path sums and averages), the type itself otherwise."""
+    return jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else dtype
+
+
 def fresh_rows(size: int, skip: jax.Array) -> jax.Array:
     """`(size,)` bool: the rows of a chunk that no earlier chunk covered (see `fold`)."""
     return jnp.arange(size, dtype=jnp.int32) >= skip
@@ -135,10 +141,11 @@ def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     """Sum over rows `0..total-1` of `fn(start, size)`, whose leaves are per row `(size, ...)`."""
     _, size = chunking(total, batch_size)
     shapes = jax.eval_shape(lambda start: fn(start, size), jnp.int32(0))
-    init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), shapes)
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], accumulator(s.dtype)), shapes)
 
     def add(carry, start, size, skip):
-        return jax.tree.map(lambda c, r: c + jnp.sum(_fresh_only(r, skip), 0), carry, fn(start, size))
+        return jax.tree.map(lambda c, r: c + jnp.sum(_fresh_only(r, skip).astype(c.dtype), 0),
+                            carry, fn(start, size))
 
     return fold(add, init, total, batch_size, report=report)
 
@@ -194,17 +201,20 @@ def per_example_sum(fn: Callable[[jax.Array, jax.Array], Any], n: int, samples: 
             ex = jnp.repeat(start + jnp.arange(size, dtype=jnp.int32), samples)
             s = jnp.tile(jnp.arange(samples, dtype=jnp.int32), size)
             out = fn(ex, s)
-            return jax.tree.map(lambda o: o.reshape((size, samples) + o.shape[1:]).sum(1), out)
+            return jax.tree.map(
+                lambda o: o.astype(accumulator(o.dtype)).reshape((size, samples) + o.shape[1:]).sum(1),
+                out)
 
         return chunked_map(whole, n, bs // samples, report=samples)
 
     zeros = jnp.zeros((bs,), jnp.int32)
     shapes = jax.eval_shape(fn, zeros, zeros)
-    init = jax.tree.map(lambda sh: jnp.zeros((n,) + sh.shape[1:], sh.dtype), shapes)
+    init = jax.tree.map(lambda sh: jnp.zeros((n,) + sh.shape[1:], accumulator(sh.dtype)), shapes)
 
     def part(acc, start, size, skip):
         ex, s = flat_index(start, size, samples)
-        return jax.tree.map(lambda a, o: a.at[ex].add(_fresh_only(o, skip)), acc, fn(ex, s))
+        return jax.tree.map(lambda a, o: a.at[ex].add(_fresh_only(o, skip).astype(a.dtype)), acc,
+                            fn(ex, s))
 
     return fold(part, init, n * samples, bs, report=1)
 

@@ -12,6 +12,11 @@ Array = jax.Array
 PRNGKey = jax.Array
 PyTree = Any
 
+HIGHEST = jax.lax.Precision.HIGHEST
+"""The matmul precision of statistics (Gram matrices, least squares, moments): explicit,
+so a backend whose default is lower (TF32 on GPUs, bfloat16 passes on TPUs) cannot
+change the estimators."""
+
 
 class Explanation(NamedTuple):
     """What every attribution method returns: values plus optional diagnostics.

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from .._core.types import HIGHEST
 import numpy as np
 
 STENCIL = (  # (row offset, column offset, weight)
@@ -156,7 +158,8 @@ def _coarsen(coef: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
     n, _, h, w = coef.shape
     c = coef.reshape(n, 3, 3, h // 2, 2, w // 2, 2)
     agg = jnp.asarray(_AGG, coef.dtype)
-    coarse = jnp.einsum("Ysa,Xtb,nstiajb->nYXij", agg, agg, c).reshape(n, 9, h // 2, w // 2)
+    coarse = jnp.einsum("Ysa,Xtb,nstiajb->nYXij", agg, agg, c, precision=HIGHEST)
+    coarse = coarse.reshape(n, 9, h // 2, w // 2)
     return coarse, m.reshape(n, h // 2, 2, w // 2, 2).max(axis=(2, 4))
 
 
@@ -168,7 +171,7 @@ def _dense_inverse(coef: jax.Array, m: jax.Array) -> jax.Array:
     """
     n, _, h, w = coef.shape
     place = jnp.asarray(_placement(h, w), coef.dtype)
-    a = jnp.einsum("nki,kij->nij", coef.reshape(n, 9, h * w), place)
+    a = jnp.einsum("nki,kij->nij", coef.reshape(n, 9, h * w), place, precision=HIGHEST)
     unknown = m.reshape(n, -1) > 0
     both = unknown[:, :, None] & unknown[:, None, :]
     eye = jnp.eye(h * w, dtype=coef.dtype)
@@ -233,14 +236,15 @@ def _prolong(e: jax.Array, shape: tuple[int, int]) -> jax.Array:
     """
     cols = np.zeros((shape[1], e.shape[-1]), np.float32)
     cols[np.arange(shape[1]), np.arange(shape[1]) // 2] = 1
-    e = jnp.einsum("...hw,jw->...hj", e, jnp.asarray(cols, e.dtype))
+    e = jnp.einsum("...hw,jw->...hj", e, jnp.asarray(cols, e.dtype), precision=HIGHEST)
     return jnp.repeat(e, 2, axis=-2)[..., : shape[0], :]
 
 
 def _dense_solve(inverse: jax.Array, r: jax.Array) -> jax.Array:
     """`inverse @ r` for every image and channel of `r` `(N, C, h, w)`."""
     n, c = r.shape[:2]
-    return jnp.einsum("nij,ncj->nci", inverse, r.reshape(n, c, -1)).reshape(r.shape)
+    out = jnp.einsum("nij,ncj->nci", inverse, r.reshape(n, c, -1), precision=HIGHEST)
+    return out.reshape(r.shape)
 
 
 def _vcycle(hierarchy, matvec, r: jax.Array) -> jax.Array:

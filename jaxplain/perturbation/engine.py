@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._core.types import HIGHEST
 from .._core import progress as _progress, batching, features
 from .._core import validate as V
 from .._core.features import apply_coalitions
@@ -152,6 +153,7 @@ def stream(
             return target.take(sl[0]).select(model(inputs_fn(*sl)))
 
         values = batching.chunked_map(part, rows, bs, report=0)
+        values = values.astype(batching.accumulator(values.dtype))  # low-precision models
         _progress.report(rows - skip * unit_size)
         ex0 = start // n_units
         # units an earlier chunk covered (the last chunk's overlap) count for no example
@@ -203,9 +205,9 @@ def merge_moments(stats: tuple, ex0: jax.Array, onehot: jax.Array, samples: jax.
     n = count.shape[0]
     k = onehot.shape[1]
     nk = onehot.sum(0)
-    mk = (onehot.T @ samples) / jnp.maximum(nk, 1.0)[:, None]
+    mk = jnp.matmul(onehot.T, samples, precision=HIGHEST) / jnp.maximum(nk, 1.0)[:, None]
     local = jnp.argmax(onehot, axis=1)
-    m2k = onehot.T @ jnp.square(samples - mk[local])
+    m2k = jnp.matmul(onehot.T, jnp.square(samples - mk[local]), precision=HIGHEST)
     idx = ex0 + jnp.arange(k)
     safe = jnp.clip(idx, 0, n - 1)
     c0, mu0, s0 = count[safe], mean[safe], m2[safe]

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._compile import jit
+from .._core.types import HIGHEST
 from .._core import validate as V
 from .._core import batching, features
 from .._core.types import Explanation
@@ -203,16 +204,16 @@ def _fit(z, y, ridge):
     zm, ym = jnp.mean(z, 0), jnp.mean(y)
     zc, yc = z - zm, y - ym
     d = z.shape[1]
-    gram = zc.T @ zc + ridge * z.shape[0] * jnp.eye(d, dtype=z.dtype)
+    gram = jnp.matmul(zc.T, zc, precision=HIGHEST) + ridge * z.shape[0] * jnp.eye(d, dtype=z.dtype)
     # A tiny jitter keeps constant columns (never-varied features) solvable.
     gram = (
         gram
         + 1e-6 * jnp.trace(gram) / d * jnp.eye(d, dtype=z.dtype)
         + 1e-12 * jnp.eye(d, dtype=z.dtype)
     )
-    coef = jnp.linalg.solve(gram, zc.T @ yc)
-    intercept = ym - zm @ coef
-    res = yc - zc @ coef
+    coef = jnp.linalg.solve(gram, jnp.matmul(zc.T, yc, precision=HIGHEST))
+    intercept = ym - jnp.matmul(zm, coef, precision=HIGHEST)
+    res = yc - jnp.matmul(zc, coef, precision=HIGHEST)
     r2 = 1.0 - jnp.sum(res**2) / jnp.maximum(jnp.sum(yc**2), jnp.finfo(y.dtype).tiny)
     return coef, intercept, r2
 

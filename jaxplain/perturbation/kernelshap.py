@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import jit
+from .._core.types import HIGHEST
 from .._core import registry
 from .._core import features
 from .._core import validate as V
@@ -59,7 +60,7 @@ def kernel_shap_evals(a: dict) -> int:
 @registry.method(
     "shapley",
     evals=lambda a: kernel_shap_evals(a),
-    cheap={"n_samples": 4},
+    cheap={"n_samples": 16},  # every coalition of the table's 4 features: a well-posed solve
     demo={"label": "KernelSHAP", "quick": {"n_samples": 256}, "full": {"n_samples": 1000}},
 )
 def kernel_shap(
@@ -257,8 +258,9 @@ def _kernel_shap(
         qw = q * weight[:, None]
         y = c.values[:, 0] - f0[c.ex]
         k = c.onehot.shape[1]
-        gram = add_local(gram, c.ex0, jnp.einsum("mq,mi,mj->qij", qw, z, z).reshape(k, g + 1, d, d))
-        zy = add_local(zy, c.ex0, jnp.einsum("mq,m,mi->qi", qw, y, z).reshape(k, g + 1, d))
+        zz = jnp.einsum("mq,mi,mj->qij", qw, z, z, precision=HIGHEST)
+        gram = add_local(gram, c.ex0, zz.reshape(k, g + 1, d, d))
+        zy = add_local(zy, c.ex0, jnp.einsum("mq,m,mi->qi", qw, y, z, precision=HIGHEST).reshape(k, g + 1, d))
         cnt = add_local(cnt, c.ex0, q.sum(0).reshape(k, g + 1))
         return gram, zy, cnt
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import jit
+from .._core.types import HIGHEST
 from .._core import registry
 from .._core import features
 from .._core import validate as V
@@ -179,9 +180,9 @@ def _lime(
         y = c.values[:, 0] - fx[c.ex]  # centred on f(x) for float32 accuracy
         zz = jnp.concatenate([jnp.ones_like(w)[:, None], z], axis=1)
         ow = c.onehot * w[:, None]
-        gram = add_local(gram, c.ex0, jnp.einsum("mk,mi,mj->kij", ow, zz, zz))
-        zy = add_local(zy, c.ex0, jnp.einsum("mk,m,mi->ki", ow, y, zz))
-        yy = add_local(yy, c.ex0, ow.T @ jnp.square(y))
+        gram = add_local(gram, c.ex0, jnp.einsum("mk,mi,mj->kij", ow, zz, zz, precision=HIGHEST))
+        zy = add_local(zy, c.ex0, jnp.einsum("mk,m,mi->ki", ow, y, zz, precision=HIGHEST))
+        yy = add_local(yy, c.ex0, jnp.matmul(ow.T, jnp.square(y), precision=HIGHEST))
         return gram, zy, yy
 
     # sample 0 (all ones, distance 0, weight 1, centred value 0) enters analytically.
@@ -196,7 +197,7 @@ def _lime(
     beta = masked_solve(gram + penalty, zy, keep)
     sw = gram[:, 0, 0]
     ss_tot = yy - jnp.square(zy[:, 0]) / sw
-    ss_res = yy - 2 * jnp.sum(beta * zy, -1) + jnp.einsum("ni,nij,nj->n", beta, gram, beta)
+    ss_res = yy - 2 * jnp.sum(beta * zy, -1) + jnp.einsum("ni,nij,nj->n", beta, gram, beta, precision=HIGHEST)
     score = 1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0)
     score = jnp.where(ss_tot > 0, score, 1.0)
     return Explanation(
