@@ -29,7 +29,7 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments); for
-   jaxplain, of the method compiled whole (`benchmarks.run`), the program that
+   jaxplain, of the method compiled whole (`benchmarks.execute`), the program that
    is also timed on cheap calls.
 
 Memory is measured by `memory`, the physical limit built by `limits`, the

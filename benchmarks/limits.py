@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxplain._compile import jit, tuned
 
+
 def _select(outputs: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
 

@@ -39,6 +39,8 @@ OUT_DIR = HERE / "out"
 """Ad hoc runs write below here by default (git-ignored)."""
 README = HERE.parent / "README.md"
 EXTRAS = ("sample_efficiency", "scaling")
+PARTIAL = ("quick", "only", "skip", "models", "max_minutes", "no_peers")
+"""Arguments of a run that is not published (`--publish` refuses its record)."""
 MODELS = tuple(f"{a}-{p}" for a in ("small", "large") for p in ("avg", "max"))
 
 
@@ -122,9 +124,10 @@ def check_args(args: argparse.Namespace, names: set[str]) -> str | None:
             return (f"--{flag}: unknown case(s) {bad}; expected names from "
                     f"{sorted(names | set(EXTRAS))}")
     if args.publish and args.from_json is None and (args.quick or args.only or args.models
-                                                    or args.skip or args.max_minutes):
-        return ("--publish: expected a full run (no --quick, --only, --skip, --models or "
-                "--max-minutes); write partial runs with --out")
+                                                    or args.skip or args.max_minutes
+                                                    or args.no_peers):
+        return ("--publish: expected a full run (no --quick, --only, --skip, --models, "
+                "--max-minutes or --no-peers); write partial runs with --out")
     return None
 
 
@@ -133,10 +136,9 @@ def write(record: dict, args: argparse.Namespace, out_dir: Path) -> list[Path]:
     paths = report.write_all(record, out_dir)
     if args.publish:
         a = record.get("args", {})
-        if a.get("quick") or a.get("only") or a.get("models") or a.get("skip"):
-            raise ValueError("--publish: expected the record of a full run, got one of "
-                             f"quick={a.get('quick')}, only={a.get('only')}, "
-                             f"models={a.get('models')}, skip={a.get('skip')}")
+        partial = {k: a[k] for k in PARTIAL if a.get(k)}
+        if partial:
+            raise ValueError(f"--publish: expected the record of a full run, got {partial}")
         paths += report.write_all(record, args.results_dir, readme_path=args.readme)
     return paths
 
