@@ -92,6 +92,9 @@ PEER_MAX_ROUNDS = 15
 """The same cap for peers."""
 
 
+CAPPED_MIN_ROUNDS = 2
+"""Fewest timed calls of a `capped` contender (`measure`)."""
+
 SCREEN = 1.3
 """A peer's non-default configuration whose warm call is more than this times its
 group's fastest warm call is not timed further (protocol, step 2): it cannot be
@@ -125,6 +128,7 @@ def measure(
     budget_s: float | None = None,
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
     min_timed_s: float = 0.0,
+    capped: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """Times zero-argument callables with the protocol above.
 
@@ -140,6 +144,9 @@ def measure(
       min_timed_s: every contender runs more calls, up to `MAX_ROUNDS`,
         until its timed calls add up to about this (0: exactly `repeats`);
         `budget_s` still caps the ones outside `keep`.
+      capped: contenders of `keep` that `budget_s` caps too, to no fewer than
+        `CAPPED_MIN_ROUNDS` calls (jaxplain with the CPU rewrites off: up to 8x
+        slower, and a ratio of a few x needs no fine-grained median).
 
     Returns:
       `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
@@ -167,8 +174,9 @@ def measure(
         if min_timed_s > 0:
             cap = MAX_ROUNDS if name in keep else PEER_MAX_ROUNDS
             n = max(n, min(cap, math.ceil(min_timed_s / max(warm, 1e-9))))
-        if budget_s is not None and name not in keep and warm * n > budget_s:
-            n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
+        if budget_s is not None and (name not in keep or name in capped) and warm * n > budget_s:
+            floor = CAPPED_MIN_ROUNDS if name in keep else 1
+            n = max(floor, min(n, int(budget_s // max(warm, 1e-9))))
         rounds[name] = n
         out[name]["warm_s"] = warm
     def warmable(names):  # the contenders a block's re-warm calls

@@ -162,6 +162,12 @@ def test_measure_gives_cheap_contenders_more_rounds(monkeypatch, clock):
     assert len(out["peer"]["times_s"]) == 6  # peers too, up to their own cap
     assert len(out["slow_peer"]["times_s"]) == 1  # the budget still caps peers
     assert len(out["over_budget"]["times_s"]) == 3  # 0.07 s of 0.02 s calls, not 6
+    capped = H.measure({"jaxplain": clock.work("j", 0.001), "off": clock.work("o", 0.05),
+                        "off_cheap": clock.work("c", 0.001)}, repeats=4,
+                       keep=("jaxplain", "off", "off_cheap"), min_timed_s=0.11, budget_s=0.07,
+                       capped=("off", "off_cheap"))
+    assert len(capped["off"]["times_s"]) == H.CAPPED_MIN_ROUNDS  # in keep, yet over budget
+    assert len(capped["off_cheap"]["times_s"]) == 7  # within budget: like any keep contender
     exact = H.measure({"jaxplain": clock.work("j", 0.001), "peer": clock.work("p", 0.001)},
                       repeats=4)
     assert [len(v["times_s"]) for v in exact.values()] == [4, 4]  # min_timed_s=0: exactly
