@@ -25,6 +25,7 @@ import jaxplain as jx
 from jaxplain._compile import jit
 
 from . import harness as H
+from . import limits, memory
 from . import peers as P
 
 
@@ -38,7 +39,7 @@ def coalition_values(model, x: np.ndarray, target: int, segments: np.ndarray) ->
     t = jnp.full((len(codes),), target, jnp.int32)
     return np.concatenate(
         [
-            np.asarray(H.limit_forward(model, jnp.asarray(inputs[s : s + 1024]), t[s : s + 1024]))
+            np.asarray(limits.limit_forward(model, jnp.asarray(inputs[s : s + 1024]), t[s : s + 1024]))
             for s in range(0, len(codes), 1024)
         ]
     ).astype(np.float64)
@@ -77,93 +78,54 @@ def sample_efficiency(ctx, quick: bool = False, log: Callable = print) -> list[d
     d = 12
     exact = exact_shapley_values(ctx.model, x, int(t[0]), seg)
     scale = float(np.sqrt(np.mean(exact**2)))
-    rows: list[dict] = []
-    if hasattr(jx, "exact_shapley"):
-        e = np.asarray(jx.exact_shapley(ctx.model, x, target=t, segments=seg).values)[0]
-        rows.append(
-            {
-                "estimator": "jaxplain.exact_shapley",
-                "budget": None,
-                "n_evals": 2**d,
-                "rmse": _rmse([e], exact),
-                "rmse_rel": _rmse([e], exact) / scale,
-                "seeds": 1,
-            }
-        )
+    e = np.asarray(jx.exact_shapley(ctx.model, x, target=t, segments=seg).values)[0]
+    rows: list[dict] = [{"estimator": "jaxplain.exact_shapley", "budget": None, "n_evals": 2**d,
+                         "rmse": _rmse([e], exact), "rmse_rel": _rmse([e], exact) / scale,
+                         "seeds": 1}]
     seeds = range(3 if quick else 16)  # 8 seeds left the ratios +-15% between runs
-    perms = (8,) if quick else (4, 8, 16, 32)
-    torch_ok = ctx.peer("captum")
-    for n_perm in perms:
+    for n_perm in (8,) if quick else (4, 8, 16, 32):
         budget = 2 + n_perm * (d - 1)  # jaxplain.shapley_sampling's evaluations
         runs: dict[str, tuple[int | None, list]] = {}
-
-        def add(name, evals, est):
-            runs.setdefault(name, (evals, []))[1].append(est)
-
         for s in seeds:
-            key = jax.random.key(1000 + s)
-            if hasattr(jx, "shapley_sampling"):
-                r = jx.shapley_sampling(
-                    ctx.model, x, target=t, segments=seg, key=key, n_permutations=n_perm
-                )
-                add(
-                    "jaxplain.shapley_sampling",
-                    int(np.asarray(r.n_evals)[0]),
-                    np.asarray(r.values)[0],
-                )
-            if hasattr(jx, "kernel_shap"):
-                r = jx.kernel_shap(ctx.model, x, target=t, segments=seg, key=key, n_samples=budget)
-                add("jaxplain.kernel_shap", int(np.asarray(r.n_evals)[0]), np.asarray(r.values)[0])
-            if torch_ok:
-                import torch
-
-                torch.manual_seed(s)
-                m = max(1, round((budget - 1) / d))
-                add(
-                    "captum.ShapleyValueSampling",
-                    1 + m * d,
-                    P.to_features(
-                        P.captum_shapley_sampling(
-                            ctx.torch_model, x, t, seg, n_permutations=m, ppe=d
-                        )(),
-                        seg,
-                    )[0],
-                )
-                torch.manual_seed(s)
-                add(
-                    "captum.KernelShap",
-                    budget,
-                    P.to_features(
-                        P.captum_kernel_shap(
-                            ctx.torch_model, x, t, seg, n_samples=budget, ppe=budget
-                        )(),
-                        seg,
-                    )[0],
-                )
-            if ctx.torch_model is not None and P.available("shap"):
-                for l1 in ("auto", False):
-                    v = P.shap_kernel(
-                        ctx.torch_model, x, t, seg, n_samples=budget, seed=s, l1_reg=l1
-                    )()
-                    add(f"shap.KernelExplainer[l1_reg={l1}]", budget, np.asarray(v).reshape(-1)[:d])
+            for name, evals, est in _estimates(ctx, x, t, seg, n_perm, budget, s):
+                runs.setdefault(name, (evals, []))[1].append(est)
         for name, (evals, ests) in runs.items():
             r = _rmse(ests, exact)
-            rows.append(
-                {
-                    "estimator": name,
-                    "budget": budget,
-                    "n_evals": evals,
-                    "rmse": r,
-                    "rmse_rel": r / scale,
-                    "seeds": len(ests),
-                    "seed_mse": [_rmse([e], exact) ** 2 for e in ests],
-                }
-            )
+            rows.append({"estimator": name, "budget": budget, "n_evals": evals, "rmse": r,
+                         "rmse_rel": r / scale, "seeds": len(ests),
+                         "seed_mse": [_rmse([e], exact) ** 2 for e in ests]})
         log(
             f"  budget {budget}: "
             + ", ".join(f"{n}={_rmse(e, exact):.4f}" for n, (_, e) in runs.items())
         )
     return rows
+
+
+def _estimates(ctx, x, t, seg, n_perm: int, budget: int, seed: int) -> list[tuple]:
+    """`(estimator, model evaluations, values)` of every estimator for one seed."""
+    d = int(seg.max()) + 1
+    key = jax.random.key(1000 + seed)
+    out = []
+    r = jx.shapley_sampling(ctx.model, x, target=t, segments=seg, key=key, n_permutations=n_perm)
+    out.append(("jaxplain.shapley_sampling", int(np.asarray(r.n_evals)[0]),
+                np.asarray(r.values)[0]))
+    r = jx.kernel_shap(ctx.model, x, target=t, segments=seg, key=key, n_samples=budget)
+    out.append(("jaxplain.kernel_shap", int(np.asarray(r.n_evals)[0]), np.asarray(r.values)[0]))
+    if ctx.peer("captum"):
+        import torch
+
+        torch.manual_seed(seed)
+        m = max(1, round((budget - 1) / d))
+        v = P.captum_shapley_sampling(ctx.torch_model, x, t, seg, n_permutations=m, ppe=d)()
+        out.append(("captum.ShapleyValueSampling", 1 + m * d, P.to_features(v, seg)[0]))
+        torch.manual_seed(seed)
+        v = P.captum_kernel_shap(ctx.torch_model, x, t, seg, n_samples=budget, ppe=budget)()
+        out.append(("captum.KernelShap", budget, P.to_features(v, seg)[0]))
+    if ctx.torch_model is not None and P.available("shap"):
+        for l1 in ("auto", False):
+            v = P.shap_kernel(ctx.torch_model, x, t, seg, n_samples=budget, seed=seed, l1_reg=l1)()
+            out.append((f"shap.KernelExplainer[l1_reg={l1}]", budget, np.asarray(v).reshape(-1)[:d]))
+    return out
 
 
 def _timed(fn: Callable, repeats: int = 3) -> float:
@@ -174,87 +136,99 @@ def _time_and_memory(f: Callable, *args) -> dict:
     """`median_s` and `xla_mb` of `jit(f)(*args)` from ONE compile: the sweeps are
     compile-bound, and timing the public call besides compiled it a second time."""
     compiled = jit(f).lower(*args).compile()
-    return {"median_s": _timed(lambda: compiled(*args)), "xla_mb": H.compiled_memory_mb(compiled)}
+    return {"median_s": _timed(lambda: compiled(*args)), "xla_mb": memory.compiled_memory_mb(compiled)}
 
 
 def scaling(ctx, quick: bool = False, log: Callable = print) -> list[dict]:
     """Time and memory vs steps, batch_size and n_samples (jaxplain only)."""
+    rows = _ig_sweeps(ctx)
+    log("  integrated_gradients sweeps done")
+    rows += _kernel_shap_sweep(ctx)
+    log("  kernel_shap sweep done")
+    return rows
+
+
+def _ig_sweeps(ctx) -> list[dict]:
+    """Integrated gradients vs steps and vs batch_size, and its memory at 50 vs 1000 steps."""
     rows: list[dict] = []
     model = ctx.model
-    if hasattr(jx, "integrated_gradients"):
-        x = ctx.images(4)
-        t = ctx.targets(x)
-        xd = jnp.asarray(x)
-        for steps in (25, 50, 100, 200):
-            f = lambda m, z, s=steps: jx.integrated_gradients(
-                m, z, target=t, steps=s, batch_size=128
-            )
-            rows.append(
-                {
-                    "sweep": "steps",
-                    "method": "integrated_gradients",
-                    "value": steps,
-                    "batch_size": 128,
-                    "n_evals": 4 * steps,
-                    **_time_and_memory(f, model, xd),
-                }
-            )
-        for bs in (16, 32, 64, 128, 256):
-            f = lambda m, z, b=bs: jx.integrated_gradients(m, z, target=t, steps=64, batch_size=b)
-            rows.append(
-                {
-                    "sweep": "batch_size",
-                    "method": "integrated_gradients",
-                    "value": bs,
-                    "steps": 64,
-                    "n_evals": 256,
-                    **_time_and_memory(f, model, xd),
-                }
-            )
-        # Issue 3: memory for steps=50 vs steps=1000 at the same batch_size (16 images).
-        x16 = jnp.asarray(ctx.images(16))
-        t16 = ctx.targets(ctx.images(16))
-        for steps in (50, 1000):
-            f = lambda m, z, s=steps: jx.integrated_gradients(
-                m, z, target=t16, steps=s, batch_size=256
-            )
-            rows.append(
-                {
-                    "sweep": "memory_steps",
-                    "method": "integrated_gradients",
-                    "value": steps,
-                    "batch_size": 256,
-                    "n_evals": 16 * steps,
-                    "median_s": None,
-                    "xla_mb": H.xla_memory_mb(f, model, x16),
-                }
-            )
-        log("  integrated_gradients sweeps done")
-    if hasattr(jx, "kernel_shap"):
-        x = ctx.images(1)
-        t = ctx.targets(x)
-        xd = jnp.asarray(x)
-        seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, 8))
-        key = jax.random.key(0)
-        for ns in (250, 500, 1000, 2000, 4000):
-            f = lambda m, z, n=ns: jx.kernel_shap(
-                m,
-                z,
-                target=t,
-                segments=seg,
-                key=key,
-                n_samples=n,
-                batch_size=256,
-            )
-            rows.append(
-                {
-                    "sweep": "n_samples",
-                    "method": "kernel_shap",
-                    "value": ns,
-                    "batch_size": 256,
-                    "n_evals": ns,
-                    **_time_and_memory(f, model, xd),
-                }
-            )
-        log("  kernel_shap sweep done")
+    x = ctx.images(4)
+    t = ctx.targets(x)
+    xd = jnp.asarray(x)
+    for steps in (25, 50, 100, 200):
+        f = lambda m, z, s=steps: jx.integrated_gradients(
+            m, z, target=t, steps=s, batch_size=128
+        )
+        rows.append(
+            {
+                "sweep": "steps",
+                "method": "integrated_gradients",
+                "value": steps,
+                "batch_size": 128,
+                "n_evals": 4 * steps,
+                **_time_and_memory(f, model, xd),
+            }
+        )
+    for bs in (16, 32, 64, 128, 256):
+        f = lambda m, z, b=bs: jx.integrated_gradients(m, z, target=t, steps=64, batch_size=b)
+        rows.append(
+            {
+                "sweep": "batch_size",
+                "method": "integrated_gradients",
+                "value": bs,
+                "steps": 64,
+                "n_evals": 256,
+                **_time_and_memory(f, model, xd),
+            }
+        )
+    # Issue 3: memory for steps=50 vs steps=1000 at the same batch_size (16 images).
+    x16 = jnp.asarray(ctx.images(16))
+    t16 = ctx.targets(ctx.images(16))
+    for steps in (50, 1000):
+        f = lambda m, z, s=steps: jx.integrated_gradients(
+            m, z, target=t16, steps=s, batch_size=256
+        )
+        rows.append(
+            {
+                "sweep": "memory_steps",
+                "method": "integrated_gradients",
+                "value": steps,
+                "batch_size": 256,
+                "n_evals": 16 * steps,
+                "median_s": None,
+                "xla_mb": memory.xla_memory_mb(f, model, x16),
+            }
+        )
+    return rows
+
+
+def _kernel_shap_sweep(ctx) -> list[dict]:
+    """KernelSHAP vs n_samples at batch_size 256."""
+    rows: list[dict] = []
+    model = ctx.model
+    x = ctx.images(1)
+    t = ctx.targets(x)
+    xd = jnp.asarray(x)
+    seg = np.asarray(jx.grid_segments(ctx.spec.size, ctx.spec.size, 8))
+    key = jax.random.key(0)
+    for ns in (250, 500, 1000, 2000, 4000):
+        f = lambda m, z, n=ns: jx.kernel_shap(
+            m,
+            z,
+            target=t,
+            segments=seg,
+            key=key,
+            n_samples=n,
+            batch_size=256,
+        )
+        rows.append(
+            {
+                "sweep": "n_samples",
+                "method": "kernel_shap",
+                "value": ns,
+                "batch_size": 256,
+                "n_evals": ns,
+                **_time_and_memory(f, model, xd),
+            }
+        )
     return rows

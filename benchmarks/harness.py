@@ -1,4 +1,4 @@
-"""Timing, memory, the physical limit, machine information and the JSON record.
+"""Timing protocol and the ratios computed from it.
 
 Measurement protocol (the same for jaxplain, the limit and every peer):
 
@@ -29,73 +29,36 @@ Measurement protocol (the same for jaxplain, the limit and every peer):
 4. Peak memory in a separate, untimed call: host RSS growth sampled by a thread
    (psutil), and for jitted JAX code the XLA buffer sizes from
    `compiled.memory_analysis()` (temporaries + outputs + arguments); for
-   jaxplain, of the method compiled whole (`benchmarks.run`), the program that
+   jaxplain, of the method compiled whole (`benchmarks.execute`), the program that
    is also timed on cheap calls.
 
-The *physical limit* of a method is the time of the same number of model
-evaluations (forward, or forward+backward) run as ONE jitted batch on inputs
-already on device. `jaxplain / limit` near 1 means the method costs only its
-model evaluations.
+Memory is measured by `memory`, the physical limit built by `limits`, the
+record written by `record`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
-import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-
-from jaxplain._compile import tuned
-from jaxplain._compile import compiler_options, jit
-
-SCHEMA = 1
-"""Version of the JSON layout (bump when fields change)."""
-
-RESULT_FIELDS = (
-    "case",
-    "method",
-    "model",
-    "kind",
-    "n_images",
-    "n_evals",
-    "settings",
-    "jaxplain",
-    "limit",
-    "limit_chunked",
-    "limit_dispatch",
-    "jaxplain_program",
-    "peers",
-    "best_peer",
-    "ratios",
-    "agreement",
-    "note",
-    "phases_s",
-)
-TIMING_FIELDS = ("first_s", "compile_s", "median_s", "min_s", "times_s", "rss_peak_mb", "xla_mb")
-
 
 # ---- timing ---------------------------------------------------------------------------
 
 
 def block(out: Any) -> Any:
-    """Waits for JAX results (torch/NumPy results are already computed)."""
-    leaves = [l for l in jax.tree.leaves(out) if isinstance(l, jax.Array)]
-    if leaves:
-        jax.block_until_ready(leaves)
+    """Waits for the results of a call: JAX arrays, and torch tensors on a GPU (CUDA runs
+    asynchronously, like JAX); NumPy results and CPU tensors are computed already."""
+    leaves = jax.tree.leaves(out)
+    arrays = [leaf for leaf in leaves if isinstance(leaf, jax.Array)]
+    if arrays:
+        jax.block_until_ready(arrays)
+    if any(getattr(leaf, "is_cuda", False) for leaf in leaves):
+        sys.modules["torch"].cuda.synchronize()
     return out
 
 
@@ -128,16 +91,22 @@ MAX_ROUNDS = 30
 PEER_MAX_ROUNDS = 15
 """The same cap for peers."""
 
+
+CAPPED_MIN_ROUNDS = 2
+"""Fewest timed calls of a `capped` contender (`measure`)."""
+
 SCREEN = 1.3
 """A peer's non-default configuration whose warm call is more than this times its
 group's fastest warm call is not timed further (protocol, step 2): it cannot be
 the group's best. The sweeps' slow settings cost about a tenth of a full run."""
+
 
 SETTLE_S = 0.1
 """Pause before every block of timed calls (protocol, step 3). After a BLAS-heavy
 call OpenBLAS worker threads spin for about 2^28 cycles (~0.1 s) before they sleep,
 taking a core from whoever runs next: KernelSHAP measured 181 ms right after a NumPy
 `lstsq` loop, 154 ms after a 0.2 s pause, 154 ms after nothing."""
+
 
 REWARM_S = 0.05
 """Untimed calls at the start of every block, until this much time has passed
@@ -159,6 +128,7 @@ def measure(
     budget_s: float | None = None,
     keep: tuple[str, ...] = ("jaxplain", "limit", "limit_chunked"),
     min_timed_s: float = 0.0,
+    capped: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """Times zero-argument callables with the protocol above.
 
@@ -174,6 +144,9 @@ def measure(
       min_timed_s: every contender runs more calls, up to `MAX_ROUNDS`,
         until its timed calls add up to about this (0: exactly `repeats`);
         `budget_s` still caps the ones outside `keep`.
+      capped: contenders of `keep` that `budget_s` caps too, to no fewer than
+        `CAPPED_MIN_ROUNDS` calls (jaxplain with the CPU rewrites off: up to 8x
+        slower, and a ratio of a few x needs no fine-grained median).
 
     Returns:
       `{name: {"first_s", "compile_s", "median_s", "min_s", "times_s"}}`; a
@@ -201,8 +174,9 @@ def measure(
         if min_timed_s > 0:
             cap = MAX_ROUNDS if name in keep else PEER_MAX_ROUNDS
             n = max(n, min(cap, math.ceil(min_timed_s / max(warm, 1e-9))))
-        if budget_s is not None and name not in keep and warm * n > budget_s:
-            n = max(1, min(n, int(budget_s // max(warm, 1e-9))))
+        if budget_s is not None and (name not in keep or name in capped) and warm * n > budget_s:
+            floor = CAPPED_MIN_ROUNDS if name in keep else 1
+            n = max(floor, min(n, int(budget_s // max(warm, 1e-9))))
         rounds[name] = n
         out[name]["warm_s"] = warm
     def warmable(names):  # the contenders a block's re-warm calls
@@ -275,175 +249,6 @@ def screened_out(out: dict[str, dict], live: dict, keep: tuple[str, ...]) -> lis
     ]
 
 
-# ---- memory ---------------------------------------------------------------------------
-
-
-def rss_mb() -> float | None:
-    """Current resident set size of this process in MB (None without psutil)."""
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _trim() -> None:
-    """Returns freed heap memory to the OS (glibc), so RSS growth reflects the next call."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_rss_growth(fn: Callable[[], Any], interval: float = 0.002) -> float | None:
-    """Peak growth of host RSS (MB) during one call, sampled by a thread.
-
-    Freed heap memory is handed back to the OS first (`malloc_trim`), but
-    allocators with their own pools (XLA's, PyTorch's) may still reuse memory
-    kept from earlier calls without growing RSS: a lower bound on the call's
-    working set; compare it between settings rather than across tools.
-    """
-    try:
-        import psutil
-    except ImportError:
-        return None
-    proc = psutil.Process()
-    _trim()
-    base = proc.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(interval)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    try:
-        block(fn())
-    finally:
-        stop.set()
-        th.join()
-    peak[0] = max(peak[0], proc.memory_info().rss)
-    return (peak[0] - base) / 2**20
-
-
-def xla_memory_mb(fn: Callable, *args: Any) -> float | None:
-    """XLA's own buffer accounting for `jax.jit(fn)(*args)`: temporaries + outputs + args (MB).
-
-    Deterministic (no sampling); `None` when the backend does not report it.
-    """
-    try:
-        compiled = jit(fn).lower(*args).compile()
-    except Exception:  # noqa: BLE001 - not every backend/function supports it
-        return None
-    return compiled_memory_mb(compiled)
-
-
-def compiled_memory_mb(compiled: Any) -> float | None:
-    """`xla_memory_mb` of an already compiled program (`jit(fn).lower(...).compile()`)."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        return None
-    if m is None:
-        return None
-    total = 0
-    for attr in ("temp_size_in_bytes", "output_size_in_bytes", "argument_size_in_bytes"):
-        total += int(getattr(m, attr, 0) or 0)
-    return total / 2**20
-
-
-# ---- the physical limit ---------------------------------------------------------------
-
-
-def _select(outputs: jax.Array, target: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
-
-
-@jit
-def limit_forward(model, inputs, target):
-    """`n` forward passes as one batch: the target logit of every input, `(n,)`.
-
-    The model runs as jaxplain runs it (`fast_model`: a first layer of few channels
-    as a patch-matrix product on CPU), so the limit is the fastest known way."""
-    return _select(tuned(model, "grad")(inputs), target)
-
-
-def _target_grads(model, inputs, target):
-    """Gradients of the target logits, the model differentiated as jaxplain does (tiling
-    pools as reshape + reduce), so the limit is the fastest known way to run them."""
-    return jax.grad(lambda z: jnp.sum(_select(tuned(model, "grad")(z), target)))(inputs)
-
-
-def _fwd_bwd(model, inputs, target, n_out):
-    grads = _target_grads(model, inputs, target)
-    # Reduce to the explained images' shape: the least output any method needs.
-    return grads.reshape((n_out, -1) + grads.shape[1:]).sum(axis=1)
-
-
-limit_forward_backward = jit(_fwd_bwd, static_argnames=("n_out",))
-"""`n` forward+backward passes (gradients w.r.t. the inputs) as one batch."""
-
-
-def _fwd_bwd_to(features, head, params, inputs, target):
-    a = tuned(lambda z: features(params, z), "grad")(inputs)
-    g = jax.grad(tuned(lambda a_: jnp.sum(_select(head(params, a_), target)), "grad"))(a)
-    return a, g
-
-
-limit_forward_backward_to_layer = jit(_fwd_bwd_to, static_argnames=("features", "head"))
-"""One forward pass and one backward pass down to a layer (Grad-CAM's cost)."""
-
-
-def _chunked(model, inputs, target, chunk, grad):
-    """The same evaluations in chunks of `chunk` inputs (`lax.scan` via jaxplain.batching)."""
-    from jaxplain._core import batching
-
-    def one(start, size):
-        xb = jax.lax.dynamic_slice_in_dim(inputs, start, size)
-        tb = jax.lax.dynamic_slice_in_dim(target, start, size)
-        if grad:
-            return _target_grads(model, xb, tb)
-        return _select(model(xb), tb)
-
-    n = inputs.shape[0]
-    if grad:
-        return batching.chunked_sum(one, n, chunk)
-    return batching.chunked_map(one, n, chunk)
-
-
-limit_chunked = jit(_chunked, static_argnames=("chunk", "grad"))
-"""The limit's evaluations streamed in chunks of `chunk` inputs: a second reference.
-
-On CPU one huge batch is not always the fastest way to run `n` evaluations
-(activations fall out of cache), so the report shows both limits.
-"""
-
-
-def limit_dispatch(model, parts, grad: bool = False) -> list:
-    """The evaluations as separate jitted calls, one per `(inputs, target)` part.
-
-    On CPU, batches that fit in cache run faster per evaluation than one huge
-    batch or a `lax.scan` over chunks; this is the floor the report calls
-    "dispatch" (best of a few batch sizes).
-    """
-    if grad:
-        return [limit_forward_backward(model, a, t, n_out=1) for a, t in parts]
-    return [limit_forward(model, a, t) for a, t in parts]
-
-
-def limit_inputs(x: np.ndarray, n_evals: int, seed: int = 0) -> jax.Array:
-    """`n_evals` model inputs built from `x` (scaled copies), on device, before timing."""
-    rng = np.random.default_rng(seed)
-    rows = (np.arange(n_evals) * x.shape[0]) // n_evals  # grouped by example
-    scale = rng.uniform(0.0, 1.0, size=(n_evals,) + (1,) * (x.ndim - 1)).astype(np.float32)
-    return jax.device_put(jnp.asarray(x[rows] * scale))
-
-
 # ---- ratios ---------------------------------------------------------------------------
 
 
@@ -495,146 +300,3 @@ def compute_ratios(jaxplain: dict, limit: dict, peers: dict[str, dict]) -> tuple
     return ratios, best
 
 
-# ---- machine and versions -------------------------------------------------------------
-
-
-def _version(mod: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(mod)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def machine_info() -> dict:
-    """Hardware, load, software versions and the git commit of this run."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or None
-        )
-    except Exception:  # noqa: BLE001
-        commit = None
-    try:
-        import psutil
-
-        mem_gb = psutil.virtual_memory().total / 2**30
-    except ImportError:
-        mem_gb = None
-    torch = sys.modules.get("torch")  # only if a peer already imported it
-    torch_threads = torch.get_num_threads() if torch is not None else None
-    return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "load_avg_start": load,
-        "memory_gb": mem_gb,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "torch_threads": torch_threads,
-        "xla_compiler_options": compiler_options(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "git_commit": commit,
-        "versions": {
-            m: _version(m)
-            for m in (
-                "jaxplain",
-                "jax",
-                "jaxlib",
-                "flax",
-                "numpy",
-                "torch",
-                "captum",
-                "shap",
-                "lime",
-                "quantus",
-                "scikit-image",
-                "scikit-learn",
-                "psutil",
-            )
-        },
-    }
-
-
-def peers_available() -> dict[str, str | None]:
-    """Which peers are installed: `{name: None}` when found, else why not (no import done)."""
-    from importlib.util import find_spec
-
-    return {
-        mod: None if find_spec(mod) is not None else "not installed"
-        for mod in ("torch", "captum", "shap", "lime", "quantus")
-    }
-
-
-# ---- the JSON record ------------------------------------------------------------------
-
-
-def new_record(args: dict) -> dict:
-    """An empty run record with every top-level field present."""
-    return {
-        "schema": SCHEMA,
-        "args": args,
-        "machine": machine_info(),
-        "peers_available": peers_available(),
-        "twins": {},
-        "results": [],
-        "agreement": [],
-        "sample_efficiency": [],
-        "scaling": [],
-        "skipped": [],
-        "wall_s": None,
-        "extras_wall_s": {},  # seconds per extra (sample_efficiency, scaling); cases: res["wall_s"]
-    }
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if dataclasses.is_dataclass(obj):
-        return _clean(dataclasses.asdict(obj))
-    return str(obj)
-
-
-def write_json(record: dict, path: str | Path) -> Path:
-    """Writes the record (NumPy scalars converted, NaN -> null) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_clean(record), indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path

@@ -9,12 +9,15 @@ inputs NHWC -> NCHW). `check_twins` compares their logits on the benchmark input
 and raises `TwinMismatch` when they disagree: the harness refuses to time peers
 on a model that is not the same function.
 
-PyTorch is optional: only `torch_twin`/`check_twins` import it.
+PyTorch is optional: only the torch functions import it. The twin and its inputs
+live on `torch_device()`: CUDA when torch sees a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -100,14 +103,14 @@ def flax_model(spec: Spec, seed: int = 0) -> tuple[BenchCNN, Any]:
     """The Linen module and its variables (deterministic in `seed`)."""
     module = BenchCNN(spec.features, N_CLASSES, spec.pool)
     x = jnp.zeros((1, spec.size, spec.size, 3), jnp.float32)
-    variables = module.init(jax.random.key(seed), x)
+    variables = jax.jit(module.init)(jax.random.key(seed), x)  # one compile, not one per op
     # Non-zero biases, so that a misplaced bias would be caught by the twin check.
     rng = np.random.default_rng(seed + 1)
     params = dict(variables["params"])
     for name in sorted(params):
         layer = dict(params[name])
-        b = layer["bias"]
-        layer["bias"] = b + jnp.asarray(0.05 * rng.standard_normal(b.shape), b.dtype)
+        b = np.asarray(layer["bias"])  # float32 sums on the host: no compile per shape
+        layer["bias"] = jnp.asarray(b + np.asarray(0.05 * rng.standard_normal(b.shape), b.dtype))
         params[name] = layer
     variables = {**variables, "params": params}
     return module, variables
@@ -131,6 +134,20 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def torch_device() -> str:
+    """Where the peers run: `"cuda"` when torch sees a GPU, else `"cpu"`
+    (`JAXPLAIN_BENCH_TORCH_DEVICE` overrides it)."""
+    forced = os.environ.get("JAXPLAIN_BENCH_TORCH_DEVICE", "").strip()
+    if forced:
+        return forced
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def torch_twin(spec: Spec, variables: Any, *, gap_module: bool = False):
@@ -185,14 +202,16 @@ def torch_twin(spec: Spec, variables: Any, *, gap_module: bool = False):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model.to(torch_device())
 
 
-def to_nchw(x: np.ndarray):
-    """NHWC NumPy images -> a contiguous NCHW float32 torch tensor."""
+def to_nchw(x: np.ndarray, device: str | None = None):
+    """NHWC NumPy images -> a contiguous NCHW float32 torch tensor on `device`
+    (default `torch_device()`)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
+    t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
+    return t.to(device or torch_device())
 
 
 def from_nchw(t) -> np.ndarray:
@@ -214,7 +233,7 @@ def check_twins(flax_logits_fn, torch_model, x: np.ndarray, tol: float = 1e-5) -
 
     a = np.asarray(flax_logits_fn(jnp.asarray(x)))
     with torch.no_grad():
-        b = torch_model(to_nchw(x)).numpy()
+        b = torch_model(to_nchw(x)).cpu().numpy()
     if a.shape != b.shape:
         raise TwinMismatch(f"twin logits have shapes {a.shape} (flax) and {b.shape} (torch)")
     err = float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a)))))

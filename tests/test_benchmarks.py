@@ -1,8 +1,9 @@
 """The benchmark harness itself (tiny settings; no timing assertions)."""
 
 import json
+import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
+from jaxplain._core import registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
-from benchmarks import extras, report, run, twins
+from benchmarks import cases, execute, extras, limits, readme, report, run, tables, twins
+from benchmarks import record as R
 from benchmarks import harness as H
 
 # ---- twins ----------------------------------------------------------------------------
@@ -70,11 +73,11 @@ def test_limit_forward_backward_sums_per_example_gradients():
     model = jx.testing.linear_model(w)
     inputs = jax.random.uniform(jax.random.key(1), (6, 4, 4, 3))
     t = jnp.array([1, 1, 1, 4, 4, 4])
-    g = H.limit_forward_backward(model, inputs, t, n_out=2)
+    g = limits.limit_forward_backward(model, inputs, t, n_out=2)
     np.testing.assert_allclose(g[0], 3 * w[..., 1], rtol=1e-5)
     np.testing.assert_allclose(g[1], 3 * w[..., 4], rtol=1e-5)
     np.testing.assert_allclose(
-        H.limit_forward(model, inputs, t),
+        limits.limit_forward(model, inputs, t),
         jnp.take_along_axis(model(inputs), t[:, None], 1)[:, 0],
         rtol=1e-6,
     )
@@ -159,6 +162,12 @@ def test_measure_gives_cheap_contenders_more_rounds(monkeypatch, clock):
     assert len(out["peer"]["times_s"]) == 6  # peers too, up to their own cap
     assert len(out["slow_peer"]["times_s"]) == 1  # the budget still caps peers
     assert len(out["over_budget"]["times_s"]) == 3  # 0.07 s of 0.02 s calls, not 6
+    capped = H.measure({"jaxplain": clock.work("j", 0.001), "off": clock.work("o", 0.05),
+                        "off_cheap": clock.work("c", 0.001)}, repeats=4,
+                       keep=("jaxplain", "off", "off_cheap"), min_timed_s=0.11, budget_s=0.07,
+                       capped=("off", "off_cheap"))
+    assert len(capped["off"]["times_s"]) == H.CAPPED_MIN_ROUNDS  # in keep, yet over budget
+    assert len(capped["off_cheap"]["times_s"]) == 7  # within budget: like any keep contender
     exact = H.measure({"jaxplain": clock.work("j", 0.001), "peer": clock.work("p", 0.001)},
                       repeats=4)
     assert [len(v["times_s"]) for v in exact.values()] == [4, 4]  # min_timed_s=0: exactly
@@ -177,7 +186,7 @@ def test_measure_blocks_rewarm_and_rotate(monkeypatch, clock):
     assert "error" in out["bad"] and "peer broke" in out["bad"]["error"]
     for k in "abp":
         assert out[k]["times_s"] == pytest.approx([0.01] * 3), k
-        assert set(H.TIMING_FIELDS[:5]) <= set(out[k])
+        assert set(R.TIMING_FIELDS[:5]) <= set(out[k])
         assert out[k]["median_s"] == pytest.approx(0.01)
     warmup = ["a", "a", "b", "b", "p", "p"]  # first call and warm call each
     ab, p = ["pause", "a", "b"], ["pause", "p"]  # a block's pause and re-warm
@@ -281,69 +290,97 @@ def test_exact_shapley_enumeration_on_a_linear_model():
 # ---- JSON and markdown ----------------------------------------------------------------
 
 
-def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2):
+def _fake_result(case="integrated_gradients", jx_s=0.22, lim_s=0.2, model="small-avg"):
     jt = {"first_s": 3.0, "compile_s": 2.5, "median_s": jx_s, "min_s": jx_s, "times_s": [jx_s]}
     lt = {"first_s": 1.0, "compile_s": 0.5, "median_s": lim_s, "min_s": lim_s, "times_s": [lim_s]}
     peers = {
         "captum.IntegratedGradients[internal_batch_size=None (default)]": {"median_s": 0.66},
         "captum.IntegratedGradients[internal_batch_size=160]": {"median_s": 0.44},
+        "shap.GradientExplainer[batch_size=50 (default)]": {"median_s": 0.33},
     }
-    ratios, best = H.compute_ratios(jt, lt, peers)
-    lct = {"median_s": 0.2 * lim_s / 0.2 * 1.1, "chunk": 512}
-    ratios["jaxplain/limit_chunked"] = H.ratio(jt, lct)
-    ldt = {"median_s": 0.11, "batch": 256}
-    ratios["jaxplain/limit_dispatch"] = H.ratio(jt, ldt)
-    pgt = {"median_s": 0.19 * lim_s / 0.2}
-    ratios["program/limit"] = H.ratio(pgt, lt)
-    return {
-        "case": case,
-        "method": case,
-        "model": "small-avg",
-        "kind": "fwdbwd",
-        "n_images": 16,
-        "n_evals": 800,
-        "n_evals_reported": 832,
-        "settings": {"steps": 50},
-        "jaxplain": jt,
-        "limit": lt,
-        "limit_chunked": lct,
-        "limit_dispatch": ldt,
-        "jaxplain_program": pgt,
-        "peers": peers,
-        "best_peer": best,
-        "ratios": ratios,
-        "agreement": [{"check": "ig", "vs": "captum", "rel_err": 2e-6, "tol": 1e-4, "pass": True}],
-        "note": "",
-        "phases_s": {"setup": 4.0, "timing": 9.0, "memory": 1.0, "agreement": 2.0},
-    }
+    timings = {"jaxplain": jt, "limit": lt, "limit_chunked": {"median_s": 0.2 * lim_s / 0.2 * 1.1},
+               "limit_dispatch": {"median_s": 0.11},
+               "jaxplain_program": {"median_s": 0.19 * lim_s / 0.2},
+               "jaxplain_rewrites_off": {"median_s": 1.5 * jx_s}, **peers}
+    bench = cases.Bench(16, 800, {}, lambda: None, np.zeros(1), np.zeros(1))
+    res = execute.collect(timings, 3.0, 2.5, 512, 800, bench)
+    res["limit_dispatch"]["batch"] = 256
+    return {"case": case, "method": case, "family": "gradients", "model": model, "kind": "fwdbwd",
+            "n_images": 16, "n_evals": 800, "n_evals_reported": 832, "n_evals_declared": 832,
+            "settings": {"steps": 50}, **res,
+            "agreement": [{"check": "ig", "vs": "captum", "rel_err": 2e-6, "tol": 1e-4,
+                           "pass": True}],
+            "note": "", "phases_s": {"setup": 4.0, "timing": 9.0, "memory": 1.0, "agreement": 2.0}}
+
+
+def test_collect_computes_every_ratio_from_one_set_of_rounds():
+    res = _fake_result()
+    r = res["ratios"]
+    assert r["jaxplain/limit"] == pytest.approx(1.1)
+    assert r["jaxplain/limit_chunked"] == pytest.approx(1.0)
+    assert r["jaxplain/limit_dispatch"] == pytest.approx(2.0)
+    assert r["program/limit"] == pytest.approx(0.95)
+    assert r["rewrites_off/on"] == pytest.approx(1.5)
+    assert res["best_peer"] == {
+        "captum.IntegratedGradients": "captum.IntegratedGradients[internal_batch_size=160]",
+        "shap.GradientExplainer": "shap.GradientExplainer[batch_size=50 (default)]"}
+    assert res["limit_chunked"]["chunk"] == 512 and res["jaxplain"]["first_s"] == 3.0
+    # one chunk holds every evaluation: the chunked limit is the one-batch program, said so
+    one = execute.collect({"jaxplain": {"median_s": 2.0}, "limit": {"median_s": 1.0}}, 1.0, 0.5, 64,
+                          64, cases.Bench(64, 64, {}, lambda: None, np.zeros(1), np.zeros(1)))
+    assert one["limit_chunked"] == {"chunk": 64, "same_as": "limit"}
+    assert one["ratios"]["jaxplain/limit_chunked"] == one["ratios"]["jaxplain/limit"] == 2.0
+    assert one["ratios"]["rewrites_off/on"] is None and one["jaxplain_rewrites_off"] is None
 
 
 def test_markdown_table_and_readme_section(tmp_path):
-    record = H.new_record({"quick": True, "repeats": 3})
+    record = R.new_record({"quick": True, "repeats": 3})
     record["results"].append(_fake_result())
     record["agreement"].extend(record["results"][0]["agreement"])
     table = report.main_table(record)
     row = table.splitlines()[2]
-    assert (
-        "`integrated_gradients`" in row
-        and "**1.10×** (1.00× chunked, 2.00× dispatch 256, program 0.95×)" in row
-    )
+    assert "`integrated_gradients`" in row and "800 (fwdbwd; declared 832)" in row
+    assert "**1.10×** (1.00× chunked 512, 2.00× dispatch 256, program 0.95×) | 1.50× |" in row
     assert "captum.IntegratedGradients 2.00× best (internal_batch_size=160), 3.00× default" in row
     assert "✓ 2.0e-06" in row
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{report.BENCH_START}\nold\n{report.BENCH_END}\nafter\n")
-    assert report.update_readme(record, readme)
-    text = readme.read_text()
-    assert "old" not in text and "before" in text and "after" in text and row in text
-    assert text.count(report.BENCH_START) == 1 and text.count(report.BENCH_END) == 1
+    path = tmp_path / "README.md"
+    path.write_text(f"# x\n\nbefore\n{readme.BENCH_START}\nOLD-SECTION\n{readme.BENCH_END}\n"
+                    "after\n")
+    assert readme.update_readme(record, path)
+    text = path.read_text()
+    assert "OLD-SECTION" not in text and "before" in text and "after" in text
+    # the compact row: limit, chunked, fastest peer (shap here: 0.33 s / 0.22 s), rewrites
+    assert "| `integrated_gradients` | small | 1.10 | 1.00 | 1.50 shap | 1.50 |" in text
+    assert "1 of 1 agreement checks pass" in text and "table.md" in text
+    assert text.count(readme.BENCH_START) == 1 and text.count(readme.BENCH_END) == 1
     no_markers = tmp_path / "R2.md"
     no_markers.write_text("nothing here\n")
-    assert not report.update_readme(record, no_markers)
+    assert not readme.update_readme(record, no_markers)
     assert no_markers.read_text() == "nothing here\n"
 
 
+def test_readme_section_fits_its_budget_for_every_case_and_model():
+    """A full run (every case on every model it runs on) keeps the README section compact."""
+    record = R.new_record({"quick": False, "repeats": 4})
+    record["machine"]["cpu"] = "AMD EPYC 7B13 64-Core Processor with a long marketing name"
+    for c in cases.CASES:
+        for arch in c.archs:
+            for pool in ("avg", "max"):
+                res = _fake_result(c.name, jx_s=0.123 if pool == "avg" else 0.234,
+                                   model=f"{arch}-{pool}")  # two values in every cell
+                res["ratios"]["rewrites_off/on"] = 1.5 if pool == "avg" else 12.25
+                record["results"].append(res)
+                record["agreement"] += res["agreement"] * 3
+    record["no_case"] = [{"method": f"method_{i}", "family": "metrics"} for i in range(30)]
+    text = readme.readme_section(record)
+    assert len(text.encode()) <= readme.MAX_SECTION_BYTES, len(text.encode())
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == sum(len(c.archs) for c in cases.CASES)  # one per case and architecture
+    assert "30 registered methods without a benchmark case" in text
+
+
 def test_write_all_json_has_every_field(tmp_path):
-    record = H.new_record({"quick": True, "repeats": 1})
+    record = R.new_record({"quick": True, "repeats": 1})
     record["results"].append(_fake_result())
     record["sample_efficiency"] = [
         {
@@ -392,46 +429,166 @@ def test_write_all_json_has_every_field(tmp_path):
         "wall_s",
     } <= set(data)
     assert {"date_utc", "cpu", "cpus_usable", "versions", "jax_backend"} <= set(data["machine"])
-    assert set(H.RESULT_FIELDS) <= set(data["results"][0])
-    assert report.efficiency_ratios(data)[
+    assert set(R.RESULT_FIELDS) <= set(data["results"][0])
+    assert tables.efficiency_ratios(data)[
         ("jaxplain.shapley_sampling", "captum.ShapleyValueSampling", 90)
     ] == pytest.approx(0.5)
     assert "0.50×" in (tmp_path / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_main_end_to_end_tiny(tmp_path, monkeypatch):
-    """`main` with one cheap case and no peers writes a complete record."""
+    """`main` with one cheap case and no peers writes a complete record to `--out` only."""
     # The program is timed only when its first run is under a wall-clock threshold; on a
     # loaded CI worker saliency's first run took over 50 ms and the record had no program
     # row. Lift the threshold so the record's shape does not depend on the machine's load.
-    monkeypatch.setattr(run, "PROGRAM_TIMED_BELOW_S", float("inf"))
-    rc = run.main(
-        ["--quick", "--only", "saliency", "--no-peers", "--repeats", "1", "--out", str(tmp_path)]
-    )
-    assert rc == 0
-    data = json.loads((tmp_path / "latest.json").read_text())
+    monkeypatch.setattr(execute, "PROGRAM_TIMED_BELOW_S", float("inf"))
+    for peer in ("torch", "captum", "shap", "lime", "quantus"):  # as if not installed
+        monkeypatch.setitem(sys.modules, peer, None)
+    published = tmp_path / "published"
+    rc = run.main(["--quick", "--only", "saliency", "--no-peers", "--repeats", "1", "--out",
+                   str(tmp_path / "out"), "--results-dir", str(published)])
+    assert rc == 0 and not published.exists()  # nothing published without --publish
+    data = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert data["args"]["only"] == ["saliency"]
     assert data["twins"]["small-avg"]["verified"] is False  # --no-peers
-    if hasattr(jx, "saliency"):
-        (res,) = data["results"]
-        assert set(H.RESULT_FIELDS) <= set(res)
-        assert res["n_evals"] == 16 and res["peers"] == {}
-        assert 0 < res["wall_s"] < data["wall_s"]
-        phases = res["phases_s"]
-        assert set(phases) == {"setup", "timing", "memory", "agreement"}
-        assert min(phases.values()) >= 0 and sum(phases.values()) <= res["wall_s"]
-        for side in ("jaxplain", "limit", "jaxplain_program"):
-            assert res[side]["median_s"] > 0 and len(res[side]["times_s"]) == 1
-        assert res["ratios"]["jaxplain/limit"] == pytest.approx(
-            res["jaxplain"]["median_s"] / res["limit"]["median_s"]
-        )
-        assert res["ratios"]["program/limit"] == pytest.approx(
-            res["jaxplain_program"]["median_s"] / res["limit"]["median_s"]
-        )
-        assert res["jaxplain"]["xla_mb"] > 0  # from the program's own compile
-    else:
-        assert data["skipped"][0]["case"] == "saliency"
+    dev = data["device"]
+    assert dev["platform"] == jax.devices()[0].platform and dev["device_kind"]
+    assert "memory_stats" in dev and "memory_stats_end" in dev and dev["torch"] is None
+    (res,) = data["results"]
+    assert set(R.RESULT_FIELDS) <= set(res)
+    assert res["n_evals"] == 16 and res["peers"] == {}
+    assert res["n_evals_declared"] == 16  # the registry's evals: one per example
+    assert 0 < res["wall_s"] < data["wall_s"]
+    phases = res["phases_s"]
+    assert set(phases) == {"setup", "timing", "memory", "agreement"}
+    assert min(phases.values()) >= 0 and sum(phases.values()) <= res["wall_s"]
+    for side in ("jaxplain", "limit", "jaxplain_program", "jaxplain_rewrites_off"):
+        assert res[side]["median_s"] > 0 and len(res[side]["times_s"]) == 1
+    r = res["ratios"]
+    assert r["jaxplain/limit"] == pytest.approx(
+        res["jaxplain"]["median_s"] / res["limit"]["median_s"])
+    assert r["program/limit"] == pytest.approx(
+        res["jaxplain_program"]["median_s"] / res["limit"]["median_s"])
+    assert r["rewrites_off/on"] == pytest.approx(
+        res["jaxplain_rewrites_off"]["median_s"] / res["jaxplain"]["median_s"])
+    assert res["limit_chunked"] == {"chunk": dev["default_batch_size"], "same_as": "limit"}
+    (same,) = res["agreement"]  # no peers: jaxplain's values with the rewrites off vs on
+    assert same["check"] == "saliency rewrites off == on" and same["pass"], same
+    assert res["jaxplain"]["xla_mb"] > 0  # from the program's own compile
+    covered = {c.name for c in cases.CASES}
+    assert {d["method"] for d in data["no_case"]} == {e.name for e in registry.entries()} - covered
+    assert "`deconvnet`" in (tmp_path / "out" / "table.md").read_text()
     assert run.main(["--only", "no_such_method", "--out", str(tmp_path)]) == 2
+
+
+def test_max_minutes_lists_what_it_did_not_start(tmp_path):
+    assert run.main(["--quick", "--no-peers", "--max-minutes", "0", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "latest.json").read_text())
+    quick = [c.name for c in cases.CASES if c.quick] + ["sample_efficiency"]
+    assert data["results"] == [] and [s["case"] for s in data["skipped"]] == quick
+    assert all("time budget (--max-minutes 0) reached" == s["reason"] for s in data["skipped"])
+
+
+def test_cases_are_keyed_by_the_registry():
+    matched, uncovered = cases.plan()
+    assert [c.name for c, _ in matched] == [c.name for c in cases.CASES]
+    assert all(e is registry.get(c.name) for c, e in matched)
+    names = {e.name for e in uncovered}
+    assert "deconvnet" in names and "saliency" not in names
+    bogus = cases.Case("not_a_method", "fwd", lambda ctx, fn: None)
+    with pytest.raises(ValueError, match="registered methods.*not_a_method"):
+        cases.plan(cases.CASES + (bogus,))
+    with pytest.raises(ValueError, match="one case per method"):
+        cases.plan(cases.CASES + (cases.CASES[0],))
+
+
+def test_an_unregistered_case_stops_the_run(monkeypatch, tmp_path, capsys):
+    bogus = cases.Case("not_a_method", "fwd", lambda ctx, fn: None)
+    monkeypatch.setattr(cases, "CASES", cases.CASES + (bogus,))
+    assert run.main(["--quick", "--out", str(tmp_path)]) == 2
+    assert "not_a_method" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_only_publish_writes_the_results_folder_and_readme(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run, "OUT_DIR", tmp_path / "adhoc")
+    readme_path, published = tmp_path / "README.md", tmp_path / "published"
+    readme_path.write_text(f"intro\n{readme.BENCH_START}\nOLD-SECTION\n{readme.BENCH_END}\n")
+    full = R.new_record({"quick": False, "repeats": 4})
+    full["results"].append(_fake_result())
+    src = R.write_json(full, tmp_path / "full.json")
+    common = ["--readme", str(readme_path), "--results-dir", str(published)]
+    assert run.main(["--from-json", str(src), *common]) == 0  # ad hoc: the git-ignored folder
+    assert (tmp_path / "adhoc" / "full" / "table.md").is_file() and not published.exists()
+    assert "OLD-SECTION" in readme_path.read_text()
+    assert run.main(["--from-json", str(src), "--publish", *common]) == 0
+    assert {p.name for p in published.iterdir()} >= {"latest.json", "table.md", "ratios.png"}
+    text = readme_path.read_text()
+    assert "OLD-SECTION" not in text and "`integrated_gradients`" in text
+    quick = R.write_json({**full, "args": {"quick": True}}, tmp_path / "quick.json")
+    assert run.main(["--from-json", str(quick), "--publish", *common]) == 2  # never a quick run
+    assert run.main(["--quick", "--publish", *common]) == 2
+    assert "--publish: expected a full run" in capsys.readouterr().err
+
+
+def test_full_precision_turns_tf32_off_on_both_sides_and_restores():
+    before = jax.config.jax_default_matmul_precision
+    torch = pytest.importorskip("torch")
+    cudnn = torch.backends.cudnn.allow_tf32
+    with execute.full_precision(jax_side=True):
+        assert jax.config.jax_default_matmul_precision == "highest"
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert jax.config.jax_default_matmul_precision == before
+    assert torch.backends.cudnn.allow_tf32 == cudnn
+    with execute.full_precision():  # on CPU, XLA's float32 products are full precision already
+        assert jax.config.jax_default_matmul_precision == (before if jax.default_backend() == "cpu"
+                                                           else "highest")
+
+
+def test_rewrites_off_runs_the_call_without_the_cpu_rewrites(monkeypatch):
+    seen = []
+    call = lambda: seen.append(jx.config.read("cpu_rewrites"))
+    off = execute.rewrites_off(call)
+    if jax.default_backend() != "cpu":  # under auto they are off already: nothing to compare
+        assert off is None
+        return
+    off()
+    call()
+    assert seen == ["0", "auto"]
+    monkeypatch.setenv("JAXPLAIN_CPU_REWRITES", "0")
+    assert execute.rewrites_off(call) is None  # the timed call has them off already
+
+
+def test_rewrites_check_sets_aside_one_image_of_a_batch_only():
+    on = np.ones((16, 4, 4))
+    near = on + 1e-7
+    assert execute.rewrites_check("m", near, on)["pass"]
+    one = near.copy()
+    one[7, 2, 2] += 2e-3  # a kink at one evaluation of one image
+    check = execute.rewrites_check("m", one, on)
+    assert check["pass"] and check["off_images"] == 1 and check["rel_err_other_images"] < 1e-6
+    two = one.copy()
+    two[3] += 2e-3
+    assert not execute.rewrites_check("m", two, on)["pass"]
+    assert not execute.rewrites_check("m", one[7:8], on[7:8])["pass"]  # one image: no allowance
+    table = report.agreement_table({"agreement": [check]})
+    assert "1 image(s) off" in table and "rewrites off == on check above tolerance" in table
+
+
+@pytest.mark.slow
+def test_accelerator_script_smoke_run(tmp_path):
+    """`benchmarks/accelerator.sh --smoke` runs end to end without peers and writes its table."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    p = subprocess.run(["bash", str(root / "benchmarks" / "accelerator.sh"), "--smoke",
+                        str(tmp_path / "acc")], env={**env, "PYTHON": sys.executable},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    table = (tmp_path / "acc" / "table.md").read_text()
+    assert "`saliency`" in table and "Device: " in table
+    data = json.loads((tmp_path / "acc" / "latest.json").read_text())
+    assert data["args"]["no_peers"] and len(data["results"]) == 1
+    assert f"{tmp_path / 'acc'}/table.md" in p.stdout
 
 
 # ---- metric cases (deletion vs Quantus, ROAD) --------------------------------------------
@@ -449,28 +606,30 @@ def test_distinct_ranks_keep_jaxplain_order_and_break_ties():
     )
 
 
+@pytest.mark.slow
 def test_deletion_case_agrees_with_quantus():
     pytest.importorskip("torch")
     pytest.importorskip("quantus")
-    from benchmarks import cases as C
+    from benchmarks.cases import metrics
 
-    ctx = C.Ctx(twins.Spec("small", "avg"), quick=True)
+    ctx = cases.Ctx(twins.Spec("small", "avg"), quick=True)
     ctx.torch_model = twins.torch_twin(ctx.spec, ctx.variables)
-    b = C.deletion(ctx)
+    b = metrics.deletion(ctx, jx.deletion)
     (name,) = b.peers
     assert name == "quantus.PixelFlipping" and b.peer_evals[name] == 16 * 64
     out = np.asarray(b.jaxplain().values)
-    (check,) = b.agreement(out, run._LazyOutputs(b.peers))
+    (check,) = b.agreement(out, execute.LazyOutputs(b.peers))
     assert check["pass"], check
 
 
+@pytest.mark.slow
 def test_road_case_builds_without_peers():
-    from benchmarks import cases as C
+    from benchmarks.cases import metrics
 
-    ctx = C.Ctx(twins.Spec("small", "avg"), quick=True)  # no torch twin: no peers
-    b = C.road(ctx)
+    ctx = cases.Ctx(twins.Spec("small", "avg"), quick=True)  # no torch twin: no peers
+    b = metrics.road(ctx, jx.road)
     assert b.peers == {} and b.n_evals == 16 * 10
-    assert "road" in {c.name for c in C.CASES}
+    assert "road" in {c.name for c in cases.CASES}
     c = b.jaxplain()
     assert c.values.shape == (16, 10) and np.isfinite(np.asarray(c.auc)).all()
 
@@ -488,14 +647,14 @@ def test_ratio_intervals_bracket_the_ratio_and_shrink_with_seeds():
     key = ("jaxplain.kernel_shap", "shap.KernelExplainer[l1_reg=auto]", 46)
     few, many = rec(8, 0.3), rec(200, 0.3)
     for r in (few, many):
-        lo, hi = report.ratio_intervals(r)[key]
-        assert lo < report.efficiency_ratios(r)[key] < hi
-    width = lambda r: np.subtract(*report.ratio_intervals(r)[key][::-1])
+        lo, hi = tables.ratio_intervals(r)[key]
+        assert lo < tables.efficiency_ratios(r)[key] < hi
+    width = lambda r: np.subtract(*tables.ratio_intervals(r)[key][::-1])
     assert width(many) < width(few) / 2
-    assert abs(report.efficiency_ratios(many)[key] - 0.5) < 0.05
+    assert abs(tables.efficiency_ratios(many)[key] - 0.5) < 0.05
     no_seeds = {"sample_efficiency": [{k: v for k, v in row.items() if k != "seed_mse"}
                                       for row in few["sample_efficiency"]]}
-    assert report.ratio_intervals(no_seeds) == {}
+    assert tables.ratio_intervals(no_seeds) == {}
 
 
 def test_stored_games_play_like_the_model():
@@ -518,7 +677,7 @@ def test_stored_games_play_like_the_model():
 
 
 def test_ig_agreement_sets_aside_only_a_few_disagreeing_nodes():
-    from benchmarks import cases
+    from benchmarks.cases import gradients as cases
 
     assert cases.kinks_pass(1, 2e-7, 1e-4)
     assert cases.kinks_pass(cases.MAX_KINK_NODES, 2e-7, 1e-4)
@@ -546,7 +705,7 @@ def test_ig_agreement_sets_aside_only_a_few_disagreeing_nodes():
 
 
 def test_layer_agreement_sets_aside_one_image_only_when_other_nodes_agree():
-    from benchmarks import cases as C
+    from benchmarks.cases import layer as C
 
     ref = np.ones((4, 3, 3, 2))
     near = ref + 1e-7
