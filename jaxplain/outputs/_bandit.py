@@ -99,7 +99,7 @@ class Rule(NamedTuple):
     epsilon: jax.Array
     delta: jax.Array
     min_samples: int
-    max_size: int
+    max_size: jax.Array
     rows: int
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._compile import jit
 from .._core import batching, features, registry
@@ -155,9 +156,10 @@ def anchors(
     n_coverage = V.check_count(n_coverage, "n_coverage")
     batch_size = V.check_batch_size(batch_size)
     n_classes(model, x)
-    return _anchors(model, x, seg, b, key, precision, epsilon, delta, p_keep, d=d, mode=mode,
-                    rows=rows, min_samples=min_samples, max_size=min(max_size, d),
-                    max_rounds=max_rounds, n_coverage=n_coverage, batch_size=batch_size)
+    return _anchors(model, x, seg, b, key, precision, epsilon, delta, p_keep,
+                    np.int32(min(max_size, d)), np.int32(max_rounds),
+                    d=d, mode=mode, rows=rows, min_samples=min_samples, n_coverage=n_coverage,
+                    batch_size=batch_size)
 
 
 def _open_unit(v: Any, name: str) -> float:
@@ -167,10 +169,10 @@ def _open_unit(v: Any, name: str) -> float:
     return v
 
 
-@functools.partial(jit, static_argnames=("d", "mode", "rows", "min_samples", "max_size",
-                                         "max_rounds", "n_coverage", "batch_size"))
-def _anchors(model, x, seg, b, key, precision, epsilon, delta, p_keep, *, d, mode, rows,
-             min_samples, max_size, max_rounds, n_coverage, batch_size):
+@functools.partial(jit, static_argnames=("d", "mode", "rows", "min_samples", "n_coverage",
+                                         "batch_size"))
+def _anchors(model, x, seg, b, key, precision, epsilon, delta, p_keep, max_size, max_rounds, *,
+             d, mode, rows, min_samples, n_coverage, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0

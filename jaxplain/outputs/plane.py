@@ -131,10 +131,10 @@ def _check_directions(directions: Any, x: jax.Array) -> jax.Array:
         V.fail("directions", f"shape {(2,) + one} or {(x.shape[0], 2) + one}", f"shape {shape}")
     if V.is_concrete(arr):
         m = np.asarray(arr, np.float64).reshape(-1, 2, int(np.prod(one)))
-        nu = np.linalg.norm(m[:, 0], axis=1)
-        cross = np.einsum("nk,nk->n", m[:, 0], m[:, 1])
-        perp = np.linalg.norm(m[:, 1] - (cross / np.maximum(nu, 1e-300) ** 2)[:, None] * m[:, 0], axis=1)
-        if (nu == 0).any() or (perp <= 1e-6 * np.linalg.norm(m[:, 1], axis=1)).any():
+        uu = np.einsum("nk,nk->n", m[:, 0], m[:, 0])
+        coef = np.einsum("nk,nk->n", m[:, 0], m[:, 1]) / np.where(uu > 0, uu, 1.0)
+        perp = np.linalg.norm(m[:, 1] - coef[:, None] * m[:, 0], axis=1)
+        if (uu == 0).any() or (perp <= 1e-6 * np.linalg.norm(m[:, 1], axis=1)).any():
             V.fail("directions", "two non-zero, linearly independent directions", "a zero or "
                    "parallel pair")
     return arr
