@@ -49,9 +49,11 @@ def test_and_model_anchor_is_the_two_segments(and_result):
     # coverage: both segments kept with probability 0.5^2, within its bounds
     assert (a.coverage_bounds[:, 0] <= 0.25).all() and (a.coverage_bounds[:, 1] >= 0.25).all()
     np.testing.assert_allclose(a.coverage, 0.25, atol=0.02)
-    # the evaluations: stage 0 (empty), 16 candidates of size 1, 15 of size 2, at least
-    # min_samples each, plus the forward pass at x
-    assert (a.n_evals >= 1 + 64 * (1 + 16 + 15)).all() and (a.n_evals % 64 == 1).all()
+    # the evaluations: whole rounds of 64 plus the forward pass at x; stage 0 samples the
+    # empty anchor, later stages start from draws of the current anchor (each counts for
+    # every candidate whose segment it kept); 2945 when written (alibi's AnchorImage spent
+    # 4201 on the same rule with rounds of 100, benchmarks/outputs_bench.py)
+    assert (a.n_evals % 64 == 1).all() and (a.n_evals < 3500).all()
 
 
 def test_or_model_anchor_is_one_segment():

@@ -52,8 +52,12 @@ def test_l2_distance_is_the_closed_form_on_a_linear_model(linear, solver, tol):
 
 def test_deepfool_solves_a_linear_model_in_one_step(linear):
     cf = jx.counterfactual(linear["model"], linear["x"], target_class="other", refine_steps=5)
-    # one forward at x, one linearised step, one check after it, the final check, 5 bisections
-    assert np.asarray(cf.n_evals).tolist() == [1 + 2 + 1 + 5] * 6
+    # one forward at x, one step and the check after it (2 classes: 2 backward passes
+    # each), the final check, 5 bisections
+    assert np.asarray(cf.n_evals).tolist() == [1 + 2 * 2 + 1 + 5] * 6
+    t = jx.counterfactual(linear["model"], linear["x"], target_class=1 - linear["a"],
+                          refine_steps=5)
+    assert np.asarray(t.n_evals).tolist() == [1 + 2 + 1 + 5] * 6
     assert (np.asarray(cf.target_class) == 1 - linear["a"]).all()
 
 

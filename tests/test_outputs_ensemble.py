@@ -45,6 +45,17 @@ def test_equals_a_python_loop_over_members(members, name, kwargs):
     np.testing.assert_array_equal(np.asarray(r.results.values), np.asarray(r.values))
 
 
+@pytest.mark.parametrize("member_batch", [1, 3, M])
+def test_members_side_by_side_or_in_turn_agree(members, member_batch):
+    """`member_batch`: vmap over groups, lax.map over the groups (3 does not divide 4)."""
+    kw = dict(target=1)
+    r = jx.over_weights(jx.saliency, members["module"].apply, members["stacked"], members["x"],
+                        member_batch=member_batch, **kw)
+    loop = _loop(jx.saliency, members["module"], members["variables"], members["x"], **kw)
+    np.testing.assert_allclose(np.asarray(r.values), loop, rtol=1e-5,
+                               atol=1e-6 * np.abs(loop).max())
+
+
 def test_prediction_and_predictive_distribution(members):
     r = jx.over_weights(None, members["module"].apply, members["stacked"], members["x"])
     outs = np.stack([np.asarray(members["module"].apply(v, members["x"]))
@@ -111,6 +122,7 @@ BAD = [
     (dict(stacked_params=np.float32(1.0)), ValueError, "stacked_params"),
     (dict(x=np.ones((2, 5), np.float32)), ValueError, "x"),
     (dict(link="probit"), ValueError, "link"),
+    (dict(member_batch=0), ValueError, "member_batch"),
     (dict(x=np.full((2, 2), np.nan, np.float32)), ValueError, "x"),
 ]
 

@@ -2,8 +2,16 @@
 
 The search state of one example is a `Search`; `decide` advances its phase from
 the counts it has (sampling candidates to a minimum, KL-LUCB rounds, verifying
-the best candidate, next anchor size, done) and `arms` says which candidate each
-of the round's rows samples. Both run under `jax.vmap` over examples.
+the best candidate, next anchor size, done) and says which candidate each of the
+round's rows samples; `record` adds the round's outcomes. Both run under
+`jax.vmap` over examples.
+
+Candidates of one size extend the current anchor `A` by one segment `i`. To give
+each a first estimate, the search samples `A` itself: a perturbation of `A` that
+happened to keep `i` is a perturbation of `A + {i}` (the other segments are still
+kept independently), so one round counts for about `p_keep` of the candidates at
+once. Samples drawn for one candidate never count for another (that would bias
+its precision upwards: the extra kept segment makes the prediction easier to hold).
 """
 
 from __future__ import annotations
@@ -62,7 +70,6 @@ class Search(NamedTuple):
     n: jax.Array  # (d + 1,) samples per candidate (i < d: base + {i}; d: base)
     s: jax.Array  # (d + 1,) samples that kept the prediction
     phase: jax.Array
-    q: jax.Array  # rows sampled in the INIT phase of this stage
     t: jax.Array  # KL-LUCB rounds in this stage
     chosen: jax.Array  # the candidate being verified
     result: jax.Array  # (d,) bool: the anchor returned
@@ -75,7 +82,7 @@ class Search(NamedTuple):
 def start(d: int) -> Search:
     z = jnp.int32(0)
     zeros = jnp.zeros((d + 1,), jnp.int32)
-    return Search(jnp.zeros((d,), bool), z, zeros, zeros, z, z, z, jnp.int32(d),
+    return Search(jnp.zeros((d,), bool), z, zeros, zeros, z, z, jnp.int32(d),
                   jnp.zeros((d,), bool), z, z, jnp.bool_(False), z)
 
 
@@ -108,7 +115,8 @@ def decide(st: Search, present: jax.Array, rule: Rule) -> tuple[Search, jax.Arra
     valid = candidates(st, present)
     nv = jnp.sum(valid)
     mean = st.s / jnp.maximum(st.n, 1)
-    phase = jnp.where((st.phase == INIT) & (st.q >= nv * rule.min_samples), LUCB, st.phase)
+    fewest = jnp.min(jnp.where(valid, st.n, jnp.iinfo(jnp.int32).max))
+    phase = jnp.where((st.phase == INIT) & (fewest >= rule.min_samples), LUCB, st.phase)
     # KL-LUCB: stop when the best candidate's lower bound is within epsilon of the
     # largest upper bound of the others
     lb, ub = kl_bounds(mean, st.n, lucb_beta(nv, st.t + 1.0, rule.delta))
@@ -130,8 +138,7 @@ def decide(st: Search, present: jax.Array, rule: Rule) -> tuple[Search, jax.Arra
     reject = settle & ~accept
     st = st._replace(phase=phase, chosen=chosen)
     st = _settle(st, settle, accept, reject, present, rule)
-    valid = candidates(st, present)  # a rejected candidate starts the next stage
-    return st, _arms(st, valid, jnp.sum(valid), best, rival, rule.rows)
+    return st, _arms(st, best, rival, rule.rows)
 
 
 def _settle(st: Search, settle, accept, reject, present, rule: Rule) -> Search:
@@ -150,25 +157,30 @@ def _settle(st: Search, settle, accept, reject, present, rule: Rule) -> Search:
         valid=st.valid | accept,
         phase=jnp.where(accept | exhausted, DONE, jnp.where(next_stage, INIT, st.phase)),
         n=jnp.where(next_stage, zeros, st.n), s=jnp.where(next_stage, zeros, st.s),
-        q=jnp.where(next_stage, 0, st.q), t=jnp.where(next_stage, 0, st.t))
+        t=jnp.where(next_stage, 0, st.t))
 
 
-def _arms(st: Search, valid, nv, best, rival, rows: int) -> jax.Array:
+def _arms(st: Search, best, rival, rows: int) -> jax.Array:
+    """Per row, the candidate it samples: the base anchor (index d) while candidates get
+    their first samples, the best and its rival in KL-LUCB rounds, the chosen one in
+    verification."""
     r = jnp.arange(rows)
-    order = jnp.argsort(~valid, stable=True)
-    cyclic = order[(st.q + r) % jnp.maximum(nv, 1)]
+    base = jnp.full_like(r, st.base.shape[0])
     lucb = jnp.where(r < rows // 2, rival, best)
     return jnp.select([st.phase == INIT, st.phase == LUCB, st.phase == VERIFY],
-                      [cyclic, lucb, jnp.full_like(r, st.chosen)], jnp.zeros_like(r))
+                      [base, lucb, jnp.full_like(r, st.chosen)], base)
 
 
-def record(st: Search, arms: jax.Array, hits: jax.Array) -> Search:
-    """Adds one round's samples (`hits (rows,)` bool: the prediction held) to the counts."""
+def record(st: Search, arms: jax.Array, masks: jax.Array, hits: jax.Array) -> Search:
+    """Adds one round: rows `arms (rows,)` drew `masks (rows, d)` and kept the prediction
+    where `hits (rows,)`. A draw of the base anchor (arm d) counts for the base and for
+    every candidate whose segment it kept; any other draw for its own candidate only."""
     active = st.phase != DONE
-    onehot = (arms[:, None] == jnp.arange(st.n.shape[0])) & active
-    rows = arms.shape[0]
+    d = masks.shape[1]
+    own = arms[:, None] == jnp.arange(d + 1)
+    from_base = (arms == d)[:, None] & jnp.concatenate([masks, jnp.ones_like(masks[:, :1])], 1)
+    counted = (own | from_base) & active
     return st._replace(
-        n=st.n + jnp.sum(onehot, axis=0), s=st.s + jnp.sum(onehot & hits[:, None], axis=0),
-        q=jnp.where(st.phase == INIT, st.q + rows, st.q),
+        n=st.n + jnp.sum(counted, axis=0), s=st.s + jnp.sum(counted & hits[:, None], axis=0),
         t=jnp.where(st.phase == LUCB, st.t + 1, st.t),
-        n_evals=st.n_evals + jnp.where(active, rows, 0))
+        n_evals=st.n_evals + jnp.where(active, arms.shape[0], 0))

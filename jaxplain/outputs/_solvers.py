@@ -129,13 +129,16 @@ def deepfool(f, x0, goal: Goal, metric: Metric, box: Box, steps: int, overshoot)
 
     Returns `(z, reached (B,), outputs at z, evaluations per row (B,))`; rows stop
     moving once they reach the goal, the loop once all rows have (or after `steps`).
+    A step costs one evaluation per row (forward and backward), `classes` for
+    `goal.t = None` (one backward pass per class).
     """
     b = x0.shape[0]
 
     def body(state):
         z, done, count, i = state
         out, g, grad = _linearise(f, z, goal, metric, box)
-        count = count + jnp.where(done, 0, 1)
+        per_step = 1 if goal.t is not None else out.shape[-1]  # backward passes
+        count = count + jnp.where(done, 0, per_step)
         done = done | goal.reached(out)
         moved = box.clip(z + metric.step(grad, g * (1.0 + overshoot) + 1e-6))
         return jnp.where(rows(done, z), z, moved), done, count, i + 1

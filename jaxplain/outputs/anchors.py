@@ -88,8 +88,8 @@ def anchors(
     segment with probability `p_keep` (else fills it with the baseline). Its
     precision is the probability that the model still predicts the class it
     predicts at `x`. Greedy search over anchor sizes: at each size, every
-    extension of the current anchor by one segment gets `min_samples` samples,
-    KL-LUCB (Kaufmann & Kalyanakrishnan) samples the best candidate and its
+    extension of the current anchor by one segment gets at least `min_samples`
+    samples (perturbations of the current anchor that kept its segment), KL-LUCB (Kaufmann & Kalyanakrishnan) samples the best candidate and its
     strongest rival until their confidence bounds separate by `epsilon`, then the
     best candidate is sampled until its precision bounds sit `epsilon` away from
     `precision`: it is the anchor if its estimated precision reaches `precision`,
@@ -194,7 +194,7 @@ def _anchors(model, x, seg, b, key, precision, epsilon, delta, p_keep, max_size,
             return jnp.argmax(out, axis=-1) == pred[ex]
 
         hits = batching.chunked_map(chunk, n * rows, batch_size).reshape(n, rows)
-        return jax.vmap(record)(st, arms, hits), r + 1
+        return jax.vmap(record)(st, arms, masks.reshape(n, rows, d), hits), r + 1
 
     def cond(carry):
         st, r = carry

@@ -43,7 +43,8 @@ class Counterfactual(NamedTuple):
         succeeded (the requested class, or the class found for `"other"`), else the
         requested class (-1 for `"other"`).
       original_class: `(N,)` the class predicted at `x`.
-      n_evals: `(N,)` model evaluations spent (a forward and backward pass counts one).
+      n_evals: `(N,)` model evaluations spent (a forward and backward pass counts one;
+        a DeepFool step towards `"other"` counts one per class).
     """
 
     x: Array
