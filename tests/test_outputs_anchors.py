@@ -87,10 +87,10 @@ def test_an_example_gets_the_same_rule_alone_in_a_batch_and_under_jit(and_result
 
 
 def test_precision_estimate_matches_an_independent_monte_carlo():
-    """On a small CNN the returned precision agrees with a fresh sample of perturbations."""
+    """On a small CNN (NNX) the returned precision agrees with a fresh sample of perturbations."""
     m = testing.tiny_cnn(n_classes=3, features=(4,))
     x = testing.random_images(5, n=1, size=8)
-    model = jx.from_linen(m, m.init(jax.random.key(2), x))
+    model = jx.from_nnx(testing.tiny_cnn_nnx(m.init(jax.random.key(2), x), features=(4,)))
     seg = jx.grid_segments(8, 8, 2)
     a = jx.anchors(model, x, segments=seg, key=jax.random.key(3), baseline=0.0, **FAST)
     keep = np.random.default_rng(0).uniform(size=(4000, 4)) < 0.5

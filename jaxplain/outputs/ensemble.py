@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile import active, jit
+from .._compile import active, jit, tuned
 from .._core import validate as V
 from .._core.cache import traced_cached
 from .._core.models import Model
@@ -168,7 +168,7 @@ def _program(method, model_fn, frozen: _Frozen, link: str, member_batch: int | N
     def run(stacked, x):
         def member(params):
             model = Model(model_fn, params)
-            out = model(x)
+            out = tuned(model, "forward")(x)
             return (None if method is None else method(model, x, **kwargs)), out
 
         m = jax.tree.leaves(stacked)[0].shape[0]
