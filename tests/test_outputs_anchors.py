@@ -72,6 +72,7 @@ def test_constant_model_anchor_is_empty():
     assert np.asarray(a.n_evals).tolist() == [1 + 64, 1 + 64]  # the empty anchor's samples
 
 
+@pytest.mark.slow
 def test_an_example_gets_the_same_rule_alone_in_a_batch_and_under_jit(and_result):
     x = jnp.ones((1, 8, 8, 1))
     kw = dict(segments=SEG, key=jax.random.key(0), baseline=0.0, **FAST)
@@ -86,6 +87,7 @@ def test_an_example_gets_the_same_rule_alone_in_a_batch_and_under_jit(and_result
     np.testing.assert_array_equal(np.asarray(small.n_evals), np.asarray(alone.n_evals))
 
 
+@pytest.mark.slow
 def test_precision_estimate_matches_an_independent_monte_carlo():
     """On a small CNN (NNX) the returned precision agrees with a fresh sample of perturbations."""
     m = testing.tiny_cnn(n_classes=3, features=(4,))

@@ -129,6 +129,7 @@ def test_nnx_and_plain_function_models(cnn):
     np.testing.assert_allclose(np.asarray(c.distance), 6 / np.sqrt(12), rtol=0.02)
 
 
+@pytest.mark.slow
 def test_jit_eager_batch_size_and_repeat_agree(cnn):
     kw = dict(target_class=np.array([0, 1, 2, 0]), bounds=(0.0, 1.0), steps=20)
     ref = jx.counterfactual(cnn["model"], cnn["x"], **kw)
