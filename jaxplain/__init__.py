@@ -11,6 +11,7 @@ them. Everything else public is listed here, one name per line.
 # --- the method families: importing them registers their methods --------------------------
 from . import gradients as gradients
 from . import metrics as metrics
+from . import outputs as outputs
 from . import perturbation as perturbation
 
 # --- settings, types and adapters -----------------------------------------------------------
@@ -52,6 +53,13 @@ from .perturbation.global_ import Surrogate as Surrogate
 from .perturbation.global_ import global_importance as global_importance
 from .perturbation.global_ import global_surrogate as global_surrogate
 
+# --- output explanations: result types and explanations over weights ------------------------
+from .outputs import Anchor as Anchor
+from .outputs import Counterfactual as Counterfactual
+from .outputs import OverWeights as OverWeights
+from .outputs import Plane as Plane
+from .outputs import over_weights as over_weights
+
 # --- metrics' result types and the methods x metrics table ---------------------------------------
 from .metrics import Curve as Curve
 from .metrics import MetricTable as MetricTable
@@ -80,6 +88,7 @@ _LISTED = [
     "relevance", "with_relu_rule", "neurons", "FeatureVisualization", "feature_maps",
     "feature_visualization", "filters", "tile", "tile_maps",
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
+    "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
     "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "load_results",
 ]

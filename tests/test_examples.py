@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NAMES = ["tabular_surrogate", "faces_lfw", "natural_images", "throughput", "digits_cnn"]
+NAMES = ["tabular_surrogate", "faces_lfw", "natural_images", "throughput", "digits_cnn",
+         "ensemble_digits"]
 
 
 def _load(name):

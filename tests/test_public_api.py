@@ -3,12 +3,16 @@
 import jaxplain as jx
 
 PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
+    "Anchor",
+    "Counterfactual",
     "Curve",
     "Explanation",
     "FeatureVisualization",
     "GlobalImportance",
     "MetricTable",
     "Model",
+    "OverWeights",
+    "Plane",
     "RandomisationResult",
     "RunSummary",
     "Surrogate",
@@ -32,6 +36,7 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "grid_segments",
     "load_results",
     "neurons",
+    "over_weights",
     "pixel_segments",
     "relevance",
     "resolve_baseline",

@@ -44,3 +44,9 @@ from ._model import plot_feature_maps as plot_feature_maps
 from ._model import plot_feature_visualization as plot_feature_visualization
 from ._model import plot_filters as plot_filters
 from ._model import plot_importance as plot_importance
+from ._outputs import anchor_image as anchor_image
+from ._outputs import plot_anchor as plot_anchor
+from ._outputs import plot_counterfactual as plot_counterfactual
+from ._outputs import plot_decision_plane as plot_decision_plane
+from ._outputs import plot_ensemble as plot_ensemble
+from ._outputs_demo import output_views as output_views
