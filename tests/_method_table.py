@@ -39,6 +39,7 @@ def env() -> dict:
         attributions=rng.normal(size=(N, H, W, C)).astype(np.float32),
         mask=np.zeros((N, H, W), bool) | (np.arange(W) < 3),
         references=np.asarray(testing.random_images(2, n=2, size=H)),
+        directions=rng.normal(size=(N, 2, H, W, C)).astype(np.float32),
     )
 
 
@@ -56,8 +57,10 @@ ARGS: dict[str, Callable[[dict], Any]] = {  # argument name -> a valid value
     "mask": lambda e: e["mask"],
     "a": lambda e: e["attributions"],
     "b": lambda e: e["attributions"][::-1],
+    "target_class": lambda e: 2,
+    "directions": lambda e: e["directions"],
 }
-PER_EXAMPLE = ("x", "attributions", "mask", "a", "b")
+PER_EXAMPLE = ("x", "attributions", "mask", "a", "b", "directions")
 """Arguments with one row per example (sliced for per-example calls, mapped by vmap)."""
 
 

@@ -81,8 +81,16 @@ def test_same_key_same_result_other_key_other_result(name, results):
     again = row.call()
     for a, b in zip(leaves(first), leaves(again)):
         np.testing.assert_array_equal(a, b)
+    if name in KEY_FREE_HERE:
+        return
     other = row.call(key=jax.random.key(7))
     assert any(not np.array_equal(a, b) for a, b in zip(leaves(first), leaves(other))), name
+
+
+KEY_FREE_HERE = {  # methods whose draws cannot change the table's result, and why
+    "anchors": "the table's random tiny CNN keeps its class under every perturbation, so "
+               "the anchor is empty with precision 1 whatever the draws",
+}
 
 
 @pytest.mark.parametrize("name", CHUNKED)
@@ -140,4 +148,8 @@ def test_registry_evaluation_count_is_the_methods_n_evals(name, results):
     if n_evals is None:
         pytest.skip("the result reports no n_evals")
     pos, kw = row.arguments()
-    assert row.entry.per_example(*pos, **kw) == int(np.max(np.asarray(n_evals))), name
+    declared, used = row.entry.per_example(*pos, **kw), int(np.max(np.asarray(n_evals)))
+    if row.entry.evals_bound:  # iterative methods that stop early declare their budget
+        assert 0 < used <= declared, (name, used, declared)
+    else:
+        assert declared == used, (name, declared, used)

@@ -19,6 +19,7 @@ from .hook import default_platform as default_platform
 from .hook import eager as eager
 from .hook import jit as jit
 from .hook import keep_numpy as keep_numpy
+from .hook import members_side_by_side as members_side_by_side
 from .hook import platform_of as platform_of
 from .hook import pool as pool
 from .hook import report_requests as report_requests

@@ -1,20 +1,14 @@
 """Everything jaxplain does only because of XLA:CPU, in one place.
 
 Reached only through the hook in `jaxplain._compile` (`tuned`, `tuned_rule`,
-`tuned_eqn`, `pool`, `jit`'s compiler options, `keep_numpy`, `default_chunk`),
-and only when `JAXPLAIN_CPU_REWRITES` says so for the program being traced
-(`auto`: programs for CPU devices). Every rewrite keeps the values (float32
-round-off) and the derivatives; with the switch off, programs are plain JAX.
-
-- per-program XLA options (`compiler_options`): XLA:CPU's YNNPACK fusions off;
-- tiling max / sum pools as elementwise work over strided slices (`tiled_pool`),
-  max pooling's derivative routed to the first maximum by a custom JVP;
-- channels-last convolution kernels laid out (spatial..., in, out) inside loop
-  bodies (`canonical_conv`);
-- convolutions of few input channels as patch-matrix products with a
-  matrix-product input gradient (`few_channel_conv`);
-- cache-sized default chunks (`CHUNK`) and NumPy hand-off of host inputs
-  (`keep_numpy`).
+`tuned_eqn`, `pool`, `jit`'s compiler options, `keep_numpy`, `default_chunk`,
+`members_side_by_side`), and only when `JAXPLAIN_CPU_REWRITES` says so for the
+program being traced (`auto`: programs for CPU devices). Every rewrite keeps the
+values (float32 round-off) and the derivatives; with the switch off, programs are
+plain JAX: per-program XLA options, tiling pools as elementwise work (first-maximum
+derivative by a custom JVP), canonical convolution kernels in loop bodies,
+few-channel convolutions as patch products, cache-sized chunks, NumPy hand-off of
+host inputs, ensemble members one after another.
 """
 
 from __future__ import annotations
@@ -398,3 +392,9 @@ it waits for that hand-off, about 0.3 ms per array on CPU, plus 0.14 ms of
 Python (16 images of the small benchmark CNN take 8 ms in all); the jitted
 program takes a NumPy array in about 0.03 ms. On an accelerator the several
 programs of one call should share one device copy instead."""
+
+MEMBERS_IN_SEQUENCE = True
+"""`over_weights` runs ensemble members one after another (`lax.map`) on CPU: a `vmap`
+over stacked weights becomes a grouped convolution, which XLA:CPU ran 5-9x slower
+than the members' convolutions one by one (digits CNN, 5 members, jax 0.10.2).
+Elsewhere the members run side by side."""

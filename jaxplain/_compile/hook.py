@@ -146,6 +146,12 @@ def default_chunk() -> int | None:
     return cpu.CHUNK if active() else None
 
 
+def members_side_by_side(count: int) -> int:
+    """How many stacked weight sets (ensemble members) to `vmap` at once: 1 where the CPU
+    rewrites apply (`cpu.MEMBERS_IN_SEQUENCE`), all of them elsewhere."""
+    return 1 if (active() and cpu.MEMBERS_IN_SEQUENCE) else count
+
+
 def keep_numpy() -> bool:
     """Whether a host array may go to a top-level program as NumPy (`cpu.KEEP_NUMPY`)."""
     return (cpu.KEEP_NUMPY and eager() and not jax.config.jax_disable_jit

@@ -41,6 +41,8 @@ class Entry:
       family: one of `FAMILIES`.
       evals: `evals(arguments) -> int`, model evaluations per example for the
         bound arguments (defaults applied), or None when unknown.
+      evals_bound: `evals` is an upper bound (iterative methods that stop early),
+        not the exact count.
       cheap: small settings for fast calls (tests, smoke runs).
       demo: the settings the demo and the CLI run it with (None: not shown).
       summary: the first line of the docstring.
@@ -50,6 +52,7 @@ class Entry:
     fn: Callable
     family: str
     evals: Callable[[Mapping[str, Any]], int] | None
+    evals_bound: bool
     cheap: Mapping[str, Any]
     demo: Mapping[str, Any] | None
     summary: str
@@ -89,7 +92,7 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def method(family: str, *, evals: Callable[[Mapping[str, Any]], int] | None = None,
-           cheap: Mapping[str, Any] | None = None,
+           evals_bound: bool = False, cheap: Mapping[str, Any] | None = None,
            demo: Mapping[str, Any] | None = None) -> Callable[[Callable], Callable]:
     """Registers the decorated public method (see the module docstring)."""
     if family not in FAMILIES:
@@ -100,7 +103,8 @@ def method(family: str, *, evals: Callable[[Mapping[str, Any]], int] | None = No
         check_contract(fn.__name__, sig, family)
         public = _with_progress(fn, sig, evals) if "model" in sig.parameters else fn
         doc = (fn.__doc__ or "").strip().splitlines()
-        REGISTRY[fn.__name__] = Entry(fn.__name__, public, family, evals, dict(cheap or {}),
+        REGISTRY[fn.__name__] = Entry(fn.__name__, public, family, evals, evals_bound,
+                                      dict(cheap or {}),
                                       None if demo is None else dict(demo),
                                       doc[0] if doc else "")
         return public

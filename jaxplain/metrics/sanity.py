@@ -45,6 +45,15 @@ class RandomisationResult(NamedTuple):
     ssim: jax.Array
 
 
+# the layer names are static (a pytree's auxiliary data), so the result passes through
+# jit and vmap like the other result types
+jax.tree_util.register_pytree_node(
+    RandomisationResult,
+    lambda r: ((r.spearman, r.ssim), tuple(r.layers)),
+    lambda layers, arrays: RandomisationResult(layers, *arrays),
+)
+
+
 @registry.method("metrics", cheap={"win_size": 3})
 def ssim(a: Any, b: Any, *, data_range: float | None = None, win_size: int = 7) -> jax.Array:
     """Structural similarity of two batches of maps `(N, H, W)` (or `(N, H, W, C)`, channel mean).

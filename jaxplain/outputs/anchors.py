@@ -62,6 +62,7 @@ class Anchor(NamedTuple):
 @registry.method(
     "outputs",
     evals=lambda a: a["max_rounds"] * a["samples_per_round"] + 1,
+    evals_bound=True,
     cheap={"samples_per_round": 8, "min_samples": 8, "max_rounds": 6, "n_coverage": 64},
 )
 def anchors(

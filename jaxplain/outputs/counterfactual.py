@@ -58,6 +58,7 @@ class Counterfactual(NamedTuple):
 @registry.method(
     "outputs",
     evals=lambda a: a["steps"] + a["refine_steps"] + 3,
+    evals_bound=True,
     cheap={"steps": 4, "refine_steps": 4},
 )
 def counterfactual(

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._compile import active, jit, tuned
+from .._compile import jit, members_side_by_side, tuned
 from .._core import validate as V
 from .._core.cache import traced_cached
 from .._core.models import Model
@@ -172,7 +172,7 @@ def _program(method, model_fn, frozen: _Frozen, link: str, member_batch: int | N
             return (None if method is None else method(model, x, **kwargs)), out
 
         m = jax.tree.leaves(stacked)[0].shape[0]
-        k = member_batch if member_batch is not None else (1 if active() else m)
+        k = member_batch if member_batch is not None else members_side_by_side(m)
         if k >= m:
             results, outputs = jax.vmap(member)(stacked)
         else:
