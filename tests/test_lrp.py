@@ -304,3 +304,28 @@ def test_layers_lists_dense_layers_of_a_plain_function_with_one_output():
     w = jnp.arange(6.0).reshape(3, 2)
     found = R.layers(lambda z: jnp.tanh(z @ w).sum(-1), np.ones((2, 3), np.float32))
     assert found == (R.Layer(0, 1, "dense"),)
+
+
+@pytest.mark.parametrize(
+    "b, bias, want",
+    [
+        # a = (1, 2), w = (2, -0.5): contributions +2 and -1; z = 1 + b; R = z
+        (0.5, False, [3.0, -1.5]),  # 2 * 1.5 * 2/2, -(1 * 1.5 * -1/-1): conserves R = 1.5
+        (0.5, True, [2.4, -1.5]),  # z+ = 2 + 0.5 absorbs a share: 2 * 1.5 * 2/2.5
+        (-0.5, False, [1.0, -0.5]),  # R = 0.5: 2 * 0.5 * 2/2, -(0.5 * -1/-1)
+        (-0.5, True, [1.0, -1.0 / 3.0]),  # z- = -1 - 0.5: -(0.5 * -1/-1.5)
+    ],
+)
+def test_alpha_beta_bias_conventions_by_hand(b, bias, want):
+    """`bias=False` keeps the bias out of the denominators (relevance conserved);
+    `bias=True` adds max(b, 0) to z+ and min(b, 0) to z- (Zennit's and Captum's)."""
+    w, bb = jnp.array([[2.0], [-0.5]]), jnp.array([b])
+    out = jx.lrp(lambda z: z @ w + bb, jnp.array([[1.0, 2.0]]), target=0,
+                 rule=R.AlphaBeta(2.0, 1.0, bias=bias))
+    np.testing.assert_allclose(out.values[0], want, rtol=1e-5)
+    zplus = jx.lrp(lambda z: z @ w + bb, jnp.array([[1.0, 2.0]]), target=0,
+                   rule=R.ZPlus(bias=bias))
+    share = 2.0 / (2.0 + max(b, 0.0)) if bias else 1.0  # z+ = 2 (+ the positive bias)
+    np.testing.assert_allclose(zplus.values[0], [(1 + b) * share, 0.0], rtol=1e-5)
+    with pytest.raises(TypeError, match="AlphaBeta.bias: expected True or False"):
+        R.AlphaBeta(bias="yes")

@@ -99,7 +99,8 @@ def as_target(target: Any, model: Callable, x: jax.Array) -> Target:
     """
     if isinstance(target, Target):
         return target
-    out = V.model_call(lambda: _output_shape(model, x), x)
+    out = V.model_call(lambda: _output_shape(model, x), x,
+                       lambda shape: jax.eval_shape(model, jax.ShapeDtypeStruct(shape, x.dtype)))
     if not hasattr(out, "shape"):
         raise TypeError(
             f"model: expected outputs to be one array (N, ...), got {jax.tree.structure(out)}"

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import json
+import os
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, Sequence, Union
 
 import jax
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: importing them here would be a cycle
+    from .models import Model
+    from .targets import Target
 
 ArrayLike = jax.typing.ArrayLike
 Array = jax.Array
 PRNGKey = jax.Array
 PyTree = Any
+
+ModelLike = Union["Model", Callable[[jax.Array], Any], Any]
+"""What a method accepts as `model`: a `jaxplain.Model` (from `from_linen`, `from_nnx`
+or `from_callable`), an NNX module, or any function `f(x_batch) -> outputs`."""
+
+TargetLike = Union[int, Sequence[int], ArrayLike, Literal["predicted"],
+                   Callable[[jax.Array], jax.Array], "Target", None]
+"""What a method accepts as `target`: a class index, one per example (a sequence or
+an integer array), `"predicted"`, a callable `outputs -> (N,)`, or None for models
+with one scalar output per example."""
+
+PLOTTERS: dict[str, Callable[..., Any]] = {}
+"""Plot functions the visualize layer registers (`Explanation.plot` uses them)."""
 
 HIGHEST = jax.lax.Precision.HIGHEST
 """The matmul precision of statistics (Gram matrices, least squares, moments): explicit,
@@ -42,6 +61,64 @@ class Explanation(NamedTuple):
     score: Array | None = None
     intercept: Array | None = None
     n_evals: Array | None = None
+
+    def save(self, path: str | os.PathLike, **metadata: Any) -> str:
+        """Writes the fields (as NumPy) and `metadata` (JSON-able values) to an `.npz` file.
+
+        Returns the path written. `Explanation.load(path)` reads the fields back,
+        `Explanation.read_metadata(path)` the metadata (with the field dtypes and
+        jaxplain's version added).
+
+        >>> import tempfile, os, numpy as np
+        >>> e = Explanation(np.ones((2, 3), np.float32), n_evals=np.array([5, 5]))
+        >>> p = e.save(os.path.join(tempfile.mkdtemp(), "ig.npz"), method="ig", steps=4)
+        >>> Explanation.load(p).n_evals.tolist(), Explanation.read_metadata(p)["steps"]
+        ([5, 5], 4)
+        """
+        host = to_numpy(self)
+        arrays = {k: v for k, v in host._asdict().items() if v is not None}
+        try:
+            from importlib.metadata import version
+
+            release = version("jaxplain")
+        except Exception:  # noqa: BLE001 - informative only
+            release = "unknown"
+        meta = dict(metadata, jaxplain_version=release,
+                    dtypes={k: str(v.dtype) for k, v in arrays.items()})
+        try:
+            text = json.dumps(meta)
+        except TypeError as e:
+            raise TypeError(f"metadata: expected JSON-able values, got {e}") from None
+        path = os.fspath(path)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays, __metadata__=np.asarray(text))
+        return path
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> "Explanation":
+        """The `Explanation` saved by `save` (NumPy arrays)."""
+        with np.load(os.fspath(path)) as z:
+            if "__metadata__" not in z.files:
+                raise ValueError(f"path: expected a file written by Explanation.save, got "
+                                 f"{os.fspath(path)!r} with arrays {z.files}")
+            return Explanation(**{k: z[k] for k in Explanation._fields if k in z.files})
+
+    @staticmethod
+    def read_metadata(path: str | os.PathLike) -> dict:
+        """The metadata saved with an `Explanation` (see `save`)."""
+        with np.load(os.fspath(path)) as z:
+            if "__metadata__" not in z.files:
+                raise ValueError(f"path: expected a file written by Explanation.save, got "
+                                 f"{os.fspath(path)!r}")
+            return json.loads(str(z["__metadata__"]))
+
+    def plot(self, images: Any, **kwargs: Any):
+        """`jaxplain.visualize.plot_attributions(images, {"": self}, **kwargs)`: the
+        explanation over its images; returns the matplotlib `Figure`."""
+        plot = PLOTTERS.get("attributions")
+        if plot is None:  # pragma: no cover - jaxplain/__init__ imports visualize
+            raise RuntimeError("plot: jaxplain.visualize is not imported")
+        return plot(images, {kwargs.pop("title", "explanation"): self}, **kwargs)
 
 
 def to_numpy(result: Explanation | ArrayLike | PyTree) -> np.ndarray | PyTree:

@@ -9,6 +9,7 @@ outer `jax.jit` they are skipped, shape and dtype checks still run.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Iterable
 
 import jax
@@ -74,6 +75,9 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
         fail(name, "an array with no empty axis", f"shape {shape}")
     check_finite(x, name, nan_policy)
     wide = np.dtype(getattr(x, "dtype", np.result_type(x) if not isinstance(x, jax.Array) else dtype))
+    if wide == np.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(f"{name}: float64 input is computed in float32 (jax_enable_x64 is off); "
+                      f"pass float32 to silence this", UserWarning, stacklevel=3)
     if wide == np.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not is_checked(x):
         big = np.abs(np.asarray(x, np.float64))
         if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
@@ -148,6 +152,10 @@ def check_indices(v: Any, name: str, n: int, k: int, *, what: tuple[str, str],
         if not 0 <= t < k:
             raise ValueError(f"{name}: expected a {one} in [0, {k}), got {t}")
         return np.full((n,), t, np.int32)
+    if isinstance(v, (list, tuple)):  # a sequence of ints is one per example
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v):
+            raise TypeError(f"{name}: expected {accepts} (a sequence of ints), got {v!r:.80}")
+        v = np.asarray(v, np.int64) if v else np.zeros((0,), np.int64)
     try:
         dtype = dtype_of(v)
     except TypeError:
@@ -275,12 +283,14 @@ def full_baseline(b: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.broadcast_to(b, x.shape)
 
 
-def model_call(fn, x: Any):
+def model_call(fn, x: Any, batched: Any = None):
     """`fn()` (a shape evaluation of the model on `x`), its failures named.
 
     jaxplain's own errors that already name their argument (`layer: ...`,
     `model: ...`) pass through; anything else the model raised becomes a
-    `ValueError` naming `x`, with the model's message kept.
+    `ValueError` naming `x`, with the model's message kept. When `batched(shape)`
+    (the same evaluation on inputs of `shape`) succeeds on `(1,) + x.shape`, `x` was
+    one example without its batch axis, and the message says to add it.
     """
     try:
         return fn()
@@ -290,7 +300,18 @@ def model_call(fn, x: Any):
         err = e
     except Exception as e:  # noqa: BLE001 - e.g. Flax's ScopeParamShapeError on a wrong x
         err = e
+    shape = tuple(x.shape)
+    if batched is not None:
+        try:
+            batched((1,) + shape)
+        except Exception:  # noqa: BLE001 - not that either: report the first failure
+            pass
+        else:
+            raise ValueError(
+                f"x: expected a batch (N, ...) of inputs, got shape {shape}, which the model "
+                f"accepts only as one example: add a batch axis with x[None]"
+            ) from err
     raise ValueError(
-        f"x: the model cannot be called on inputs of shape {tuple(x.shape)} "
+        f"x: the model cannot be called on inputs of shape {shape} "
         f"(expected a batch (N, ...) the model accepts): {type(err).__name__}: {err}"
     ) from err

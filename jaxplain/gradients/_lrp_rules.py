@@ -108,8 +108,11 @@ def _layer_op(lin: _Linear, rule: Any):
         if name == "alpha_beta":
             wp, wn, ap, an = _pos(w), _neg(w), _pos(a), _neg(a)
             zp = lin(ap, wp) + lin(an, wn)  # the positive contributions' sum
+            zn = z - b - zp  # and the negative ones'
+            if rule.bias:  # the bias's sign decides its denominator (Zennit's, Captum's)
+                zp, zn = zp + _pos(b), zn + _neg(b)
             sp = rule.alpha * r / stabilise(zp, rule.epsilon)
-            sn = rule.beta * r / stabilise(z - b - zp, rule.epsilon)  # and the negative ones
+            sn = rule.beta * r / stabilise(zn, rule.epsilon)
             up = lin.t(wp, a, sp) - lin.t(wn, a, sn)  # where a > 0
             un = lin.t(wn, a, sp) - lin.t(wp, a, sn)  # where a < 0
             return (jnp.where(a > 0, up, un), *rest)

@@ -93,20 +93,33 @@ class Gamma(_Rule):
 class AlphaBeta(_Rule):
     """LRP-alpha-beta: positive contributions share `alpha R`, negative ones `-beta R`.
 
-    A contribution `a_j w_jk` is positive when `a_j` and `w_jk` have the same sign;
-    the bias takes no relevance.
+    A contribution `a_j w_jk` is positive when `a_j` and `w_jk` have the same sign.
+    Two conventions for the bias `b_k`:
+
+    - `bias=False` (the default): the bias takes no relevance; the denominators are
+      the sums of the positive and of the negative contributions alone, so
+      relevance is conserved (`alpha - beta = 1`) whatever the biases;
+    - `bias=True`: `max(b, 0)` joins the positive denominator and `min(b, 0)` the
+      negative one (the convention of Zennit's and Captum's rules), so a bias
+      absorbs its share and the input relevance sums to less than the output's.
     """
 
     alpha: float = 2.0
     beta: float = 1.0
     epsilon: float = 1e-6
+    bias: bool = False
     name = "alpha_beta"
     _numbers = ("alpha", "beta", "epsilon")
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.bias, bool):
+            V.fail("AlphaBeta.bias", "True or False", repr(self.bias), TypeError)
 
-def ZPlus(epsilon: float = 1e-6) -> AlphaBeta:
-    """LRP-z+: only positive contributions (`AlphaBeta(1, 0)`)."""
-    return AlphaBeta(1.0, 0.0, epsilon)
+
+def ZPlus(epsilon: float = 1e-6, bias: bool = False) -> AlphaBeta:
+    """LRP-z+: only positive contributions (`AlphaBeta(1, 0)`; `bias` as there)."""
+    return AlphaBeta(1.0, 0.0, epsilon, bias)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -50,3 +50,7 @@ from ._outputs import plot_counterfactual as plot_counterfactual
 from ._outputs import plot_decision_plane as plot_decision_plane
 from ._outputs import plot_ensemble as plot_ensemble
 from ._outputs_demo import output_views as output_views
+
+from .._core.types import PLOTTERS as _PLOTTERS
+
+_PLOTTERS["attributions"] = plot_attributions  # Explanation.plot
