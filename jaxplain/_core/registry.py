@@ -20,10 +20,12 @@ import functools
 import inspect
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 
 from .._compile import eager
 from . import progress as _progress
+from .chunks import device_batch_size
 from .values import deferred_checks
 
 FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "outputs", "attention",
@@ -148,7 +150,10 @@ AUTO_DELAY = 2.0
 
 
 def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
+    """`fn` with the one `progress=` mechanism, the deferred device checks of a call, and
+    on accelerators a memory-sized default `batch_size` (`chunks.device_batch_size`)."""
     name = fn.__name__
+    chunked = "batch_size" in sig.parameters and list(sig.parameters)[:2] == ["model", "x"]
 
     @functools.wraps(fn)
     def public(*args: Any, progress: bool | str = "auto", **kwargs: Any):
@@ -158,6 +163,13 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
             return _call(args, kwargs, progress)
 
     def _call(args: tuple, kwargs: dict, progress: bool | str):
+        if chunked and kwargs.get("batch_size") is None:
+            x = args[1] if len(args) > 1 else kwargs.get("x")
+            model = args[0] if args else kwargs.get("model")
+            if isinstance(x, jax.Array) or hasattr(x, "shape"):
+                rows = device_batch_size(model, x)  # None on CPU: the compile layer's default
+                if rows is not None:
+                    kwargs = dict(kwargs, batch_size=rows)
         if progress is False:
             return fn(*args, **kwargs)
         if progress is not True and progress != "auto":
