@@ -41,12 +41,12 @@ def default_batch_size() -> int:
 MAX_UNROLL = 1
 """Up to this many chunks are laid out one after another in the program;
 more run inside one `lax.scan`, whose memory is one chunk's whatever the count.
-Every chunk goes through `_jaxpr.loop_body`. Its canonical kernels matter in
-loops: without them XLA:CPU ran the input-gradient convolutions inside a
-while-loop body 3-5x slower than outside (jax 0.10.2), which once made 8 unrolled
-chunks the faster layout. With them the scan is as fast (IG, 16 images x 50
-steps, chunks of 128: 276 ms scanned vs 288 ms unrolled) and compiles a smaller
-program. Its patch-matrix first layer speeds up every chunk, in a loop or not."""
+Every chunk goes through `_compile.tuned(body, "loop")`, whose canonical kernels
+(on CPU) matter in loops: without them XLA:CPU ran the input-gradient
+convolutions inside a while-loop body 3-5x slower than outside (jax 0.10.2),
+which once made 8 unrolled chunks the faster layout. With them the scan is as
+fast (IG, 16 images x 50 steps, chunks of 128: 276 ms scanned vs 288 ms
+unrolled) and compiles a smaller program."""
 
 
 def chunk_size(batch_size: int | None, total: int) -> int:

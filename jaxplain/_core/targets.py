@@ -161,7 +161,8 @@ def value_and_grad(model: Callable, target: Target, x: jax.Array) -> tuple[jax.A
     One forward and one backward pass, also for "predicted" targets (the arg-max
     is read from the same forward pass). Returns `(scalars (B,), grads like x,
     bound target)`. Tiling pooling layers are differentiated as elementwise work
-    (`_jaxpr.fast_model`): same values and gradients, a faster backward pass.
+    (`_compile.tuned(model, "grad")`, on CPU): same values and gradients, a faster
+    backward pass.
     """
     outputs, vjp = jax.vjp(tuned(model, "grad"), x)
     bound = target.bind(jax.lax.stop_gradient(outputs))

@@ -1,8 +1,8 @@
 """Guided backpropagation and DeconvNet: swap the backward rule of every ReLU.
 
 The model is traced to a jaxpr and re-evaluated by the interpreter of
-`_jaxpr.py`, which replaces each ReLU (`jax.nn.relu`, hence `flax.linen.relu`
-and `nnx.relu`, and `max(x, 0)`) by a function with the same forward value and a
+`jaxplain/_compile/jaxpr.py`, which replaces each ReLU (`jax.nn.relu`, hence
+`flax.linen.relu` and `nnx.relu`, and `max(x, 0)`) by a function with the same forward value and a
 custom VJP. This works on any JAX model without editing it: Linen, NNX or a
 plain callable.
 ReLUs inside control-flow primitives (`scan`, `while`, `cond`) keep their

@@ -42,7 +42,7 @@ def saliency(model: Any, x: jax.Array, *, target: Any, absolute: bool = False,
     Args:
       model: a `Model`, an NNX module or a callable `f(x_batch) -> outputs`.
       x: inputs `(N, ...)`.
-      target: see `jaxplain.targets`.
+      target: see `jaxplain.as_target`.
       absolute: return `|grad|` (Simonyan et al.'s saliency map) instead of the
         signed gradient.
       batch_size: examples per chunk.

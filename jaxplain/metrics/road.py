@@ -14,7 +14,7 @@ removed pixel `i` with in-image neighbours `N(i)` and weights `w`,
         = sum_{j in N(i), kept} w_ij x_j.
 
 The matrix is a weighted graph Laplacian with the kept pixels as boundary:
-symmetric, positive definite as soon as one pixel is kept. `_impute` solves it
+symmetric, positive definite as soon as one pixel is kept. `impute.py` solves it
 on device, matrix-free, for a chunk of images at once, by conjugate gradients
 preconditioned with a multigrid V-cycle; the whole metric is one jitted
 program, chunked by `batch_size` like the other curve metrics.

@@ -2,7 +2,7 @@
 
 The only part of jaxplain that imports matplotlib (lazily, inside the plot
 functions, so `import jaxplain` stays light); the NumPy arithmetic lives in
-`jaxplain._heatmaps`. Every `plot_*` function returns the
+`jaxplain.visualize.heatmaps`. Every `plot_*` function returns the
 `matplotlib.figure.Figure` and never calls `show()`: save it with
 `fig.savefig(path)` or display it in a notebook.
 
