@@ -54,12 +54,14 @@ ONE_EVAL = {
     "layer": "a forward pass and a backward pass to the layer",
     "perturbation": "a forward pass",
     "shapley": "a forward pass",
+    "outputs": "a forward pass (and a backward pass where a method follows the gradient)",
     "metrics": "a forward pass",
 }
 
 FAMILY_TITLES = {
     "gradients": "gradients", "cam": "CNN internals (CAM)", "layer": "layers and neurons",
     "perturbation": "perturbation", "shapley": "Shapley values", "metrics": "metrics",
+    "outputs": "output explanations",
 }
 
 # What the registry cannot say: how a method differs from a peer of the same name.
@@ -94,6 +96,10 @@ PAGES = [
                          "Surrogate")),
     ("shapley", "Shapley values", "KernelSHAP, permutation sampling and exact enumeration.",
      ("shapley",), ()),
+    ("outputs", "Output explanations",
+     "Explaining a model through its outputs: counterfactuals, decision planes, anchors "
+     "and explanations over an ensemble of weights.",
+     ("outputs",), ("Counterfactual", "Plane", "Anchor", "over_weights", "OverWeights")),
     ("metrics", "Metrics", "Evaluating explanations: faithfulness, robustness, "
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),
@@ -120,6 +126,7 @@ MEMBERS = {
     "visualize": ("jaxplain.visualize", (
         "plot_attributions", "overlay", "plot_segments", "plot_curves", "plot_feature_maps",
         "plot_filters", "plot_feature_visualization", "plot_importance", "plot_benchmark",
+        "plot_decision_plane", "plot_counterfactual", "plot_anchor", "plot_ensemble",
         "save", "to_numpy", "to_image", "to_gray", "reduce_channels", "normalize",
         "feature_map", "upsample", "blend")),
     "testing": ("jaxplain.testing", ("tiny_cnn", "tiny_cnn_nnx", "random_images",

@@ -46,7 +46,7 @@ def count_compiles() -> Iterator[dict]:
 
 def _linear_apply(params, x):
     w, b = params
-    return x.reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1]) + b
+    return x.reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1]) + b[None]
 
 
 def linear_model(w: jax.Array, b: jax.Array | float = 0.0) -> Model:

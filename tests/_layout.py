@@ -59,14 +59,27 @@ def _resolve(module: str, is_pkg: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _typing_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes inside `if TYPE_CHECKING:` blocks (never executed)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
 def imports() -> dict[str, list[tuple[str, str, int]]]:
-    """module -> [(imported module, imported name or "", line)] for jaxplain targets."""
+    """module -> [(imported module, imported name or "", line)] for jaxplain targets
+    (imports under `if TYPE_CHECKING:` are annotations only and left out)."""
     mods = modules()
     out: dict[str, list[tuple[str, str, int]]] = {}
     for name, path in mods.items():
         tree = ast.parse(path.read_text())
         found = []
+        skip = _typing_only(tree)
         for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             if isinstance(node, ast.Import):
                 found += [(a.name, "", node.lineno) for a in node.names
                           if a.name.startswith("jaxplain")]

@@ -33,7 +33,7 @@ from .engine import (
     stream,
 )
 from .engine import prepare
-from .shapley import check_adaptive, run_rounds
+from ._rounds import check_adaptive, run_rounds
 from ._kernelshap_plan import (  # noqa: F401 - the plan's names, re-exported
     ENUM_SHARE,
     N_GROUPS,
