@@ -93,7 +93,8 @@ def test_curves_match_numpy_reference(cnn, insert):
     seg = jx.grid_segments(8, 8, (3, 4))
     a = jax.random.normal(jax.random.key(1), x.shape)
     fn = jx.insertion if insert else jx.deletion
-    c = fn(model, x, a, target=1, steps=5, baseline=0.25, segments=seg)
+    c = fn(model, x, a, target=1, steps=5, baseline=0.25, segments=seg, softmax=False)
+    assert c.scale == "raw"
     vals = np.asarray(
         jax.vmap(lambda p: jax.ops.segment_sum(p.ravel(), seg.ravel(), 12))(a.sum(-1))
     )
@@ -103,6 +104,39 @@ def test_curves_match_numpy_reference(cnn, insert):
     np.testing.assert_allclose(c.values, curve, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c.auc, auc, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c.fractions, np.array([0, 2, 5, 7, 10, 12]) / 12, rtol=1e-6)
+
+
+def test_curves_follow_probabilities_of_classifiers_by_default():
+    """softmax="auto": the target's probability for (N, K > 1) outputs, said on the result;
+    a model that already outputs probabilities is not squashed twice; one output stays raw."""
+    w = jnp.asarray(np.random.default_rng(3).normal(size=(4, 4, 1, 3)) / 2, jnp.float32)
+    logits = testing.linear_model(w, 0.1)
+    probs = jx.Model(lambda p, z: jax.nn.softmax(logits.apply(p, z), -1), logits.params)
+    x = testing.random_images(6, n=2, size=4, channels=1)
+    a = x * w[..., 1]
+    seg = np.arange(16).reshape(4, 4)
+    vals = np.asarray(a.reshape(2, 16))
+    p1 = jax.jit(lambda z: jax.nn.softmax(logits(z), -1)[:, 1])
+    ref, auc = np_deletion(lambda z: np.asarray(p1(jnp.asarray(z, jnp.float32))),
+                           np.asarray(x), vals, seg, 4, np.zeros(x.shape))
+    for model in (logits, probs):
+        c = jx.deletion(model, x, a, target=1, steps=4)
+        assert c.scale == "probability"
+        np.testing.assert_allclose(c.values, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c.auc, auc, rtol=1e-5, atol=1e-6)
+        jitted = jax.jit(lambda m, z, aa: jx.deletion(m, z, aa, target=1, steps=4))(model, x, a)
+        assert jitted.scale == "probability"
+        np.testing.assert_allclose(jitted.values, ref, rtol=1e-5, atol=1e-6)
+    raw = jx.deletion(logits, x, a, target=1, steps=4, softmax=False)
+    assert raw.scale == "raw" and float(raw.values[0, 0]) == pytest.approx(
+        float(logits(x[:1])[0, 1]), rel=1e-5)
+    twice = jx.insertion(probs, x, a, target=1, steps=4, softmax=True)  # asked for: applied
+    assert twice.scale == "probability" and float(jnp.max(twice.values)) < 0.6
+    assert jx.insertion(sum_model, x, x, target=None, steps=4).scale == "raw"
+    own = jx.deletion(logits, x, a, target=lambda o: o[:, 0] - o[:, 2], steps=4)
+    assert own.scale == "raw"  # a callable target keeps its own scale
+    with pytest.raises(TypeError, match="softmax"):
+        jx.deletion(logits, x, a, target=1, softmax="yes")
 
 
 def test_features_given_as_values_or_pixels_agree(cnn):

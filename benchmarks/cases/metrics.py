@@ -23,12 +23,14 @@ def deletion(ctx: Ctx, fn: Callable) -> Bench:
     # One value per pixel, made tie-free with jaxplain's own order (ties by pixel
     # index): Quantus breaks ties arbitrarily (unstable argsort), see P.distinct_ranks.
     attr = P.distinct_ranks(sal.sum(-1))
-    call = lambda m, xx, aa, t: fn(m, xx, aa, target=t, steps=steps)
+    # logits, as Quantus is run (softmax=False); the probability default adds one softmax
+    call = lambda m, xx, aa, t: fn(m, xx, aa, target=t, steps=steps, softmax=False)
     size = ctx.spec.size
     b = Bench(
         n,
         n * (steps + 1),
-        {"steps": steps, "baseline": "zero", "attributions": "saliency (channel sum), tie-free"},
+        {"steps": steps, "baseline": "zero", "softmax": False,
+         "attributions": "saliency (channel sum), tie-free"},
         # attributions as an argument: a captured constant makes XLA constant-fold the sort
         on_device(call, model, x, attr, t),
         x,

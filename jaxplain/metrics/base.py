@@ -9,8 +9,10 @@ their pixels' values.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
-from typing import NamedTuple, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ import numpy as np
 from .._core import validate as V
 from .._core.types import Explanation
 from .._core.features import check_segments, gaussian_blur, positions
+from .._core.cache import eval_shape_cached
 from .._core.models import as_model
 from .._core.targets import as_target
 
@@ -41,14 +44,53 @@ def as_view(x: jax.Array) -> jax.Array:
     return x.reshape(view_shape(x.shape))
 
 
-def view_model(model: Callable, shape: tuple[int, ...], softmax: bool = False) -> Callable:
-    """The model called on the `(B, H, W, C)` view (reshaped back to the user's layout)."""
+def view_model(
+    model: Callable, shape: tuple[int, ...], softmax: bool | str = False, at: Any = None
+) -> Callable:
+    """The model called on the `(B, H, W, C)` view (reshaped back to the user's layout).
 
-    def f(z):
-        out = model(z.reshape((z.shape[0],) + tuple(shape[1:])))
-        return jax.nn.softmax(out, axis=-1) if softmax else out
+    `softmax`: False / "raw" (the outputs), True / "softmax" (their softmax), or
+    "auto" (from `score_mode`): the softmax, unless the outputs at the view `at`
+    are already probabilities (non-negative rows summing to 1), then the outputs.
+    """
 
-    return f
+    def raw(z):
+        return model(z.reshape((z.shape[0],) + tuple(shape[1:])))
+
+    if softmax in (False, "raw"):
+        return raw
+    if softmax == "auto":
+        out = raw(at)
+        done = jnp.all(out >= 0) & jnp.all(jnp.abs(jnp.sum(out, axis=-1) - 1) <= 1e-3)
+        return lambda z: (lambda o: jnp.where(done, o, jax.nn.softmax(o, axis=-1)))(raw(z))
+    return lambda z: jax.nn.softmax(raw(z), axis=-1)
+
+
+def output_shape(model: Any, x: jax.Array) -> tuple[int, ...]:
+    """The shape of `model(x)` for a `Model` (traced once per architecture and input shape)."""
+    return tuple(eval_shape_cached(lambda m, z: m(z), model, x, "outputs").shape)
+
+
+SCALES = {"raw": "raw", "softmax": "probability", "auto": "probability"}
+"""The scale a `Curve` reports for each scoring mode of `score_mode`."""
+
+
+def score_mode(softmax: Any, model: Any, x: jax.Array, target: Any) -> str:
+    """The static scoring mode of `softmax=` (Python time): "raw", "softmax" or "auto".
+
+    `softmax="auto"` follows probabilities for classifiers: outputs `(N, K)` with
+    `K > 1` and a class target (an index, one per example, or "predicted"); the
+    raw output otherwise (one output per example, or a callable target, which
+    defines its own scale).
+    """
+    if softmax is True or softmax is False:
+        return "softmax" if softmax else "raw"
+    if not (isinstance(softmax, str) and softmax == "auto"):
+        V.fail("softmax", "True, False or 'auto'", repr(softmax), TypeError)
+    if callable(target.fn):
+        return "raw"
+    out = output_shape(model, x)
+    return "auto" if len(out) == 2 and out[-1] > 1 else "raw"
 
 
 def attribution_array(attributions: Any, name: str = "attributions") -> jax.Array:
@@ -146,8 +188,8 @@ def prepare(model, x, attributions, target, baseline, segments, blur_sigma):
 def setup(model, x, target, a, feats, base, softmax):
     """Traced: the model on the image view, the view, the bound target, features, baseline."""
     (kind, seg, d), (mode, arr, sigma) = feats, base
-    f = view_model(model, x.shape, softmax)
     x4 = as_view(x)
+    f = view_model(model, x.shape, softmax, at=x4)
     values, seg = to_features(a, x.shape, kind, seg, d)
     return f, x4, target.resolve(f, x4), values, seg, make_baseline(x, mode, arr, sigma)
 
@@ -330,16 +372,26 @@ def explain_shape(
     return tuple(out.shape)
 
 
-class Curve(NamedTuple):
-    """A deletion / insertion curve (a pytree).
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["auc", "values", "fractions"],
+    meta_fields=["scale"],
+)
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """A deletion / insertion curve (a pytree; `scale` is static metadata).
 
     Attributes:
       auc: area under the curve per example, `(N,)` (trapezoid rule over the
         fraction of features removed or inserted, from 0 to 1).
       values: the target at every step, `(N, steps + 1)`.
       fractions: the fraction of features removed / inserted at each step, `(steps + 1,)`.
+      scale: what `values` measure: "probability" (the softmax probability of the
+        target class) or "raw" (the model's output as it is, e.g. logits or a
+        regression value).
     """
 
     auc: jax.Array
     values: jax.Array
     fractions: jax.Array
+    scale: str = "raw"

@@ -45,6 +45,7 @@ def _curve_call(
     )
     steps = V.check_budget(steps, "steps", x.shape[0], fixed=1)
     batch_size = V.check_batch_size(batch_size)
+    score = B.score_mode(softmax, model, x, t)
     return _curve(
         model,
         x,
@@ -57,7 +58,7 @@ def _curve_call(
         steps=steps,
         mode=mode,
         sigma=sigma,
-        softmax=bool(softmax),
+        softmax=score,
         batch_size=batch_size,
     )
 
@@ -97,7 +98,7 @@ def _curve(
     curve = coalition_values(f, t, x4, base, seg, mask_fn, steps + 1, batch_size)
     frac = jnp.asarray(ks / d, curve.dtype)
     auc = jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac) / 2, axis=1)
-    return Curve(auc, curve, frac)
+    return Curve(auc, curve, frac, B.SCALES[softmax])
 
 
 _CURVE_ARGS = """
@@ -115,7 +116,12 @@ _CURVE_ARGS = """
         is a feature.
       blur_sigma: the Gaussian's standard deviation in pixels for "blur" (default
         `max(H, W) / 10`).
-      softmax: follow the softmax probability of the target instead of the raw output.
+      softmax: the scale of the curve. "auto" (default): the probability of the
+        target class for classifiers (outputs `(N, K)` with `K > 1` and a class
+        target; the softmax of the outputs, or the outputs themselves when they
+        already are probabilities at `x`), the raw output otherwise (one output
+        per example, or a callable target). True: always the softmax; False:
+        always the raw output (logits). The result's `scale` says which was used.
       batch_size: model inputs per chunk (`None`: `batching.default_batch_size()`).
 """
 
@@ -131,7 +137,7 @@ def deletion(
     baseline: Any = "zero",
     segments: Any = None,
     blur_sigma: float | None = None,
-    softmax: bool = False,
+    softmax: bool | str = "auto",
     batch_size: int | None = None,
 ) -> Curve:
     """Deletion curve: the target as features are removed, most important first.
@@ -141,7 +147,8 @@ def deletion(
     {args}
 
     Returns:
-      A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
+      A `Curve` with `auc (N,)`, `values (N, steps + 1)`, `fractions (steps + 1,)`
+      and `scale` ("probability" or "raw").
 
     Raises:
       ValueError, TypeError: bad shapes, segments, baseline or configuration.
@@ -182,7 +189,7 @@ def insertion(
     baseline: Any = "blur",
     segments: Any = None,
     blur_sigma: float | None = None,
-    softmax: bool = False,
+    softmax: bool | str = "auto",
     batch_size: int | None = None,
 ) -> Curve:
     """Insertion curve: the target as features of `x` are put back into the baseline.
@@ -193,7 +200,8 @@ def insertion(
     {args}
 
     Returns:
-      A `Curve` with `auc (N,)`, `values (N, steps + 1)` and `fractions (steps + 1,)`.
+      A `Curve` with `auc (N,)`, `values (N, steps + 1)`, `fractions (steps + 1,)`
+      and `scale` ("probability" or "raw").
 
     Raises:
       ValueError, TypeError: bad shapes, segments, baseline or configuration.
@@ -233,14 +241,15 @@ def monotonicity(
     baseline: Any = "zero",
     segments: Any = None,
     blur_sigma: float | None = None,
-    softmax: bool = False,
+    softmax: bool | str = False,
     atol: float = 0.0,
     batch_size: int | None = None,
 ) -> jax.Array:
     """Monotonicity: does the target grow as features are added, least important first?
 
     Starting from the baseline, features are inserted in *increasing* order of
-    attribution; each step should increase the target. Arguments as in `deletion`.
+    attribution; each step should increase the target. Arguments as in `deletion`,
+    except that `softmax` defaults to False (the raw output); "auto" is accepted.
 
     Returns:
       `(N,)` fraction of the `steps` increments that do not decrease the target by
