@@ -137,15 +137,60 @@ def test_plot_curves_with_auc_in_legend():
 
 def test_feature_maps_filters_visualization_importance():
     acts = np.random.default_rng(0).uniform(size=(1, 4, 4, 10))
-    assert _n_axes(viz.plot_feature_maps(acts, max_maps=6)) == 6
-    assert _n_axes(viz.plot_feature_maps(acts[0], image=np.ones((8, 8, 1)), max_maps=20)) == 11
-    assert _n_axes(viz.plot_filters(np.ones((3, 3, 3, 5)))) == 5
-    assert _n_axes(viz.plot_filters(np.ones((3, 3, 4, 40)), max_filters=16)) == 16
+    assert _n_axes(viz.plot_feature_maps(acts, max_maps=6)) == 6 + 1  # + the colour bar
+    assert _n_axes(viz.plot_feature_maps(acts[0], image=np.ones((8, 8, 1)), max_maps=20)) == 12
+    assert _n_axes(viz.plot_filters(np.ones((3, 3, 3, 5)))) == 5 + 1
+    assert _n_axes(viz.plot_filters(np.ones((3, 3, 4, 40)), max_filters=16)) == 16 + 1
     assert _n_axes(viz.plot_feature_visualization(np.zeros((4, 8, 8, 3)), titles=list("abcd"))) == 4
     assert _n_axes(viz.plot_importance(np.ones((3, 8, 8)), titles=list("abc"))) == 4
     assert _n_axes(viz.plot_importance(np.ones((8, 8, 1)), shared=False)) == 1
     with pytest.raises(ValueError, match="kernel"):
         viz.plot_filters(np.ones((3, 3)))
+
+
+def _colorbar(fig):
+    (cb,) = [a for a in fig.axes if hasattr(a, "_colorbar")]
+    return cb._colorbar
+
+
+def test_feature_maps_and_filters_read_on_a_colour_bar():
+    acts = np.zeros((4, 4, 3))
+    acts[..., 0], acts[0, 0, 1], acts[..., 2] = 2.0, 7.0, -1.0  # channel means 2, 7/16, -1
+    fig = viz.plot_feature_maps(acts, image=np.ones((8, 8, 1)))
+    cb = _colorbar(fig)
+    assert (cb.vmin, cb.vmax) == (-1.0, 7.0)  # one scale for every map, zero included
+    maps = [a for a in fig.axes if a.get_title().startswith("ch ")]
+    assert [a.get_title() for a in maps] == ["ch 0", "ch 1", "ch 2"]  # most active first
+    assert all(a.images[0].norm.vmax == 7.0 for a in maps)
+    own = _colorbar(viz.plot_feature_maps(acts, shared=False))
+    assert (own.vmin, own.vmax) == (0.0, 1.0) and "own range" in own.ax.get_ylabel()
+    k = np.zeros((3, 3, 2, 4))
+    k[0, 0, :, 1] = -3.0  # the mean over input channels is drawn
+    cb = _colorbar(viz.plot_filters(k))
+    assert (cb.vmin, cb.vmax) == (-3.0, 3.0) and "mean over input" in cb.ax.get_ylabel()
+    cb = _colorbar(viz.plot_filters(np.full((3, 3, 3, 2), 0.5)))
+    assert (cb.vmin, cb.vmax) == (-0.5, 0.5) and cb.cmap.name == "gray"
+
+
+def test_plot_benchmark_legend_below_the_bars_and_time_ticks():
+    flat = [
+        {"method": m, "library": lib, "seconds": t}
+        for m, times in (("ig", (0.002, 0.04)), ("lime", (0.3, 1.5)), ("shap", (0.01, 9.0)))
+        for lib, t in zip(("jaxplain", "captum"), times)
+    ]
+    fig = viz.plot_benchmark(flat)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    legend_box = fig.legends[0].get_window_extent()
+    assert not legend_box.overlaps(ax.get_window_extent())  # nothing to cover
+    labels = [t.get_text() for t in ax.get_yticklabels()
+              if t.get_text() and ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]]
+    assert {"5 ms", "10 ms", "100 ms", "1 s", "5 s"} <= set(labels), labels
+    assert not any("$" in t for t in labels)  # plain text, not 10^{-2}
+    from jaxplain.visualize._benchmark import time_label
+
+    assert [time_label(v) for v in (5e-6, 0.02, 0.5, 2.0)] == ["5 µs", "20 ms", "500 ms", "2 s"]
 
 
 def test_plot_benchmark_flat_and_harness_layout(tmp_path):

@@ -312,7 +312,7 @@ def plot_curves(
     deletion: Mapping[str, Any] | None = None,
     insertion: Mapping[str, Any] | None = None,
     fractions: Any = None,
-    ylabel: str = "target score",
+    ylabel: str | None = None,
     band: bool = True,
 ):
     """Deletion / insertion curves with their area under the curve in the legend.
@@ -326,7 +326,8 @@ def plot_curves(
         panel (lower AUC is better for deletion, higher for insertion).
       fractions: the x positions (fraction of features removed/inserted); defaults
         to an even grid over [0, 1].
-      ylabel: y-axis label.
+      ylabel: y-axis label (default: "probability of the target" when every curve
+        says `scale == "probability"`, "target score" otherwise).
       band: draw the standard-error band for per-example curves.
 
     Returns:
@@ -341,6 +342,9 @@ def plot_curves(
         raise ValueError("plot_curves: expected curves, deletion or insertion, got none")
     from matplotlib.figure import Figure
 
+    if ylabel is None:
+        scales = {getattr(c, "scale", None) for _, g in panels for c in g.values()}
+        ylabel = "probability of the target" if scales == {"probability"} else "target score"
     fig = Figure(figsize=(4.3 * len(panels), 3.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (kind, group) in zip(axes, panels):

@@ -118,11 +118,32 @@ def plot_benchmark(
             label="physical limit" if i == 0 else None,
         )
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(time_keys[0] if metric else "seconds")
+    ax.set_ylabel(time_keys[0] if metric else "time")
     if log:
-        ax.set_yscale("log")
+        _log_time_axis(ax, seconds=not metric or metric.endswith("_s"))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    handles, names = ax.get_legend_handles_labels()  # below the axes: never over a bar
+    fig.legend(handles, names, loc="outside lower center", ncol=min(5, len(names)), fontsize=8,
+               frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def time_label(v: float) -> str:
+    """A time in seconds as a short label: `500 µs`, `20 ms`, `1.5 s`."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if abs(v) >= scale or unit == "ns":
+            return f"{v / scale:g} {unit}"
+    return f"{v:g}"  # pragma: no cover
+
+
+def _log_time_axis(ax, seconds: bool) -> None:
+    """A log y axis labelled at 1, 2 and 5 of each decade, as times when `seconds`."""
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    fmt = time_label if seconds else (lambda v: f"{v:g}")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt(float(f"{v:.3g}"))))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
