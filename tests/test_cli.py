@@ -178,3 +178,8 @@ def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
     )  # steady state, model evals
     assert (out / "model.ckpt").is_file()
     assert "report:" in capsys.readouterr().out
+    # every method shown is checked; on this model all pass, Grad-CAM (conv1) included
+    assert "Checks: all 9 methods beat a random order on deletion" in report
+    cam = next(r for r in report.splitlines() if r.startswith("| Grad-CAM |"))
+    cells = [c.strip() for c in cam.strip("|").split("|")]
+    assert cells[-1] == "ok" and float(cells[1]) < 0.5  # deletion AUC, random is ~0.6

@@ -1,8 +1,9 @@
 """The demo's catalogue of methods and its timing against the physical limit.
 
-`method_specs` lists every method the demo knows with its settings; `available`
-keeps those the installed jaxplain offers. `LimitTimer` measures the physical
-limit of a method: its model evaluations run as one plain jitted batch.
+`method_specs` lists every method of the registry with demo settings (its
+`demo=` entry: label, quick and full settings); `available` keeps those the
+installed jaxplain offers. `LimitTimer` measures the physical limit of a
+method: its model evaluations run as one jitted batch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import numpy as np
 import jaxplain as jx
 from .._compile import tuned
 from .._compile import jit
+from . import methods as M
 
 GRADIENT, CAM, PERTURBATION = "gradients", "CNN internals", "perturbation / Shapley"
+SHOWN_FAMILY = {"gradients": GRADIENT, "cam": CAM, "layer": CAM, "perturbation": PERTURBATION,
+                "shapley": PERTURBATION}
+"""The report's family of each registry family."""
 
 
 @dataclass
@@ -35,6 +40,10 @@ class Context:
     key: jax.Array
     quick: bool
 
+    def inputs(self) -> M.Inputs:
+        return M.Inputs(self.model, self.x, self.target, self.key, self.segments,
+                        self.references, self.layer)
+
 
 @dataclass
 class MethodSpec:
@@ -49,171 +58,25 @@ class MethodSpec:
 
 
 def method_specs(quick: bool) -> list[MethodSpec]:
-    """Every method the demo knows, with settings sized for `quick` or full runs."""
-    q = quick
-    k = lambda c, i: jax.random.fold_in(c.key, i)  # noqa: E731
-    return [
-        MethodSpec(
-            "saliency",
-            "saliency",
-            GRADIENT,
-            True,
-            lambda c: jx.saliency(c.model, c.x, target=c.target),
-        ),
-        MethodSpec(
-            "gradient x input",
-            "gradient_x_input",
-            GRADIENT,
-            True,
-            lambda c: jx.gradient_x_input(c.model, c.x, target=c.target),
-            quick=False,
-        ),
-        MethodSpec(
-            "integrated gradients",
-            "integrated_gradients",
-            GRADIENT,
-            True,
-            lambda c: jx.integrated_gradients(c.model, c.x, target=c.target, steps=16 if q else 64),
-        ),
-        MethodSpec(
-            "smoothgrad",
-            "smoothgrad",
-            GRADIENT,
-            True,
-            lambda c: jx.smoothgrad(
-                c.model, c.x, target=c.target, key=k(c, 1), n_samples=16 if q else 50
-            ),
-        ),
-        MethodSpec(
-            "expected gradients",
-            "expected_gradients",
-            GRADIENT,
-            True,
-            lambda c: jx.expected_gradients(
-                c.model,
-                c.x,
-                target=c.target,
-                references=c.references,
-                key=k(c, 2),
-                n_samples=32 if q else 128,
-            ),
-            quick=False,
-        ),
-        MethodSpec(
-            "DeepLIFT-SHAP",
-            "deeplift_shap",
-            GRADIENT,
-            True,
-            lambda c: jx.deeplift_shap(
-                c.model, c.x, target=c.target, references=c.references[: 8 if q else 32]
-            ),
-            quick=False,
-        ),
-        MethodSpec(
-            "LRP (epsilon-gamma-box)",
-            "lrp",
-            GRADIENT,
-            True,
-            lambda c: jx.lrp(c.model, c.x, target=c.target,
-                             rule=jx.relevance.epsilon_gamma_box(0.0, 1.0)),  # pixels in [0, 1]
-            quick=False,
-        ),
-        MethodSpec(
-            "guided backprop",
-            "guided_backprop",
-            GRADIENT,
-            True,
-            lambda c: jx.guided_backprop(c.model, c.x, target=c.target),
-        ),
-        MethodSpec(
-            "Grad-CAM",
-            "grad_cam",
-            CAM,
-            True,
-            lambda c: jx.grad_cam(c.model, c.x, target=c.target, layer=c.layer),
-        ),
-        MethodSpec(
-            "Grad-CAM++",
-            "grad_cam_plus_plus",
-            CAM,
-            True,
-            lambda c: jx.grad_cam_plus_plus(c.model, c.x, target=c.target, layer=c.layer),
-            quick=False,
-        ),
-        MethodSpec(
-            "occlusion",
-            "occlusion",
-            PERTURBATION,
-            False,
-            lambda c: jx.occlusion(c.model, c.x, target=c.target, window=4, strides=2),
-        ),
-        MethodSpec(
-            "feature ablation",
-            "feature_ablation",
-            PERTURBATION,
-            False,
-            lambda c: jx.feature_ablation(c.model, c.x, target=c.target, segments=c.segments),
-            features=True,
-            quick=False,
-        ),
-        MethodSpec(
-            "RISE",
-            "rise",
-            PERTURBATION,
-            False,
-            lambda c: jx.rise(
-                c.model, c.x, target=c.target, key=k(c, 3), n_masks=500 if q else 2000, cells=4
-            ),
-            quick=False,
-            center=True,  # RISE scores sit around p(target): show what is above/below average
-        ),
-        MethodSpec(
-            "LIME",
-            "lime",
-            PERTURBATION,
-            False,
-            lambda c: jx.lime(
-                c.model,
-                c.x,
-                target=c.target,
-                segments=c.segments,
-                key=k(c, 4),
-                n_samples=300 if q else 1000,
-            ),
-            features=True,
-        ),
-        MethodSpec(
-            "KernelSHAP",
-            "kernel_shap",
-            PERTURBATION,
-            False,
-            lambda c: jx.kernel_shap(
-                c.model,
-                c.x,
-                target=c.target,
-                segments=c.segments,
-                key=k(c, 5),
-                n_samples=256 if q else 1000,
-            ),
-            features=True,
-        ),
-        MethodSpec(
-            "Shapley sampling",
-            "shapley_sampling",
-            PERTURBATION,
-            False,
-            lambda c: jx.shapley_sampling(
-                c.model,
-                c.x,
-                target=c.target,
-                segments=c.segments,
-                key=k(c, 6),
-                n_permutations=4 if q else 16,
-            ),
-            features=True,
-            quick=False,
-        ),
-    ]
+    """Every registered method with demo settings, sized for `quick` or full runs."""
+    specs = []
+    for salt, entry in enumerate(M.image_methods().values()):
+        if entry.demo is None:
+            continue
+        config = M.settings(entry, quick)
+        if config is None:  # not in the quick selection (`available` leaves it out)
+            config = M.settings(entry, False)
+        specs.append(MethodSpec(
+            entry.demo.get("label", entry.name),
+            entry.name,
+            SHOWN_FAMILY[entry.family],
+            entry.family in M.BACKWARD_FAMILIES,
+            lambda c, e=entry, kw=config, i=salt: M.call(e, c.inputs(), kw, salt=i),
+            features=M.returns_features(entry),
+            quick=entry.demo.get("quick") is not None,
+            center=bool(entry.demo.get("center", False)),
+        ))
+    return specs
 
 
 def available(specs: list[MethodSpec], quick: bool = False) -> list[MethodSpec]:
@@ -312,18 +175,5 @@ def pixel_maps(
 
     Maps of specs with `center=True` have their per-image mean subtracted.
     """
-    from .. import visualize as viz
-
-    by_name = {s.name: s for s in specs}
-    maps = {}
-    for name, r in results.items():
-        v = viz.as_array(r)
-        if by_name[name].features or v.ndim == 2:
-            v = viz.feature_map(v, segments)
-        elif v.ndim == 4:
-            v = v.sum(-1)
-        v = viz.upsample(v, hw)
-        if by_name[name].center:
-            v = v - v.mean(axis=(-2, -1), keepdims=True)
-        maps[name] = v
-    return maps
+    return M.pixel_maps(results, {s.name: s.features for s in specs},
+                        {s.name: s.center for s in specs}, segments, hw)
