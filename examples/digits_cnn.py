@@ -36,9 +36,38 @@ def centered(e):
 def main(argv=None) -> dict[str, Path]:
     args = parse(argv, "digits_cnn")
     q = args.quick
+    model, ds = train(q)
+    x = jnp.asarray(ds.x_test[: 4 if q else 6])
+    target = jnp.argmax(model(x), -1)  # explain the predicted classes
+    key = jax.random.key(0)
+    cells = jx.grid_segments(16, 16, 8)  # 64 features of 2x2 pixels
+    methods = explainers(q, key, cells)
+    results = {name: fn(model, x, target) for name, fn in methods.items()}
+    ig = results["integrated gradients"]
+    print("IG completeness gap (should be ~0):", np.round(np.asarray(ig.gap), 4))
+    labels = [f"true {t}, pred {int(p)}" for t, p in zip(ds.y_test[: len(x)], target)]
+    out = {
+        "attributions": viz.save(
+            viz.plot_attributions(x, results, labels=labels, cell=1.3),
+            args.out / "attributions.png",
+        )
+    }
+    # LIME weights of the 2x2 cells, with lime's top-k view.
+    lime = jx.lime(
+        model, x[:2], target=target[:2], segments=cells, key=key, n_samples=300 if q else 1000
+    )
+    out["segments"] = viz.save(
+        viz.plot_segments(x[:2], cells, lime, top_k=8, titles=labels[:2]), args.out / "segments.png"
+    )
+    out.update(metrics(args, model, x, target, key, cells, methods, results))
+    out["class_visualization"] = class_visualization(args, model, key)
+    print("wrote", ", ".join(str(p) for p in out.values()))
+    return out
 
-    # 1. Data and model: digits upsampled to 16x16, a 3-layer CNN trained with optax
-    #    (weights cached in ~/.cache/jaxplain, so the second run skips training).
+
+def train(q: bool):
+    """Digits upsampled to 16x16 and a 3-layer CNN trained with optax (weights cached in
+    ~/.cache/jaxplain, so the second run skips training)."""
     ds = data.load_digits(size=16)
     trained = zoo.train_classifier(
         zoo.SmallCNN((16, 32, 32), n_classes=10),
@@ -50,15 +79,12 @@ def main(argv=None) -> dict[str, Path]:
         lr=1e-2,
         cache=zoo.default_cache_dir(),
     )
-    model = trained.model
     print(f"test accuracy {trained.accuracy:.1%}")
+    return trained.model, ds
 
-    x = jnp.asarray(ds.x_test[: 4 if q else 6])
-    target = jnp.argmax(model(x), -1)  # explain the predicted classes
-    key = jax.random.key(0)
-    cells = jx.grid_segments(16, 16, 8)  # 64 features of 2x2 pixels
 
-    # 2. One call per method; every call returns an Explanation.
+def explainers(q: bool, key, cells) -> dict:
+    """One call per method; every call returns an Explanation."""
     methods = {
         "saliency": lambda m, x, target: jx.saliency(m, x, target=target),
         "integrated gradients": lambda m, x, target: jx.integrated_gradients(
@@ -69,7 +95,9 @@ def main(argv=None) -> dict[str, Path]:
         ),
         "guided backprop": lambda m, x, target: jx.guided_backprop(m, x, target=target),
         "gradient x input": lambda m, x, target: jx.gradient_x_input(m, x, target=target),
-        "Grad-CAM": lambda m, x, target: jx.grad_cam(m, x, target=target, layer=trained.last_conv),
+        # conv1, the last convolution at full resolution: on this flatten-head CNN the last
+        # layer (conv2, after pooling) gives maps no better than random (see jaxplain demo).
+        "Grad-CAM": lambda m, x, target: jx.grad_cam(m, x, target=target, layer="conv1"),
         "occlusion": lambda m, x, target: jx.occlusion(m, x, target=target, window=4, strides=2),
         # RISE scores sit around p(target); centre them to see what is above/below average.
         "RISE": lambda m, x, target: centered(
@@ -83,59 +111,34 @@ def main(argv=None) -> dict[str, Path]:
         ),
     }
     if q:  # the reduced CI mode keeps one or two methods per family
-        methods = {
-            k: v
-            for k, v in methods.items()
-            if k not in ("RISE", "gradient x input", "guided backprop")
-        }
-    results = {name: fn(model, x, target) for name, fn in methods.items()}
-    ig = results["integrated gradients"]
-    print("IG completeness gap (should be ~0):", np.round(np.asarray(ig.gap), 4))
+        drop = ("RISE", "gradient x input", "guided backprop")
+        methods = {k: v for k, v in methods.items() if k not in drop}
+    return methods
 
-    labels = [f"true {t}, pred {int(p)}" for t, p in zip(ds.y_test[: len(x)], target)]
-    out = {
-        "attributions": viz.save(
-            viz.plot_attributions(x, results, labels=labels, cell=1.3),
-            args.out / "attributions.png",
-        )
-    }
 
-    # 3. LIME weights of the 2x2 cells, with lime's top-k view.
-    lime = jx.lime(
-        model, x[:2], target=target[:2], segments=cells, key=key, n_samples=300 if q else 1000
-    )
-    out["segments"] = viz.save(
-        viz.plot_segments(x[:2], cells, lime, top_k=8, titles=labels[:2]), args.out / "segments.png"
-    )
-
-    # 4. Metrics: deletion/insertion curves and the evaluate() table.
-    kw = dict(target=target, steps=16, segments=cells, softmax=True)
+def metrics(args, model, x, target, key, cells, methods, results) -> dict[str, Path]:
+    """Deletion/insertion curves (probabilities of the predicted class) and evaluate()."""
+    kw = dict(target=target, steps=16, segments=cells)
     dele = {n: jx.deletion(model, x, r, **kw) for n, r in results.items()}
     ins = {n: jx.insertion(model, x, r, **kw) for n, r in results.items()}
-    out["curves"] = viz.save(
-        viz.plot_curves(deletion=dele, insertion=ins, ylabel="p(predicted class)"),
-        args.out / "curves.png",
-    )
-    table = jx.evaluate(
-        methods,
-        model,
-        x,
-        target=target,
-        key=key,
-        segments=cells,
-        metrics=("deletion", "insertion")
-        if q
-        else ("deletion", "insertion", "sparseness", "faithfulness_correlation"),
-    )
+    out = {"curves": viz.save(viz.plot_curves(deletion=dele, insertion=ins),
+                              args.out / "curves.png")}
+    names = ("deletion", "insertion") if args.quick else (
+        "deletion", "insertion", "sparseness", "faithfulness_correlation")
+    table = jx.evaluate(methods, model, x, target=target, key=key, segments=cells, metrics=names)
     (args.out / "metrics.txt").write_text(str(table))
     print(table)
     out["metrics"] = args.out / "metrics.txt"
+    return out
 
-    # 5. What the network thinks each class looks like (activation maximisation).
+
+def class_visualization(args, model, key) -> Path:
+    """What the network thinks each class looks like (activation maximisation)."""
     fv = jx.feature_visualization(
-        model, target=list(range(10)), key=key, image_shape=(16, 16, 1), steps=32 if q else 256
+        model, target=list(range(10)), key=key, image_shape=(16, 16, 1),
+        steps=32 if args.quick else 256
     )
-    out["class_visualization"] = viz.save(
+    return viz.save(
         viz.plot_feature_visualization(
             fv.images,
             titles=[f"class {k}" for k in range(10)],
@@ -144,8 +147,6 @@ def main(argv=None) -> dict[str, Path]:
         ),
         args.out / "class_visualization.png",
     )
-    print("wrote", ", ".join(str(p) for p in out.values()))
-    return out
 
 
 if __name__ == "__main__":

@@ -49,18 +49,28 @@ def main(argv=None) -> dict[str, Path]:
     photos = data.load_natural_images(size=96)
     names = list(photos)
     x = jnp.asarray(np.stack([photos[n] for n in names]))  # (3, 96, 96, 3)
-
-    xtr, ytr = random_crops(np.asarray(x), 150 if q else 600, 32, seed=0)
-    xte, yte = random_crops(np.asarray(x), 50, 32, seed=1)
-    net = zoo.SmallCNN((16, 32, 32), n_classes=3, pool_after=(0, 1), head="gap")
-    trained = zoo.train_classifier(
-        net, xtr, ytr, xte, yte, epochs=2 if q else 8, lr=3e-3, cache=zoo.default_cache_dir()
-    )
+    trained = train(np.asarray(x), q)
     model = trained.model
     print(f"which-photo accuracy on held-out crops: {trained.accuracy:.1%}")
-    out = {}
+    out = regions(args, model, x, names, trained.last_conv)
+    out.update(inside(args, trained, x, names))
+    out["feature_visualization"] = feature_visualization(args, model, x, names)
+    print("wrote", ", ".join(str(p) for p in out.values()))
+    return out
 
-    # Superpixels and LIME: which regions of each photograph the network uses.
+
+def train(x: np.ndarray, q: bool):
+    """A fully convolutional CNN telling which photograph a random 32x32 crop comes from."""
+    xtr, ytr = random_crops(x, 150 if q else 600, 32, seed=0)
+    xte, yte = random_crops(x, 50, 32, seed=1)
+    net = zoo.SmallCNN((16, 32, 32), n_classes=3, pool_after=(0, 1), head="gap")
+    return zoo.train_classifier(
+        net, xtr, ytr, xte, yte, epochs=2 if q else 8, lr=3e-3, cache=zoo.default_cache_dir()
+    )
+
+
+def regions(args, model, x, names, layer: str) -> dict[str, Path]:
+    """Superpixels and LIME, and Grad-CAM: which regions of each photograph the network uses."""
     segments = jx.superpixels(np.asarray(x), "slic", n_segments=60, compactness=10)
     lime = jx.lime(
         model,
@@ -69,27 +79,30 @@ def main(argv=None) -> dict[str, Path]:
         segments=segments,
         baseline="blur",
         key=jax.random.key(0),
-        n_samples=200 if q else 1000,
+        n_samples=200 if args.quick else 1000,
     )
-    out["superpixels"] = viz.save(
+    out = {"superpixels": viz.save(
         viz.plot_segments(x, segments, lime, top_k=8, titles=names),
         args.out / "superpixels_lime.png",
-    )
-    gc = jx.grad_cam(model, x, target=jnp.arange(3), layer=trained.last_conv)
+    )}
+    gc = jx.grad_cam(model, x, target=jnp.arange(3), layer=layer)
     out["gradcam"] = viz.save(
         viz.plot_attributions(x, {"Grad-CAM": gc}, labels=names, cell=2.4), args.out / "gradcam.png"
     )
+    return out
 
-    # Inside the network: first-layer filters and the feature maps of each layer.
+
+def inside(args, trained, x, names) -> dict[str, Path]:
+    """Inside the network: first-layer filters and the feature maps of two layers."""
     params = trained.variables["params"]
-    out["filters"] = viz.save(
+    out = {"filters": viz.save(
         viz.plot_filters(
             params["conv0"]["kernel"], ncols=8, title="conv0: 3x3 RGB filters (grey = 0)", cell=0.8
         ),
         args.out / "filters.png",
-    )
+    )}
     for layer in ("conv0", "conv2"):
-        acts = jx.layer_activations(model, x[:1], layer=layer)
+        acts = jx.layer_activations(trained.model, x[:1], layer=layer)
         fig = viz.plot_feature_maps(
             acts,
             image=x[0],
@@ -98,24 +111,20 @@ def main(argv=None) -> dict[str, Path]:
             title=f"{layer} feature maps on {names[0]} (most active first)",
         )
         out[f"maps_{layer}"] = viz.save(fig, args.out / f"feature_maps_{layer}.png")
+    return out
 
-    # Feature visualisation: inputs that maximise single conv2 channels and each class.
+
+def feature_visualization(args, model, x, names) -> Path:
+    """Inputs that maximise single conv2 channels and each class."""
+    steps = 32 if args.quick else 256
     acts = np.asarray(jx.layer_activations(model, x, layer="conv2").values)
-    channels = [int(c) for c in np.argsort(-acts.mean((0, 1, 2)))[: 3 if q else 6]]
+    channels = [int(c) for c in np.argsort(-acts.mean((0, 1, 2)))[: 3 if args.quick else 6]]
     fv_ch = jx.feature_visualization(
-        model,
-        layer="conv2",
-        channel=channels,
-        key=jax.random.key(1),
-        image_shape=(48, 48, 3),
-        steps=32 if q else 256,
+        model, layer="conv2", channel=channels, key=jax.random.key(1), image_shape=(48, 48, 3),
+        steps=steps,
     )
     fv_cls = jx.feature_visualization(
-        model,
-        target=[0, 1, 2],
-        key=jax.random.key(2),
-        image_shape=(48, 48, 3),
-        steps=32 if q else 256,
+        model, target=[0, 1, 2], key=jax.random.key(2), image_shape=(48, 48, 3), steps=steps
     )
     fig = viz.plot_feature_visualization(
         jnp.concatenate([fv_ch.images, fv_cls.images]),
@@ -123,9 +132,7 @@ def main(argv=None) -> dict[str, Path]:
         ncols=len(channels) + 3,
         title="activation maximisation",
     )
-    out["feature_visualization"] = viz.save(fig, args.out / "feature_visualization.png")
-    print("wrote", ", ".join(str(p) for p in out.values()))
-    return out
+    return viz.save(fig, args.out / "feature_visualization.png")
 
 
 if __name__ == "__main__":

@@ -77,28 +77,14 @@ def main(argv=None) -> dict[str, Path]:
     print(
         f"global surrogate: coef {np.round(np.asarray(glob.coef), 2)}, R^2 = {float(glob.r2):.2f}"
     )
-
-    # The model's decision boundary on a grid (where p(class 1) = 0.5).
-    g = np.linspace(-2.6, 2.6, 160, dtype=np.float32)
-    gx, gy = np.meshgrid(g, g)
-    grid = np.stack([gx.ravel(), gy.ravel()], 1)
-    p1 = np.asarray(jax.nn.softmax(model(jnp.asarray(grid)))[:, 1]).reshape(gx.shape)
-    from skimage.measure import find_contours
-
-    line = max(find_contours(p1, 0.5), key=len)  # (row, col) grid coordinates
-    line = np.stack(
-        [np.interp(line[:, 1], np.arange(len(g)), g), np.interp(line[:, 0], np.arange(len(g)), g)],
-        1,
-    )
-    line = line[(np.abs(line) < 1.8).all(1)]
+    g, p1, line = decision_boundary(model)
 
     # Local surrogates: the same fit on Gaussian neighbourhoods of points on the boundary.
     rng = np.random.default_rng(0)
     anchors = line[np.linspace(0, len(line) - 1, 5).round().astype(int)].astype(np.float32)
-    radius = 0.3
     local = []
     for a in anchors:
-        hood = (a + radius * rng.normal(size=(256, 2))).astype(np.float32)
+        hood = (a + RADIUS * rng.normal(size=(256, 2))).astype(np.float32)
         local.append(jx.global_surrogate(model, hood, target=log_odds))
 
     # Global importance: mean |integrated gradients| of the log-odds per class.
@@ -107,54 +93,64 @@ def main(argv=None) -> dict[str, Path]:
 
     fig = Figure(figsize=(10.5, 4.6), layout="constrained")
     ax, bx = fig.subplots(1, 2, width_ratios=(1.6, 1))
+    draw_surrogates(fig, ax, x, y, g, p1, glob, anchors, local)
+    draw_importance(bx, gi)
+    path = args.out / "surrogates.png"
+    fig.savefig(path, dpi=110)
+    print("wrote", path)
+    return {"surrogates": path}
+
+
+RADIUS = 0.3
+"""Radius of the local surrogates' Gaussian neighbourhoods."""
+
+
+def decision_boundary(model):
+    """The grid, p(class 1) on it, and the model's decision boundary (p = 0.5) as points."""
+    from skimage.measure import find_contours
+
+    g = np.linspace(-2.6, 2.6, 160, dtype=np.float32)
+    gx, gy = np.meshgrid(g, g)
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    p1 = np.asarray(jax.nn.softmax(model(jnp.asarray(grid)))[:, 1]).reshape(gx.shape)
+    line = max(find_contours(p1, 0.5), key=len)  # (row, col) grid coordinates
+    line = np.stack(
+        [np.interp(line[:, 1], np.arange(len(g)), g), np.interp(line[:, 0], np.arange(len(g)), g)],
+        1,
+    )
+    return g, p1, line[(np.abs(line) < 1.8).all(1)]
+
+
+def boundary(s, center, half):
+    """Points of the surrogate's zero line near `center` (its local decision boundary)."""
+    w, b = np.asarray(s.coef), float(s.intercept)
+    n = w / (np.linalg.norm(w) + 1e-12)
+    foot = center - n * (center @ w + b) / (np.linalg.norm(w) + 1e-12)  # closest point on it
+    d = np.array([-n[1], n[0]])
+    return np.stack([foot - half * d, foot + half * d])
+
+
+def draw_surrogates(fig, ax, x, y, g, p1, glob, anchors, local) -> None:
+    """The decision boundary, the data, the global surrogate and the local ones."""
+    from matplotlib.patches import Circle
+
+    gx, gy = np.meshgrid(g, g)
     cs = ax.contourf(gx, gy, p1, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
     ax.contour(gx, gy, p1, levels=[0.5], colors="k", linewidths=1.5)
     fig.colorbar(cs, ax=ax, label="p(class 1)", shrink=0.85)
     ax.scatter(x[:, 0], x[:, 1], c=y, cmap="RdBu_r", s=9, edgecolors="k", linewidths=0.3)
-
-    def boundary(s, center, half):
-        """Points of the surrogate's zero line near `center` (its local decision boundary)."""
-        w, b = np.asarray(s.coef), float(s.intercept)
-        n = w / (np.linalg.norm(w) + 1e-12)
-        foot = center - n * (center @ w + b) / (
-            np.linalg.norm(w) + 1e-12
-        )  # closest point on the line
-        d = np.array([-n[1], n[0]])
-        return np.stack([foot - half * d, foot + half * d])
-
     seg = boundary(glob, x.mean(0), 3.0)
-    ax.plot(
-        seg[:, 0],
-        seg[:, 1],
-        "--",
-        color="green",
-        lw=2,
-        label=f"global linear surrogate (R$^2$={float(glob.r2):.2f})",
-    )
+    ax.plot(seg[:, 0], seg[:, 1], "--", color="green", lw=2,
+            label=f"global linear surrogate (R$^2$={float(glob.r2):.2f})")
+    r2 = [float(t.r2) for t in local]
     for i, (a, s) in enumerate(zip(anchors, local)):
         seg = boundary(s, a, 0.45)
-        ax.plot(
-            seg[:, 0],
-            seg[:, 1],
-            color="orange",
-            lw=2.5,
-            label=f"local surrogates (R$^2$ {min(float(t.r2) for t in local):.2f}-"
-            f"{max(float(t.r2) for t in local):.2f})"
-            if i == 0
-            else None,
-        )
-        ax.add_patch(
-            __import__("matplotlib.patches", fromlist=["Circle"]).Circle(
-                a, radius, fill=False, ls=":", color="orange"
-            )
-        )
+        ax.plot(seg[:, 0], seg[:, 1], color="orange", lw=2.5,
+                label=f"local surrogates (R$^2$ {min(r2):.2f}-{max(r2):.2f})" if i == 0 else None)
+        ax.add_patch(Circle(a, RADIUS, fill=False, ls=":", color="orange"))
         w = np.asarray(s.coef)
-        ax.annotate(
-            "",
-            a + 0.35 * w / np.linalg.norm(w),
-            a,
-            arrowprops=dict(arrowstyle="->", color="k", lw=1.5),
-        )
+        ax.annotate("", a + 0.35 * w / np.linalg.norm(w), a,
+                    arrowprops=dict(arrowstyle="->", color="k", lw=1.5))
         ax.plot(*a, "o", color="orange", mec="k", ms=6)
     ax.set_xlim(g[0], g[-1])
     ax.set_ylim(g[0], g[-1])
@@ -164,6 +160,9 @@ def main(argv=None) -> dict[str, Path]:
     ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_title("decision boundary (black), surrogates, direction of class 1 (arrows)", fontsize=9)
 
+
+def draw_importance(bx, gi) -> None:
+    """Mean |integrated gradients| per feature, per class and overall."""
     per = np.asarray(gi.per_class)
     width = 0.26
     for k in range(per.shape[0]):
@@ -173,10 +172,6 @@ def main(argv=None) -> dict[str, Path]:
     bx.set_ylabel("mean |integrated gradients| of the log-odds")
     bx.set_title("global importance", fontsize=10)
     bx.legend(fontsize=8, frameon=False)
-    path = args.out / "surrogates.png"
-    fig.savefig(path, dpi=110)
-    print("wrote", path)
-    return {"surrogates": path}
 
 
 if __name__ == "__main__":
