@@ -130,6 +130,7 @@ def test_own_nnx_model_importable_from_the_cwd(user, capsys, monkeypatch):
         (["--model", "no_such_module:build"], "importing no_such_module failed"),
         (["--model", "mymodels:missing"], "mymodels has no attribute 'missing'"),
         (["--model", "mymodels:linen_alone"], "a Linen module needs its variables"),
+        (["--model", "mymodels:Net"], "gave a Linen module without its variables"),
         (["--model", "missing.ckpt"], "--model: no file 'missing.ckpt'"),
         (["--images", "no/such/folder"], "--images: no file or folder no/such/folder"),
         (["--layer", "nope", "--method", "grad_cam"], "--layer: expected one of conv0, head"),
@@ -237,3 +238,25 @@ def test_default_benchmark_output_is_git_ignored():
         target = (run.OUT_DIR / sub / "table.md").relative_to(ROOT)
         r = subprocess.run(["git", "check-ignore", "-q", str(target)], cwd=ROOT)
         assert r.returncode == 0, f"{target} is not ignored by git"
+
+
+@pytest.mark.slow
+def test_every_offered_method_runs_with_what_the_app_supplies(user):
+    """Each method `--method` offers gets its segments, key, references and layer (cheap
+    settings: this checks the plumbing; the method table checks the values)."""
+    import importlib.util
+
+    d, imgs = user
+    spec = importlib.util.spec_from_file_location("mymodels_all", d / "mymodels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    module, variables, shape = mod.build()
+    model = jx.from_linen(module, variables)
+    x = _fit(imgs, shape)
+    inputs = methods.Inputs(model, x, "predicted", jax.random.key(0),
+                            methods.make_segments(x, "grid", 4), x[:1] * 0, None)
+    for name, entry in methods.image_methods().items():
+        r = methods.call(entry, inputs, dict(entry.cheap))
+        v = np.asarray(r.values)
+        assert v.shape[0] == 2 and np.isfinite(v).all(), name
+    assert inputs.layer == "conv0"  # the last spatial layer, found once

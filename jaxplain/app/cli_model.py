@@ -105,6 +105,9 @@ def _as_model(obj: Any, spec: str) -> tuple[Any, dict]:
             obj = obj()
         except Exception as e:  # noqa: BLE001 - the user's factory
             raise UserError(f"--model {spec}: calling it failed: {first_line(e)}") from None
+    if isinstance(obj, nn.Module):  # what a factory (or a Linen class) returned
+        raise UserError(f"--model {spec}: gave a Linen module without its variables; return "
+                        "(module, variables) from a function")
     if isinstance(obj, (tuple, list)) and len(obj) in (2, 3) and isinstance(obj[0], nn.Module):
         if len(obj) == 3:
             info["input_shape"] = obj[2]
