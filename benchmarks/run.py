@@ -85,8 +85,15 @@ def make_ctx(spec: twins.Spec, quick: bool, use_peers: bool, record: dict) -> C.
     return ctx
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line on stderr (exit status 2), as for the `jaxplain` command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message.splitlines()[0]}\n")
+
+
 def parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    ap = _Parser(prog=prog, description=DESCRIPTION)
     ap.add_argument("--quick", action="store_true",
                     help="a ~2 minute smoke run (small avg-pool model, the quick cases)")
     ap.add_argument("--only", nargs="+", metavar="NAME",

@@ -220,6 +220,12 @@ def test_bench_help_describes_the_benchmarks(capsys):
     assert "python -m benchmarks" not in out and "--out DIR" in out
 
 
+def test_bench_argument_errors_are_one_line(capsys):
+    assert cli.main(["bench", "--models", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxplain bench: argument --models")
+
+
 def test_cli_does_not_import_the_benchmarks_at_import():
     for path in sorted((ROOT / "jaxplain" / "app").glob("cli*.py")):
         top = [n for n in ast.parse(path.read_text()).body
