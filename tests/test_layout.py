@@ -20,7 +20,6 @@ PENDING = {  # over the limits today, being split; the tests fail when one is fi
     "jaxplain/app/demo.py:run", "jaxplain/app/demo_methods.py:method_specs",
     "jaxplain/_core/validate.py", "jaxplain/perturbation/engine.py",
     "jaxplain/perturbation/kernelshap.py", "jaxplain/perturbation/shapley.py:_sampling",
-    "jaxplain/pipeline/dataset.py",
 }
 
 
