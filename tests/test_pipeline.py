@@ -531,12 +531,12 @@ def test_ctrl_c_says_what_is_saved_and_the_same_call_resumes(setup, tmp_path, ca
     out = tmp_path / "run"
 
     def data(stop):
-        for i in range(0, 15, 5):
-            if i == 10 and stop:
+        for i in range(0, 24, 8):
+            if i == 16 and stop:
                 raise KeyboardInterrupt  # Ctrl-C while the loader reads the third batch
-            yield x[i : i + 5]
+            yield x[i : i + 8]
 
-    args = dict(out=out, batch_size=5, target=0, progress=False)
+    args = dict(out=out, batch_size=8, target=0, progress=False)  # the shape of the tests above
     with pytest.raises(KeyboardInterrupt) as info:
         jx.explain_to_shards(jx.saliency, model, data(True), **args)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -550,8 +550,8 @@ def test_ctrl_c_says_what_is_saved_and_the_same_call_resumes(setup, tmp_path, ca
     with pytest.raises(ValueError, match="not complete"):
         jx.load_results(out)
     again = jx.explain_to_shards(jx.saliency, model, data(False), **args)
-    assert (again.n_skipped, again.n_computed, again.n_examples) == (2, 1, 15)
-    ref = jx.saliency(model, x[:15], target=0).values
+    assert (again.n_skipped, again.n_computed, again.n_examples) == (2, 1, 24)
+    ref = jx.saliency(model, x[:24], target=0).values
     np.testing.assert_allclose(jx.load_results(out).values, ref, rtol=1e-6, atol=1e-8)
 
 
