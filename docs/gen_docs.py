@@ -104,7 +104,8 @@ PAGES = [
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),
     ("pipeline", "Pipeline", "Explaining whole datasets: streaming, shards, resume, devices.",
-     (), ("explain_dataset", "load_results", "RunSummary", "enable_compilation_cache")),
+     (), ("explain_dataset", "explain_to_shards", "load_results", "RunSummary",
+          "enable_compilation_cache")),
     ("visualize", "Visualize", "`jaxplain.visualize`: plots (matplotlib) and the NumPy "
      "adapter behind them.", (), ("visualize",)),
     ("models-and-types", "Models and types",

@@ -71,6 +71,7 @@ from . import visualize as visualize
 from .pipeline.dataset import RunSummary as RunSummary
 from .pipeline.dataset import enable_compilation_cache as enable_compilation_cache
 from .pipeline.dataset import explain_dataset as explain_dataset
+from .pipeline.dataset import explain_to_shards as explain_to_shards
 from .pipeline.dataset import load_results as load_results
 
 # --- every registered method and metric -------------------------------------------------------------
@@ -90,6 +91,7 @@ _LISTED = [
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
-    "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "load_results",
+    "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "explain_to_shards",
+    "load_results",
 ]
 __all__ = _LISTED + sorted(_REGISTRY)

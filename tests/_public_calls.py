@@ -78,6 +78,7 @@ CHEAP = {  # small settings so that calls which do run stay fast
 
 SKIP_FUNCTIONS = {  # not functions of user data, or tested elsewhere
     "explain_dataset",
+    "explain_to_shards",
     "load_results",
     "enable_compilation_cache",
     "to_numpy",

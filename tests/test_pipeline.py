@@ -1,4 +1,5 @@
-"""explain_dataset: re-chunking, compile once, keys, resumable shards, kill-and-resume, cache."""
+"""explain_dataset and explain_to_shards: re-chunking, compile once, keys, resumable shards,
+kill-and-resume, Ctrl-C, progress after a resume, cache."""
 
 import json
 import logging
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 import warnings
 
 import jax
@@ -304,7 +306,7 @@ def test_nan_policy(setup):
         (dict(batch_size=4, nan_policy="skip"), ValueError, "nan_policy"),
         (dict(batch_size=4, prefetch=0), ValueError, "prefetch"),
         (dict(batch_size=4, keys="x"), TypeError, "keys"),
-        (dict(batch_size=4, out=3), TypeError, "out"),
+        (dict(batch_size=4, out="results"), TypeError, "out: .*explain_to_shards"),
         (dict(batch_size=4, devices="cpu"), TypeError, "devices"),
         (dict(batch_size=4, devices=[]), TypeError, "devices"),
         (dict(batch_size=4, mesh="m"), TypeError, "mesh"),
@@ -414,8 +416,8 @@ def test_out_writes_shards_resumes_and_loads(setup, tmp_path):
         return jx.saliency(model, x, **kw)
 
     out = tmp_path / "run"
-    summary = jx.explain_dataset(
-        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    summary = jx.explain_to_shards(
+        counted, model, x, out=out, batch_size=8, target="predicted", progress=False
     )
     assert isinstance(summary, jx.RunSummary)
     assert (summary.n_examples, summary.n_batches, summary.n_computed, summary.n_skipped) == (
@@ -432,14 +434,14 @@ def test_out_writes_shards_resumes_and_loads(setup, tmp_path):
     np.testing.assert_allclose(loaded.values, ref.values, rtol=1e-6, atol=1e-8)
     assert loaded.n_evals.shape == (29,)
     n_traced = len(calls)
-    again = jx.explain_dataset(
-        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    again = jx.explain_to_shards(
+        counted, model, x, out=out, batch_size=8, target="predicted", progress=False
     )
     assert (again.n_computed, again.n_skipped) == (0, 4) and len(calls) == n_traced
     # a lost shard is recomputed, the others are skipped
     os.remove(out / "shard_000002.npz")
-    again = jx.explain_dataset(
-        counted, model, x, batch_size=8, target="predicted", out=out, progress=False
+    again = jx.explain_to_shards(
+        counted, model, x, out=out, batch_size=8, target="predicted", progress=False
     )
     assert (again.n_computed, again.n_skipped) == (1, 3)
     np.testing.assert_array_equal(jx.load_results(out).values, loaded.values)
@@ -448,30 +450,32 @@ def test_out_writes_shards_resumes_and_loads(setup, tmp_path):
 def test_out_rejects_other_runs_and_changed_data(setup, tmp_path):
     model, x = setup
     out = tmp_path / "run"
-    jx.explain_dataset(jx.saliency, model, x, batch_size=8, target=0, out=out, progress=False)
+    jx.explain_to_shards(jx.saliency, model, x, out=out, batch_size=8, target=0, progress=False)
     for kw in (dict(target=1), dict(batch_size=9), dict(absolute=True)):
         args = dict(batch_size=8, target=0, out=out, progress=False)
         args.update(kw)
         with pytest.raises(ValueError, match="out: .*other arguments"):
-            jx.explain_dataset(jx.saliency, model, x, **args)
+            jx.explain_to_shards(jx.saliency, model, x, **args)
     other_weights = jax.tree.map(lambda a: a + 1.0, model)
     with pytest.raises(ValueError, match="out: .*other arguments"):
-        jx.explain_dataset(
-            jx.saliency, other_weights, x, batch_size=8, target=0, out=out, progress=False
+        jx.explain_to_shards(
+            jx.saliency, other_weights, x, out=out, batch_size=8, target=0, progress=False
         )
     with pytest.raises(ValueError, match="batches: batch 0 differs"):
-        jx.explain_dataset(
-            jx.saliency, model, x[::-1], batch_size=8, target=0, out=out, progress=False
+        jx.explain_to_shards(
+            jx.saliency, model, x[::-1], out=out, batch_size=8, target=0, progress=False
         )
     with pytest.raises(ValueError, match="beyond"):
-        jx.explain_dataset(
-            jx.saliency, model, x[:16], batch_size=8, target=0, out=out, progress=False
+        jx.explain_to_shards(
+            jx.saliency, model, x[:16], out=out, batch_size=8, target=0, progress=False
         )
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "shard_000000.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="no manifest"):
-        jx.explain_dataset(jx.saliency, model, x, batch_size=8, target=0, out=stray, progress=False)
+        jx.explain_to_shards(
+            jx.saliency, model, x, out=stray, batch_size=8, target=0, progress=False
+        )
 
 
 def test_load_results_partial_and_errors(setup, tmp_path):
@@ -489,6 +493,107 @@ def test_load_results_partial_and_errors(setup, tmp_path):
         jx.load_results(out)
     part = jx.load_results(out, allow_partial=True)  # the leading consecutive shards only
     assert part.values.shape == (8, 8, 8, 3)
+
+
+def test_both_functions_take_the_settings_of_one_run_config():
+    import dataclasses
+    import inspect
+
+    from jaxplain.pipeline.config import RunConfig
+
+    stream = inspect.signature(jx.explain_dataset).parameters
+    shards = dict(inspect.signature(jx.explain_to_shards).parameters)
+    assert shards.pop("out").default is inspect.Parameter.empty  # required
+    assert [(p.name, p.default) for p in stream.values()] == [
+        (p.name, p.default) for p in shards.values()
+    ]
+    settings = {f.name for f in dataclasses.fields(RunConfig)} | {"devices"}
+    keyword_only = {n for n, p in stream.items() if p.kind is p.KEYWORD_ONLY}
+    assert keyword_only == settings
+    config = RunConfig(batch_size=5, keys=["a", "b"])
+    assert (config.keys, config.rows, config.mesh) == (("a", "b"), 5, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.batch_size = 6
+
+
+def test_explain_to_shards_needs_a_folder(setup, tmp_path):
+    model, x = setup
+    for out in (3, None):
+        with pytest.raises(TypeError, match="out: expected a folder path"):
+            jx.explain_to_shards(jx.saliency, model, x, out=out, batch_size=4, target=0)
+    with pytest.raises(ValueError, match="batch_size"):  # the settings shared with explain_dataset
+        jx.explain_to_shards(jx.saliency, model, x, out=tmp_path / "r", batch_size=0, target=0)
+    assert not (tmp_path / "r").exists()  # checked before the folder is made
+
+
+def test_ctrl_c_says_what_is_saved_and_the_same_call_resumes(setup, tmp_path, capsys):
+    model, x = setup
+    out = tmp_path / "run"
+
+    def data(stop):
+        for i in range(0, 24, 8):
+            if i == 16 and stop:
+                raise KeyboardInterrupt  # Ctrl-C while the loader reads the third batch
+            yield x[i : i + 8]
+
+    args = dict(out=out, batch_size=8, target=0, progress=False)  # the shape of the tests above
+    with pytest.raises(KeyboardInterrupt) as info:
+        jx.explain_to_shards(jx.saliency, model, data(True), **args)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # one line, the batch already running is saved too
+    assert "interrupted: 2 batches are saved in" in lines[0] and str(out) in lines[0]
+    assert "Run the same call again to resume" in lines[0]
+    assert sorted(os.listdir(out)) == ["manifest.json", "shard_000000.npz", "shard_000001.npz"]
+    frames = [f for f in traceback.extract_tb(info.tb) if "jaxplain" in f.filename]
+    assert [f.name for f in frames] == ["explain_to_shards"]  # not the pipeline's inner frames
+    assert info.value.__suppress_context__
+    with pytest.raises(ValueError, match="not complete"):
+        jx.load_results(out)
+    again = jx.explain_to_shards(jx.saliency, model, data(False), **args)
+    assert (again.n_skipped, again.n_computed, again.n_examples) == (2, 1, 24)
+    ref = jx.saliency(model, x[:24], target=0).values
+    np.testing.assert_allclose(jx.load_results(out).values, ref, rtol=1e-6, atol=1e-8)
+
+
+@pytest.fixture
+def progress_bars(monkeypatch):
+    """The `Progress` objects the pipeline makes, with the count each started at."""
+    from jaxplain.pipeline import progress as P, run as R
+
+    made = []
+
+    class Recorded(P.Progress):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.started_at = self.initial
+            made.append(self)
+
+    monkeypatch.setattr(R, "Progress", Recorded)
+    return made
+
+
+def test_resumed_progress_starts_at_the_saved_count_and_rates_computed_work(
+    setup, tmp_path, capsys, progress_bars
+):
+    model, x = setup  # 29 examples: batches of 8, 8, 8 and 5
+    out = tmp_path / "run"
+    args = dict(out=out, batch_size=8, target=0)
+    jx.explain_to_shards(jx.saliency, model, x, progress=False, **args)
+    os.remove(out / "shard_000001.npz")
+    capsys.readouterr()
+    summary = jx.explain_to_shards(jx.saliency, model, x, progress=True, **args)
+    p = progress_bars[-1]
+    assert (p.started_at, p.n_computed, p.n) == (8 + 8 + 5, 8, 29)
+    err = capsys.readouterr().err
+    assert "| 21/29" in err and "| 0/29" not in err and "29/29" in err  # no jump from 0
+    # images/second: the 8 computed examples over the time spent computing, not 29 / wall time
+    assert summary.images_per_second == pytest.approx(8 / p.seconds)
+    assert p.seconds <= summary.seconds and p.bar.format_dict["rate"] == p.rate
+    # a stream of unknown length: saved batches are counted as full until the last one shows
+    os.remove(out / "shard_000001.npz")
+    jx.explain_to_shards(jx.saliency, model, ragged(x, [10]), progress=False, **args)
+    p = progress_bars[-1]
+    assert (p.started_at, p.initial, p.n_computed, p.n) == (24, 21, 8, 29)
 
 
 KILL_DEFS = textwrap.dedent("""
@@ -509,8 +614,8 @@ KILL_DEFS = textwrap.dedent("""
                 time.sleep(delay)
                 yield x[i:i + 5] * (1 + 0.1 * np.sin(i))
 
-        jx.explain_dataset(noisy_saliency, model, slow(), batch_size=5, target="predicted",
-                           key=jax.random.key(3), out=out, progress=False)
+        jx.explain_to_shards(noisy_saliency, model, slow(), out=out, batch_size=5,
+                             target="predicted", key=jax.random.key(3), progress=False)
 """)
 KILL_SCRIPT = KILL_DEFS + 'run(sys.argv[1], float(sys.argv[2]))\nprint("done")\n'
 

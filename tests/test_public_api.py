@@ -24,6 +24,7 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "enable_compilation_cache",
     "evaluate",
     "explain_dataset",
+    "explain_to_shards",
     "feature_maps",
     "feature_visualization",
     "filters",

@@ -71,7 +71,9 @@ SCRIPT = textwrap.dedent("""
 
     # the sharded program really splits the batch: each device sees 8 / 4 = 2 rows
     from jaxplain.pipeline import stream as _stream
-    runner = _stream.runner(jx.saliency, {}, mesh, None, False, True, 8)
+    from jaxplain.pipeline.config import RunConfig
+    runner = _stream.runner(jx.saliency, {}, RunConfig(batch_size=8, mesh=mesh), stochastic=False,
+                            has_target=True)
     xs = jax.device_put(x[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
     ys = jax.device_put(y[:8], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
     hlo = runner.lower(jax.device_put(model), xs, ys, None, np.int32(0)).compile().as_text()
@@ -80,8 +82,8 @@ SCRIPT = textwrap.dedent("""
     # resumable output with a mesh
     import tempfile
     d = tempfile.mkdtemp()
-    s = jx.explain_dataset(jx.saliency, model, x, batch_size=6, target=y, mesh=mesh, out=d,
-                           progress=False)
+    s = jx.explain_to_shards(jx.saliency, model, x, out=d, batch_size=6, target=y, mesh=mesh,
+                             progress=False)
     out["out_mesh"] = bool(np.allclose(jx.load_results(d).values,
                                        jx.saliency(model, x, target=y).values, atol=1e-6))
     print("RESULT " + json.dumps(out))

@@ -193,14 +193,14 @@ def read_manifest(path: str, missing_ok: bool = False) -> dict | None:
         if missing_ok:
             return None
         raise FileNotFoundError(
-            f"path: no {MANIFEST} in {path!r}; expected a folder written by explain_dataset"
+            f"path: no {MANIFEST} in {path!r}; expected a folder written by explain_to_shards"
         )
     with open(file) as f:
         return json.load(f)
 
 
 def load_results(path: str | os.PathLike, *, allow_partial: bool = False) -> Explanation:
-    """Concatenates the shards written by `explain_dataset(..., out=path)` in order.
+    """Concatenates the shards written by `explain_to_shards(..., out=path)` in order.
 
     Args:
       path: the results folder.
@@ -233,7 +233,7 @@ def load_results(path: str | os.PathLike, *, allow_partial: bool = False) -> Exp
     else:
         raise ValueError(
             f"path: the run in {path!r} is not complete ({len(found)} shards so far); rerun "
-            f"explain_dataset with the same arguments to finish it, or pass allow_partial=True"
+            f"explain_to_shards with the same arguments to finish it, or pass allow_partial=True"
         )
     parts: dict[str, list[np.ndarray]] = {}
     fixed: dict[str, np.ndarray] = {}

@@ -1,4 +1,4 @@
-"""Streaming helpers of `explain_dataset`: the jitted runner, the loader thread, re-chunking.
+"""Streaming helpers of the pipeline: the jitted runner, the loader thread, re-chunking.
 
 The runner is one `jax.jit` per (method, configuration, device layout), cached
 across calls, so a dataset (and the next dataset with the same shapes) compiles once.
@@ -12,11 +12,11 @@ import hashlib
 import inspect
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from .._compile import jit
 from .._core import registry
@@ -24,6 +24,9 @@ from . import shards as _shards
 from .._core import validate as V
 from .._core import batching
 from .._core.types import Explanation
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 def resolve_method(method: Any) -> Callable:
@@ -45,43 +48,6 @@ def method_name(method: Callable) -> str:
 
 def is_array(a: Any) -> bool:
     return isinstance(a, (np.ndarray, jax.Array)) or hasattr(a, "__array__")
-
-
-def mesh_from(mesh: Any, devices: Any) -> Mesh | None:
-    if mesh is not None and devices is not None:
-        raise ValueError("mesh, devices: expected at most one of them, got both")
-    if devices is not None:
-        if isinstance(devices, jax.Device):
-            devices = [devices]
-        try:
-            devs = list(devices)
-        except TypeError:
-            V.fail("devices", "a list of jax devices", type(devices).__name__, TypeError)
-        if not devs or not all(isinstance(d, jax.Device) for d in devs):
-            V.fail(
-                "devices",
-                "a non-empty list of jax devices (e.g. jax.devices())",
-                repr(devices)[:80],
-                TypeError,
-            )
-        if len(set(devs)) != len(devs):
-            V.fail("devices", "distinct devices", repr(devs))
-        mesh = Mesh(np.array(devs), ("batch",))
-    if mesh is None:
-        return None
-    if not isinstance(mesh, Mesh):
-        V.fail("mesh", "a jax.sharding.Mesh", type(mesh).__name__, TypeError)
-    if "batch" not in mesh.axis_names:
-        V.fail("mesh", "a mesh with an axis named 'batch'", f"axes {mesh.axis_names}")
-    local = set(jax.local_devices())
-    if any(d not in local for d in mesh.devices.flat):
-        V.fail(
-            "mesh",
-            "devices of this process only (run one explain_dataset per host; see the "
-            "jaxplain.pipeline docstring)",
-            "a mesh spanning other processes",
-        )
-    return mesh
 
 
 # ---- the jitted runner --------------------------------------------------------------------
@@ -114,8 +80,13 @@ def _as_explanation(result: Any) -> Explanation:
     )
 
 
-def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
+def runner(
+    method: Callable, kwargs: dict, config: RunConfig, *, stochastic: bool, has_target: bool
+):
     """One jitted function per (method, config, layout), cached across calls.
+
+    `kwargs` are the method's keywords (without key and target); the layout (mesh,
+    device batch rows) and the method's chunk size come from `config`.
 
     Deterministic methods run on the (local) batch as given. Stochastic methods run
     one vmapped lane per example, keyed by `fold_in(key, global example index)`,
@@ -124,6 +95,7 @@ def runner(method, kwargs, mesh, eval_batch_size, stochastic, has_target, rows):
     With a mesh, the body runs under `shard_map`: each device explains its own
     rows, with no communication.
     """
+    mesh, eval_batch_size, rows = config.mesh, config.eval_batch_size, config.rows
     h = hashlib.blake2b(digest_size=16)
     _shards.describe(kwargs, h)
     cache_key = (method, mesh, h.hexdigest(), eval_batch_size, stochastic, has_target, rows)
