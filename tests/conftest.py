@@ -35,3 +35,23 @@ def _config_is_per_test():
     yield
     jx.config._values.clear()
     jx.config._values.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_leak(request):
+    """JAX's persistent compilation cache is process-wide: a test that turns it on
+    (`jx.enable_compilation_cache`, the demo) must not leave every later compile of the
+    worker reading and writing a temporary folder."""
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs,
+              jax.config.jax_persistent_cache_min_entry_size_bytes)
+    yield
+    if jax.config.jax_compilation_cache_dir != before[0]:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", before[2])
+        compilation_cache.reset_cache()
+        if os.environ.get("JAXPLAIN_TEST_REPORT_CACHE"):
+            print(f"\nPERSISTENT CACHE turned on by {request.node.nodeid}")
