@@ -18,8 +18,6 @@ PENDING = {  # over the limits today, being split; the tests fail when one is fi
     "examples/digits_cnn.py:main", "examples/natural_images.py:main",
     "examples/tabular_surrogate.py:main",
     "jaxplain/app/demo.py:run", "jaxplain/app/demo_methods.py:method_specs",
-    "jaxplain/_core/validate.py", "jaxplain/perturbation/engine.py",
-    "jaxplain/perturbation/kernelshap.py", "jaxplain/perturbation/shapley.py:_sampling",
     "jaxplain/pipeline/dataset.py",
 }
 
