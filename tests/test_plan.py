@@ -117,6 +117,18 @@ def test_flops_of_a_linear_model_grow_with_its_size():
     assert large.flops >= 4 * small.flops > 0
 
 
+def test_flops_of_a_one_chunk_call_are_the_calls_own():
+    """A call of one chunk: the plan's FLOPs are XLA's count for the call's own program
+    (one forward and backward pass of the CNN dominate either way)."""
+    model, x = env()["model"], env()["x"]
+    p = jx.plan("saliency", model, x, target=1)
+    assert (p.chunks, p.chunk_size) == (1, x.shape[0])
+    call = jax.jit(lambda m, z: jx.saliency(m, z, target=1).values)
+    direct = call.lower(model, x).compile().cost_analysis()
+    direct = direct[0] if isinstance(direct, (list, tuple)) else direct
+    np.testing.assert_allclose(p.flops, direct["flops"], rtol=0.1)
+
+
 # ---- the same call, the same checks --------------------------------------------------------
 
 

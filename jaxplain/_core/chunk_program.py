@@ -31,10 +31,15 @@ from jax.extend import core as jex_core
 from .. import _compile
 from . import batching
 
-CALIBRATION_S = 0.1
-"""After the warm-up run, a chunk is run again (at least once, at most `MAX_RUNS`
-times) until its timed runs add up to this many seconds; the median is kept."""
-MAX_RUNS = 5
+CALIBRATION_S = 0.2
+"""The calibration runs the chunk in a loop of 1 and of `1 + m` iterations, `m` (at
+most `MAX_EXTRA`) chosen so that the `m` extra chunks take about `CALIBRATION_S / 2`,
+and repeats the pair (at most `MAX_PAIRS` times) while the pairs took less than
+`CALIBRATION_S`, or less than `SECOND_PAIR_S` each when there is one pair so far: a
+single difference of two timings is noisy on a busy machine."""
+MAX_EXTRA = 8
+MAX_PAIRS = 3
+SECOND_PAIR_S = 0.5
 
 
 class Marked(NamedTuple):
@@ -149,11 +154,12 @@ class Chunk:
 
     Attributes:
       peak_bytes: arguments + outputs + temporaries - aliased, from `memory_analysis()`.
-      flops: the program's, from `cost_analysis()`.
+      flops: one chunk of each part, from the program's `cost_analysis()`.
       shares: per part, its share of the program's FLOPs (XLA's cost model of each part
         lowered alone, not compiled); the parts' times are apportioned by it.
       compile_seconds: lowering and compiling the program.
-      seconds: the median of its timed runs.
+      seconds: one chunk of each part, run inside a loop as a call's chunks are.
+      fixed_seconds: what a call of one chunk costs beyond it (dispatch, allocation).
     """
 
     peak_bytes: int | None = None
@@ -161,13 +167,14 @@ class Chunk:
     shares: tuple[float, ...] = ()
     compile_seconds: float = 0.0
     seconds: float = 0.0
+    fixed_seconds: float = 0.0
 
 
 def compile_and_run(parts: list[tuple[Any, list]]) -> Chunk:
     """Compiles the programs `parts`, each `(ClosedJaxpr, sources)` with per operand a
-    value or None (zeros), as one program running each once, and times it. Constants
-    become arguments (not baked in), and one value feeding several parts (the weights)
-    is one argument."""
+    value or None (zeros), as one program that runs all of them `k` times in a loop
+    (`k` an argument: one compile), and times it (`_time`). Constants become arguments
+    (not baked in), and one value feeding several parts (the weights) is one argument."""
     fns, specs, values, index = [], [], [], {}
     for closed, sources in parts:
         fn, part_specs, part_values = _part(closed, sources)
@@ -184,17 +191,34 @@ def compile_and_run(parts: list[tuple[Any, list]]) -> Chunk:
                 slots.append(index[key])
         fns.append((fn, slots))
 
-    def program(*operands):
-        return [fn(*[operands[i] for i in slots]) for fn, slots in fns]
+    def program(k, *operands):
+        def once(i):  # one chunk of each part, one part after another
+            # barriers tie each part's operands to the loop index and to the part before:
+            # XLA can neither hoist a chunk out of the loop nor run two parts at once (a
+            # call runs its loops one after another); barriers themselves cost nothing
+            outs, after = [], i
+            for fn, slots in fns:
+                _, ops = jax.lax.optimization_barrier((after, [operands[j] for j in slots]))
+                outs.append(fn(*ops))
+                after = outs[-1]
+            return outs
+
+        # the first chunk outside the loop, as a call's first program runs it (its memory
+        # is the program's); `k - 1` more inside, as a call's chunk loop runs them
+        return jax.lax.fori_loop(1, k, lambda i, _: once(i), once(0))
 
     opts = _compile.compiler_options(_compile.default_platform())
     t0 = time.perf_counter()
+    k = jax.ShapeDtypeStruct((), jnp.int32)
     compiled = (jax.jit(program, compiler_options=opts) if opts else jax.jit(program)) \
-        .lower(*specs).compile()
+        .lower(k, *specs).compile()
     out = Chunk(compile_seconds=time.perf_counter() - t0)
     out.peak_bytes, out.flops = _peak(compiled), _flops(compiled)
+    if out.flops is not None:  # XLA counts a while loop's body once: the parts appear twice
+        out.flops /= 2
     out.shares = _shares(fns, specs)
-    out.seconds = _time(compiled, [jax.device_put(_operand(v, s)) for s, v in zip(specs, values)])
+    operands = [jax.device_put(_operand(v, s)) for s, v in zip(specs, values)]
+    out.seconds, out.fixed_seconds = _time(compiled, operands)
     return out
 
 
@@ -244,14 +268,33 @@ def _operand(value: Any, spec: jax.ShapeDtypeStruct) -> Any:
     return np.asarray(value).astype(spec.dtype)
 
 
-def _time(compiled: Any, operands: list) -> float:
-    jax.block_until_ready(compiled(*operands))  # warm-up: first-run allocations
-    times: list[float] = []
-    while not times or (sum(times) < CALIBRATION_S and len(times) < MAX_RUNS):
+def _time(compiled: Any, operands: list) -> tuple[float, float]:
+    """`(seconds per chunk, fixed seconds per call)` of a program looping over `k` chunks:
+    the difference of a loop of `1 + m` and of 1 chunk, and what one chunk's call costs
+    beyond its chunk (dispatch, allocation). Medians over the pairs."""
+    def run(k: int) -> float:
         t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*operands))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        jax.block_until_ready(compiled(np.int32(k), *operands))
+        return time.perf_counter() - t0
+
+    run(1)  # warm-up: first-run allocations
+    first = run(1)
+    extra = int(min(MAX_EXTRA, max(1, CALIBRATION_S / 2 // max(first, 1e-9))))
+    ones, per, spent, pair = [first], [], 0.0, 0.0
+    while not per or (len(per) < MAX_PAIRS and (spent < CALIBRATION_S or
+                                                (len(per) == 1 and pair < SECOND_PAIR_S))):
+        more = run(1 + extra)
+        one = run(1) if per else first
+        if per:
+            ones.append(one)
+        per.append((more - one) / extra)
+        pair = more + one
+        spent += pair
+    chunk = statistics.median(per)
+    single = statistics.median(ones)
+    if chunk <= 0:  # noise larger than a chunk: the whole call of one chunk
+        return single, 0.0
+    return chunk, max(single - chunk, 0.0)
 
 
 def _peak(compiled: Any) -> int | None:

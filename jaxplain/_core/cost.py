@@ -12,16 +12,19 @@ predicted time. It runs nothing of the call but one chunk:
    nested `jit`, so the traced program shows each chunk with the shapes it really has
    and how many times it runs (`chunk_program.marked_calls`).
 3. The innermost marked bodies (the chunks that evaluate the model) are compiled
-   together as one program that runs one chunk of each loop; a call without chunk
-   loops is its own single chunk. Its `memory_analysis()` is the peak memory (chunks
-   run one after another, so it is the call's), its `cost_analysis()` the FLOPs.
-   It runs on the device once to warm up and again to be timed
-   (`chunk_program.compile_and_run`); each loop's chunk gets its share of the time
-   by its share of the FLOPs.
-4. `seconds` is each loop's chunk time times its chunks, summed. Model evaluations
-   no chunk covers (a forward pass on all of `x` to resolve `target="predicted"`)
-   count at the main chunk's time per evaluation; FLOPs likewise. Work that is in
-   no chunk (a final least-squares solve, sorting) is not counted.
+   together as one program that runs one chunk of each loop, `k` times in a loop
+   (`k` an argument); a call without chunk loops is its own single chunk. Its
+   `memory_analysis()` is the peak memory (chunks run one after another, so it is
+   the call's), its `cost_analysis()` the FLOPs. It runs once to warm up, then with
+   `k = 1` and `k = 1 + m`: the difference is the time of a chunk inside a loop, as
+   the call runs them, and the rest of `k = 1` is the fixed cost of a call
+   (`chunk_program.compile_and_run`). Each loop's chunk gets its share of the chunk
+   time by its share of the FLOPs.
+4. `seconds` is the fixed cost plus each loop's chunk time times its chunks. Model
+   evaluations no chunk covers (a forward pass on all of `x` to resolve
+   `target="predicted"`) count at the main chunk's time per evaluation; FLOPs
+   likewise. Work that is in no chunk (a final least-squares solve, sorting) is not
+   counted.
 
 The evaluation count is the registry's (`registry.Entry.evals`), the number the
 result's `n_evals` reports: exact, or an upper bound for methods that stop early.
@@ -70,8 +73,11 @@ class Plan:
         count, plus the evaluations outside the chunks at the main chunk's rate.
       seconds: predicted time of a warm call (compile excluded): each loop's
         measured chunk time times its chunks, plus the evaluations outside the chunks
-        at the main chunk's time per evaluation.
-      chunk_seconds: measured time of one chunk of the main loop on the device.
+        at the main chunk's time per evaluation, plus `overhead_seconds`.
+      chunk_seconds: measured time of one chunk of the main loop on the device (run
+        inside a loop, as the call runs its chunks).
+      overhead_seconds: measured fixed cost of a call beyond its chunks (dispatch,
+        buffer allocation).
       compile_seconds: the time `plan` took to compile its chunks (the call compiles
         more: its whole program).
       platform: the platform the chunk ran on ("cpu", "gpu", "tpu").
@@ -93,6 +99,7 @@ class Plan:
     flops: float | None
     seconds: float | None
     chunk_seconds: float | None
+    overhead_seconds: float | None
     compile_seconds: float
     platform: str
 
@@ -170,8 +177,8 @@ def _plan(entry: registry.Entry, examples: int | None, evals: int | None, run: A
     weights = [r + (outside if i == main else 0) for i, r in enumerate(runs)]
     return Plan(entry.name, examples, evals, entry.evals_bound, runs[main], size, run.peak_bytes,
                 None if flops is None else sum(w * f for w, f in zip(weights, flops)),
-                sum(w * t for w, t in zip(weights, seconds)), seconds[main],
-                run.compile_seconds, platform)
+                run.fixed_seconds + sum(w * t for w, t in zip(weights, seconds)), seconds[main],
+                run.fixed_seconds, run.compile_seconds, platform)
 
 
 def _entry(method: Any) -> registry.Entry:
