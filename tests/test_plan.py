@@ -163,6 +163,8 @@ def test_unknown_method_and_keywords_are_named():
         jx.plan("lime", LINEAR, x, target=0, key=jax.random.key(0))
     with pytest.raises(TypeError, match="method: expected a registered method"):
         jx.plan(lambda m, x: x, LINEAR, x)
+    with pytest.raises(TypeError, match="plan: expected a call outside jax.jit"):
+        jax.jit(lambda z: jx.plan("saliency", LINEAR, z, target=0).evals)(x)
 
 
 @pytest.mark.parametrize("kwargs", [dict(steps=0), dict(rule="simpson"), dict(batch_size=0),

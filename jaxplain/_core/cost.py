@@ -41,7 +41,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from .._compile import mark_requests
+from .._compile import eager, mark_requests
 from . import batching, registry, values
 from .chunk_program import Marked, compile_and_run, marked_calls
 from .chunks import device_batch_size
@@ -141,6 +141,9 @@ def plan(method: str | Callable, *args: Any, **config: Any) -> Plan:
       TypeError: a keyword the method does not take, a missing required argument, or
         an argument of the wrong type (the method's own check).
     """
+    if not eager():
+        raise TypeError("plan: expected a call outside jax.jit, vmap and grad (it compiles "
+                        "and runs one chunk on the device)")
     entry = _entry(method)
     bound = _bind(entry, args, config)
     x = bound.arguments.get("x")
@@ -223,7 +226,8 @@ def _device_of(x: Any) -> Any:
 
 def _chunk_default(entry: registry.Entry, bound: inspect.BoundArguments, x: Any) -> None:
     """The public call's default chunk size on accelerators (`chunks.device_batch_size`),
-    which a traced call does not pick itself: set into `bound` when it applies."""
+    which a traced call does not pick itself: set into `bound` when it applies. (There,
+    as in the call, it compiles the model's memory probe once per architecture.)"""
     params = entry.signature.parameters
     if "batch_size" not in params or bound.arguments.get("batch_size") is not None:
         return
