@@ -103,6 +103,9 @@ PAGES = [
     ("metrics", "Metrics", "Evaluating explanations: faithfulness, robustness, "
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),
+    ("cost", "Cost", "What a call will cost before it runs: model evaluations, chunks, peak "
+     "memory, FLOPs and time, from one chunk compiled and timed on your device.",
+     (), ("plan", "Plan")),
     ("pipeline", "Pipeline", "Explaining whole datasets: streaming, shards, resume, devices.",
      (), ("explain_dataset", "explain_to_shards", "load_results", "RunSummary",
           "enable_compilation_cache")),

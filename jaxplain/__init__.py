@@ -26,6 +26,8 @@ from ._core.models import from_nnx as from_nnx
 from ._core.targets import Target as Target
 from ._core.targets import as_target as as_target
 from . import testing as testing
+from ._core.cost import Plan as Plan
+from ._core.cost import plan as plan
 
 # --- features -------------------------------------------------------------------------------
 from ._core.features import apply_coalitions as apply_coalitions
@@ -83,7 +85,7 @@ __version__ = "0.1.0"
 
 _LISTED = [
     "config", "Explanation", "to_numpy", "Model", "as_model", "from_callable", "from_linen",
-    "from_nnx", "Target", "as_target", "testing",
+    "from_nnx", "Target", "as_target", "testing", "Plan", "plan",
     "apply_coalitions", "gaussian_blur", "grid_segments", "pixel_segments", "resolve_baseline",
     "superpixels", "to_pixels",
     "relevance", "with_relu_rule", "neurons", "FeatureVisualization", "feature_maps",

@@ -111,6 +111,13 @@ def rows() -> dict[str, Row]:
 ROWS = rows()
 
 
+@functools.lru_cache(maxsize=None)
+def eager(name: str) -> Any:
+    """The row's eager result with its cheap settings, computed once per test session
+    (the method table and the plan tests share it)."""
+    return ROWS[name].call()
+
+
 def leaves(result: Any) -> list[np.ndarray]:
     """The numeric leaves of any result (Explanation, Curve, arrays, tuples)."""
     return [np.asarray(v) for v in jax.tree.leaves(result)

@@ -731,3 +731,19 @@ def test_layer_agreement_sets_aside_one_image_only_when_other_nodes_agree():
     two_off[0] += 1e-3
     calls.clear()
     assert not C._layer_agreement("m", "peer", two_off, ref, nodes(True))["pass"] and calls == []
+
+
+def test_plan_bench_table_shows_predicted_against_measured():
+    """The plan section's table (no timing: a hand-made row)."""
+    from benchmarks import plan_bench
+
+    row = dict(evals_predicted=832, evals_measured=832, chunks=16, chunk_size=50,
+               peak_mb_predicted=17.0, peak_mb_measured=18.4, memory_ratio=17.0 / 18.4,
+               seconds_predicted=0.5, seconds_predicted_min=0.45, seconds_predicted_max=0.6,
+               seconds_measured=0.52, time_ratio=0.5 / 0.52, gflops=30.4)
+    lines = plan_bench.table({"integrated_gradients": row}).splitlines()
+    assert len(lines) == 3 and lines[0].startswith("| case | evals plan / run")
+    assert lines[2] == ("| integrated_gradients | 832 / 832 | 16 x 50 | 17.00 / 18.40 (0.92) | "
+                        "500.0 / 520.0 ms (0.96) | 450.0-600.0 ms | 30.40 |")
+    assert set(plan_bench.cases(jx.testing.linear_model(jnp.ones((32, 32, 3, 10))), 32)) == {
+        "integrated_gradients", "kernel_shap", "occlusion", "lime"}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from _method_table import ROWS, assert_close, env, leaves
+from _method_table import ROWS, assert_close, eager, env, leaves
 
 NAMES = sorted(ROWS)
 MODEL_METHODS = sorted(n for n in NAMES if "model" in ROWS[n].takes)
@@ -39,7 +39,7 @@ def results():
 
 def _eager(results, name):
     if name not in results:
-        results[name] = ROWS[name].call()
+        results[name] = eager(name)
     return results[name]
 
 

@@ -19,6 +19,8 @@ from .hook import default_platform as default_platform
 from .hook import eager as eager
 from .hook import jit as jit
 from .hook import keep_numpy as keep_numpy
+from .hook import mark_requests as mark_requests
+from .hook import marked as marked
 from .hook import members_side_by_side as members_side_by_side
 from .hook import platform_of as platform_of
 from .hook import pool as pool
@@ -29,6 +31,7 @@ from .hook import tracing as tracing
 from .hook import tuned as tuned
 from .hook import tuned_eqn as tuned_eqn
 from .hook import tuned_rule as tuned_rule
+from .jaxpr import OPAQUE as OPAQUE
 from .switch import CPU_REWRITES_ENV as CPU_REWRITES_ENV
 from .switch import Config as Config
 from .switch import config as config

@@ -12,7 +12,8 @@ decision set as a *trace flag*. Code below reads the flag while it is traced:
   rewrites for jaxpr interpreters (LRP, DeepLIFT);
 - `default_chunk()`, `keep_numpy()`: CPU habits of chunk size and host arrays.
 
-Each combination of flags (rewrites, progress reports) is its own `jax.jit`
+Each combination of flags (rewrites, progress reports, `jaxplain.plan`'s chunk
+marks) is its own `jax.jit`
 object with its own trace cache, so a program traced with one setting is never
 reused for another. Nested calls (one jitted jaxplain function calling another
 while traced) inherit the flags of the program being traced; under a caller's
@@ -39,6 +40,7 @@ class Flags(NamedTuple):
 
     rewrites: bool  # the XLA:CPU rewrites of `cpu.py`
     report: bool  # chunk loops report progress to the host
+    marks: bool = False  # chunk bodies are marked for `jaxplain.plan` (`_core.batching`)
 
 
 _state = threading.local()
@@ -108,6 +110,28 @@ class report_requests:
 
     def __exit__(self, *exc):
         _state.report_requested = self._old
+
+
+def marked() -> bool:
+    """Whether chunk loops traced now mark their bodies (`jaxplain.plan`, `mark_requests`)."""
+    flags = tracing()
+    return flags.marks if flags is not None else _requested_marks()
+
+
+def _requested_marks() -> bool:
+    return getattr(_state, "marks_requested", False)
+
+
+class mark_requests:
+    """Inside this block, `jit` programs trace their variant with marked chunk bodies: a
+    plan's traces never share JAX's trace caches with the programs calls run."""
+
+    def __enter__(self):
+        self._old = _requested_marks()
+        _state.marks_requested = True
+
+    def __exit__(self, *exc):
+        _state.marks_requested = self._old
 
 
 # ---- the rewrites, when active ------------------------------------------------------------
@@ -217,11 +241,11 @@ class _Jit:
             for fn in _BEFORE_DISPATCH:
                 fn()
             platform = platform_of(args, kwargs)
-            flags = Flags(rewrites_for(platform), _requested_report())
+            flags = Flags(rewrites_for(platform), _requested_report(), _requested_marks())
             return self._variant(flags, True, platform)
         flags = tracing()
         if flags is None:  # a caller's own transformation, no jaxplain program around it
-            flags = Flags(active(), False)
+            flags = Flags(active(), False, _requested_marks())
         return self._variant(flags, False, "")
 
     def __call__(self, *args, **kwargs):

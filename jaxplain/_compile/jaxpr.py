@@ -29,6 +29,11 @@ from jax.extend import core as jex_core
 JIT_CALLS = {"jit": "jaxpr", "pjit": "jaxpr"}
 """Call primitives (name -> the parameter holding the inner jaxpr) entered by default."""
 
+OPAQUE = "jaxplain_opaque_"
+"""A `jit` call whose name starts with this is bound as it is, never entered: its body
+was rewritten when it was traced (`jaxplain.plan` marks chunk bodies this way to find
+them in a call's program, `_core.batching.marking`)."""
+
 CALLS = {**JIT_CALLS, "closed_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
          "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr"}
 """Also the custom-derivative calls: entering them replaces their derivative rules."""
@@ -135,7 +140,7 @@ def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule, *,
         outs = rule(Site(eqn, invals, ts, k, frame))
         if outs is None:
             key = calls.get(eqn.primitive.name)
-            if key is not None and key in eqn.params:
+            if key is not None and key in eqn.params and not _opaque(eqn):
                 closed = eqn.params[key]
                 inner = getattr(closed, "jaxpr", closed)
                 skip = len(invals) - len(inner.invars)  # custom_vjp: leading consts
@@ -151,6 +156,11 @@ def interpret(jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: Rule, *,
             if out_tag:
                 frame.tags[v] = out_tag
     return [read(v) for v in jaxpr.outvars]
+
+
+def _opaque(eqn) -> bool:
+    name = eqn.params.get("name")
+    return isinstance(name, str) and name.startswith(OPAQUE)
 
 
 def rewrite(fn: Callable, rule: Rule) -> Callable:

@@ -19,12 +19,13 @@ program: the small benchmark CNN's `kernel_shap` with 1000 samples (7 chunks of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .._compile import default_chunk, tuned
+from .._compile import OPAQUE, default_chunk, marked, tuned
 from . import progress
 
 ACCELERATOR_BATCH_SIZE = 256
@@ -85,7 +86,7 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
             progress.report((size - skip) * report)
         return out
 
-    step = tuned(counted, "loop")
+    step = _marked(tuned(counted, "loop"), Loop(count, size, total, report))
     if count <= MAX_UNROLL:
         carry, ys = init, []
         for i in range(count):
@@ -102,6 +103,48 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
 
     (carry, _), ys = jax.lax.scan(body, (init, jnp.int32(0)), None, length=count)
     return carry, ys, count, size
+
+
+# ---- chunk marks: how `jaxplain.plan` finds a call's chunks in its traced program ---------------
+
+MARK = OPAQUE + "chunk_"
+"""The name prefix of a marked chunk body (a nested `jax.jit` the compile layer's
+rewrites bind as it is, see `_compile.jaxpr.OPAQUE`)."""
+
+
+class Loop(NamedTuple):
+    """One chunk loop as traced: `count` chunks of `size` rows covering `total` rows, each
+    row `report` model evaluations (0: the loop does not count them itself)."""
+
+    count: int
+    size: int
+    total: int
+    report: int
+    out_shapes: tuple = ()
+    """Shapes of the body's outputs as traced (under `vmap` the program's are larger)."""
+
+
+LOOPS: dict[str, Loop] = {}
+"""Every marked chunk body traced in this process, by name. A program JAX has cached
+keeps the marks it was traced with, so a later plan of the same call finds them here."""
+_mark_ids = itertools.count()
+
+
+def _marked(step: Callable, loop: Loop) -> Callable:
+    """`step` itself, or where chunk bodies are marked (`_compile.mark_requests`, the
+    programs `jaxplain.plan` traces) `step` as a nested `jax.jit` named `MARK + <id>`
+    whose `Loop` is recorded in `LOOPS`."""
+    if not marked():
+        return step
+    name = f"{MARK}{next(_mark_ids)}"
+
+    def body(*args):
+        out = step(*args)
+        LOOPS[name] = loop._replace(out_shapes=tuple(jnp.shape(o) for o in jax.tree.leaves(out)))
+        return out
+
+    body.__name__ = body.__qualname__ = name
+    return jax.jit(body)
 
 
 def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: int,

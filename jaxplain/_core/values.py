@@ -135,6 +135,19 @@ def deferred_checks() -> Iterator[None]:
         _local.pending = outer
 
 
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Inside the block, device checks of `jax.Array` values are collected and dropped,
+    never run (`jaxplain.plan` traces a call without running it; host arrays are still
+    checked where they are)."""
+    outer = getattr(_local, "pending", None)
+    _local.pending = []
+    try:
+        yield
+    finally:
+        _local.pending = outer
+
+
 def defer(check: _Check) -> None:
     pending = getattr(_local, "pending", None)
     if pending is None:

@@ -152,8 +152,8 @@ def integrated_gradients(model: Any, x: jax.Array, *, target: Any, baseline: Any
 def _ig(model, x, target, baseline, *, steps, rule, batch_size):
     n = x.shape[0]
     baseline = V.full_baseline(baseline, x)
-    ends = model(jnp.concatenate([x, baseline]))
-    target = target.bind(ends[:n])
+    # f(x) and f(baseline) in chunks too: memory stays bounded by batch_size for any n
+    (f_x, f_b), target = batching.values_at(model, target, [x, baseline], batch_size)
     alphas, weights = (jnp.asarray(v, x.dtype) for v in quadrature(rule, steps))
     delta = x - baseline
 
@@ -163,7 +163,7 @@ def _ig(model, x, target, baseline, *, steps, rule, batch_size):
         return g * bcast(weights[s], x.ndim)
 
     attr = batching.per_example_sum(weighted_grads, n, steps, batch_size) * delta
-    diff = target.select(ends[:n]) - target.select(ends[n:])
+    diff = f_x - f_b
     gap = attr.reshape(n, -1).sum(1) - diff
     return Explanation(attr, gap=gap, n_evals=count(n, steps + 2))
 
