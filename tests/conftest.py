@@ -1,3 +1,4 @@
+import gc
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -55,3 +56,26 @@ def _no_persistent_cache_leak(request):
         compilation_cache.reset_cache()
         if os.environ.get("JAXPLAIN_TEST_REPORT_CACHE"):
             print(f"\nPERSISTENT CACHE turned on by {request.node.nodeid}")
+
+
+def _maps() -> int:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Frees the compiled programs of a test module after it. Every XLA:CPU executable
+    keeps its machine code in memory mappings of its own, and a worker that runs
+    thousands of tests reached Linux's 65,530 mappings per process (vm.max_map_count):
+    the next compile then crashed the worker (a segfault inside XLA's compile)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
+    log = os.environ.get("JAXPLAIN_TEST_MAPS_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {_maps()}\n")

@@ -100,7 +100,7 @@ def test_target_predicted_and_callable(cnn):
     t = jx.as_target(lambda o: o[:, 0] - o[:, 1], model, x)
     np.testing.assert_allclose(t.select(out), out[:, 0] - out[:, 1])
     s, g, bound = targets.value_and_grad(model, jx.as_target("predicted", model, x), x)
-    np.testing.assert_allclose(s, out.max(-1), rtol=1e-6)
+    np.testing.assert_allclose(s, out.max(-1), rtol=1e-5, atol=1e-6)  # another program: round-off
     g_ref = jax.grad(lambda z: jnp.sum(model(z)[jnp.arange(3), out.argmax(-1)]))(x)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-7)
 
