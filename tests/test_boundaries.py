@@ -10,6 +10,7 @@ program is traced but never compiled or run); invalid ones must raise a
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -71,3 +72,16 @@ def test_segment_labels_must_count_from_zero_without_gaps():
     per[-1] = np.where(per[-1] == 1, 2, per[-1])  # the last example alone has a gap
     with pytest.raises(ValueError, match=rf"example {N - 1}"):
         row.call(segments=per)
+
+
+def test_float16_input_says_what_happens():
+    import warnings
+
+    model = jx.testing.linear_model(jnp.ones((4, 3)))
+    x = jnp.ones((2, 4), jnp.float16)
+    with pytest.warns(UserWarning, match="x: float16 input is computed in float16"):
+        jx.saliency(model, x, target=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float32 and bfloat16 stay silent
+        jx.saliency(model, x.astype(jnp.float32), target=0)
+        jx.saliency(model, x.astype(jnp.bfloat16), target=0)

@@ -78,6 +78,10 @@ def check_array(x: Any, name: str = "x", *, min_ndim: int = 2, nan_policy: str =
     if wide == np.float64 and not jax.config.jax_enable_x64:
         warnings.warn(f"{name}: float64 input is computed in float32 (jax_enable_x64 is off); "
                       f"pass float32 to silence this", UserWarning, stacklevel=3)
+    if wide == np.float16:
+        warnings.warn(f"{name}: float16 input is computed in float16 where the model keeps it "
+                      f"(an 11-bit mantissa: sums over many features or steps lose digits); "
+                      f"pass float32 for float32 accuracy", UserWarning, stacklevel=3)
     if wide == np.float64 and not jax.config.jax_enable_x64 and is_concrete(x) and not is_checked(x):
         big = np.abs(np.asarray(x, np.float64))
         if (big[np.isfinite(big)] > np.finfo(np.float32).max).any():
