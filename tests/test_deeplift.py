@@ -36,6 +36,7 @@ def test_first_layer_fast_path_gives_the_plain_convolution_s_values(pool, monkey
     with its matrix-product input gradient; the library convolution gives the same numbers."""
     from jaxplain.gradients import _deeplift_rules as _deeplift, deeplift as gradients
 
+    monkeypatch.setenv("JAXPLAIN_CPU_REWRITES", "1")  # the fast path under test is a CPU rewrite
     m, v, x = _cnn(pool)
     model = jx.from_linen(m, v)
     b = 0.3 * testing.random_images(5, n=3, size=8)
