@@ -12,7 +12,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _flags and os.environ.get(
         "JAXPLAIN_TEST_XLA_OPT", "") != "default":
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0").strip()
+    os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
+                               " --xla_cpu_use_fusion_emitters=false").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -79,3 +80,56 @@ def _free_compiled_programs():
     if log:
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {_maps()}\n")
+
+
+_PROFILE = os.environ.get("JAXPLAIN_TEST_PROFILE")
+if _PROFILE:  # per test: CPU seconds of this process and its children, and compile seconds
+    import json
+    import resource
+    import time
+
+    from jax import monitoring
+
+    _compile = {"n": 0, "s": 0.0}
+
+    def _on_duration(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            _compile["n"] += 1
+            _compile["s"] += duration
+
+    monitoring.register_event_duration_secs_listener(_on_duration)
+
+    def _cpu() -> float:
+        own = time.process_time()
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own + kids.ru_utime + kids.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        c0, n0, s0 = _cpu(), _compile["n"], _compile["s"]
+        yield
+        with open(_PROFILE, "a") as f:
+            f.write(json.dumps({"id": item.nodeid, "cpu": round(_cpu() - c0, 3),
+                                "compiles": _compile["n"] - n0,
+                                "compile_s": round(_compile["s"] - s0, 3)}) + "\n")
+
+
+# `--dist loadfile` hands out test files in collection order, one at a time per free
+# worker. Alphabetical order left the longest files (the examples, the demo) for last,
+# on one worker while the other idled; handing out the longest first (the measured order
+# of a full run) keeps both workers busy until the end.
+LONGEST_FIRST = ("test_examples", "test_method_table", "test_shapley", "test_gradients",
+                 "test_cli", "test_metrics_road", "test_perturbation", "test_docs",
+                 "test_deeplift", "test_metrics", "test_xla", "test_cam", "test_benchmarks",
+                 "test_plan", "test_conductance", "test_lrp", "test_cli_explain",
+                 "test_pipeline", "test_metrics_audit", "test_sharding")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def order(item):
+        stem = item.path.stem if item.path is not None else ""
+        return rank.get(stem, len(rank))
+
+    items.sort(key=order)  # stable: the order inside a file is kept
