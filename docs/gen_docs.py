@@ -136,6 +136,7 @@ MEMBERS = {
         "plot_attributions", "overlay", "plot_segments", "plot_curves", "plot_feature_maps",
         "plot_filters", "plot_feature_visualization", "plot_importance", "plot_benchmark",
         "plot_decision_plane", "plot_counterfactual", "plot_anchor", "plot_ensemble",
+        "plot_tcav",
         "save", "to_numpy", "to_image", "to_gray", "reduce_channels", "normalize",
         "feature_map", "upsample", "blend")),
     "testing": ("jaxplain.testing", ("tiny_cnn", "tiny_cnn_nnx", "random_images",

@@ -324,3 +324,57 @@ def test_bad_inputs_fail_before_any_compile():
         with pytest.raises(ValueError, match="random_x"):
             jx.concept_activation_vector(model, cx, rx[:, :3], layer="conv", key=key)
     assert c["n"] == 0
+
+
+# ---- concept sets from shipped data, and the plot ----------------------------------------------
+
+
+def test_stroke_width_is_grey_dilation_and_erosion():
+    from jaxplain.app import concepts
+
+    dot = np.zeros((1, 7, 7, 1), np.float32)
+    dot[0, 3, 3, 0] = 1.0
+    thick = concepts.stroke_width(dot, 1)
+    np.testing.assert_array_equal(thick[0, 2:5, 2:5, 0], np.ones((3, 3)))
+    assert thick.sum() == 9
+    np.testing.assert_array_equal(concepts.stroke_width(thick, -1), dot)  # opening of a dot
+    assert concepts.stroke_width(dot, 2).sum() == 25
+
+
+def test_oriented_bars_and_textures():
+    from jaxplain.app import concepts
+
+    h = concepts.oriented_bars(6, 16, 0.0, noise=0.0, seed=0)[..., 0]
+    v = concepts.oriented_bars(6, 16, 90.0, noise=0.0, seed=0)[..., 0]
+    assert h.shape == (6, 16, 16) and 0.0 <= h.min() and h.max() == 1.0
+    # a horizontal bar is constant along each row, a vertical one along each column
+    assert np.abs(np.diff(h, axis=2)).max() < 1e-6 < np.abs(np.diff(h, axis=1)).max()
+    assert np.abs(np.diff(v, axis=1)).max() < 1e-6 < np.abs(np.diff(v, axis=2)).max()
+    t = concepts.texture_patches("brick", 3, 16, seed=0)
+    assert t.shape == (3, 16, 16, 1) and t.dtype == np.float32 and 0 <= t.min() < t.max() <= 1
+    with pytest.raises(ValueError, match="name: expected one of"):
+        concepts.texture_patches("marble", 3, 16)
+    sets = concepts.digit_concepts(np.random.default_rng(0).uniform(size=(50, 16, 16, 1)), n=5)
+    assert all(s.shape == (5, 16, 16, 1) for s in sets.values()) and len(sets) == 8
+
+
+def test_plot_tcav_draws_a_pair_of_bars_per_concept():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxplain import visualize as viz
+
+    def result(scores, rand, p):
+        z = np.zeros(3, np.float32)
+        return jx.TCAVResult(np.mean(scores), np.asarray(scores), np.asarray(rand),
+                             np.float32(p), z, z, z, z, z)
+
+    fig = viz.plot_tcav({"bars": result([1.0, 0.9, 1.0], [0.2, 0.6, 0.5], 0.0005),
+                         "noise": result([0.5, 0.4, 0.6], [0.5, 0.6, 0.4], 0.8)}, title="t")
+    ax = fig.axes[0]
+    heights = [round(p.get_height(), 4) for p in ax.patches]
+    assert heights == [0.9667, 0.4333, 0.5, 0.5]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[0].startswith("***") and texts[1].startswith("n.s.")
+    with pytest.raises(TypeError, match="results"):
+        viz.plot_tcav([])
