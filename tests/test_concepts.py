@@ -124,8 +124,8 @@ def test_cav_of_shifted_activations_is_the_shift_direction(classifier):
     rng = np.random.default_rng(0)
     u = rng.normal(size=d)
     u /= np.linalg.norm(u)
-    random_x = rng.normal(size=(400, d)).astype(np.float32)
-    concept_x = (rng.normal(size=(400, d)) + 8.0 * u).astype(np.float32)
+    random_x = rng.normal(size=(150, d)).astype(np.float32)
+    concept_x = (rng.normal(size=(150, d)) + 8.0 * u).astype(np.float32)
     c = jx.concept_activation_vector(model, concept_x, random_x, layer="embed",
                                      key=jax.random.key(0), classifier=classifier)
     assert c.vector.shape == (d,)
@@ -167,23 +167,25 @@ def test_tcav_on_a_linear_head_is_the_sign_of_w_dot_cav():
 # ---- the t-test -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("equal_var", [True, False])
-def test_ttest_matches_scipy(equal_var):
+def test_ttest_matches_scipy():
     from scipy import stats as sps
 
     a = np.array([0.9, 1.0, 0.8, 0.95, 0.85, 1.0, 0.9, 0.7, 1.0, 0.9], np.float32)
     b = np.array([0.4, 0.6, 0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.55, 0.65, 0.45], np.float32)
     c = a[:6] - 0.05
-    test = jax.jit(lambda s, q: stats.ttest_ind(s, q, equal_var=equal_var))
-    for u, v in ((a, b), (b[:10], c[:6] + 0.3), (b[:10], a[4:])):  # two compiles
-        t, p = test(u, v)
-        ref = sps.ttest_ind(u.astype(np.float64), v.astype(np.float64), equal_var=equal_var)
-        np.testing.assert_allclose(float(t), ref.statistic, rtol=1e-4)
-        np.testing.assert_allclose(float(p), ref.pvalue, rtol=2e-3, atol=1e-7)
+    pairs = [(a, b[:10]), (b[5:], c)]
 
+    @jax.jit
+    def tests(pairs):
+        return [[stats.ttest_ind(u, v, equal_var=e) for u, v in pairs] for e in (True, False)]
 
-def test_ttest_without_spread_is_decided_by_the_means():
-    same, apart = jax.jit(lambda o, z: (stats.ttest_ind(o, o[:4]), stats.ttest_ind(o, z)))(
+    for e, got in zip((True, False), tests(pairs)):
+        for (u, v), (t, p) in zip(pairs, got):
+            ref = sps.ttest_ind(u.astype(np.float64), v.astype(np.float64), equal_var=e)
+            np.testing.assert_allclose(float(t), ref.statistic, rtol=1e-4)
+            np.testing.assert_allclose(float(p), ref.pvalue, rtol=2e-3, atol=1e-7)
+    # without spread the means decide
+    (same, apart), = jax.jit(lambda o, z: [(stats.ttest_ind(o, o[:4]), stats.ttest_ind(o, z))])(
         jnp.ones(5), jnp.zeros(4))
     assert float(same[1]) == 1.0 and float(apart[1]) == 0.0
     assert float(apart[0]) == np.inf
@@ -193,9 +195,9 @@ def test_prediction_test_is_the_t_prediction_interval():
     from scipy import stats as sps
 
     r = np.array([0.2, 0.9, 0.5, 0.4, 0.7, 0.1, 0.6, 0.55], np.float32)
-    test = jax.jit(stats.prediction_test)
-    for v in (0.95, 0.5, 0.05):
-        t, p = test(np.float32(v), r)
+    values = np.array([0.95, 0.5, 0.05], np.float32)
+    ts, ps = jax.jit(jax.vmap(stats.prediction_test, in_axes=(0, None)))(values, r)
+    for v, t, p in zip(values, ts, ps):
         t_ref = (v - r.mean()) / (r.std(ddof=1) * np.sqrt(1 + 1 / len(r)))
         np.testing.assert_allclose(float(t), t_ref, rtol=1e-5)
         np.testing.assert_allclose(float(p), 2 * sps.t.sf(abs(t_ref), len(r) - 1), rtol=1e-3)
@@ -213,6 +215,7 @@ def _bar_tcav(model, key=0, concept_bar=True, **kw):
                    key=jax.random.key(key), **kw)
 
 
+@pytest.mark.slow  # two TCAV compiles; the cheap sibling is the linear-head closed form
 def test_a_bar_detector_is_sensitive_to_bars_and_not_to_noise():
     """The class-1 logit of the hand-set BarNet measures the horizontal bar: the bar
     concept is significant (scores near 1). A concept of plain noise images is not
@@ -265,17 +268,18 @@ def test_a_trained_bar_classifier_is_sensitive_to_bars_and_not_to_noise():
 
 
 def test_same_key_same_result_and_jit_equals_eager():
+    """(`tcav` with the logistic classifier goes through tests/_method_table.py.)"""
     model = bar_net_by_hand()
     rng = np.random.default_rng(5)
     cx, rx = bar_images(rng, 10, True), bar_images(rng, 20, False)
-    kw = dict(layer="conv", key=jax.random.key(3))
+    kw = dict(layer="conv", key=jax.random.key(3), classifier="ridge")  # the method table
     eager = jx.concept_activation_vector(model, cx, rx, **kw)
     again = jx.concept_activation_vector(model, cx, rx, **kw)
     jitted = jax.jit(lambda a, b: jx.concept_activation_vector(model, a, b, **kw))(cx, rx)
     for u, v, w in zip(eager, again, jitted):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
         np.testing.assert_allclose(np.asarray(u), np.asarray(w), rtol=1e-5, atol=1e-6)
-    other = jx.concept_activation_vector(model, cx, rx, layer="conv", key=jax.random.key(4))
+    other = jx.concept_activation_vector(model, cx, rx, **{**kw, "key": jax.random.key(4)})
     assert not np.array_equal(np.asarray(other.vector), np.asarray(eager.vector))
 
 

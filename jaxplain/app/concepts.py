@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data
-
 TEXTURES = ("brick", "grass", "gravel")
 """scikit-image's texture photographs (`skimage.data`), shipped inside the package."""
 
@@ -54,20 +52,22 @@ def oriented_bars(n: int, size: int, angle: float, *, width: float = 1.5, noise:
     return out[..., None].astype(np.float32)
 
 
-def texture_patches(name: str, n: int, size: int, *, crop: int = 64,
+def texture_patches(name: str, n: int, size: int, *, scale: int = 4,
                     seed: int = 0) -> np.ndarray:
-    """`n` random `crop x crop` crops of scikit-image's `name` photograph (one of
-    `TEXTURES`), resized to `(size, size)` and scaled to [0, 1]: `(n, size, size, 1)`."""
+    """`n` random crops of scikit-image's `name` photograph (one of `TEXTURES`), each
+    `size * scale` pixels wide, shrunk to `(size, size)` by averaging `scale x scale`
+    blocks and scaled to [0, 1]: `(n, size, size, 1)`."""
     import skimage.data
 
     if name not in TEXTURES:
         raise ValueError(f"name: expected one of {TEXTURES}, got {name!r}")
     image = getattr(skimage.data, name)().astype(np.float32) / 255.0
+    crop = size * scale
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, image.shape[0] - crop, n)
     cols = rng.integers(0, image.shape[1] - crop, n)
-    crops = np.stack([image[r:r + crop, c:c + crop] for r, c in zip(rows, cols)])[..., None]
-    return data.resize(crops, size).astype(np.float32)
+    crops = np.stack([image[r:r + crop, c:c + crop] for r, c in zip(rows, cols)])
+    return crops.reshape(n, size, scale, size, scale).mean(axis=(2, 4))[..., None]
 
 
 def digit_concepts(images: np.ndarray, n: int = 40, *, seed: int = 0) -> dict[str, np.ndarray]:
