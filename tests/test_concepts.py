@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain.concepts import cav as C
+from jaxplain.concepts import fit as C
 from jaxplain.concepts import stats
 
 

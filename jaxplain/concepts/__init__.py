@@ -6,6 +6,7 @@ exported by `jaxplain/__init__.py` by name.
 """
 
 from . import cav as cav
+from . import fit as fit
 from .cav import CAV as CAV
 from .cav import concept_activation_vector as concept_activation_vector
 from . import stats as stats

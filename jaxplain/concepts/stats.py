@@ -28,6 +28,11 @@ def ttest_ind(a: jax.Array, b: jax.Array, *, equal_var: bool = True) -> tuple[ja
     test with the Welch-Satterthwaite degrees of freedom. When both samples have
     no spread the test is decided by the means: `p = 1` when they are equal,
     `p = 0` when they differ (SciPy returns NaN for both).
+
+    >>> import jax.numpy as jnp
+    >>> t, p = ttest_ind(jnp.array([1.0, 2, 3, 4]), jnp.array([2.0, 3, 4, 6]))
+    >>> round(float(t), 4), round(float(p), 4)  # scipy.stats.ttest_ind: -1.1677, 0.2872
+    (-1.1677, 0.2872)
     """
     a = jnp.asarray(a, jnp.float32)
     b = jnp.asarray(b, jnp.float32)

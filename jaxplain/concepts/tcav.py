@@ -5,7 +5,7 @@
 1. the activations of `concept_x` and of the pool `random_x` at the layer (one
    forward pass each);
 2. `n_random` random sets `R_i` of `len(concept_x)` examples drawn from the pool
-   with `key`, and CAVs (`cav.fit_cav`) of the concept against each; then
+   with `key`, and CAVs (`fit.fit_in_gram`) of the concept against each; then
    CAVs of random positive sets against the same `R_i`: one random
    counterpart `R_0` for all (`test="student"` or `"welch"`: the pairing of
    Captum's tutorial and of the authors' `tcav` library; the `R_i` avoid `R_0`),
@@ -48,7 +48,8 @@ from .._core import batching
 from .._core import validate as V
 from .._core.targets import as_target
 from .._core.types import HIGHEST, Array, ArrayLike
-from .cav import activations, check_options, check_sets, fit_cav, held_out, uniforms
+from .cav import activations, check_options, check_sets, held_out, uniforms
+from .fit import fit_in_gram, gram
 from .stats import prediction_test, ttest_ind
 
 
@@ -175,38 +176,43 @@ def layer_gradients(model, target, x: jax.Array, layer: tuple, at: str, batch_si
     return batching.chunked_map(chunk, x.shape[0], batch_size)
 
 
-def random_sets(pool: jax.Array, u: jax.Array, m: int, test: str):
-    """`(positives, negatives)` `(R, M, D)` of the random runs, from uniforms `u (R + 1, P)`.
+def random_sets(n_pool: int, u: jax.Array, m: int, test: str):
+    """`(positives, negatives)` `(R, M)` indices into the pool for the random runs, from
+    uniforms `u (R + 1, P)`.
 
     The negatives `R_i` are each run's; the positives are one counterpart `R_0`
     (drawn first, the `R_i` from the rest of the pool) or, for
     `"random_concepts"`, a fresh set per run disjoint from that run's `R_i`.
     """
-    r, n_pool = u.shape[0] - 1, pool.shape[0]
+    r = u.shape[0] - 1
     if test == "random_concepts":
         order = jnp.argsort(u[1:], axis=1)
-        return pool[order[:, m:2 * m]], pool[order[:, :m]]
+        return order[:, m:2 * m], order[:, :m]
     first = jnp.argsort(u[0])
     rest = first[m:]
-    negatives = pool[rest[jnp.argsort(u[1:, :n_pool - m], axis=1)[:, :m]]]
-    return jnp.broadcast_to(pool[first[:m]], (r, m, pool.shape[1])), negatives
+    negatives = rest[jnp.argsort(u[1:, :n_pool - m], axis=1)[:, :m]]
+    return jnp.broadcast_to(first[:m], (r, m)), negatives
 
 
 @functools.partial(jit, static_argnames=("layer", "at", "n_random", "test", "n_test", "steps",
                                          "classifier", "batch_size"))
 def _tcav(model, x, target, cx, rx, key, reg, *, layer, at, n_random, test, n_test, steps,
           classifier, batch_size) -> TCAVResult:
-    concept = activations(model, cx, layer, at, batch_size)       # (M, D)
-    pool = activations(model, rx, layer, at, batch_size)          # (P, D)
-    m, r = concept.shape[0], n_random
-    u = uniforms(key, r + 1 + 4 * r, pool.shape[0])  # the random sets, then the held-out splits
-    rand_pos, negatives = random_sets(pool, u[:r + 1], m, test)
+    m, n_pool, r = cx.shape[0], rx.shape[0], n_random
+    acts = jnp.concatenate([activations(model, cx, layer, at, batch_size),
+                            activations(model, rx, layer, at, batch_size)])  # (M + P, D)
+    A, G, offset = gram(acts)
+    u = uniforms(key, r + 1 + 4 * r, n_pool)  # the random sets, then the held-out splits
+    rand_pos, negatives = random_sets(n_pool, u[:r + 1], m, test)
     orders = jnp.argsort(u[r + 1:, :m], axis=1).reshape(2, 2 * r, m)
-    positives = jnp.concatenate([jnp.broadcast_to(concept, (r,) + concept.shape), rand_pos])
-    fit = functools.partial(fit_cav, reg=reg, n_test=(n_test, n_test), steps=steps,
-                            classifier=classifier)
-    cavs, acc, _ = jax.vmap(fit)(positives, jnp.concatenate([negatives, negatives]),
-                                 orders[0], orders[1])
+    concept = jnp.broadcast_to(jnp.arange(m), (r, m))
+    positives = jnp.concatenate([concept, m + rand_pos])           # indices into acts
+    negatives = m + jnp.concatenate([negatives, negatives])
+    fit = functools.partial(fit_in_gram, G, offset, reg=reg, n_test=(n_test, n_test),
+                            steps=steps, classifier=classifier)
+    coef, _, acc = jax.vmap(lambda p, q, op, oq: fit(p[op], q[oq]))(
+        positives, negatives, orders[0], orders[1])
+    cavs = jnp.matmul(coef, A, precision=HIGHEST)                    # (2R, D)
     grads = layer_gradients(model, target, x, layer, at, batch_size)  # (N, D)
     derivs = jnp.matmul(grads, cavs.T, precision=HIGHEST)            # (N, 2R)
     scores = jnp.mean((derivs > 0).astype(jnp.float32), axis=0)
