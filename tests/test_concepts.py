@@ -382,3 +382,21 @@ def test_plot_tcav_draws_a_pair_of_bars_per_concept():
     assert texts[0].startswith("***") and texts[1].startswith("n.s.")
     with pytest.raises(TypeError, match="results"):
         viz.plot_tcav([])
+
+
+def test_the_captum_style_reference_rebuilds_the_digits_cnn():
+    """benchmarks/tcav_reference.py writes the digits CNN's layers out by hand (no jaxplain
+    layer access): its conv1 output and the logits from it are the model's."""
+    from benchmarks import tcav_reference as ref
+    from jaxplain.app import zoo
+
+    m = zoo.SmallCNN((4, 6, 5), n_classes=10)
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 1)).astype(np.float32)
+    v = m.init(jax.random.key(0), x)
+    features, head = ref.reference_parts(v)
+    model = jx.from_linen(m, v)
+    np.testing.assert_allclose(np.asarray(head(features(x))), np.asarray(model(x)),
+                               rtol=1e-5, atol=1e-5)
+    _, act = model.probe(jnp.asarray(x), "conv1")
+    np.testing.assert_allclose(np.asarray(features(x)), np.asarray(act), rtol=1e-5, atol=1e-5)
+    assert ref._z(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.0
