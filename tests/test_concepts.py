@@ -220,7 +220,7 @@ def test_a_bar_detector_is_sensitive_to_bars_and_not_to_noise():
     """The class-1 logit of the hand-set BarNet measures the horizontal bar: the bar
     concept is significant (scores near 1). A concept of plain noise images is not
     significant under `test="random_concepts"`. (Under the two-sample t-test of Kim et al.
-    and Captum it was, at p < 0.05, for 8 of 12 keys: `jaxplain/concepts/tcav.py` says why.)"""
+    and Captum it was, at p < 0.05, for 26 of 50 keys: `jaxplain/concepts/tcav.py` says why.)"""
     model = bar_net_by_hand()
     for key in (0, 1):
         bars = _bar_tcav(model, key=key)

@@ -20,13 +20,18 @@ Why two tests. With one random counterpart every random run shares `R_0`, and
 every concept run shares the concept set: a CAV is mostly the difference of the
 two sets' means, so each group's scores cluster around a value set by its one
 positive set, and the two-sample t-test, which takes the runs as independent,
-calls two random sets "different" far more often than 5% of the time (a concept
-of plain noise images was significant at p < 0.05 for 8 of 12 keys in
-tests/test_concepts.py). `"random_concepts"` asks the question the test is
-meant to answer: is the concept's score a plausible score of a random set? The
-random runs then have a fresh positive set each, and the concept's mean score
-is tested against their spread as one new draw (a prediction interval, `n - 1`
-degrees of freedom), which is conservative.
+calls two random sets "different" far more often than 5% of the time.
+`"random_concepts"` asks the question the test is meant to answer: is the
+concept's score a plausible score of a random set? The random runs then have a
+fresh positive set each, and the concept's mean score is tested against their
+spread as one new draw (a prediction interval, `n - 1` degrees of freedom),
+which is conservative. Measured on the hand-set bar detector of
+tests/test_concepts.py over 50 keys (10 runs): a concept of plain noise images
+was significant at p < 0.05 for 26 of 50 keys under the t-test (Student's or
+Welch's) and for none against random concepts; the bar concept for 50 of 50
+under the t-test and for 27 of 50 against random concepts (its power is lower
+when random CAVs give scores near 0 or 1, as on this model whose gradients all
+point one way).
 
 All of it is one jitted program: the fits are `vmap`ped, the p-value is
 computed on device.
