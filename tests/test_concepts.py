@@ -162,6 +162,11 @@ def test_tcav_on_a_linear_head_is_the_sign_of_w_dot_cav():
     # the concept CAVs all point along u (the concept's shift), within sampling error
     cos = np.asarray(r.cavs) @ (u / np.linalg.norm(u))
     assert (cos > 0.8).all(), cos
+    # the head's input is embed's output: the same site, reached through at="input"
+    r_in = jx.tcav(model, x, target=1, layer="head", at="input", concept_x=concept_x,
+                   random_x=random_x, key=jax.random.key(1), n_random=4)
+    for a, b in zip(r, r_in):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 # ---- the t-test -------------------------------------------------------------------------------
