@@ -56,12 +56,14 @@ ONE_EVAL = {
     "shapley": "a forward pass",
     "outputs": "a forward pass (and a backward pass where a method follows the gradient)",
     "metrics": "a forward pass",
+    "concepts": "a forward pass and a backward pass to the layer (plus one forward pass per "
+                "concept and random example, shared by the batch)",
 }
 
 FAMILY_TITLES = {
     "gradients": "gradients", "cam": "CNN internals (CAM)", "layer": "layers and neurons",
     "perturbation": "perturbation", "shapley": "Shapley values", "metrics": "metrics",
-    "outputs": "output explanations",
+    "outputs": "output explanations", "concepts": "concepts",
 }
 
 # What the registry cannot say: how a method differs from a peer of the same name.
@@ -100,6 +102,9 @@ PAGES = [
      "Explaining a model through its outputs: counterfactuals, decision planes, anchors "
      "and explanations over an ensemble of weights.",
      ("outputs",), ("Counterfactual", "Plane", "Anchor", "over_weights", "OverWeights")),
+    ("concepts", "Concepts", "Concept-level explanations: concept activation vectors and "
+     "TCAV, which tests whether a concept given by examples matters to a class.",
+     ("concepts",), ("concept_activation_vector", "CAV", "TCAVResult")),
     ("metrics", "Metrics", "Evaluating explanations: faithfulness, robustness, "
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),
@@ -131,6 +136,7 @@ MEMBERS = {
         "plot_attributions", "overlay", "plot_segments", "plot_curves", "plot_feature_maps",
         "plot_filters", "plot_feature_visualization", "plot_importance", "plot_benchmark",
         "plot_decision_plane", "plot_counterfactual", "plot_anchor", "plot_ensemble",
+        "plot_tcav",
         "save", "to_numpy", "to_image", "to_gray", "reduce_channels", "normalize",
         "feature_map", "upsample", "blend")),
     "testing": ("jaxplain.testing", ("tiny_cnn", "tiny_cnn_nnx", "random_images",

@@ -12,6 +12,7 @@ them. Everything else public is listed here, one name per line.
 from . import gradients as gradients
 from . import metrics as metrics
 from . import outputs as outputs
+from . import concepts as concepts
 from . import perturbation as perturbation
 
 # --- settings, types and adapters -----------------------------------------------------------
@@ -62,6 +63,11 @@ from .outputs import OverWeights as OverWeights
 from .outputs import Plane as Plane
 from .outputs import over_weights as over_weights
 
+# --- concepts: CAVs and the TCAV result ------------------------------------------------------
+from .concepts import CAV as CAV
+from .concepts import TCAVResult as TCAVResult
+from .concepts import concept_activation_vector as concept_activation_vector
+
 # --- metrics' result types and the methods x metrics table ---------------------------------------
 from .metrics import Curve as Curve
 from .metrics import MetricTable as MetricTable
@@ -92,6 +98,7 @@ _LISTED = [
     "feature_visualization", "filters", "tile", "tile_maps",
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
+    "CAV", "TCAVResult", "concept_activation_vector",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
     "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "explain_to_shards",
     "load_results",

@@ -12,8 +12,8 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jaxplain"
 
-LAYERS = ("_compile", "_core", "gradients", "perturbation", "outputs", "attention", "training",
-          "metrics", "visualize", "pipeline", "app")
+LAYERS = ("_compile", "_core", "gradients", "perturbation", "outputs", "attention", "concepts",
+          "training", "metrics", "visualize", "pipeline", "app")
 """Subpackages from the bottom up (shared/DESIGN.md). A module may import its own
 subpackage and the ones allowed by `ALLOWED`; the top-level modules (`__init__`,
 `testing`) may import every layer but `app`."""
@@ -26,9 +26,10 @@ ALLOWED = {
     "perturbation": {"_core", "_compile"},
     "outputs": _METHODS,  # output explanations: counterfactuals, decision planes, anchors, ensembles
     "attention": _METHODS | {"metrics"},  # attention models and concepts (ViT, rollout, TCAV)
+    "concepts": _METHODS,  # concept-level explanations (CAVs, TCAV)
     "training": _METHODS,  # learning with explanations: attribution priors, amortised explainers
     "metrics": _METHODS | {"outputs"},
-    "visualize": _METHODS | {"metrics", "outputs", "attention", "training"},
+    "visualize": _METHODS | {"metrics", "outputs", "attention", "concepts", "training"},
     "pipeline": _METHODS | {"metrics", "training"},
     "app": set(LAYERS) | {"<top>"},
 }

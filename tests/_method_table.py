@@ -40,6 +40,8 @@ def env() -> dict:
         mask=np.zeros((N, H, W), bool) | (np.arange(W) < 3),
         references=np.asarray(testing.random_images(2, n=2, size=H)),
         directions=rng.normal(size=(N, 2, H, W, C)).astype(np.float32),
+        concept_x=np.asarray(testing.random_images(3, n=4, size=H)) ** 2,  # darker images
+        random_x=np.asarray(testing.random_images(4, n=8, size=H)),
     )
 
 
@@ -59,6 +61,8 @@ ARGS: dict[str, Callable[[dict], Any]] = {  # argument name -> a valid value
     "b": lambda e: e["attributions"][::-1],
     "target_class": lambda e: 2,
     "directions": lambda e: e["directions"],
+    "concept_x": lambda e: e["concept_x"],
+    "random_x": lambda e: e["random_x"],
 }
 PER_EXAMPLE = ("x", "attributions", "mask", "a", "b", "directions")
 """Arguments with one row per example (sliced for per-example calls, mapped by vmap)."""

@@ -4,6 +4,7 @@ import jaxplain as jx
 
 PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "Anchor",
+    "CAV",
     "Counterfactual",
     "Curve",
     "Explanation",
@@ -17,10 +18,12 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "RandomisationResult",
     "RunSummary",
     "Surrogate",
+    "TCAVResult",
     "Target",
     "apply_coalitions",
     "as_model",
     "as_target",
+    "concept_activation_vector",
     "config",
     "enable_compilation_cache",
     "evaluate",

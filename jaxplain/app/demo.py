@@ -32,6 +32,7 @@ import numpy as np
 import jaxplain as jx
 
 from . import data as D
+from . import demo_concepts
 from . import demo_report as R
 from . import zoo
 from .demo_checks import run_checks
@@ -126,6 +127,7 @@ def run(
     R.speed(rep, timings)
     R.inside(rep, out, trained, ctx, labels, errors)
     R.global_view(rep, out, ds, ctx, specs, quiet, errors)
+    demo_concepts.section(rep, out, ds, ctx.model, quick, seed, errors)
     R.notes(rep, errors, missing)
     rep.text(f"Total demo time {time.perf_counter() - t_start:.1f}s.")
     md, page = rep.write(out)

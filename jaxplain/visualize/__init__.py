@@ -39,6 +39,7 @@ from ._attributions import plot_curves as plot_curves
 from ._attributions import plot_segments as plot_segments
 from ._benchmark import plot_benchmark as plot_benchmark
 from ._common import blend as blend
+from ._concepts import plot_tcav as plot_tcav
 from ._common import save as save
 from ._model import plot_feature_maps as plot_feature_maps
 from ._model import plot_feature_visualization as plot_feature_visualization
