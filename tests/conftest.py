@@ -33,10 +33,9 @@ def key():
 def _config_is_per_test():
     """A test (or a docs page it runs) that calls `jx.config.update` does not leak the
     setting into the tests after it in the same process."""
-    saved = dict(jx.config._values)
+    saved = jx.config.snapshot()
     yield
-    jx.config._values.clear()
-    jx.config._values.update(saved)
+    jx.config.restore(saved)
 
 
 @pytest.fixture(autouse=True)

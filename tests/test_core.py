@@ -368,3 +368,20 @@ def test_baseline_is_validated_unbroadcast_and_explained_as_broadcast():
         vals = [np.asarray(method(model, x, target=1, baseline=b).values) for b in forms]
         np.testing.assert_allclose(vals[0], vals[1], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(vals[0], vals[2], rtol=1e-6, atol=1e-7)
+
+
+def test_config_update_override_snapshot_and_restore(monkeypatch):
+    monkeypatch.setenv("JAXPLAIN_CPU_REWRITES", "0")
+    saved = jx.config.snapshot()
+    assert jx.config.read("cpu_rewrites") == "0"  # the environment, when nothing is set
+    jx.config.update("cpu_rewrites", "1")
+    assert jx.config.read("cpu_rewrites") == "1"
+    with jx.config.override(cpu_rewrites="auto"):
+        assert jx.config.read("cpu_rewrites") == "auto"
+    assert jx.config.read("cpu_rewrites") == "1"
+    jx.config.restore(saved)
+    assert jx.config.read("cpu_rewrites") == "0" and jx.config.snapshot() == saved
+    with pytest.raises(ValueError, match="name: expected one of"):
+        jx.config.restore({"cpu_rewrite": "1"})
+    with pytest.raises(ValueError, match="cpu_rewrites"):
+        jx.config.update("cpu_rewrites", "sometimes")

@@ -80,6 +80,16 @@ class Config:
             return default
         return _normal(name, raw, f"{env} (environment variable)")
 
+    def snapshot(self) -> dict[str, str]:
+        """The settings made with `update` (not the environment's), for `restore`."""
+        return dict(self._values)
+
+    def restore(self, snapshot: dict[str, str]) -> None:
+        """Puts back the settings of a `snapshot()`, dropping any made since."""
+        for name, value in snapshot.items():
+            self._check_name(name)
+        self._values = dict(snapshot)
+
     @contextlib.contextmanager
     def override(self, **settings: Any) -> Iterator[None]:
         """Sets settings for the calling thread inside a `with` block."""

@@ -72,6 +72,13 @@ class RunConfig:
         put("keys", tuple(keys))
         put("mesh", mesh_from(self.mesh, devices))
 
+    @classmethod
+    def from_call(cls, arguments: dict[str, Any]) -> "RunConfig":
+        """The config of a call whose arguments (e.g. `locals()`) include every field
+        and `devices`; other arguments are ignored."""
+        names = [f.name for f in dataclasses.fields(cls)] + ["devices"]
+        return cls(**{n: arguments[n] for n in names})
+
     @property
     def n_devices(self) -> int:
         """Devices along the mesh's "batch" axis (1 without a mesh)."""

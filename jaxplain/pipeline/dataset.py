@@ -149,16 +149,7 @@ def explain_dataset(
             "batches, out=..., batch_size=..., ...) with the same arguments (it returns a "
             "RunSummary; load_results(out) reads the folder)"
         )
-    config = RunConfig(
-        batch_size=batch_size,
-        mesh=mesh,
-        devices=devices,
-        progress=progress,
-        nan_policy=nan_policy,
-        eval_batch_size=eval_batch_size,
-        keys=keys,
-        prefetch=prefetch,
-    )
+    config = RunConfig.from_call(locals())
     return Run(method, model, batches, config, method_kwargs).stream()
 
 
@@ -238,16 +229,7 @@ def explain_to_shards(
     """
     if out is None or not isinstance(out, (str, os.PathLike)):
         V.fail("out", "a folder path (str or os.PathLike)", type(out).__name__, TypeError)
-    config = RunConfig(
-        batch_size=batch_size,
-        mesh=mesh,
-        devices=devices,
-        progress=progress,
-        nan_policy=nan_policy,
-        eval_batch_size=eval_batch_size,
-        keys=keys,
-        prefetch=prefetch,
-    )
+    config = RunConfig.from_call(locals())
     run = Run(method, model, batches, config, method_kwargs, out=out)
     try:
         run.write_all()

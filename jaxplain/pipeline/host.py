@@ -28,6 +28,21 @@ class HostBatch(NamedTuple):
     digest: str | None
 
 
+def report_non_finite(arr: np.ndarray, policy: str, *, message: Any, stacklevel: int,
+                      first_row: int = 0) -> None:
+    """Raises (`policy` "raise") or warns ("warn") when rows of `arr` hold NaN/inf.
+
+    `message(n_bad, rows)` builds the text from the count of bad rows and the
+    first five of them (numbered from `first_row`)."""
+    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+    if policy == "ignore" or not bad.any():
+        return
+    msg = message(int(bad.sum()), (first_row + np.flatnonzero(bad)[:5]).tolist())
+    if policy == "raise":
+        raise ValueError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
+
+
 class HostData:
     """The data of one run, normalised; `batches()` yields its `HostBatch`es.
 
@@ -205,18 +220,12 @@ class HostData:
         return arr
 
     def _non_finite(self, arr: np.ndarray, name: str) -> None:
-        bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
-        if not bad.any():
-            return
-        rows = np.flatnonzero(bad)[:5].tolist()
-        msg = (
-            f"{name}: expected finite inputs (no NaN or inf), got non-finite values in "
-            f"{int(bad.sum())} examples (rows {rows} of this item); pass nan_policy='ignore' "
-            f"to explain them anyway"
-        )
-        if self.config.nan_policy == "raise":
-            raise ValueError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=5)
+        report_non_finite(
+            arr, self.config.nan_policy, stacklevel=6,
+            message=lambda n, rows: (
+                f"{name}: expected finite inputs (no NaN or inf), got non-finite values in "
+                f"{n} examples (rows {rows} of this item); pass nan_policy='ignore' "
+                f"to explain them anyway"))
 
     def _check_t(self, t: Any, n: int, i: int, x: np.ndarray) -> np.ndarray:
         name = f"batches (item {i}) target"

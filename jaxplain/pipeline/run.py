@@ -23,7 +23,7 @@ from .._core.models import as_model
 from .._core.types import Explanation
 from . import shards as _shards
 from .config import RunConfig, RunSummary
-from .host import HostBatch, HostData
+from .host import HostBatch, HostData, report_non_finite
 from .progress import Progress
 from .stream import (
     DIRECT,
@@ -248,17 +248,12 @@ class Run:
         # only the values: diagnostics (stderr of tiny samples, ...) may be NaN by design
         if v.dtype.kind != "f" or all_finite(v):
             return
-        bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
-        if bad.any():
-            rows = (b.start + np.flatnonzero(bad)[:5]).tolist()
-            msg = (
-                f"method: returned NaN/inf for {int(bad.sum())} examples of batch {b.index} "
-                f"(examples {rows}); the model outputs or their gradients are not finite there. "
-                f"Pass nan_policy='ignore' to keep such results"
-            )
-            if self.config.nan_policy == "raise":
-                raise ValueError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        report_non_finite(
+            v, self.config.nan_policy, stacklevel=4, first_row=b.start,
+            message=lambda n, rows: (
+                f"method: returned NaN/inf for {n} examples of batch {b.index} "
+                f"(examples {rows}); the model outputs or their gradients are not finite "
+                f"there. Pass nan_policy='ignore' to keep such results"))
 
     # -- the folder --------------------------------------------------------------------------
     def _fingerprint(self) -> tuple[str, dict]:
