@@ -16,16 +16,18 @@ Fashion-MNIST when installed, else the digits), for `N` test images:
   (class token's row, heads averaged), integrated gradients, KernelSHAP over the
   patches, and random maps (the mean of 8 draws). A method *beats random* when
   its mean AUC is better than random's by more than two standard errors of the
-  paired per-image difference.
+  paired per-image difference. The maps and the comparison are the demo's
+  (`jaxplain.app.demo_attention`), on more images.
 
 Writes `attention_bench.json`, `attention_bench.md` and `attention_maps.png` to
-`--out` (default `benchmarks/results`). Timings are medians of warm calls.
+`--out` (default `benchmarks/results`). Timings are the best of repeated warm calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -37,12 +39,13 @@ import numpy as np
 import jaxplain as jx
 from jaxplain._core import registry
 from jaxplain.app import zoo
-
-SETTINGS = {"token_grad_cam": {"layer": "block1/norm1"}}
-"""Arguments a method needs beyond `model, x, target` (the ViT's layer names)."""
+from jaxplain.app.demo_attention import call, patch_faithfulness, vit_maps
 
 
 def timed(fn, repeats: int = 5) -> tuple[float, float, object]:
+    """`(best warm seconds, first-call seconds, result)`: the minimum of at least `repeats`
+    warm calls (more while they add up to less than a second). On a shared machine the
+    minimum is the stable figure; medians moved by 2-4x between runs here."""
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn())
     first = time.perf_counter() - t0
@@ -51,7 +54,7 @@ def timed(fn, repeats: int = 5) -> tuple[float, float, object]:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), first, out
+    return min(times), first, out
 
 
 def limits(model, x, t):
@@ -61,82 +64,29 @@ def limits(model, x, t):
     return (lambda: fwd(model, x)), (lambda: grad(model, x, t))
 
 
-def _call(entry, model, x, t, **extra):
-    kw = dict(SETTINGS.get(entry.name, {}), progress=False, **extra)
-    if "target" in entry.signature.parameters:
-        kw["target"] = t
-    return entry.fn(model, x, **kw)
-
-
 def cost_rows(model, x, t, repeats):
+    """Each method against its limit, timed back to back (the limit again before each)."""
     fwd, fwdbwd = limits(model, x, t)
-    lim_f, _, _ = timed(fwd, repeats)
-    lim_b, _, _ = timed(fwdbwd, repeats)
     rows = []
     for entry in registry.entries("attention"):
-        s, first, out = timed(lambda e=entry: _call(e, model, x, t), repeats)
         backward = "target" in entry.signature.parameters
+        lim, _, _ = timed(fwdbwd if backward else fwd, repeats)
+        s, first, out = timed(lambda e=entry: call(e, model, x, t), repeats)
         per = int(np.max(np.asarray(out.n_evals)))
-        lim = (lim_b if backward else lim_f) * per
         rows.append(dict(method=entry.name, n=len(x), evals_per_example=per,
                          limit_kind="fwd+bwd" if backward else "fwd", seconds=s, first_s=first,
-                         limit_s=lim, ratio=s / lim))
+                         limit_s=lim * per, ratio=s / (lim * per)))
     return rows
-
-
-def maps(model, x, t, seg, key, quick):
-    out = {}
-    for entry in registry.entries("attention"):
-        if entry.name == "attention_maps":
-            w = np.asarray(_call(entry, model, x, t).values)  # (N, L, H, T, T)
-            d = int(seg.max()) + 1
-            out["raw attention (last layer)"] = w[:, -1].mean(1)[:, 0, 1:].reshape(len(x), d)
-            continue
-        out[entry.name] = np.asarray(_call(entry, model, x, t).values)
-    out["integrated_gradients"] = np.asarray(jx.integrated_gradients(
-        model, x, target=t, steps=16 if quick else 64, progress=False).values).sum(-1)
-    out["kernel_shap"] = np.asarray(jx.kernel_shap(
-        model, x, target=t, segments=seg, n_samples=256 if quick else 2048, key=key,
-        progress=False).values)
-    return out
-
-
-def faithfulness(model, x, t, seg, attributions, key, n_random=8):
-    d = int(seg.max()) + 1
-    curves = {}
-    for name, a in attributions.items():
-        curves[name] = [np.asarray(jx.deletion(model, x, a, target=t, segments=seg, steps=d,
-                                               progress=False).auc),
-                        np.asarray(jx.insertion(model, x, a, target=t, segments=seg, steps=d,
-                                                progress=False).auc)]
-    rand = [[], []]
-    for k in jax.random.split(key, n_random):
-        a = np.asarray(jax.random.uniform(k, (len(x), d)))
-        rand[0].append(np.asarray(jx.deletion(model, x, a, target=t, segments=seg, steps=d,
-                                              progress=False).auc))
-        rand[1].append(np.asarray(jx.insertion(model, x, a, target=t, segments=seg, steps=d,
-                                               progress=False).auc))
-    r_del, r_ins = np.mean(rand[0], 0), np.mean(rand[1], 0)
-    rows = [dict(method="random (mean of 8)", deletion=float(r_del.mean()),
-                 insertion=float(r_ins.mean()), beats_random_deletion=None,
-                 beats_random_insertion=None)]
-    for name, (dele, ins) in curves.items():
-        rows.append(dict(method=name, deletion=float(dele.mean()), insertion=float(ins.mean()),
-                         beats_random_deletion=_beats(r_del - dele),
-                         beats_random_insertion=_beats(ins - r_ins)))
-    return rows
-
-
-def _beats(diff: np.ndarray) -> bool:
-    """Better than random by more than two standard errors of the paired difference."""
-    se = diff.std(ddof=1) / np.sqrt(len(diff))
-    return bool(diff.mean() > 2 * se)
 
 
 def markdown(meta, cost, faith) -> str:
     lines = [f"# Attention methods on the zoo's ViT ({meta['data']}, test accuracy "
              f"{meta['accuracy']:.3f}, {meta['n']} images)", "",
              "## Cost against the limit", "",
+             f"Best of the warm calls on {meta['cpus']} {meta['backend'].upper()} cores (load average "
+             f"{meta['load_average']:.1f} when the run started: on a shared machine the ratios "
+             "move by tens of percent between runs). The limit is the method's model "
+             "evaluations as one jitted batch.", "",
              "| method | evals/example | limit | seconds | limit s | ratio |",
              "|---|---:|---|---:|---:|---:|"]
     for r in cost:
@@ -169,10 +119,11 @@ def main(argv=None) -> dict:
     seg = jx.patch_segments(h, w, trained.module.patch)
     key = jax.random.key(0)
     meta = dict(data=ds.name, accuracy=trained.accuracy, train_s=trained.seconds,
-                cached=trained.cached, n=n, backend=jax.default_backend())
-    cost = cost_rows(model, x, t, 3 if args.quick else 7)
-    attributions = maps(model, x, t, seg, key, args.quick)
-    faith = faithfulness(model, x, t, seg, attributions, jax.random.key(1))
+                cached=trained.cached, n=n, backend=jax.default_backend(),
+                cpus=os.cpu_count(), load_average=os.getloadavg()[0])
+    cost = cost_rows(model, x, t, 5 if args.quick else 20)
+    attributions = vit_maps(model, x, t, seg, key, args.quick)
+    faith = patch_faithfulness(model, x, t, seg, attributions, jax.random.key(1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = dict(meta=meta, cost=cost, faithfulness=faith)

@@ -270,3 +270,20 @@ def test_the_zoo_vit_learns_the_digits(tmp_path):
     assert again.cached and again.accuracy == trained.accuracy
     rollout = np.asarray(jx.attention_rollout(trained.model, ds.x_test[:8]).values)
     assert rollout.shape == (8, 8, 8) and np.all(rollout >= 0)
+
+
+def test_patch_faithfulness_tells_a_faithful_map_from_random_and_from_a_reversed_one():
+    from jaxplain.app.demo_attention import patch_faithfulness
+
+    seg = jx.patch_segments(4, 4, 2)  # 4 patches
+    w = np.repeat(np.repeat(np.array([[8.0, 4.0], [2.0, 1.0]]), 2, 0), 2, 1)[..., None, None]
+    model = jx.testing.linear_model(jnp.asarray(w, jnp.float32))
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.0, size=(8, 4, 4, 1)), jnp.float32)
+    good = np.tile([8.0, 4.0, 2.0, 1.0], (8, 1))
+    rows = patch_faithfulness(model, x, None, seg, {"good": good, "reversed": -good},
+                              jax.random.key(0), n_random=4)
+    by = {r["method"]: r for r in rows}
+    assert by["good"]["beats_random_deletion"] and by["good"]["beats_random_insertion"]
+    assert not by["reversed"]["beats_random_deletion"]
+    assert not by["reversed"]["beats_random_insertion"]
+    assert by["good"]["deletion"] < by["random (mean of 4)"]["deletion"] < by["reversed"]["deletion"]
