@@ -59,6 +59,7 @@ def _aucs(model, x, t, seg, a, d) -> tuple[np.ndarray, np.ndarray]:
     # the baseline of integrated gradients and KernelSHAP here, and on 8x8 digits the
     # default blurred start of insertion is still recognised, which flattens its curves
     kw = dict(target=t, segments=seg, steps=d, baseline="zero", progress=False)
+    a = np.asarray(a, np.float32)
     return (np.asarray(jx.deletion(model, x, a, **kw).auc),
             np.asarray(jx.insertion(model, x, a, **kw).auc))
 
