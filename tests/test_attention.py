@@ -287,3 +287,26 @@ def test_patch_faithfulness_tells_a_faithful_map_from_random_and_from_a_reversed
     assert not by["reversed"]["beats_random_deletion"]
     assert not by["reversed"]["beats_random_insertion"]
     assert by["good"]["deletion"] < by["random (mean of 4)"]["deletion"] < by["reversed"]["deletion"]
+
+
+@pytest.mark.slow
+def test_the_zoo_vit_reads_fashion_mnist_with_patches_of_seven(tmp_path, monkeypatch):
+    import gzip
+
+    from jaxplain.app import zoo
+
+    def idx(path, arr):
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big")
+                                                       for n in arr.shape)
+        with gzip.open(path, "wb") as fh:
+            fh.write(header + arr.astype(np.uint8).tobytes())
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 8)):
+        idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    monkeypatch.setenv("JAXPLAIN_FASHION_MNIST", str(tmp_path))
+    trained, ds = zoo.vit_classifier(epochs=1)
+    assert ds.name == "fashion-mnist" and trained.module.patch == 7
+    assert jx.attention_layers(trained.model, ds.x_test[:2]) == ["block0/attn", "block1/attn"]
+    assert np.asarray(jx.attention_rollout(trained.model, ds.x_test[:2]).values).shape == (2, 28, 28)
