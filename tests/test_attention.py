@@ -310,3 +310,18 @@ def test_the_zoo_vit_reads_fashion_mnist_with_patches_of_seven(tmp_path, monkeyp
     assert ds.name == "fashion-mnist" and trained.module.patch == 7
     assert jx.attention_layers(trained.model, ds.x_test[:2]) == ["block0/attn", "block1/attn"]
     assert np.asarray(jx.attention_rollout(trained.model, ds.x_test[:2]).values).shape == (2, 28, 28)
+
+
+def _causal(x):
+    t = x.reshape(x.shape[0], 4, -1)
+    causal = jnp.tril(jnp.ones((4, 4), bool))
+    a = jax.nn.softmax(t @ t.swapaxes(1, 2), axis=-1, where=causal)
+    return jnp.sum(a @ t, axis=(1, 2))[:, None]
+
+
+def test_a_softmax_masked_with_where_is_captured():
+    x = jx.testing.random_images(3, n=2, size=4)
+    _, got = jx.capture_attention(_causal, x)
+    t = np.asarray(x).reshape(2, 4, -1)
+    s = np.where(np.tril(np.ones((4, 4), bool)), t @ t.transpose(0, 2, 1), -np.inf)
+    np.testing.assert_allclose(got["attention0"][:, 0], _softmax(s), rtol=1e-5, atol=1e-7)

@@ -4,7 +4,8 @@ The attention weights of a layer are the output of a softmax over its last axis,
 `exp(s - max s) / sum(exp(s - max s))`. That is what `jax.nn.softmax` computes,
 what Flax's attention modules (`nn.MultiHeadDotProductAttention`,
 `nnx.MultiHeadAttention`, `nn.dot_product_attention_weights`) call, and what a
-user's own `softmax(q @ k.T / sqrt(d))` computes. The model is traced to a jaxpr
+user's own `softmax(q @ k.T / sqrt(d))` computes (masked by `jnp.where` before the
+softmax, or by `jax.nn.softmax(..., where=mask)`). The model is traced to a jaxpr
 and re-evaluated by the interpreter every jaxplain rewrite uses
 (`jaxplain._compile.jaxpr`, as guided backprop, DeepLIFT and LRP do); each
 softmax over the last axis of an array of rank 3 or more, i.e. each `div` whose
@@ -38,6 +39,7 @@ from .._core.cache import traced_cached
 from .._core.models import Model
 
 _THROUGH = ("broadcast_in_dim", "reshape", "expand_dims", "convert_element_type")
+_MASKS = ("select_n", "jit", "pjit")  # jax.nn.softmax(where=...) masks the sum (a jitted where)
 
 
 def _producers(jaxpr) -> dict:
@@ -58,8 +60,15 @@ def _is_softmax(eqn, producers: dict) -> bool:
     while d is not None and d.primitive.name in _THROUGH:
         src = d.invars[0]
         d = None if isinstance(src, jex_core.Literal) else producers.get(src)
-    return (d is not None and d.primitive.name == "reduce_sum"
-            and d.invars[0] is num and tuple(d.params["axes"]) == (len(num.aval.shape) - 1,))
+    if (d is None or d.primitive.name != "reduce_sum"
+            or tuple(d.params["axes"]) != (len(num.aval.shape) - 1,)):
+        return False
+    summed = d.invars[0]
+    if summed is num:
+        return True
+    masked = None if isinstance(summed, jex_core.Literal) else producers.get(summed)
+    return (masked is not None and masked.primitive.name in _MASKS  # softmax(where=mask)
+            and any(v is num for v in masked.invars))
 
 
 def _site_indices(jaxpr) -> list[int]:
