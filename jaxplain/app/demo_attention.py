@@ -54,12 +54,24 @@ def vit_maps(model, x, t, seg, key, quick: bool) -> dict[str, np.ndarray]:
     return out
 
 
+def per_patch(a: Any, seg: np.ndarray) -> np.ndarray:
+    """Per-patch scores `(N, d)`: patch values as they are, pixel maps `(N, H, W[, C])`
+    summed over each patch (as the curves score pixel maps with `segments=`). One shape
+    for every map: the curves compile once."""
+    a = np.asarray(a, np.float32)
+    if a.ndim == 2:
+        return a
+    a = a.sum(-1) if a.ndim == 4 else a
+    d = int(np.max(seg)) + 1
+    return a.reshape(len(a), -1) @ np.eye(d, dtype=np.float32)[np.asarray(seg).reshape(-1)]
+
+
 def _aucs(model, x, t, seg, a, d) -> tuple[np.ndarray, np.ndarray]:
     # both curves from a black image (removed patches are zero; insertion starts from zero):
     # the baseline of integrated gradients and KernelSHAP here, and on 8x8 digits the
     # default blurred start of insertion is still recognised, which flattens its curves
     kw = dict(target=t, segments=seg, steps=d, baseline="zero", progress=False)
-    a = np.asarray(a, np.float32)
+    a = per_patch(a, seg)
     return (np.asarray(jx.deletion(model, x, a, **kw).auc),
             np.asarray(jx.insertion(model, x, a, **kw).auc))
 
