@@ -55,6 +55,8 @@ ONE_EVAL = {
     "perturbation": "a forward pass",
     "shapley": "a forward pass",
     "outputs": "a forward pass (and a backward pass where a method follows the gradient)",
+    "attention": "a forward pass (and a backward pass for the gradient-weighted rollout and "
+                 "token Grad-CAM)",
     "metrics": "a forward pass",
     "concepts": "a forward pass and a backward pass to the layer (plus one forward pass per "
                 "concept and random example, shared by the batch)",
@@ -63,7 +65,7 @@ ONE_EVAL = {
 FAMILY_TITLES = {
     "gradients": "gradients", "cam": "CNN internals (CAM)", "layer": "layers and neurons",
     "perturbation": "perturbation", "shapley": "Shapley values", "metrics": "metrics",
-    "outputs": "output explanations", "concepts": "concepts",
+    "outputs": "output explanations", "attention": "attention", "concepts": "concepts",
 }
 
 # What the registry cannot say: how a method differs from a peer of the same name.
@@ -98,6 +100,13 @@ PAGES = [
                          "Surrogate")),
     ("shapley", "Shapley values", "KernelSHAP, permutation sampling and exact enumeration.",
      ("shapley",), ()),
+    ("attention", "Attention models",
+     "Explaining attention models (a Flax vision transformer, or any model computing "
+     "softmax(q k^T)): attention maps per layer and head, attention rollout, "
+     "gradient-weighted rollout, Grad-CAM on the token grid, and patches as features for "
+     "LIME, KernelSHAP and Shapley values. Attention weights are read from the model's "
+     "program without editing it.",
+     ("attention",), ("attention_layers", "capture_attention", "patch_segments")),
     ("outputs", "Output explanations",
      "Explaining a model through its outputs: counterfactuals, decision planes, anchors "
      "and explanations over an ensemble of weights.",
@@ -139,8 +148,8 @@ MEMBERS = {
         "plot_tcav",
         "save", "to_numpy", "to_image", "to_gray", "reduce_channels", "normalize",
         "feature_map", "upsample", "blend")),
-    "testing": ("jaxplain.testing", ("tiny_cnn", "tiny_cnn_nnx", "random_images",
-                                      "linear_model", "count_compiles")),
+    "testing": ("jaxplain.testing", ("tiny_cnn", "tiny_cnn_nnx", "tiny_attention",
+                                      "random_images", "linear_model", "count_compiles")),
     "config": ("jaxplain._compile.switch.Config", None),
 }
 

@@ -9,6 +9,7 @@ them. Everything else public is listed here, one name per line.
 """
 
 # --- the method families: importing them registers their methods --------------------------
+from . import attention as attention
 from . import gradients as gradients
 from . import metrics as metrics
 from . import outputs as outputs
@@ -49,6 +50,11 @@ from .gradients.modelviz import feature_visualization as feature_visualization
 from .gradients.modelviz import filters as filters
 from .gradients.modelviz import tile as tile
 from .gradients.modelviz import tile_maps as tile_maps
+
+# --- attention: layers, weights, patches as features ------------------------------------------
+from .attention import attention_layers as attention_layers
+from .attention import capture_attention as capture_attention
+from .attention import patch_segments as patch_segments
 
 # --- global views ---------------------------------------------------------------------------
 from .perturbation.global_ import GlobalImportance as GlobalImportance
@@ -96,6 +102,7 @@ _LISTED = [
     "superpixels", "to_pixels",
     "relevance", "with_relu_rule", "neurons", "FeatureVisualization", "feature_maps",
     "feature_visualization", "filters", "tile", "tile_maps",
+    "attention_layers", "capture_attention", "patch_segments",
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
     "CAV", "TCAVResult", "concept_activation_vector",

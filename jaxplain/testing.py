@@ -113,6 +113,36 @@ def tiny_cnn_nnx(linen_variables, n_classes: int = 3, features: tuple[int, ...] 
     return m
 
 
+def _attention_apply(params, x):
+    embed, layers, head = params
+    n, h, w, c = x.shape
+    p = int(round((embed.shape[0] // c) ** 0.5))
+    t = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    t = t.reshape(n, (h // p) * (w // p), p * p * c) @ embed
+    for wq, wk, wv in layers:
+        scores = (t @ wq) @ (t @ wk).swapaxes(1, 2) / jnp.sqrt(float(wq.shape[-1]))
+        t = t + jax.nn.softmax(scores, axis=-1) @ (t @ wv)
+    return jnp.mean(t, axis=1) @ head
+
+
+def tiny_attention(key: int = 0, n_classes: int = 3, dim: int = 4, depth: int = 2, patch: int = 2,
+                   channels: int = 3) -> Model:
+    """A hand-written attention model (no Flax): patches, `depth` single-head layers
+    `t + softmax(q k^T / sqrt(dim)) v`, mean over tokens, linear head.
+
+    Inputs are images `(N, H, W, channels)` with `H` and `W` multiples of `patch`;
+    there is no class token (the patch tokens come first: `prefix=0`).
+    Parameters: `(embed, [(wq, wk, wv), ...], head)`.
+    """
+    rng = np.random.default_rng(key)
+
+    def mat(*shape):
+        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[0]), jnp.float32)
+
+    layers = [(mat(dim, dim), mat(dim, dim), mat(dim, dim)) for _ in range(depth)]
+    return Model(_attention_apply, (mat(patch * patch * channels, dim), layers, mat(dim, n_classes)))
+
+
 def random_images(key: int, n: int = 2, size: int = 8, channels: int = 3) -> jax.Array:
     """Deterministic test images in [0, 1]."""
     rng = np.random.default_rng(key)

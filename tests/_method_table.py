@@ -19,6 +19,7 @@ import numpy as np
 import jaxplain as jx
 from jaxplain import testing
 from jaxplain._core import registry
+from jaxplain.app.vit import ViT
 
 N, H, W, C = 3, 8, 8, 3
 
@@ -29,8 +30,13 @@ def env() -> dict:
     x = np.asarray(testing.random_images(0, n=N, size=H))
     variables = m.init(jax.random.key(0), x[:1])
     rng = np.random.default_rng(1)
+    vit = ViT(patch=4, dim=4, depth=1, heads=2, mlp=4, n_classes=3)
+    vit_shapes = jax.eval_shape(vit.init, jax.random.key(0), x[:1])  # NumPy draws: no compile
+    vit_rng = np.random.default_rng(2)
     return dict(
         model=jx.from_linen(m, variables),
+        vit=jx.from_linen(vit, jax.tree.map(
+            lambda s: (0.5 * vit_rng.normal(size=s.shape)).astype(np.float32), vit_shapes)),
         module=m,
         variables=variables,
         x=x,
@@ -64,6 +70,12 @@ ARGS: dict[str, Callable[[dict], Any]] = {  # argument name -> a valid value
     "concept_x": lambda e: e["concept_x"],
     "random_x": lambda e: e["random_x"],
 }
+FAMILY_ARGS: dict[str, dict[str, Callable[[dict], Any]]] = {  # family -> arguments it replaces
+    "attention": {  # a tiny ViT (4 patches of 4x4 and a class token, one block of 2 heads)
+        "model": lambda e: e["vit"],
+        "layer": lambda e: "block0/norm1",  # the tokens the last attention reads
+    },
+}
 PER_EXAMPLE = ("x", "attributions", "mask", "a", "b", "directions")
 """Arguments with one row per example (sliced for per-example calls, mapped by vmap)."""
 
@@ -79,7 +91,8 @@ class Row:
 
     def arguments(self, **overrides: Any) -> tuple[list, dict]:
         e = env()
-        values = {n: ARGS[n](e) for n in self.positional + self.keywords}
+        args = dict(ARGS, **FAMILY_ARGS.get(self.entry.family, {}))
+        values = {n: args[n](e) for n in self.positional + self.keywords}
         values.update(self.entry.cheap)
         values.update(overrides)
         return [values.pop(n) for n in self.positional], values
@@ -91,6 +104,11 @@ class Row:
     @property
     def takes(self) -> set[str]:
         return set(self.entry.signature.parameters)
+
+    @property
+    def model(self) -> Any:
+        """The row's model (the table's CNN, or its family's own)."""
+        return FAMILY_ARGS.get(self.entry.family, ARGS)["model"](env())
 
     def per_example(self) -> tuple[str, ...]:
         return tuple(n for n in self.positional + self.keywords if n in PER_EXAMPLE)

@@ -164,7 +164,7 @@ def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
     report = (out / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert {"attributions.png", "curves.png", "filters.png", "feature_maps.png",
-            "tcav.png"} <= set(figures)
+            "tcav.png", "attention.png"} <= set(figures)
     for f in figures:
         assert (out / f).is_file() and (out / f).stat().st_size > 1000, f
     html = (out / "index.html").read_text()

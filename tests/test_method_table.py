@@ -105,7 +105,7 @@ def test_result_does_not_depend_on_batch_size(name, results):
 def test_compiles_once_across_calls_and_new_weights(name, results):
     row = ROWS[name]
     _eager(results, name)
-    model = env()["model"]
+    model = row.model
     heavier = model.replace(jax.tree.map(lambda p: p * 1.5, model.params))
     jax.block_until_ready(heavier.params)
     with jx.testing.count_compiles() as c:
@@ -124,6 +124,13 @@ def test_cpu_rewrites_off_give_the_same_values(name, results):
     assert_close(off, on, rtol=1e-4, atol=1e-5, what=name)
 
 
+NO_REWRITE_HERE = {  # methods whose program on the table's model has nothing to rewrite, and why
+    name: "a forward pass of the table's ViT: no pooling, and its patch embedding (a 4x4 "
+          "stride-4 convolution) is not a convolution the CPU rewrites change"
+    for name in ("attention_maps", "attention_rollout")
+}
+
+
 def _program_text(row, mode):
     x = env()["x"]
     with jx.config.override(cpu_rewrites=mode):
@@ -137,6 +144,8 @@ def test_cpu_rewrites_change_the_program_where_they_apply(name):
     row = ROWS[name]
     if "explain" in row.takes:
         pytest.skip("the model runs inside the user's explain function")
+    if name in NO_REWRITE_HERE:
+        pytest.skip(NO_REWRITE_HERE[name])
     assert _program_text(row, "0") != _program_text(row, "1")
 
 

@@ -8,7 +8,8 @@ Steps: load scikit-learn's digits (upsampled to 16x16), train the CNN with optax
 load its cached weights, explain a few test images with every method, time each
 method (first call with compilation, then steady state) against the physical
 limit of the model evaluations it needs, check every method (deletion against a
-random order, attribution mass on the ink; `demo_checks`), and write figures plus
+random order, attribution mass on the ink; `demo_checks`), explain the zoo's vision
+transformer with the attention methods (`demo_attention`), and write figures plus
 `report.md` and `index.html` (`demo_report`).
 
 Grad-CAM explains `conv1`, the last convolution at the input's resolution (before
@@ -32,6 +33,7 @@ import numpy as np
 import jaxplain as jx
 
 from . import data as D
+from . import demo_attention
 from . import demo_concepts
 from . import demo_report as R
 from . import zoo
@@ -127,6 +129,10 @@ def run(
     R.speed(rep, timings)
     R.inside(rep, out, trained, ctx, labels, errors)
     R.global_view(rep, out, ds, ctx, specs, quiet, errors)
+    try:
+        demo_attention.section(rep, out, quick=quick, cache=cache, seed=seed, say=say)
+    except Exception as e:  # noqa: BLE001 - the demo notes a failed section and goes on
+        errors["attention (ViT)"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
     demo_concepts.section(rep, out, ds, ctx.model, quick, seed, errors)
     R.notes(rep, errors, missing)
     rep.text(f"Total demo time {time.perf_counter() - t_start:.1f}s.")

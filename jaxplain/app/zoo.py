@@ -1,4 +1,7 @@
-"""Small Flax CNNs for the demo and examples: definition, optax training, checkpoints.
+"""Small Flax models for the demo and examples: definition, optax training, checkpoints.
+
+The CNN is defined here, the vision transformer in `vit.py`; both train and cache
+through `train_classifier` (`vit_classifier` picks the data and schedule of the ViT).
 
 A checkpoint is one file: a JSON header line (architecture and input shape) followed
 by the `flax.serialization` bytes of the variables, so `load` rebuilds the model
@@ -23,6 +26,7 @@ from flax import serialization
 
 from .._compile import jit
 from .._core.models import Model, from_linen
+from .vit import ViT
 
 
 class SmallCNN(nn.Module):
@@ -53,7 +57,7 @@ class SmallCNN(nn.Module):
 class Trained(NamedTuple):
     """A trained classifier: the module, its variables, the `Model` and its test accuracy."""
 
-    module: SmallCNN
+    module: SmallCNN | ViT
     variables: Any
     model: Model
     accuracy: float
@@ -65,7 +69,11 @@ class Trained(NamedTuple):
         return f"conv{len(self.module.features) - 1}"
 
 
-def _config(module: SmallCNN, input_shape: Sequence[int]) -> dict:
+def _config(module: SmallCNN | ViT, input_shape: Sequence[int]) -> dict:
+    if isinstance(module, ViT):
+        return {"arch": "ViT", "patch": module.patch, "dim": module.dim, "depth": module.depth,
+                "heads": module.heads, "mlp": module.mlp, "n_classes": module.n_classes,
+                "input_shape": list(input_shape)}
     return {
         "arch": "SmallCNN",
         "features": list(module.features),
@@ -95,20 +103,24 @@ def save(
     return path
 
 
-def load(path: str | Path) -> tuple[SmallCNN, Any, dict]:
+def load(path: str | Path) -> tuple[SmallCNN | ViT, Any, dict]:
     """Reads a checkpoint written by `save`: `(module, variables, header)`."""
     path = Path(path)
     with open(path, "rb") as f:
         header = json.loads(f.readline())
         blob = f.read()
-    if header.get("arch") != "SmallCNN":
-        raise ValueError(f"model: {path} is not a jaxplain SmallCNN checkpoint (header {header})")
-    module = SmallCNN(
-        tuple(header["features"]),
-        header["n_classes"],
-        tuple(header["pool_after"]),
-        header.get("head", "flatten"),
-    )
+    if header.get("arch") == "ViT":
+        module = ViT(*(header[k] for k in ("patch", "dim", "depth", "heads", "mlp", "n_classes")))
+    elif header.get("arch") == "SmallCNN":
+        module = SmallCNN(
+            tuple(header["features"]),
+            header["n_classes"],
+            tuple(header["pool_after"]),
+            header.get("head", "flatten"),
+        )
+    else:
+        raise ValueError(f"model: {path} is not a jaxplain SmallCNN or ViT checkpoint "
+                         f"(header {header})")
     shape = (1,) + tuple(header["input_shape"])
     template = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
@@ -139,7 +151,7 @@ def train_classifier(
     """Trains `module` with Adam on softmax cross-entropy, or loads it from `cache`.
 
     Args:
-      module: a `SmallCNN`.
+      module: a `SmallCNN` or a `ViT`.
       x_train, y_train, x_test, y_test: images `(N, H, W, C)` and int labels.
       epochs, batch, lr, seed: training schedule (cosine-decayed Adam).
       augment: optional jittable `augment(key, x_batch) -> x_batch`.
@@ -158,7 +170,8 @@ def train_classifier(
         h.update(json.dumps([_config(module, input_shape), epochs, batch, lr, seed]).encode())
         h.update(np.ascontiguousarray(x_train[:64]).tobytes())
         h.update(np.int64(len(x_train)).tobytes())
-        path = Path(cache) / f"smallcnn-{h.hexdigest()[:12]}.ckpt"
+        arch = _config(module, input_shape)["arch"].lower()
+        path = Path(cache) / f"{arch}-{h.hexdigest()[:12]}.ckpt"
         if path.is_file():
             try:
                 _, variables, header = load(path)
@@ -230,3 +243,39 @@ def shift_augment(max_shift: int = 1) -> Callable:
         return jnp.roll(xb, (dy, dx), axis=(1, 2))
 
     return aug
+
+
+VIT_SETTINGS = {  # data set -> (patch, epochs, learning rate, batch): about 30 s on 2 CPU cores
+    "digits": (2, 40, 2e-3, 32),
+    "fashion-mnist": (7, 4, 2e-3, 64),
+}
+
+
+def vit_classifier(dataset: Any = None, *, limit: int = 10_000, epochs: int | None = None,
+                   cache: str | Path | None = None) -> tuple[Trained, Any]:
+    """The zoo's vision transformer, trained (or loaded from `cache`), and its data.
+
+    The data are Fashion-MNIST when Debian's `dataset-fashion-mnist` is installed
+    (the first `limit` images of each split, patches of 7x7: 16 patch tokens),
+    otherwise scikit-learn's digits (patches of 2x2: 16 patch tokens), or the
+    `dataset` given. Two pre-norm blocks of width 32 with 4 heads, a class token;
+    Adam with cosine decay, `epochs` (default) and batch size from `VIT_SETTINGS`. On the
+    digits: 94.0% test accuracy (40 epochs; 30 epochs of 64 gave 92%, and shift
+    augmentation made it worse).
+
+    Returns:
+      `(Trained, Dataset)`.
+    """
+    from .data import load_throughput_dataset
+
+    if dataset is None:
+        dataset = load_throughput_dataset(limit=limit)
+    patch, default_epochs, lr, batch = VIT_SETTINGS.get(dataset.name, VIT_SETTINGS["digits"])
+    epochs = default_epochs if epochs is None else epochs
+    h, w = dataset.x_train.shape[1:3]
+    if h % patch or w % patch:
+        patch = 1
+    module = ViT(patch=patch, dim=32, depth=2, heads=4, mlp=64, n_classes=len(dataset.classes))
+    trained = train_classifier(module, dataset.x_train, dataset.y_train, dataset.x_test,
+                               dataset.y_test, epochs=epochs, lr=lr, batch=batch, cache=cache)
+    return trained, dataset

@@ -102,17 +102,41 @@ def _cam_public(model, x, target, layer, relu, upsample, at, batch_size, variant
                 batch_size=batch_size)
 
 
-@functools.partial(jit, static_argnames=("layer", "at", "variant", "relu", "size", "batch_size"))
-def _cam(model, x, target, *, layer, at, variant, relu, size, batch_size) -> Explanation:
+def cam_program(model, x, target, *, layer: tuple[str, ...], at: str = "output",
+                variant: str = "grad_cam", relu: bool = True, size: tuple[int, ...] | None = None,
+                batch_size: int | None = None,
+                tokens: tuple[int, int, int] | None = None) -> Explanation:
+    """The jitted Grad-CAM (`variant="grad_cam"`) or Grad-CAM++ program on validated
+    arguments (a `Model`, an array, a `Target`, a layer key), for other families.
+
+    `tokens=(prefix, gh, gw)` reads a token sequence `(N, prefix + gh * gw, C)` (a
+    transformer block's output) as the grid `(N, gh, gw, C)` of its patch tokens,
+    dropping the `prefix` tokens (the class token) first.
+    """
+    return _cam(model, x, target, layer=layer, at=at, variant=variant, relu=relu, size=size,
+                batch_size=batch_size, tokens=tokens)
+
+
+@functools.partial(jit, static_argnames=("layer", "at", "variant", "relu", "size", "batch_size",
+                                         "tokens"))
+def _cam(model, x, target, *, layer, at, variant, relu, size, batch_size,
+         tokens=None) -> Explanation:
     def maps(xs, t):
-        return _cam_maps(model, xs, t, layer, at, variant, relu, size)
+        return _cam_maps(model, xs, t, layer, at, variant, relu, size, tokens)
 
     return Explanation(values=over_examples(maps, x, target, batch_size), n_evals=n_evals(x, 1))
 
 
-def _cam_maps(model, x, target, layer, at, variant, relu, size):
+def _token_grid(a: jax.Array, tokens: tuple[int, int, int]) -> jax.Array:
+    prefix, gh, gw = tokens
+    return a[:, prefix:].reshape(a.shape[0], gh, gw, a.shape[-1])
+
+
+def _cam_maps(model, x, target, layer, at, variant, relu, size, tokens=None):
     shape = _layers.activation_shape(model, x, layer, at)
     _, act, g, _ = layer_vjp(model, target, x, layer, at, shape)
+    if tokens is not None:
+        act, g = _token_grid(act, tokens), _token_grid(g, tokens)
     spatial = tuple(range(1, act.ndim - 1))
     if variant == "grad_cam":
         weights = jnp.mean(g, axis=spatial, keepdims=True)
