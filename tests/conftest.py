@@ -24,6 +24,14 @@ import jaxplain as jx  # noqa: E402
 jax.config.update("jax_enable_x64", False)
 
 
+@pytest.fixture(scope="session")
+def weights_cache(tmp_path_factory, worker_id):
+    """One folder of trained weights for the whole run, shared by the xdist workers: the
+    examples and the demo train each model once (`zoo.train_classifier` locks the file)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base if worker_id == "master" else base.parent) / "weights"
+
+
 @pytest.fixture
 def key():
     return jax.random.key(0)

@@ -147,7 +147,7 @@ def test_fashion_mnist_reader(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
+def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys, weights_cache):
     out = tmp_path / "demo"
     rc = cli.main(
         [
@@ -156,7 +156,7 @@ def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
             "--out",
             str(out),
             "--cache",
-            str(tmp_path / "cache"),
+            str(weights_cache),
             "--no-compile-cache",
         ]
     )
@@ -184,3 +184,25 @@ def test_demo_quick_writes_report_with_every_figure(tmp_path, capsys):
     cam = next(r for r in report.splitlines() if r.startswith("| Grad-CAM |"))
     cells = [c.strip() for c in cam.strip("|").split("|")]
     assert cells[-1] == "ok" and float(cells[1]) < 0.5  # deletion AUC, random is ~0.6
+
+
+def test_processes_sharing_a_weights_cache_train_a_model_once(tmp_path):
+    import threading
+
+    module = zoo.SmallCNN((2,), n_classes=2, pool_after=())
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(8, 4, 4, 1)).astype(np.float32)
+    y = (x.mean((1, 2, 3)) > 0.5).astype(np.int32)
+    got = []
+
+    def train():  # each thread opens the lock file itself, as another process would
+        got.append(zoo.train_classifier(module, x, y, x, y, epochs=1, batch=4,
+                                        cache=tmp_path))
+
+    threads = [threading.Thread(target=train) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(t.cached for t in got) == [False, True]  # one trained, one waited and loaded
+    for a, b in zip(jax.tree.leaves(got[0].variables), jax.tree.leaves(got[1].variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(list(tmp_path.glob("*.ckpt"))) == 1

@@ -25,9 +25,9 @@ def _load(name):
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    # Trained weights go to a per-session folder, never to the user's ~/.cache.
-    monkeypatch.setenv("JAXPLAIN_CACHE", str(tmp_path_factory.getbasetemp() / "weights"))
+def _cache(weights_cache, monkeypatch):
+    # Trained weights go to the run's folder, never to the user's ~/.cache.
+    monkeypatch.setenv("JAXPLAIN_CACHE", str(weights_cache))
 
 
 def test_every_example_is_listed():

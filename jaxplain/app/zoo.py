@@ -10,12 +10,13 @@ from the file alone (`jaxplain explain --model CHECKPOINT` relies on that).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -156,7 +157,8 @@ def train_classifier(
       epochs, batch, lr, seed: training schedule (cosine-decayed Adam).
       augment: optional jittable `augment(key, x_batch) -> x_batch`.
       cache: a folder; weights are saved under a name derived from the data and the
-        schedule, and loaded instead of retraining when present.
+        schedule, and loaded instead of retraining when present. Processes sharing
+        the folder train each model once (the others wait on a lock, then load it).
       progress: called as `progress(epoch, loss)` after every epoch.
 
     Returns:
@@ -164,28 +166,50 @@ def train_classifier(
     """
     t0 = time.perf_counter()
     input_shape = tuple(x_train.shape[1:])
-    path = None
-    if cache is not None:
-        h = hashlib.sha1()
-        h.update(json.dumps([_config(module, input_shape), epochs, batch, lr, seed]).encode())
-        h.update(np.ascontiguousarray(x_train[:64]).tobytes())
-        h.update(np.int64(len(x_train)).tobytes())
-        arch = _config(module, input_shape)["arch"].lower()
-        path = Path(cache) / f"{arch}-{h.hexdigest()[:12]}.ckpt"
+    if cache is None:
+        return _fit(module, x_train, y_train, x_test, y_test, epochs, batch, lr, seed, augment,
+                    progress, t0, None)
+    h = hashlib.sha1()
+    h.update(json.dumps([_config(module, input_shape), epochs, batch, lr, seed]).encode())
+    h.update(np.ascontiguousarray(x_train[:64]).tobytes())
+    h.update(np.int64(len(x_train)).tobytes())
+    arch = _config(module, input_shape)["arch"].lower()
+    path = Path(cache) / f"{arch}-{h.hexdigest()[:12]}.ckpt"
+    with _exclusive(path):  # processes sharing a cache train each model once
         if path.is_file():
             try:
                 _, variables, header = load(path)
-                model = from_linen(module, variables)
-                return Trained(
-                    module,
-                    variables,
-                    model,
-                    header.get("accuracy", float("nan")),
-                    time.perf_counter() - t0,
-                    True,
-                )
+                return Trained(module, variables, from_linen(module, variables),
+                               header.get("accuracy", float("nan")),
+                               time.perf_counter() - t0, True)
             except Exception:  # noqa: BLE001 - a corrupt cache retrains
                 pass
+        return _fit(module, x_train, y_train, x_test, y_test, epochs, batch, lr, seed, augment,
+                    progress, t0, path)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Holds an advisory lock on `path`'s lock file (POSIX; elsewhere no lock): a second
+    process training the same model waits, then loads the first one's weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, at worst the model is trained twice
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fit(module, x_train, y_train, x_test, y_test, epochs, batch, lr, seed, augment, progress,
+         t0, path) -> Trained:
+    """The training loop of `train_classifier` (saving to `path` when given)."""
+    input_shape = tuple(x_train.shape[1:])
     key = jax.random.key(seed)
     variables = module.init(key, jnp.asarray(x_train[:1]))
     n = len(x_train)
