@@ -97,8 +97,8 @@ KEY_FREE_HERE = {  # methods whose draws cannot change the table's result, and w
 def test_result_does_not_depend_on_batch_size(name, results):
     row = ROWS[name]
     ref = _eager(results, name)
-    # 5 rows per chunk: several chunks, and a last one padded, for every method's
-    # evaluation count in the table (one row per chunk adds a compile and checks no more)
+    # 5 model inputs per chunk: several chunks, the last one padded wherever the count is
+    # not a multiple of 5 (a second size, 1, compiled every method again)
     assert_close(row.call(batch_size=5), ref, rtol=5e-5, what=f"{name} batch_size=5")
 
 
