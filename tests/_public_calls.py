@@ -137,9 +137,15 @@ def good_call(fn):
 
 def good_arguments(fn, **overrides):
     """`(positional values, keyword values)` of a valid call of `fn`, with `overrides`."""
+    from _method_table import FAMILY_ARGS, env as table_env
+
+    from jaxplain._core.registry import REGISTRY
+
     pos, kw, extra = good_call(fn)
     e = env()
-    args = {n: GOOD[n](e) for n in pos + kw}
+    entry = REGISTRY.get(fn.__name__)  # a method's family, or a helper's subpackage
+    family = FAMILY_ARGS.get(entry.family if entry else fn.__module__.split(".")[1], {})
+    args = {n: family[n](table_env()) if n in family else GOOD[n](e) for n in pos + kw}
     args.update(extra)
     args.update(overrides)
     return [args.pop(n) for n in pos], args

@@ -1,5 +1,7 @@
 import gc
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -91,7 +93,6 @@ def _free_compiled_programs():
 
 _PROFILE = os.environ.get("JAXPLAIN_TEST_PROFILE")
 if _PROFILE:  # per test: CPU seconds of this process and its children, and compile seconds
-    import json
     import resource
     import time
 
@@ -121,22 +122,20 @@ if _PROFILE:  # per test: CPU seconds of this process and its children, and comp
                                 "compile_s": round(_compile["s"] - s0, 3)}) + "\n")
 
 
+# tests/durations.json (written by tests/_durations.py from a profiled full run):
 # `--dist loadfile` hands out test files in collection order, one at a time per free
-# worker. Alphabetical order left the longest files (the examples, the demo) for last,
-# on one worker while the other idled; handing out the longest first (the measured order
-# of a full run) keeps both workers busy until the end.
-LONGEST_FIRST = ("test_examples", "test_method_table", "test_shapley", "test_gradients",
-                 "test_cli", "test_metrics_road", "test_perturbation", "test_docs",
-                 "test_deeplift", "test_metrics", "test_xla", "test_cam", "test_benchmarks",
-                 "test_plan", "test_conductance", "test_lrp", "test_cli_explain",
-                 "test_pipeline", "test_metrics_audit", "test_sharding")
+# worker; alphabetical order left the longest files (the examples, the demo) for last, on
+# one worker while the other idled, so the costliest files go first. Tests that cost at
+# least the file's threshold of CPU are marked `slow`: `pytest -m "not slow"` is the
+# quick subset, and CI runs everything.
+_DURATIONS = json.loads((Path(__file__).with_name("durations.json")).read_text())
+_SLOW = frozenset(_DURATIONS["slow"])
 
 
 def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-
-    def order(item):
-        stem = item.path.stem if item.path is not None else ""
-        return rank.get(stem, len(rank))
-
-    items.sort(key=order)  # stable: the order inside a file is kept
+    cost = _DURATIONS["files_cpu_s"]
+    for item in items:
+        if item.nodeid in _SLOW:
+            item.add_marker(pytest.mark.slow)
+    # stable: the order inside a file is kept
+    items.sort(key=lambda item: -cost.get(item.path.stem if item.path else "", 0.0))

@@ -36,6 +36,7 @@ from jax.extend import core as jex_core
 
 from .._compile.jaxpr import JIT_CALLS, Site, bind_eqn, interpret
 from .._core.cache import traced_cached
+from .._core import validate as V
 from .._core.models import Model
 
 _THROUGH = ("broadcast_in_dim", "reshape", "expand_dims", "convert_element_type")
@@ -138,7 +139,8 @@ def site_names(model: Model, x: jax.Array) -> list[str]:
         _scan(closed.jaxpr, names, hidden)
         return tuple(_clean(names)), tuple(hidden)
 
-    names, hidden = traced_cached(compute, model, x, ("attention-sites",))
+    names, hidden = V.model_call(  # a wrong x is named as such, not as a Flax error
+        lambda: traced_cached(compute, model, x, ("attention-sites",)), x)
     if not names:
         where = (f"; its softmaxes are inside {sorted(set(hidden))} bodies (e.g. nn.scan over "
                  f"blocks), which attention capture does not enter") if hidden else ""
