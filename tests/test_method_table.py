@@ -97,8 +97,16 @@ KEY_FREE_HERE = {  # methods whose draws cannot change the table's result, and w
 def test_result_does_not_depend_on_batch_size(name, results):
     row = ROWS[name]
     ref = _eager(results, name)
-    for bs in (1, 5):
-        assert_close(row.call(batch_size=bs), ref, rtol=5e-5, what=f"{name} batch_size={bs}")
+    for bs in (1, 5):  # n_evals counts the rows a last chunk repeats: it depends on them
+        assert_close(_counts_aside(row.call(batch_size=bs)), _counts_aside(ref), rtol=5e-5,
+                     what=f"{name} batch_size={bs}")
+
+
+def _counts_aside(result):
+    """`result` without its evaluation count (which counts repeated rows)."""
+    if hasattr(result, "_replace") and "n_evals" in getattr(result, "_fields", ()):
+        return result._replace(n_evals=None)
+    return result
 
 
 @pytest.mark.parametrize("name", MODEL_METHODS)

@@ -30,7 +30,10 @@ from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
 from .engine import (
     add_local,
+    n_evals,
     stream,
+    stream_evals,
+    unit_bytes,
 )
 from .engine import prepare
 from ._rounds import check_adaptive, run_rounds
@@ -54,7 +57,7 @@ def kernel_shap_evals(a: dict) -> int:
     d = features.n_features(a["segments"])
     plan = schedule(d, a["n_samples"], a["enumerate_sizes"], a["paired"])
     rounds = check_adaptive(a["tol"], a["max_evals"], max(plan.n_units, 1))[2]
-    return 2 + rounds * plan.n_units
+    return stream_evals(a, 2, plan.n_units, d + 8, rounds=rounds)
 
 
 @registry.method(
@@ -234,7 +237,7 @@ def _kernel_shap(
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
-    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    (fx, f0), target = values_at(model, target, [x, b], batch_size, repeats=True)
     delta = fx - f0
     g = N_GROUPS
 
@@ -290,5 +293,5 @@ def _kernel_shap(
         phi,
         stderr=se if with_stderr else None,
         gap=phi.sum(-1) - delta,
-        n_evals=jnp.full((n,), 2 + rounds * plan.n_units, jnp.int32),
+        n_evals=n_evals(n, 2, rounds, plan.n_units, 1, batch_size, unit_bytes(units_fn)),
     )

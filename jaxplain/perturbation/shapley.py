@@ -30,10 +30,13 @@ from ._rounds import check_adaptive, run_rounds
 from .engine import (
     add_local,
     merge_moments,
+    n_evals,
     prepare,
     ranks_from_bits,
     stream,
+    stream_evals,
     unit_bits,
+    unit_bytes,
 )
 
 MAX_EXACT_FEATURES = 16
@@ -47,7 +50,7 @@ def shapley_weights(d: int) -> np.ndarray:
 # ---- exact ---------------------------------------------------------------------------------
 
 
-@registry.method("shapley", evals=lambda a: 2 ** features.n_features(a["segments"]))
+@registry.method("shapley", evals=lambda a: exact_shapley_evals(a))
 def exact_shapley(
     model: Callable,
     x: ArrayLike,
@@ -101,7 +104,7 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
-    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    (fx, f0), target = values_at(model, target, [x, b], batch_size, repeats=True)
     w = jnp.asarray(shapley_weights(d))
     bits = jnp.left_shift(1, jnp.arange(d, dtype=jnp.int32))
 
@@ -123,7 +126,8 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     )
     delta = fx - f0
     phi = jnp.where(present, acc + delta[:, None] / d, 0.0)
-    return Explanation(phi, gap=phi.sum(-1) - delta, n_evals=jnp.full((n,), 2**d, jnp.int32))
+    evals = n_evals(n, 2, 1, 2**d - 2, 1, batch_size, unit_bytes(units_fn))
+    return Explanation(phi, gap=phi.sum(-1) - delta, n_evals=evals)
 
 
 # ---- permutation sampling --------------------------------------------------------------------
@@ -133,7 +137,18 @@ def shapley_sampling_evals(a: dict) -> int:
     """Model evaluations per example of a `shapley_sampling` call (the most, when adaptive)."""
     d = features.n_features(a["segments"])
     per_round = a["n_permutations"] * max(d - 1, 0)
-    return 2 + check_adaptive(a["tol"], a["max_evals"], max(per_round, 1))[2] * per_round
+    rounds = check_adaptive(a["tol"], a["max_evals"], max(per_round, 1))[2]
+    if d < 2:
+        return stream_evals(a, 2, 0, 0)
+    per_unit = 2 if a["antithetic"] else 1
+    units, size = a["n_permutations"] // per_unit, per_unit * (d - 1)
+    return stream_evals(a, 2, units, size * d + 4 * d, size, rounds)
+
+
+def exact_shapley_evals(a: dict) -> np.ndarray:
+    """Model evaluations per example of an `exact_shapley` call."""
+    d = features.n_features(a["segments"])
+    return stream_evals(a, 2, 2**d - 2, d)
 
 
 @registry.method(
@@ -280,14 +295,14 @@ def _sampling(
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
-    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    (fx, f0), target = values_at(model, target, [x, b], batch_size, repeats=True)
     delta = fx - f0
     if d == 1:
         return Explanation(
             delta[:, None],
             stderr=jnp.zeros((n, 1)),
             gap=jnp.zeros((n,)),
-            n_evals=jnp.full((n,), 2, jnp.int32),
+            n_evals=n_evals(n, 2, 0, 0, 1, batch_size, 0),
         )
     per_unit = 2 if antithetic else 1
     units = n_permutations // per_unit
@@ -314,12 +329,12 @@ def _sampling(
     init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)))
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
-    n_evals = 2 + rounds * n_permutations * (d - 1)
+    evals = n_evals(n, 2, rounds, units, per_unit * (d - 1), batch_size, unit_bytes(units_fn))
     return Explanation(
         phi,
         stderr=stderr_fn(stats) if with_stderr else None,
         gap=phi.sum(-1) - delta,
-        n_evals=jnp.full((n,), n_evals, jnp.int32),
+        n_evals=evals,
     )
 
 
