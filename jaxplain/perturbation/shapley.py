@@ -24,9 +24,10 @@ from .._compile import jit
 from .._core import registry
 from .._core import features
 from .._core import validate as V
-from .._core.types import ArrayLike, Explanation
+from .._core.types import HIGHEST, ArrayLike, Explanation
 from .._core.batching import values_at
 from ._rounds import check_adaptive, run_rounds
+from ._stderr import moderated_stderr
 from .engine import (
     add_local,
     merge_moments,
@@ -178,7 +179,9 @@ def shapley_sampling(
     empty and full coalitions are evaluated once per example and shared).
     With `antithetic=True` permutations come in pairs (a random order and its
     reverse), whose average is one sample for the standard error. Values of an
-    additive model are exact whatever the sample.
+    additive model are exact whatever the sample. The standard error is moderated
+    and t-scaled (`_stderr.moderated_stderr`), so `values +- 1.96 stderr` covers
+    95% even with few samples; it is 0 only when every contribution was identical.
 
     Args:
       model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
@@ -324,9 +327,9 @@ def _sampling(
         )
 
     def stderr_fn(stats):
-        return _stderr(stats, present)
+        return _stderr(stats, present, jnp.abs(fx) + jnp.abs(f0))
 
-    init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)))
+    init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)), jnp.zeros((n, d)))
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
     evals = n_evals(n, 2, rounds, units, per_unit * (d - 1), batch_size, unit_bytes(units_fn))
@@ -357,18 +360,20 @@ def _walks(key, x, b, seg, d, fx, f0, antithetic):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
 
     def reduce_fn(stats, c):
-        total = 0.0
+        walks = []
         for i, r in enumerate(orders(c.extra)):
             inner = c.values[:, i * (d - 1) : (i + 1) * (d - 1)]
             ys = jnp.concatenate([f0[c.ex][:, None], inner, fx[c.ex][:, None]], axis=1)
-            total = total + jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1)
-        return merge_moments(stats, c.ex0, c.onehot, total / per_unit)
+            walks.append(jnp.take_along_axis(ys, r + 1, 1) - jnp.take_along_axis(ys, r, 1))
+        mean = sum(walks) / per_unit
+        spread = sum(jnp.square(w - mean) for w in walks)  # inside a pair: 0 without pairs
+        spread = add_local(stats[3], c.ex0, jnp.matmul(c.onehot.T, spread, precision=HIGHEST))
+        return merge_moments(stats[:3], c.ex0, c.onehot, mean) + (spread,)
 
     return units_fn, inputs_fn, reduce_fn
 
 
-def _stderr(stats, present):
-    """Standard errors of the running means `(count, mean, M2)`: NaN below two samples."""
-    count, _, m2 = stats
-    se = jnp.sqrt(m2 / jnp.maximum(count * (count - 1), 1.0)[:, None])
-    return jnp.where(present, jnp.where(count[:, None] >= 2, se, jnp.nan), 0.0)
+def _stderr(stats, present, scale):
+    """Standard errors of the running means `(count, mean, M2, spread)` (`_stderr.py`)."""
+    count, _, m2, spread = stats
+    return moderated_stderr(count, m2, spread, present, scale)
