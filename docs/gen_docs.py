@@ -180,8 +180,8 @@ def cost(entry: registry.Entry) -> tuple[int | None, tuple[str, ...]]:
                    if p.default is not inspect.Parameter.empty})
     args.update({k: v for k, v in REFERENCE.items() if k in entry.signature.parameters})
     args.setdefault("method_kwargs", {})
-    n = int(entry.evals(args))
-    return n, tuple(k for k in args.read if k not in ("x", "method_kwargs"))
+    n = int(np.max(entry.evals(args)))  # (N,) where chunks repeat rows: none for one image
+    return n, tuple(k for k in args.read if k not in ("x", "method_kwargs", "batch_size"))
 
 
 def _cost_text(entry: registry.Entry) -> str:

@@ -747,3 +747,14 @@ def test_plan_bench_table_shows_predicted_against_measured():
                         "500.0 / 520.0 ms (0.96) | 450.0-600.0 ms | 30.40 |")
     assert set(plan_bench.cases(jx.testing.linear_model(jnp.ones((32, 32, 3, 10))), 32)) == {
         "integrated_gradients", "kernel_shap", "occlusion", "lime"}
+
+
+def test_sample_efficiency_measures_against_enumeration():
+    from benchmarks import sample_efficiency as se
+
+    # an antithetic pair of walks is exact on a game whose interactions are all pairwise
+    pairwise = lambda z: z[:, 0, 0, 0] * z[:, 0, 1, 0] + jnp.sum(z[:, 0, :, 0], 1)  # noqa: E731
+    exact = se.measure(pairwise, "shapley_sampling (antithetic)", 50, keys=4)
+    assert exact["rmse"] < 1e-5 and exact["evals"] >= 2 + 4 * (se.D - 1)
+    r = se.measure(se.groups, "shapley_sampling (antithetic)", 50, keys=8)  # 2 pairs
+    assert 0 < r["rmse"] < 1 and 0.3 < r["ratio"] < 4 and 0.5 <= r["cover"] <= 1

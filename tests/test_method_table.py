@@ -98,8 +98,17 @@ def test_result_does_not_depend_on_batch_size(name, results):
     row = ROWS[name]
     ref = _eager(results, name)
     # 5 model inputs per chunk: several chunks, the last one padded wherever the count is
-    # not a multiple of 5 (a second size, 1, compiled every method again)
-    assert_close(row.call(batch_size=5), ref, rtol=5e-5, what=f"{name} batch_size=5")
+    # not a multiple of 5 (a second size, 1, compiled every method again). n_evals counts
+    # the rows a last chunk repeats, so it depends on the size and is set aside.
+    assert_close(_counts_aside(row.call(batch_size=5)), _counts_aside(ref), rtol=5e-5,
+                 what=f"{name} batch_size=5")
+
+
+def _counts_aside(result):
+    """`result` without its evaluation count (which counts repeated rows)."""
+    if hasattr(result, "_replace") and "n_evals" in getattr(result, "_fields", ()):
+        return result._replace(n_evals=None)
+    return result
 
 
 @pytest.mark.parametrize("name", MODEL_METHODS)

@@ -107,7 +107,9 @@ def test_symmetry_and_dummy_axioms():
         np.testing.assert_allclose(e.values[0, 0], e.values[0, 1], atol=1e-5)
         assert abs(float(e.values[0, 2])) < 1e-5  # float32 rounding of a 2^d-term sum
     np.testing.assert_allclose(full.values, ex.values, atol=1e-5)
-    assert float(perm.values[0, 2]) == 0.0 and float(perm.stderr[0, 2]) == 0.0
+    # the dummy's estimate is exact, but its stderr is moderated towards the other features'
+    # (three pairs cannot tell a dummy from a feature that matters rarely): finite, not 0
+    assert float(perm.values[0, 2]) == 0.0 and np.isfinite(float(perm.stderr[0, 2]))
     assert full.n_evals.tolist() == [16] and float(full.stderr.max()) == 0.0
 
 

@@ -70,12 +70,14 @@ def chunking(total: int, batch_size: int | None) -> tuple[int, int]:
 
 
 def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]], init: Any,
-                 total: int, batch_size: int | None, report: int = 0) -> tuple[Any, Any, int, int]:
+                 total: int, batch_size: int | None, report: int = 0,
+                 repeats: bool = False) -> tuple[Any, Any, int, int]:
     """`carry, y = fn(carry, start, size, skip)` over the chunks of `fold`.
 
     Returns `(carry, ys, count, size)`, the `y`s stacked along a new leading axis.
     Each chunk reports `report` model evaluations per new row to a progress bar
-    (`progress.report`; nothing unless a bar asked for it).
+    (`progress.report`; nothing unless a bar asked for it), and with `repeats` also
+    for the rows it repeats (where the method's `n_evals` counts them).
     """
     count, size = chunking(total, batch_size)
     last = total - size
@@ -83,7 +85,7 @@ def _over_chunks(fn: Callable[[Any, jax.Array, int, jax.Array], tuple[Any, Any]]
     def counted(state, start, skip):
         out = fn(state, start, size, skip)
         if report:
-            progress.report((size - skip) * report)
+            progress.report((size - (0 if repeats else skip)) * report)
         return out
 
     step = _marked(tuned(counted, "loop"), Loop(count, size, total, report))
@@ -194,7 +196,7 @@ def chunked_sum(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
 
 
 def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int | None, *,
-                report: int = 1) -> Any:
+                report: int = 1, repeats: bool = False) -> Any:
     """Concatenation over chunks of `fn(start, size)`, each leaf shaped `(size, ...)`.
 
     Use it for small per-evaluation outputs (one scalar per model call); the model
@@ -202,8 +204,8 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     the rows the last chunk repeats are dropped from its output.
     """
     _, ys, count, size = _over_chunks(
-        lambda carry, start, size, skip: (carry, fn(start, size)), None, total, batch_size, report
-    )
+        lambda carry, start, size, skip: (carry, fn(start, size)), None, total, batch_size, report,
+        repeats)
     repeated = count * size - total
 
     def join(y):
@@ -215,10 +217,11 @@ def chunked_map(fn: Callable[[jax.Array, int], Any], total: int, batch_size: int
     return jax.tree.map(join, ys)
 
 
-def chunked_apply(fn: Callable[[jax.Array], Any], z: jax.Array, batch_size: int | None) -> Any:
+def chunked_apply(fn: Callable[[jax.Array], Any], z: jax.Array, batch_size: int | None, *,
+                  repeats: bool = False) -> Any:
     """`fn(z)` for a row-wise `fn` (a model), evaluated `batch_size` rows at a time."""
     return chunked_map(lambda s, size: fn(jax.lax.dynamic_slice_in_dim(z, s, size)), z.shape[0],
-                       batch_size)
+                       batch_size, repeats=repeats)
 
 
 def flat_index(start: jax.Array, size: int, per_example: int) -> tuple[jax.Array, jax.Array]:
@@ -275,14 +278,16 @@ def _whole_examples_waste_least(n: int, samples: int, bs: int) -> bool:
     return count * size * samples <= rows_count * rows_size
 
 
-def values_at(model: Callable, target: Any, xs: list[jax.Array], batch_size: int | None):
+def values_at(model: Callable, target: Any, xs: list[jax.Array], batch_size: int | None, *,
+              repeats: bool = False):
     """Target values at a few full batches `xs` (each `(N, ...)`), resolving "predicted" at `xs[0]`.
 
     Returns `(list of (N,) values, bound target)`; evaluates `len(xs) * N` inputs
-    in chunks of at most `batch_size`.
+    in chunks of at most `batch_size` (`repeats`: the progress bar also counts the rows the
+    last chunk repeats, for methods whose `n_evals` counts them).
     """
     n = xs[0].shape[0]
     allx = jnp.concatenate(xs, axis=0) if len(xs) > 1 else xs[0]
-    outs = chunked_apply(model, allx, batch_size)
+    outs = chunked_apply(model, allx, batch_size, repeats=repeats)
     bound = target.bind(outs[:n])
     return [bound.select(outs[i * n : (i + 1) * n]) for i in range(len(xs))], bound

@@ -152,8 +152,7 @@ def plan(method: str | Callable, *args: Any, **config: Any) -> Plan:
         _chunk_default(entry, bound, x)
         closed, traced_args, loops = _trace(entry, bound)
         examples = int(np.shape(x)[0]) if _is_array(x) and np.ndim(x) else None
-        per = entry.per_example(*bound.args, **bound.kwargs)
-        evals = None if per is None or examples is None else per * examples
+        evals = None if examples is None else entry.total(*bound.args, **bound.kwargs)
         leaves = [m for m in marked_calls(closed, traced_args, loops) if m.leaf]
         platform = jax.devices()[0].platform if device is None else device.platform
         if not leaves:  # no chunk loop: the call is its one chunk

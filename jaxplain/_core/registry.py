@@ -42,7 +42,8 @@ class Entry:
       fn: the public function (with `progress=`).
       family: one of `FAMILIES`.
       evals: `evals(arguments) -> int`, model evaluations per example for the
-        bound arguments (defaults applied), or None when unknown.
+        bound arguments (defaults applied), or `(N,)` ints where examples differ
+        (the rows a chunk repeats are counted), or None when unknown.
       evals_bound: `evals` is an upper bound (iterative methods that stop early),
         not the exact count.
       cheap: small settings for fast calls (tests, smoke runs).
@@ -76,7 +77,22 @@ class Entry:
                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
     def per_example(self, *args: Any, **kwargs: Any) -> int | None:
-        """Model evaluations per example of the call `fn(*args, **kwargs)` (None: unknown)."""
+        """Model evaluations per example of the call `fn(*args, **kwargs)` (None: unknown);
+        the most any example needs where they differ (rows a last chunk repeats)."""
+        counts = self._counts(args, kwargs)
+        return None if counts is None else int(np.max(counts))
+
+    def total(self, *args: Any, **kwargs: Any) -> int | None:
+        """Model evaluations of the call `fn(*args, **kwargs)` summed over its examples."""
+        counts = self._counts(args, kwargs)
+        if counts is None or np.ndim(counts):
+            return None if counts is None else int(np.sum(counts))
+        x = kwargs.get("x", args[1] if len(args) > 1 else None)
+        shape = np.shape(x) if x is not None and hasattr(x, "shape") else None
+        return int(counts) * int(shape[0]) if shape else None
+
+    def _counts(self, args: tuple, kwargs: dict) -> Any:
+        """`evals` of the bound call: an int (every example) or `(N,)` ints, None: unknown."""
         if self.evals is None:
             return None
         try:
@@ -85,7 +101,8 @@ class Entry:
             return None
         bound.apply_defaults()
         try:
-            return int(self.evals(bound.arguments))
+            out = self.evals(bound.arguments)
+            return int(out) if np.ndim(out) == 0 else np.asarray(out, np.int64)
         except Exception:  # noqa: BLE001 - invalid arguments: the method reports them
             return None
 
@@ -177,9 +194,7 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
         total = None
         if evals is not None:
             entry = REGISTRY.get(name)
-            per = entry.per_example(*args, **kwargs) if entry is not None else None
-            n = _batch_of(sig, args, kwargs)
-            total = None if per is None or n is None else per * n
+            total = entry.total(*args, **kwargs) if entry is not None else None
         if progress == "auto" and (total is None or total < AUTO_EVALS):
             return fn(*args, **kwargs)
         delay = AUTO_DELAY if progress == "auto" else 0.0
@@ -192,12 +207,6 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
     public.__signature__ = sig.replace(parameters=[p for p in params if p not in last]
                                        + [extra] + last)
     return public
-
-
-def _batch_of(sig: inspect.Signature, args: tuple, kwargs: dict) -> int | None:
-    x = args[1] if len(args) > 1 else kwargs.get("x")
-    shape = np.shape(x) if x is not None and hasattr(x, "shape") else None
-    return int(shape[0]) if shape else None
 
 
 def get(name: str) -> Entry:

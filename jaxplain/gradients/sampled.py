@@ -18,7 +18,7 @@ from .._compile import jit
 from .._core import registry
 from .._core import validate as V
 from .._core import batching
-from .._core.noise import gaussian
+from .._core.noise import LATTICE_REPLICATES, gaussian, lattice_gaussian
 from .._core.types import Explanation
 from .._core.targets import value_and_grad
 from ._shared import bcast, count, prepare_input
@@ -26,6 +26,7 @@ from .basic import saliency
 
 
 NOISE_KINDS = ("smoothgrad", "squaregrad", "vargrad")
+SAMPLINGS = ("mc", "antithetic", "lattice")
 
 
 # ---- noise tunnels ------------------------------------------------------------------------
@@ -38,7 +39,7 @@ NOISE_KINDS = ("smoothgrad", "squaregrad", "vargrad")
 )
 def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
                  method: Callable[..., Explanation] = saliency, n_samples: int = 16,
-                 noise_level: float = 0.15, kind: str = "smoothgrad",
+                 noise_level: float = 0.15, kind: str = "smoothgrad", sampling: str = "mc",
                  batch_size: int | None = None, **method_kwargs: Any) -> Explanation:
     """Averages any attribution `method` over noisy copies of the input.
 
@@ -56,6 +57,12 @@ def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
       n_samples: noisy copies per example.
       noise_level: noise standard deviation relative to each input's range.
       kind: `smoothgrad`, `squaregrad` or `vargrad`.
+      sampling: how the noise is drawn: `"mc"` independent draws; `"antithetic"`
+        pairs `+eps, -eps` (even `n_samples`; exact for a quadratic model, whose
+        gradient is linear); `"lattice"` randomised quasi-Monte Carlo
+        (`_core.noise.lattice_gaussian`: every pixel's noise stratified over the
+        samples; `n_samples` a multiple of 8, in 4 independent randomisations).
+        The standard error is over pairs, or over the 4 randomisations.
       batch_size: bound on model inputs alive at once (shared with `method`).
       **method_kwargs: static keyword arguments for `method` (e.g. `steps=16`).
         If `method` takes a `key`, noise sample `j` passes it a key folded from
@@ -86,6 +93,10 @@ def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
     n_samples = V.check_budget(n_samples, "n_samples", x.shape[0], per_unit=inner)
     noise_level = V.check_float(noise_level, "noise_level", minimum=0.0)
     V.check_choice(kind, "kind", NOISE_KINDS)
+    V.check_choice(sampling, "sampling", SAMPLINGS)
+    if n_samples % {"mc": 1, "antithetic": 2, "lattice": 2 * LATTICE_REPLICATES}[sampling]:
+        V.fail("n_samples", f"a multiple of {2 if sampling == 'antithetic' else 2 * LATTICE_REPLICATES} with "
+               f"sampling={sampling!r}", n_samples)
     batch_size = V.check_batch_size(batch_size)
     for k, v in method_kwargs.items():
         try:
@@ -98,14 +109,14 @@ def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
     except (TypeError, ValueError):
         takes_key = False
     return _noise_tunnel(model, x, t, key, V.to_device(noise_level, x.dtype), method=method,
-                         n_samples=n_samples, kind=kind, batch_size=batch_size,
+                         n_samples=n_samples, kind=kind, sampling=sampling, batch_size=batch_size,
                          takes_key=takes_key, kwargs=tuple(sorted(method_kwargs.items())))
 
 
-@functools.partial(jit, static_argnames=("method", "n_samples", "kind", "batch_size",
+@functools.partial(jit, static_argnames=("method", "n_samples", "kind", "sampling", "batch_size",
                                              "takes_key", "kwargs"))
 def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind, batch_size,
-                  takes_key, kwargs):
+                  takes_key, kwargs, sampling="mc"):
     n = x.shape[0]
     target = target.resolve(model, x)
     flat = x.reshape(n, -1)
@@ -114,23 +125,55 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
     evals = int(kw.get("steps", 1)) * n
     noise_key, method_key = jax.random.split(key)
 
-    def one(j):
-        eps = gaussian(jax.random.fold_in(noise_key, j), x.shape, x.dtype) * sigma
+    noise, per_unit = _noise_fn(noise_key, x, n_samples, sampling)
+    units = n_samples // per_unit  # antithetic: a unit is a pair +eps, -eps
+    groups = LATTICE_REPLICATES if sampling == "lattice" else units
+
+    def draw(j):
+        eps = noise(j) * sigma
         extra = {"key": jax.random.fold_in(method_key, j)} if takes_key else {}
         e = method(model, x + eps, target=target, batch_size=batch_size, **kw, **extra)
-        return e.values, e.values * e.values, e.n_evals
+        return e.values, e.n_evals
+
+    def one(u):
+        vs, ne = jax.vmap(draw)(u * per_unit + jnp.arange(per_unit, dtype=jnp.int32))
+        v = vs.mean(0)
+        if sampling == "lattice":  # per-randomisation sums, for the standard error
+            hot = jax.nn.one_hot(u // (units // groups), groups, dtype=v.dtype)
+            spread = bcast(hot, v.ndim + 1) * v
+        else:
+            spread = v * v
+        return v, jnp.square(vs).sum(0), ne.sum(0), spread
 
     def chunk(start, size):
         return jax.vmap(one)(start + jnp.arange(size, dtype=jnp.int32))
 
-    per_chunk = max(1, batching.chunk_size(batch_size, n_samples * evals) // evals)
-    s1, s2, ne = batching.chunked_sum(chunk, n_samples, per_chunk, report=0)  # inner loops report
-    mean, sq = s1 / n_samples, s2 / n_samples
+    per_chunk = max(1, batching.chunk_size(batch_size, n_samples * evals) // (evals * per_unit))
+    s1, s2, ne, sg = batching.chunked_sum(chunk, units, per_chunk, report=0)  # inner loops report
+    mean, sq = s1 / units, s2 / n_samples
     var = jnp.maximum(sq - mean * mean, 0.0)
     if kind == "smoothgrad":
-        stderr = jnp.sqrt(var / max(n_samples - 1, 1))
+        if sampling == "lattice":
+            gm = sg / (units // groups)
+            gvar = jnp.sum(jnp.square(gm - mean[None]), 0) / (groups - 1)
+        else:  # the variance of the unit means
+            gvar = jnp.maximum(sg / units - mean * mean, 0.0) * units / max(units - 1, 1)
+        stderr = jnp.sqrt(gvar / groups)
         return Explanation(mean, stderr=stderr, n_evals=ne)
     return Explanation(sq if kind == "squaregrad" else var, n_evals=ne)
+
+
+def _noise_fn(key, x, n_samples, sampling):
+    """`(noise(j), per_unit)`: sample `j`'s standard normal noise shaped like `x`, and the
+    samples per independent unit (2: an antithetic pair)."""
+    if sampling == "antithetic":
+        return (lambda j: gaussian(jax.random.fold_in(key, j // 2), x.shape, x.dtype)
+                * (1 - 2 * (j % 2)).astype(x.dtype)), 2
+    if sampling == "lattice":
+        m = n_samples // LATTICE_REPLICATES
+        return (lambda j: lattice_gaussian(jax.random.fold_in(key, j // m), j % m, m, x.shape,
+                                           x.dtype)), 1
+    return lambda j: gaussian(jax.random.fold_in(key, j), x.shape, x.dtype), 1
 
 
 _NOISE_ARGS = """
@@ -141,6 +184,8 @@ _NOISE_ARGS = """
       key: a `jax.random.key`; noise sample `j` uses `fold_in(key, j)`.
       n_samples: noisy copies per example (model evaluations per example).
       noise_level: noise standard deviation relative to each input's range.
+      sampling: `"mc"`, `"antithetic"` (pairs `+eps, -eps`) or `"lattice"`
+        (randomised quasi-Monte Carlo), see `noise_tunnel`.
       batch_size: model inputs per chunk (`None`: the backend's default).
 
     Returns:
@@ -155,7 +200,8 @@ _NOISE_ARGS = """
     demo={"label": "SmoothGrad", "quick": {"n_samples": 16}, "full": {"n_samples": 50}},
 )
 def smoothgrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
-               noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+               noise_level: float = 0.15, sampling: str = "mc",
+               batch_size: int | None = None) -> Explanation:
     """SmoothGrad: the mean gradient over `n_samples` noisy copies of `x`.
 
     `noise_tunnel(..., method=saliency, kind="smoothgrad")`; use
@@ -170,7 +216,8 @@ def smoothgrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: in
     Array([[ 1., -2.]], dtype=float32)
     """
     return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
-                        noise_level=noise_level, kind="smoothgrad", batch_size=batch_size)
+                        noise_level=noise_level, kind="smoothgrad", sampling=sampling,
+                        batch_size=batch_size)
 
 
 @registry.method(
@@ -180,7 +227,8 @@ def smoothgrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: in
     demo={"label": "VarGrad", "quick": None, "full": {"n_samples": 50}},
 )
 def vargrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
-            noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+            noise_level: float = 0.15, sampling: str = "mc",
+            batch_size: int | None = None) -> Explanation:
     """VarGrad: the variance of the gradient over `n_samples` noisy copies of `x`.
 {args}
     References:
@@ -193,12 +241,14 @@ def vargrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int =
     Array([[0., 0.]], dtype=float32)
     """
     return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
-                        noise_level=noise_level, kind="vargrad", batch_size=batch_size)
+                        noise_level=noise_level, kind="vargrad", sampling=sampling,
+                        batch_size=batch_size)
 
 
 @registry.method("gradients", evals=lambda a: a["n_samples"], cheap={"n_samples": 4})
 def squaregrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: int = 16,
-               noise_level: float = 0.15, batch_size: int | None = None) -> Explanation:
+               noise_level: float = 0.15, sampling: str = "mc",
+               batch_size: int | None = None) -> Explanation:
     """SquareGrad: the mean squared gradient over `n_samples` noisy copies of `x`.
 {args}
     References:
@@ -210,7 +260,7 @@ def squaregrad(model: Any, x: jax.Array, *, target: Any, key: Any, n_samples: in
     Array([[1., 4.]], dtype=float32)
     """
     return noise_tunnel(model, x, target=target, key=key, n_samples=n_samples,
-                        noise_level=noise_level, kind="squaregrad", batch_size=batch_size)
+                        noise_level=noise_level, kind="squaregrad", sampling=sampling, batch_size=batch_size)
 
 
 for _f, _extra in ((smoothgrad, " and `stderr`, the standard error of the mean"),

@@ -304,3 +304,29 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
         later_round, jnp.asarray(w_later, jnp.float32)[h], jnp.asarray(w_first, jnp.float32)[h]
     )
     return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, ordinal % N_GROUPS)
+
+
+def finite_population(plan: Schedule, i: jax.Array) -> jax.Array:
+    """`sqrt(1 - f)` per unit `i (b,)`: the finite-population correction of its stratum
+    when the call's (`rounds=1`) or the unit's round's draws are a fraction `f` of it.
+
+    Units are drawn without replacement, so a stratum sampled in full contributes no
+    variance; beyond its size the extra draws are independent (`|pop - n| / max(pop, n)`).
+    Without it the jackknife was 2.2-3.4x too wide where the budget covers most
+    coalitions (d = 10: 300 samples with `enumerate_sizes=False`, or 1000)."""
+    if plan.exact:
+        return jnp.zeros(i.shape)
+    r = i // max(plan.n_units, 1)
+    local = i - r * plan.n_units
+    first, later = np.asarray(plan.first), np.asarray(plan.later)
+    j = jnp.where(r > 0, local, jnp.maximum(local - plan.n_enum, 0))
+    starts = jnp.where(
+        (r > 0)[:, None],
+        jnp.asarray(np.cumsum(later) - later, jnp.int32)[None],
+        jnp.asarray(np.cumsum(first) - first, jnp.int32)[None],
+    )
+    h = jnp.sum(starts <= j[:, None], axis=1) - 1
+    uf, ul = plan.stratum_units
+    drawn = (jnp.asarray(uf, jnp.float32)[h] + r * jnp.asarray(ul, jnp.float32)[h])
+    pop = jnp.asarray(np.asarray(plan.strata_pop, np.float64), jnp.float32)[h]
+    return jnp.sqrt(jnp.abs(pop - drawn) / jnp.maximum(jnp.maximum(pop, drawn), 1.0))

@@ -4,6 +4,13 @@ LIME, Shapley estimators, occlusion, RISE and the deletion/insertion metrics all
 reduce to `coalition_values`: evaluate the target on `x` with some features
 replaced by a baseline, for many coalitions per example, never holding more
 than `batch_size` perturbed inputs at once.
+
+Evaluation counts are honest: the rows a last chunk repeats (see `batching.fold`)
+are evaluated, so the estimators' `n_evals` count them (`stream_rows`,
+`values_rows`), per example, and the registry's `evals` predicts the same numbers
+(`stream_evals`). They are few (fewer than the chunks of each loop), but depend on
+`batch_size`: e.g. KernelSHAP with 2998 samples of one example in chunks of 64 runs
+3 passes of 1000 units, each 16 chunks of 63, and reports the 3026 rows evaluated.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._core.types import HIGHEST
 from .._core import progress as _progress, batching, features
@@ -134,11 +142,9 @@ def stream(
     """
     if n_units <= 0:
         return init
-    bs = batching.chunk_size(batch_size, n * n_units * unit_size)
-    m = min(max(1, bs // unit_size), n * n_units)
-    k = min(n, (m + n_units - 2) // n_units + 1)
-
     total = n * n_units
+    bs, m, block = stream_layout(n, n_units, unit_size, batch_size, unit_bytes(units_fn))
+    k = min(n, (m + n_units - 2) // n_units + 1)
 
     def step(carry, start, size, skip, units):
         ex, u = batching.flat_index(start, size, n_units)
@@ -153,8 +159,10 @@ def stream(
             return target.take(sl[0]).select(model(inputs_fn(*sl)))
 
         values = batching.chunked_map(part, rows, bs, report=0)
+        count, sub = batching.chunking(rows, bs)
+        rows_evaluated = count * sub
         values = values.astype(batching.accumulator(values.dtype))  # low-precision models
-        _progress.report(rows - skip * unit_size)
+        _progress.report(rows_evaluated)  # repeated rows too: `n_evals` counts them
         ex0 = start // n_units
         # units an earlier chunk covered (the last chunk's overlap) count for no example
         fresh = batching.fresh_rows(size, skip)[:, None]
@@ -175,18 +183,106 @@ def stream(
 
         return batching.fold(chunk, carry, bsize, m)
 
-    return batching.fold(block_step, init, total, _units_block(units_fn, m, total))
+    return batching.fold(block_step, init, total, block)
 
 
-def _units_block(units_fn: Callable, m: int, total: int) -> int:
-    """Units per pass of `units_fn` in `stream`: up to `UNITS_CHUNKS` whole chunks of
-    `m`, their data within `UNITS_BYTES` (at least one chunk, at most every unit)."""
+def unit_bytes(units_fn: Callable) -> int:
+    """Bytes of the data `units_fn` returns per unit."""
+    ones = jnp.zeros((1,), jnp.int32)
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(jax.eval_shape(units_fn, ones, ones)))
+
+
+def stream_layout(
+    n: int, n_units: int, unit_size: int, batch_size: int | None, unit_bytes: int
+) -> tuple[int, int, int]:
+    """`(rows per model call, units per chunk, units per pass of units_fn)` of a `stream`.
+
+    A pass holds up to `UNITS_CHUNKS` whole chunks, their unit data (`unit_bytes` per
+    unit) within `UNITS_BYTES` (at least one chunk, at most every unit)."""
+    total = n * n_units
+    bs = batching.chunk_size(batch_size, total * unit_size)
+    m = min(max(1, bs // unit_size), total)
     if total <= m:
-        return total
-    zeros = jnp.zeros((m,), jnp.int32)
-    leaves = jax.tree.leaves(jax.eval_shape(units_fn, zeros, zeros))
-    per_chunk = max(1, sum(a.size * a.dtype.itemsize for a in leaves))
-    return min(total, max(1, min(UNITS_CHUNKS, UNITS_BYTES // per_chunk)) * m)
+        return bs, m, total
+    per_chunk = max(1, unit_bytes * m)
+    return bs, m, min(total, max(1, min(UNITS_CHUNKS, UNITS_BYTES // per_chunk)) * m)
+
+
+def stream_rows(
+    n: int, n_units: int, unit_size: int, batch_size: int | None, unit_bytes: int
+) -> np.ndarray:
+    """Model inputs `stream` evaluates per example, `(n,)` int: the rows a chunk repeats
+    (the last chunk of a loop overlaps its predecessor, see `batching.fold`) included.
+
+    Static (from the shapes alone): estimators report it as `n_evals`, and the
+    registry's `evals` predicts it before a call."""
+    counts = np.zeros(n, np.int64)
+    if n_units <= 0 or n <= 0:
+        return counts
+    total = n * n_units
+    bs, m, block = stream_layout(n, n_units, unit_size, batch_size, unit_bytes)
+    nb, sb = batching.chunking(total, block)
+    nc, sc = batching.chunking(sb, m)
+    nr, sr = batching.chunking(sc * unit_size, bs)  # sub-batches of a chunk's rows
+    per_unit = nr * sr // sc  # unit_size, more when one unit is split into sub-batches
+    b0 = np.minimum(np.arange(nb) * sb, total - sb)
+    starts = [b0]
+    ends = [b0 + sb]
+    if nc * sc > sb:  # within each pass, the units its last chunk repeats
+        starts.append(b0 + sb - sc)
+        ends.append(b0 + (nc - 1) * sc)
+    _add_intervals(counts, np.concatenate(starts), np.concatenate(ends), n_units)
+    return counts * per_unit
+
+
+def values_rows(n: int, k: int, batch_size: int | None) -> np.ndarray:
+    """Model inputs `batching.values_at` evaluates per example for `k` batches of `n`,
+    `(n,)` int, repeated rows of its last chunk included."""
+    total = n * k
+    counts = np.full(n, k, np.int64)
+    if total <= 0:
+        return counts
+    c, s = batching.chunking(total, batch_size)
+    rows = np.arange(total - s, (c - 1) * s)
+    np.add.at(counts, rows % n, 1)
+    return counts
+
+
+def n_evals(
+    n: int, k: int, rounds: Any, n_units: int, unit_size: int, batch_size: int | None,
+    unit_bytes: int,
+) -> jax.Array:
+    """`n_evals (n,)` int32 of an estimator evaluating `k` full batches (`values_at`) and
+    `rounds` (may be traced) `stream`s of `n_units` units: every row evaluated counts."""
+    fixed = values_rows(n, k, batch_size)
+    per_round = stream_rows(n, n_units, unit_size, batch_size, unit_bytes)
+    return jnp.asarray(fixed, jnp.int32) + rounds * jnp.asarray(per_round, jnp.int32)
+
+
+def stream_evals(
+    a: dict, k: int, n_units: int, unit_bytes: int, unit_size: int = 1, rounds: int = 1
+) -> np.ndarray:
+    """A registry `evals` for the bound arguments `a` of a call whose `n_evals` is
+    `n_evals(n, k, rounds, n_units, unit_size, batch_size, unit_bytes)`: `(n,)` ints."""
+    n = int(np.shape(a["x"])[0])
+    bs = V.check_batch_size(a["batch_size"])
+    return values_rows(n, k, bs) + rounds * stream_rows(n, n_units, unit_size, bs, unit_bytes)
+
+
+def _add_intervals(counts: np.ndarray, a: np.ndarray, b: np.ndarray, per: int) -> None:
+    """Adds, per example `e`, how many flat units `e * per ..` of each `[a, b)` it holds."""
+    keep = b > a
+    a, b = a[keep], b[keep]
+    ea, eb = a // per, (b - 1) // per
+    same = ea == eb
+    np.add.at(counts, ea[same], (b - a)[same])
+    a, b, ea, eb = a[~same], b[~same], ea[~same], eb[~same]
+    np.add.at(counts, ea, (ea + 1) * per - a)
+    np.add.at(counts, eb, b - eb * per)
+    diff = np.zeros(counts.shape[0] + 1, np.int64)
+    np.add.at(diff, ea + 1, per)
+    np.add.at(diff, eb, -per)
+    counts += np.cumsum(diff)[:-1]
 
 
 def add_local(acc: jax.Array, ex0: jax.Array, part: jax.Array) -> jax.Array:

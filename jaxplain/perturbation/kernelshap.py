@@ -8,7 +8,8 @@ the budget, drawn on device in complementary pairs and without replacement (the
 first units of one random order of the stratum), and is weighted by its kernel
 mass. Each chunk of evaluations is folded into regression statistics (`Z^T W Z`,
 `Z^T W y`), kept per group of sampled pairs so a delete-a-group jackknife gives
-standard errors. The final weighted least squares is solved with the efficiency
+standard errors; a group's deviation is scaled by its strata's finite-population
+correction (`finite_population`: a stratum drawn in full has no sampling error). The final weighted least squares is solved with the efficiency
 constraint `sum(phi) = f(x) - f(baseline)` enforced exactly.
 """
 
@@ -30,7 +31,10 @@ from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
 from .engine import (
     add_local,
+    n_evals,
     stream,
+    stream_evals,
+    unit_bytes,
 )
 from .engine import prepare
 from ._rounds import check_adaptive, run_rounds
@@ -41,6 +45,7 @@ from ._kernelshap_plan import (  # noqa: F401 - the plan's names, re-exported
     Schedule,
     allocate,
     coalitions,
+    finite_population,
     groups,
     permutations,
     schedule,
@@ -54,7 +59,7 @@ def kernel_shap_evals(a: dict) -> int:
     d = features.n_features(a["segments"])
     plan = schedule(d, a["n_samples"], a["enumerate_sizes"], a["paired"])
     rounds = check_adaptive(a["tol"], a["max_evals"], max(plan.n_units, 1))[2]
-    return 2 + rounds * plan.n_units
+    return stream_evals(a, 2, plan.n_units, d + 12, rounds=rounds)  # mask, weight, group, fpc
 
 
 @registry.method(
@@ -190,21 +195,24 @@ def constrained_solve(gram, zy, delta, present):
 
 def estimate(stats, plan: Schedule, delta, present):
     """Values `(N, d)` and jackknife standard errors `(N, d)` from the regression statistics."""
-    gram, zy, cnt = stats  # (N, G+1, d, d), (N, G+1, d), (N, G+1); slot G holds the enumerated part
+    # (N, G+2, d, d), (N, G+2, d), (N, G+2): the groups' statistics scaled by the
+    # finite-population correction, the enumerated part (slot G), the sampled total (G+1)
+    gram, zy, cnt = stats
     g = N_GROUPS
-    ge, ae = gram[:, g], zy[:, g]
     gs, as_, ns = gram[:, :g], zy[:, :g], cnt[:, :g]
     tg, ta, tn = gs.sum(1), as_.sum(1), ns.sum(1)
 
-    def combine(gram_s, zy_s, n_s):
-        scale = jnp.where(n_s > 0, plan.mass / jnp.maximum(n_s, 1.0), 0.0)
-        return ge[:, None] + scale[..., None, None] * gram_s, ae[:, None] + scale[..., None] * zy_s
+    def scale(n_s):
+        return jnp.where(n_s > 0, plan.mass / jnp.maximum(n_s, 1.0), 0.0)
 
-    gg, aa = combine(
-        jnp.concatenate([tg[:, None], tg[:, None] - gs], 1),
-        jnp.concatenate([ta[:, None], ta[:, None] - as_], 1),
-        jnp.concatenate([tn[:, None], tn[:, None] - ns], 1),
-    )
+    full_g = gram[:, g] + scale(tn)[:, None, None] * gram[:, g + 1]
+    full_a = zy[:, g] + scale(tn)[:, None] * zy[:, g + 1]
+    # a replicate deletes group j: the full fit moved by the (corrected) group's weight
+    dn = scale(tn[:, None] - ns)
+    dg = dn[..., None, None] * (tg[:, None] - gs) - scale(tn)[:, None, None, None] * tg[:, None]
+    da = dn[..., None] * (ta[:, None] - as_) - scale(tn)[:, None, None] * ta[:, None]
+    gg = jnp.concatenate([full_g[:, None], full_g[:, None] + dg], 1)
+    aa = jnp.concatenate([full_a[:, None], full_a[:, None] + da], 1)
     phis = constrained_solve(gg, aa, delta[:, None], present[:, None])
     phi, reps = phis[:, 0], phis[:, 1:]
     se = jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(reps - reps.mean(1, keepdims=True)), 1))
@@ -212,6 +220,35 @@ def estimate(stats, plan: Schedule, delta, present):
         return phi, jnp.zeros_like(phi)
     ok = (tn == 0) | jnp.all(ns > 0, axis=1)
     return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
+
+
+def _reducer(d, f0):
+    """`stream`'s reducer for KernelSHAP: per-example regression statistics in slots of
+    the jackknife groups (their units scaled by the finite-population correction), the
+    enumerated coalitions, and the sampled ones' plain total."""
+    g = N_GROUPS
+
+    def reduce_fn(stats, c):
+        gram, zy, cnt = stats
+        weight, group, fpc = c.extra
+        sampled = group >= 0
+        slot = jnp.where(sampled, group, g)
+        hot = jax.nn.one_hot(slot, g + 2)
+        coef = hot * jnp.where(sampled, fpc, 1.0)[:, None] + jax.nn.one_hot(
+            jnp.where(sampled, g + 1, -1), g + 2
+        )
+        m, k = c.onehot.shape
+        q = (c.onehot[:, :, None] * coef[:, None, :]).reshape(m, -1)
+        z = c.aux[:, 0].astype(jnp.float32)
+        qw = q * weight[:, None]
+        y = c.values[:, 0] - f0[c.ex]
+        zz = jnp.einsum("mq,mi,mj->qij", qw, z, z, precision=HIGHEST)
+        gram = add_local(gram, c.ex0, zz.reshape(k, g + 2, d, d))
+        zy = add_local(zy, c.ex0, jnp.einsum("mq,m,mi->qi", qw, y, z, precision=HIGHEST).reshape(k, g + 2, d))
+        cnt = add_local(cnt, c.ex0, jnp.matmul(c.onehot.T, hot, precision=HIGHEST))
+        return gram, zy, cnt
+
+    return reduce_fn
 
 
 @functools.partial(jit, static_argnames=("plan", "mode", "adaptive", "with_stderr", "batch_size"))
@@ -234,7 +271,7 @@ def _kernel_shap(
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
-    (fx, f0), target = values_at(model, target, [x, b], batch_size)
+    (fx, f0), target = values_at(model, target, [x, b], batch_size, repeats=True)
     delta = fx - f0
     g = N_GROUPS
 
@@ -242,27 +279,12 @@ def _kernel_shap(
 
     def units_fn(ex, i):
         masks, weight, group = coalitions(plan, key, i, orders)
-        return masks[:, None], (weight, group)
+        return masks[:, None], (weight, group, finite_population(plan, i))
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
 
-    def reduce_fn(stats, c):
-        gram, zy, cnt = stats
-        weight, group = c.extra
-        slot = jnp.where(group < 0, g, group)
-        q = (c.onehot[:, :, None] * jax.nn.one_hot(slot, g + 1)[:, None, :]).reshape(
-            c.onehot.shape[0], -1
-        )
-        z = c.aux[:, 0].astype(jnp.float32)
-        qw = q * weight[:, None]
-        y = c.values[:, 0] - f0[c.ex]
-        k = c.onehot.shape[1]
-        zz = jnp.einsum("mq,mi,mj->qij", qw, z, z, precision=HIGHEST)
-        gram = add_local(gram, c.ex0, zz.reshape(k, g + 1, d, d))
-        zy = add_local(zy, c.ex0, jnp.einsum("mq,m,mi->qi", qw, y, z, precision=HIGHEST).reshape(k, g + 1, d))
-        cnt = add_local(cnt, c.ex0, q.sum(0).reshape(k, g + 1))
-        return gram, zy, cnt
+    reduce_fn = _reducer(d, f0)
 
     def round_fn(stats, r):
         return stream(
@@ -278,7 +300,7 @@ def _kernel_shap(
             offset=r * plan.n_units,
         )
 
-    init = (jnp.zeros((n, g + 1, d, d)), jnp.zeros((n, g + 1, d)), jnp.zeros((n, g + 1)))
+    init = (jnp.zeros((n, g + 2, d, d)), jnp.zeros((n, g + 2, d)), jnp.zeros((n, g + 2)))
     stats, rounds = run_rounds(
         round_fn, lambda s: estimate(s, plan, delta, present)[1], init, adaptive, tol, max_rounds
     )
@@ -290,5 +312,5 @@ def _kernel_shap(
         phi,
         stderr=se if with_stderr else None,
         gap=phi.sum(-1) - delta,
-        n_evals=jnp.full((n,), 2 + rounds * plan.n_units, jnp.int32),
+        n_evals=n_evals(n, 2, rounds, plan.n_units, 1, batch_size, unit_bytes(units_fn)),
     )

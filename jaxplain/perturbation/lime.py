@@ -24,14 +24,23 @@ from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.batching import values_at
-from .engine import add_local, prepare, ranks_from_bits, stream, unit_bits
+from .engine import (
+    add_local,
+    n_evals,
+    prepare,
+    ranks_from_bits,
+    stream,
+    stream_evals,
+    unit_bits,
+    unit_bytes,
+)
 
 DISTANCES = ("cosine", "hamming")
 
 
 @registry.method(
     "perturbation",
-    evals=lambda a: a["n_samples"],
+    evals=lambda a: stream_evals(a, 1, a["n_samples"] - 1, features.n_features(a["segments"])),
     cheap={"n_samples": 4},
     demo={"label": "LIME", "quick": {"n_samples": 300}, "full": {"n_samples": 1000}},
 )
@@ -165,7 +174,7 @@ def _lime(
     present = features.feature_counts(seg, d) > 0
     pf = present.astype(jnp.float32)
     # f(x) is sample 0 (the all-ones coalition); it also binds a "predicted" target.
-    (fx,), target = values_at(model, target, [x], batch_size)
+    (fx,), target = values_at(model, target, [x], batch_size, repeats=True)
 
     def units_fn(ex, s):
         return lime_masks(key, s + 1, d)[:, None], None
@@ -204,5 +213,5 @@ def _lime(
         values=beta[:, 1:],
         score=score,
         intercept=beta[:, 0] + fx,
-        n_evals=jnp.full((n,), n_samples, jnp.int32),
+        n_evals=n_evals(n, 1, 1, n_samples - 1, 1, batch_size, unit_bytes(units_fn)),
     )

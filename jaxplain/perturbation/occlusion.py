@@ -21,7 +21,16 @@ from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.models import as_model
 from .._core.targets import as_target
-from .engine import add_local, prepare, stream, uniform_from_bits, unit_bits
+from .engine import (
+    add_local,
+    n_evals,
+    prepare,
+    stream,
+    stream_evals,
+    uniform_from_bits,
+    unit_bits,
+    unit_bytes,
+)
 
 
 # ---- occlusion -------------------------------------------------------------------------
@@ -42,7 +51,8 @@ def occlusion_evals(a: dict) -> int:
     n_ax = 3 if isinstance(a["window"], (tuple, list)) and len(a["window"]) == 3 else 2
     win = _tuple(a["window"], "window", n_ax)
     st = _tuple(a["strides"], "strides", n_ax)
-    return int(np.prod([(s - w) // t + 1 for s, w, t in zip(shape, win, st)])) + 1
+    windows = int(np.prod([(s - w) // t + 1 for s, w, t in zip(shape, win, st)]))
+    return stream_evals(a, 1, windows, 4)
 
 
 @registry.method(
@@ -119,7 +129,7 @@ def occlusion(
 def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
     n, shape = x.shape[0], x.shape[1:]
     b = features.make_baseline(mode, b, x, None, 0)
-    (fx,), target = values_at(model, target, [x], batch_size)
+    (fx,), target = values_at(model, target, [x], batch_size, repeats=True)
     npos = [(s - w) // st + 1 for s, w, st in zip(shape, window, strides)]
     ranges = [jnp.arange(s) for s in shape[: len(window)]]
 
@@ -162,7 +172,7 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
         bshape[axis] = s
         count = count * c.reshape(bshape)
     values = jnp.where(count > 0, acc / np.maximum(count, 1.0), 0.0)
-    return Explanation(values, n_evals=jnp.full((n,), int(np.prod(npos)) + 1, jnp.int32))
+    return Explanation(values, n_evals=n_evals(n, 1, 1, int(np.prod(npos)), 1, batch_size, 4))
 
 
 # ---- feature ablation ------------------------------------------------------------------
@@ -170,7 +180,7 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
 
 @registry.method(
     "perturbation",
-    evals=lambda a: features.n_features(a["segments"]) + 1,
+    evals=lambda a: stream_evals(a, 1, features.n_features(a["segments"]), 4),
     demo={"label": "feature ablation", "quick": None, "full": {}},
 )
 def feature_ablation(
@@ -231,7 +241,7 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
     n = x.shape[0]
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
-    (fx,), target = values_at(model, target, [x], batch_size)
+    (fx,), target = values_at(model, target, [x], batch_size, repeats=True)
     labels = jnp.arange(d)
 
     def inputs_fn(ex, j):
@@ -253,7 +263,8 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
         jnp.zeros((n, d), jnp.float32),
         batch_size,
     )
-    return Explanation(jnp.where(present, acc, 0.0), n_evals=jnp.full((n,), d + 1, jnp.int32))
+    evals = n_evals(n, 1, 1, d, 1, batch_size, 4)
+    return Explanation(jnp.where(present, acc, 0.0), n_evals=evals)
 
 
 # ---- RISE --------------------------------------------------------------------------------
@@ -261,7 +272,7 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
 
 @registry.method(
     "perturbation",
-    evals=lambda a: a["n_masks"],
+    evals=lambda a: stream_evals(a, 0, a["n_masks"], 4 * int(np.prod(np.shape(a["x"])[1:3]))),
     cheap={"n_masks": 4, "cells": 2},
     demo={"label": "RISE", "quick": None, "full": {"n_masks": 2000, "cells": 4}, "center": True},
 )
@@ -374,4 +385,5 @@ def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
         jnp.zeros((n, h, w), jnp.float32),
         batch_size,
     )
-    return Explanation(acc / (n_masks * p), n_evals=jnp.full((n,), n_masks, jnp.int32))
+    evals = n_evals(n, 0, 1, n_masks, 1, batch_size, unit_bytes(units_fn))
+    return Explanation(acc / (n_masks * p), n_evals=evals)
