@@ -54,3 +54,12 @@ def test_n_evals_counts_repeated_rows_and_the_registry_predicts_it(name):
     np.testing.assert_array_equal(np.asarray(out.n_evals), seen)
     assert registry.get(name).total(model, jnp.asarray(x), **kw) == seen.sum()
     assert seen.sum() > n * nominal  # chunks of 7 repeat rows
+
+
+def test_row_counts_of_huge_calls_take_no_memory_per_chunk():
+    # computed per example, not per block: 2**30 units per example once built an entry
+    # for every block, and counts near int32 (which the methods then reject) took 23 GB
+    from jaxplain.perturbation import engine
+
+    counts = engine.stream_rows(3, 2**30, 1, 64, 100)
+    assert counts.shape == (3,) and (counts >= 2**30).all() and (counts < 2**30 + 2**20).all()

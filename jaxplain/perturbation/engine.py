@@ -225,13 +225,26 @@ def stream_rows(
     nc, sc = batching.chunking(sb, m)
     nr, sr = batching.chunking(sc * unit_size, bs)  # sub-batches of a chunk's rows
     per_unit = nr * sr // sc  # unit_size, more when one unit is split into sub-batches
-    b0 = np.minimum(np.arange(nb) * sb, total - sb)
-    starts = [b0]
-    ends = [b0 + sb]
-    if nc * sc > sb:  # within each pass, the units its last chunk repeats
-        starts.append(b0 + sb - sc)
-        ends.append(b0 + (nc - 1) * sc)
-    _add_intervals(counts, np.concatenate(starts), np.concatenate(ends), n_units)
+    # Units per example, in O(n) whatever the number of blocks (a count near 2**31 must
+    # not build one entry per block). Blocks 0..nb-2 tile [0, E); the last one is
+    # [total - sb, total). Within each pass, its last chunk repeats the units
+    # [start + sb - sc, start + (nc - 1) * sc): one interval of length `rep` at the same
+    # offset in every period of sb.
+    lo = np.arange(n, dtype=np.int64) * n_units
+    hi = lo + n_units
+    end = (nb - 1) * sb
+
+    def overlap(a, b):
+        return np.clip(np.minimum(hi, b) - np.maximum(lo, a), 0, None)
+
+    counts = overlap(0, end) + overlap(total - sb, total)
+    rep = nc * sc - sb
+    if rep > 0:
+        def periodic(x):  # repeated units in [0, x), for x <= end
+            return (x // sb) * rep + np.clip(x % sb - (sb - sc), 0, rep)
+
+        counts += periodic(np.minimum(hi, end)) - periodic(np.minimum(lo, end))
+        counts += overlap(total - sc, total - sb + (nc - 1) * sc)
     return counts * per_unit
 
 
@@ -267,22 +280,6 @@ def stream_evals(
     n = int(np.shape(a["x"])[0])
     bs = V.check_batch_size(a["batch_size"])
     return values_rows(n, k, bs) + rounds * stream_rows(n, n_units, unit_size, bs, unit_bytes)
-
-
-def _add_intervals(counts: np.ndarray, a: np.ndarray, b: np.ndarray, per: int) -> None:
-    """Adds, per example `e`, how many flat units `e * per ..` of each `[a, b)` it holds."""
-    keep = b > a
-    a, b = a[keep], b[keep]
-    ea, eb = a // per, (b - 1) // per
-    same = ea == eb
-    np.add.at(counts, ea[same], (b - a)[same])
-    a, b, ea, eb = a[~same], b[~same], ea[~same], eb[~same]
-    np.add.at(counts, ea, (ea + 1) * per - a)
-    np.add.at(counts, eb, b - eb * per)
-    diff = np.zeros(counts.shape[0] + 1, np.int64)
-    np.add.at(diff, ea + 1, per)
-    np.add.at(diff, eb, -per)
-    counts += np.cumsum(diff)[:-1]
 
 
 def add_local(acc: jax.Array, ex0: jax.Array, part: jax.Array) -> jax.Array:
