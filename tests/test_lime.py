@@ -36,7 +36,7 @@ def test_wide_kernel_recovers_linear_weights():
     m, w, x = _problem()
     seg = jx.grid_segments(4, 4, 2)
     e = jx.lime(m, x, target=2, segments=seg, baseline=0.2, key=jax.random.key(0), n_samples=300,
-                kernel_width=1e3, alpha=1e-6)
+                kernel_width=1e3, alpha=1e-6, batch_size=60)
     np.testing.assert_allclose(e.values, _per_feature(w, x, 0.2, seg, 2), atol=2e-4)
     np.testing.assert_allclose(e.score, 1.0, atol=1e-4)
     np.testing.assert_allclose(e.intercept, m(jnp.full_like(x, 0.2))[:, 2], atol=2e-4)
