@@ -1,12 +1,16 @@
 """Writes tests/durations.json from a profile of a full run.
 
     JAXPLAIN_TEST_PROFILE=/tmp/profile.jsonl bash run.sh test
-    python tests/_durations.py /tmp/profile.jsonl
+    JAXPLAIN_TEST_PROFILE=/tmp/fast.jsonl bash run.sh test -m "not slow"   # optional
+    python tests/_durations.py /tmp/profile.jsonl [/tmp/fast.jsonl]
 
 The conftest reads the file to hand out the costliest test files first (so no worker
 idles at the end of a run) and to mark every test that cost at least `THRESHOLD`
-seconds of CPU as `slow`, so `pytest -m "not slow"` is the quick subset. Tests the
-file does not know (new ones) count as fast until the next profile.
+seconds of CPU as `slow`, so `pytest -m "not slow"` is the quick subset. A module's
+shared fixture moves onto its first fast test when the tests before it are skipped,
+so a profile of the quick subset itself (the second file) marks its costliest tests
+`slow` too, until the rest fits `FAST_BUDGET`. Tests the file does not know (new
+ones) count as fast until the next profile.
 """
 
 from __future__ import annotations
@@ -19,11 +23,31 @@ from pathlib import Path
 THRESHOLD = 0.75
 """CPU seconds from which a test is slow (setup and teardown included)."""
 
+FAST_BUDGET = 170.0
+"""CPU seconds for the quick subset: under 2 minutes on 2 cores, with the workers'
+start and the collection (about 10 s each)."""
+
 HERE = Path(__file__).resolve().parent
 
 
-def main(profile: str) -> None:
-    rows = [json.loads(line) for line in open(profile) if line.strip()]
+def _read(profile: str) -> list[dict]:
+    return [json.loads(line) for line in open(profile) if line.strip()]
+
+
+def _over_budget(rows: list[dict], known_slow: set[str]) -> set[str]:
+    """The costliest tests of a quick-subset profile, until the rest fits the budget."""
+    fast = sorted((r for r in rows if r["id"] not in known_slow), key=lambda r: -r["cpu"])
+    total, out = sum(r["cpu"] for r in fast), set()
+    for r in fast:
+        if total <= FAST_BUDGET:
+            break
+        out.add(r["id"])
+        total -= r["cpu"]
+    return out
+
+
+def main(profile: str, fast_profile: str | None = None) -> None:
+    rows = _read(profile)
     files: collections.Counter = collections.Counter()
     for r in rows:
         files[Path(r["id"].split("::")[0]).stem] += r["cpu"]
@@ -33,11 +57,13 @@ def main(profile: str) -> None:
         "files_cpu_s": {f: round(s, 1) for f, s in files.most_common()},
         "slow": sorted(r["id"] for r in rows if r["cpu"] >= THRESHOLD),
     }
+    if fast_profile:
+        out["slow"] = sorted(set(out["slow"]) | _over_budget(_read(fast_profile), set(out["slow"])))
     (HERE / "durations.json").write_text(json.dumps(out, indent=0) + "\n")
-    fast = sum(r["cpu"] for r in rows if r["cpu"] < THRESHOLD)
+    fast = sum(r["cpu"] for r in rows if r["id"] not in set(out["slow"]))
     print(f"{len(rows)} tests, {out['total_cpu_s']} s CPU; {len(out['slow'])} slow; "
           f"the rest {fast:.0f} s CPU")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

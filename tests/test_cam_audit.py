@@ -7,7 +7,6 @@ real channel mean, the regularisers doing what they say, and the error for a wro
 layer name from every public entry point (before anything compiles).
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

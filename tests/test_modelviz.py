@@ -1,7 +1,6 @@
 """Model visualisation: tiling, feature maps, filters, feature visualisation."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

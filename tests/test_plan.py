@@ -1,8 +1,8 @@
 """`jaxplain.plan`: the cost of a call before it runs (evaluations, chunks, memory, FLOPs, time).
 
-Every registered method is planned with the method table's cheap call
-(tests/_method_table.py): the plan compiles at most one program (its chunk) and
-counts the evaluations the method's result reports. Integrated gradients on a
+Every registered method is planned in tests/test_method_table.py (its cheap call:
+the plan compiles at most one program, its chunk, and counts the evaluations the
+method's result reports). Integrated gradients on a
 linear model checks the chunking against its closed form. No timing is asserted
 (the machine is shared); `benchmarks/plan_bench.py` compares times with calls.
 """
@@ -17,44 +17,10 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
-from jaxplain._compile import compiler_options
-from _method_table import ROWS, eager, env
+from _method_table import env
 
-NAMES = sorted(ROWS)
-SLOW = {  # plan (trace + one chunk's compile) over ~2 s on 2 busy cores
-    "road", "model_parameter_randomisation", "max_sensitivity", "counterfactual",
-    "expected_gradients", "faithfulness_correlation", "infidelity", "local_lipschitz_estimate",
-    "noise_tunnel", "smoothgrad", "vargrad", "squaregrad", "avg_sensitivity", "random_logit",
-    "anchors",
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in NAMES])
-def test_plan_counts_what_the_method_spends_and_compiles_one_chunk(name):
-    row = ROWS[name]
-    out = eager(name)
-    compiler_options()  # the compile layer's one-time probe of XLA's options, outside the count
-    pos, kw = row.arguments()
-    with jx.testing.count_compiles() as c:
-        p = jx.plan(name, *pos, **kw)
-    assert c["n"] <= 1, f"{name}: plan compiled {c['n']} programs"
-    assert p.method == name and p.chunks >= 1
-    assert p.seconds > 0 and p.chunk_seconds > 0 and p.flops >= 0 and p.peak_bytes > 0
-    assert p.seconds >= p.chunks * p.chunk_seconds * (1 - 1e-9)
-    n_evals = getattr(out, "n_evals", None)
-    if row.entry.evals is None:
-        assert p.evals is None
-        return
-    assert p.examples == env()["x"].shape[0]
-    if n_evals is None:  # a result without a count (a metric's scores)
-        return
-    used = int(np.sum(np.asarray(n_evals)))
-    if row.entry.evals_bound:
-        assert p.evals_bound and 0 < used <= p.evals, (used, p.evals)
-    else:
-        assert not p.evals_bound and p.evals == used, (p.evals, used)
-    assert p.chunks * p.chunk_size >= min(used, p.chunk_size)
+# Every registered method's plan is checked in tests/test_method_table.py, where the
+# method's own result is already computed once for the other transformations.
 
 
 # ---- closed forms on a linear model --------------------------------------------------------

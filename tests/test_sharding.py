@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
     import os, json, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=4")
     import jax, jax.numpy as jnp, numpy as np
     import jaxplain as jx
     from jaxplain import testing
@@ -95,8 +96,8 @@ SCRIPT = textwrap.dedent("""
 def result(tmp_path_factory):
     path = tmp_path_factory.mktemp("shard") / "run.py"
     path.write_text(SCRIPT)
+    # the conftest's compile flags (-O0) are kept: the device count is added to them
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
     p = subprocess.run(
         [sys.executable, str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
     )

@@ -20,7 +20,7 @@ def _forced(mode):
 
 fast_model, fast_forward, loop_body = _forced("grad"), _forced("forward"), _forced("loop")
 from jaxplain import _compile
-from jaxplain._compile import cpu, jaxpr as _jaxpr
+from jaxplain._compile import cpu
 from jaxplain._core import batching
 from jaxplain import testing
 

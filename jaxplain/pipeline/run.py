@@ -11,7 +11,6 @@ import collections
 import hashlib
 import os
 import time
-import warnings
 from typing import Any, Iterable, Iterator
 
 import jax
