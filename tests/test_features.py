@@ -124,3 +124,22 @@ def test_segment_builders_name_height_and_width(fn):
         fn(0, 8)
     with pytest.raises(TypeError, match="width: expected an int"):
         fn(8, 2.5)
+
+
+def test_a_device_label_map_is_read_once_for_its_checks_and_its_feature_count(monkeypatch):
+    """The number of features sets shapes, so a device label map must be read; the
+    registry's evaluation count (`n_features`) and the checks share one read, and a
+    second call on the same array reads nothing."""
+    reads = []
+    labels = features._labels
+    monkeypatch.setattr(features, "_labels", lambda s, hw: reads.append(1) or labels(s, hw))
+    seg = jnp.asarray(jx.grid_segments(4, 4, 2))
+    assert features.n_features(seg) == 4
+    _, d = features.check_segments(seg, (2, 4, 4, 1))
+    assert d == 4 and reads == [1]
+    features.check_segments(seg, (2, 4, 4, 1))
+    assert features.n_features(seg) == 4 and reads == [1]
+    host = np.asarray(seg)  # a host map is read where it is, every time (it may change)
+    features.n_features(host)
+    features.check_segments(host, (2, 4, 4, 1))
+    assert reads == [1, 1]

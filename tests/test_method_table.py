@@ -5,7 +5,7 @@ same key gives the same result and another key another one; the result does not
 depend on `batch_size`; a second call and new weights compile nothing; the CPU
 rewrites off give the values of the rewrites on (float32 round-off) while the
 programs differ where a rewrite applies; the registry's evaluation count is the
-method's `n_evals`.
+method's `n_evals`, and `jaxplain.plan` counts it before the call, compiling one chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 import jaxplain as jx
 from _method_table import ROWS, assert_close, eager, env, leaves
+from jaxplain._compile import compiler_options
 
 NAMES = sorted(ROWS)
 MODEL_METHODS = sorted(n for n in NAMES if "model" in ROWS[n].takes)
@@ -172,3 +173,87 @@ def test_registry_evaluation_count_is_the_methods_n_evals(name, results):
         assert 0 < used <= declared, (name, used, declared)
     else:
         assert declared == used, (name, declared, used)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_plan_counts_what_the_method_spends_and_compiles_one_chunk(name, results):
+    row = ROWS[name]
+    out = _eager(results, name)
+    compiler_options()  # the compile layer's one-time probe of XLA's options, outside the count
+    pos, kw = row.arguments()
+    with jx.testing.count_compiles() as c:
+        p = jx.plan(name, *pos, **kw)
+    assert c["n"] <= 1, f"{name}: plan compiled {c['n']} programs"
+    assert p.method == name and p.chunks >= 1
+    assert p.seconds > 0 and p.chunk_seconds > 0 and p.flops >= 0 and p.peak_bytes > 0
+    assert p.seconds >= p.chunks * p.chunk_seconds * (1 - 1e-9)
+    n_evals = getattr(out, "n_evals", None)
+    if row.entry.evals is None:
+        assert p.evals is None
+        return
+    assert p.examples == env()["x"].shape[0]
+    if n_evals is None:  # a result without a count (a metric's scores)
+        return
+    used = int(np.sum(np.asarray(n_evals)))
+    if row.entry.evals_bound:
+        assert p.evals_bound and 0 < used <= p.evals, (used, p.evals)
+    else:
+        assert not p.evals_bound and p.evals == used, (p.evals, used)
+    assert p.chunks * p.chunk_size >= min(used, p.chunk_size)
+
+
+class _Reads:
+    """Counts device-to-host reads of concrete `jax.Array`s: `_value` (float(), int(),
+    bool(), .item(), .tolist(), jax.device_get) and `np.asarray`/`np.array` (which on CPU
+    read through the buffer protocol, around `_value`). On an accelerator every one of
+    them is a copy and a sync."""
+
+    def __init__(self, monkeypatch):
+        from jax._src import array as jarray  # test-only: the library uses no private API
+
+        self.n = 0
+        value = jarray.ArrayImpl._value
+
+        def counted(arr):
+            self.n += 1
+            return value.fget(arr)
+
+        def wrap(f):
+            def g(a, *args, **kwargs):
+                if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+                    self.n += 1
+                return f(a, *args, **kwargs)
+            return g
+
+        monkeypatch.setattr(jarray.ArrayImpl, "_value", property(counted))
+        monkeypatch.setattr(np, "asarray", wrap(np.asarray))
+        monkeypatch.setattr(np, "array", wrap(np.array))
+
+
+def _on_device(row):
+    """The row's arguments with every per-example array (and the references) on the
+    device; label maps stay NumPy, as users build them."""
+    pos, kw = row.arguments()
+    put = {n for n in row.per_example()} | {"references", "concept_x", "random_x"}
+    names = list(row.positional)
+    pos = [jax.device_put(v) if n in put else v for n, v in zip(names, pos)]
+    kw = {n: jax.device_put(v) if n in put and isinstance(v, np.ndarray) else v
+          for n, v in kw.items()}
+    return pos, kw
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_call_on_device_inputs_reads_back_only_its_checks(name, results, monkeypatch):
+    """No host round trip inside a call on device arrays: the value checks of all its
+    arguments run as one program with one read, and a second call on the same arrays
+    (whose checks are remembered) reads nothing back."""
+    row = ROWS[name]
+    _eager(results, name)  # compiled: reads while tracing are not the call's
+    pos, kw = _on_device(row)
+    jax.block_until_ready((pos, kw))
+    reads = _Reads(monkeypatch)
+    jax.block_until_ready(row.entry.fn(*pos, **kw))
+    first = reads.n
+    jax.block_until_ready(row.entry.fn(*pos, **kw))
+    assert (first, reads.n - first) in {(0, 0), (1, 0)}, (
+        f"{name}: {first} reads on new device arrays, {reads.n - first} on the same again")

@@ -349,7 +349,12 @@ def test_localisation():
         ("all", "boolean mask"),
     ],
 )
-def test_bad_masks(mask, match):
+@pytest.mark.parametrize("on_device", [False, True])
+def test_bad_masks(mask, match, on_device):
+    """A host mask is checked where it is; a device mask on the device, in the call's one
+    check program (the same answers)."""
+    if on_device and isinstance(mask, np.ndarray):
+        mask = jnp.asarray(mask)
     with pytest.raises((ValueError, TypeError), match=match):
         jx.pointing_game(np.ones((2, 6, 6), np.float32), mask)
 

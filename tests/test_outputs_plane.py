@@ -88,6 +88,9 @@ BAD = [
     (dict(directions=np.ones((3, 3, 3, 1), np.float32)), ValueError, "directions"),
     (dict(directions=np.ones((2, 3, 3, 1), np.float32)), ValueError, "directions"),  # parallel
     (dict(directions=np.zeros((2, 3, 3, 1), np.float32)), ValueError, "directions"),
+    # on the device: checked in the call's one check program
+    (dict(directions=jnp.ones((2, 3, 3, 1), jnp.float32)), ValueError, "directions"),
+    (dict(directions=jnp.zeros((2, 3, 3, 1)).at[0, 0].set(1.0)), ValueError, "directions"),
     (dict(limits=(1.0, -1.0)), ValueError, "limits"),
     (dict(limits="wide"), TypeError, "limits"),
     (dict(resolution=1), ValueError, "resolution"),
@@ -104,4 +107,7 @@ def test_bad_inputs_raise_before_compiling(linear, kwargs, err, name):
     with testing.count_compiles() as c:
         with pytest.raises(err, match=f"^{name}"):
             jx.decision_plane(linear["model"], linear["x"], **kw)
-    assert c["n"] == 0
+    # a device array's values are checked by the call's one check program (compiled for
+    # new shapes); the method's own program never compiles
+    on_device = any(isinstance(v, jax.Array) for v in kwargs.values())
+    assert c["n"] <= (1 if on_device else 0)

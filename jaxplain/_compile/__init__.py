@@ -35,3 +35,4 @@ from .jaxpr import OPAQUE as OPAQUE
 from .switch import CPU_REWRITES_ENV as CPU_REWRITES_ENV
 from .switch import Config as Config
 from .switch import config as config
+from .switch import numpy_rules as numpy_rules

@@ -17,9 +17,18 @@ from typing import Any, Iterator
 CPU_REWRITES_ENV = "JAXPLAIN_CPU_REWRITES"
 REWRITE_MODES = ("auto", "0", "1")
 
+STRICT_NUMPY_ENV = "JAXPLAIN_STRICT_NUMPY"
+
 _SETTINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (environment variable, allowed values, default)
     "cpu_rewrites": (CPU_REWRITES_ENV, REWRITE_MODES, "auto"),
+    "strict_numpy": (STRICT_NUMPY_ENV, ("0", "1"), "0"),
+}
+_MEANING = {
+    "cpu_rewrites": "('auto': on for programs that run on CPU devices, '0': off everywhere, "
+                    "'1': on everywhere)",
+    "strict_numpy": "('1': jaxplain's own code runs with jax_numpy_dtype_promotion='strict' "
+                    "and jax_numpy_rank_promotion='raise', the model with JAX's defaults)",
 }
 
 
@@ -30,21 +39,24 @@ def _normal(name: str, value: Any, source: str) -> str:
     elif isinstance(value, int) and value in (0, 1):
         value = str(value)
     if not isinstance(value, str) or value.strip().lower() not in allowed:
-        raise ValueError(
-            f"{source}: expected one of {allowed} ('auto': on for programs that run on "
-            f"CPU devices, '0': off everywhere, '1': on everywhere), got {value!r}"
-        )
+        raise ValueError(f"{source}: expected one of {allowed} {_MEANING[name]}, got {value!r}")
     return value.strip().lower()
 
 
 class Config:
     """jaxplain's process-wide settings.
 
-    Today one setting, `cpu_rewrites` (environment variable
-    `JAXPLAIN_CPU_REWRITES`): `"auto"` (the default) applies the XLA:CPU rewrites
-    of `jaxplain/_compile/cpu.py` to programs that run on CPU devices, `"0"` turns
-    them off everywhere (the path an accelerator takes), `"1"` turns them on
-    everywhere. Values, not speed, are the same either way (float32 round-off).
+    `cpu_rewrites` (environment variable `JAXPLAIN_CPU_REWRITES`): `"auto"` (the
+    default) applies the XLA:CPU rewrites of `jaxplain/_compile/cpu.py` to programs
+    that run on CPU devices, `"0"` turns them off everywhere (the path an
+    accelerator takes), `"1"` turns them on everywhere. Values, not speed, are the
+    same either way (float32 round-off).
+
+    `strict_numpy` (`JAXPLAIN_STRICT_NUMPY`, default `"0"`): `"1"` runs the public
+    methods with `jax_numpy_dtype_promotion="strict"` and
+    `jax_numpy_rank_promotion="raise"`, and the user's model with JAX's defaults
+    (Flax's own layers broadcast biases and divide by integer counts). The test
+    suite turns it on, so jaxplain's code never relies on implicit promotion.
 
     >>> import jaxplain as jx
     >>> with jx.config.override(cpu_rewrites="0"):
@@ -116,3 +128,14 @@ class Config:
 
 
 config = Config()
+
+
+@contextlib.contextmanager
+def numpy_rules(strict: bool) -> Iterator[None]:
+    """JAX's dtype and rank promotion rules: strict (`"strict"`, `"raise"`) or JAX's
+    defaults (`"standard"`, `"allow"`)."""
+    import jax
+
+    with jax.numpy_dtype_promotion("strict" if strict else "standard"), \
+            jax.numpy_rank_promotion("raise" if strict else "allow"):
+        yield

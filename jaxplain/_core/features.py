@@ -278,7 +278,12 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 def n_features(segments: Any) -> int:
-    """The number of features of a label map (its largest label + 1), read on the host."""
+    """The number of features of a label map (its largest label + 1), read on the host.
+
+    A device map `(H, W)` or `(N, H, W)` shares `check_segments`' one remembered read."""
+    if isinstance(segments, jax.Array) and V.is_concrete(segments) and segments.ndim in (2, 3):
+        hw = tuple(segments.shape[-2:])
+        return int(V.array_fact(segments, "labels", lambda: _labels(segments, hw))[2].max()) + 1
     return int(np.max(np.asarray(segments))) + 1
 
 

@@ -13,14 +13,27 @@ framework); a plain callable has none.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from typing import Any, Callable, Hashable
 
 import jax
 
+from .._compile import config, numpy_rules
 from . import layers
 from .closures import FunctionSpec, Unsplittable, is_stable, split_function
 from .types import PyTree
+
+
+def _relaxed(fn: Callable) -> Callable:
+    """`fn` (the user's model code) under JAX's default promotion rules."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with numpy_rules(False):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 @jax.tree_util.register_pytree_node_class
@@ -47,6 +60,9 @@ class Model:
         self._token = None  # (apply, params, token): see `architecture_token`
 
     def __call__(self, x: jax.Array) -> Any:
+        if config.read("strict_numpy") == "1":  # the user's code keeps JAX's defaults
+            with numpy_rules(False):
+                return self.apply(self.params, x)
         return self.apply(self.params, x)
 
     def replace(self, params: PyTree) -> "Model":
@@ -72,6 +88,8 @@ class Model:
                 f"model: layer access needs a Linen or NNX model (from_linen/from_nnx), "
                 f"got {self.apply!r}"
             )
+        if config.read("strict_numpy") == "1":
+            return _relaxed(fn)
         return fn
 
     def layer_names(self) -> list[str]:

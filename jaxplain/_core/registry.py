@@ -15,6 +15,7 @@ method is: write the function, decorate it, write its value tests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -23,7 +24,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from .._compile import eager
+from .._compile import config, eager, numpy_rules
 from . import progress as _progress
 from .chunks import device_batch_size
 from .values import deferred_checks
@@ -120,7 +121,7 @@ def method(family: str, *, evals: Callable[[Mapping[str, Any]], int] | None = No
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         check_contract(fn.__name__, sig, family)
-        public = _with_progress(fn, sig, evals) if "model" in sig.parameters else fn
+        public = _with_progress(fn, sig, evals) if "model" in sig.parameters else _with_checks(fn)
         doc = (fn.__doc__ or "").strip().splitlines()
         REGISTRY[fn.__name__] = Entry(fn.__name__, public, family, evals, evals_bound,
                                       dict(cheap or {}),
@@ -166,6 +167,28 @@ it has run for `AUTO_DELAY` seconds."""
 AUTO_DELAY = 2.0
 
 
+def _with_checks(fn: Callable) -> Callable:
+    """`fn` with the deferred device checks of a call (one read for all its arguments);
+    the wrapper of the methods that evaluate no model (metrics of maps and masks)."""
+
+    @functools.wraps(fn)
+    def public(*args: Any, **kwargs: Any):
+        with _own_rules():
+            if not eager():
+                return fn(*args, **kwargs)
+            with deferred_checks():
+                return fn(*args, **kwargs)
+
+    return public
+
+
+def _own_rules() -> contextlib.AbstractContextManager:
+    """JAX's strict promotion rules around jaxplain's own code when the setting
+    `strict_numpy` is on (the test suite's; `models.Model` relaxes them for the user's
+    model), else nothing."""
+    return numpy_rules(True) if config.read("strict_numpy") == "1" else contextlib.nullcontext()
+
+
 def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
     """`fn` with the one `progress=` mechanism, the deferred device checks of a call, and
     on accelerators a memory-sized default `batch_size` (`chunks.device_batch_size`)."""
@@ -174,10 +197,11 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
 
     @functools.wraps(fn)
     def public(*args: Any, progress: bool | str = "auto", **kwargs: Any):
-        if not eager():
-            return fn(*args, **kwargs)
-        with deferred_checks():
-            return _call(args, kwargs, progress)
+        with _own_rules():
+            if not eager():
+                return fn(*args, **kwargs)
+            with deferred_checks():
+                return _call(args, kwargs, progress)
 
     def _call(args: tuple, kwargs: dict, progress: bool | str):
         if chunked and kwargs.get("batch_size") is None:

@@ -20,6 +20,7 @@ from .._compile import keep_numpy
 from .values import NAN_POLICIES as NAN_POLICIES  # the value checks, re-exported
 from .values import array_fact as array_fact
 from .values import check_finite as check_finite
+from .values import check_on_device as check_on_device
 from .values import check_range as check_range
 from .values import check_result_finite as check_result_finite
 from .values import is_checked as is_checked

@@ -112,14 +112,32 @@ def _facts_of(x: jax.Array) -> dict:
 
 
 class _Check:
-    """One deferred check: `kind` "finite" (count of non-finite entries) or "range"
-    (min and max of integer indices, to be within [0, k))."""
+    """One deferred check of a device array: `program(array)` (a module-level function,
+    traced inside the one check program) gives `size` int32 numbers on the device;
+    `report(numbers)` raises or warns on the host. `fact` names the numbers in the
+    array's remembered facts, so a second call on the same array reads nothing."""
 
-    __slots__ = ("name", "kind", "array", "k", "policy", "what")
+    __slots__ = ("name", "array", "program", "size", "report", "fact")
 
-    def __init__(self, name, kind, array, k=None, policy="raise", what=None):
-        self.name, self.kind, self.array, self.k = name, kind, array, k
-        self.policy, self.what = policy, what
+    def __init__(self, name, array, program, size, report, fact):
+        self.name, self.array, self.program, self.size = name, array, program, size
+        self.report, self.fact = report, fact
+
+
+def check_on_device(array: jax.Array, name: str, fact: str, program: Callable[[jax.Array], jax.Array],
+                    size: int, report: Callable[[np.ndarray], None]) -> None:
+    """Checks the values of a concrete `jax.Array` (the argument `name`) without a read
+    of its own.
+
+    `program(array) -> int32 (size,)` runs on the device with every other check of the
+    public call, as one program with one read (`deferred_checks`); `report` gets the
+    numbers on the host and raises (or warns). The numbers are remembered as the
+    array's fact `fact` while it lives: a later call on the same array reads nothing.
+    """
+    known = known_fact(array, fact)
+    if known is not None:
+        return report(known)
+    defer(_Check(name, array, program, size, report, fact))
 
 
 @contextlib.contextmanager
@@ -167,31 +185,28 @@ def flush() -> None:
 
 
 def _run(checks: list[_Check]) -> None:
-    kinds = tuple(c.kind for c in checks)
-    flat = np.asarray(_check_program(tuple(c.array for c in checks), kinds=kinds))  # one read
+    programs = tuple(c.program for c in checks)
+    flat = np.asarray(_check_program(tuple(c.array for c in checks), programs=programs))  # one read
     pos = 0
     for c in checks:
-        if c.kind == "finite":
-            bad = int(flat[pos])
-            pos += 1
-            _facts_of(c.array)["nonfinite"] = bad
-            _report_nonfinite(c.name, bad, c.policy)
-        else:
-            lo, hi = int(flat[pos]), int(flat[pos + 1])
-            pos += 2
-            _facts_of(c.array)["range"] = (lo, hi)
-            report_range(c.name, lo, hi, c.k, c.what)
+        numbers = flat[pos:pos + c.size]
+        pos += c.size
+        _facts_of(c.array)[c.fact] = numbers
+        c.report(numbers)
 
 
-@jit(static_argnames=("kinds",))
-def _check_program(arrays, *, kinds):
-    out = []
-    for a, kind in zip(arrays, kinds):
-        if kind == "finite":
-            out.append(jnp.sum(~jnp.isfinite(a)).astype(jnp.int32)[None])
-        else:
-            out.append(jnp.stack([jnp.min(a), jnp.max(a)]).astype(jnp.int32))
-    return jnp.concatenate(out)
+@jit(static_argnames=("programs",))
+def _check_program(arrays, *, programs):
+    return jnp.concatenate([jnp.asarray(p(a), jnp.int32).reshape(-1)
+                            for a, p in zip(arrays, programs)])
+
+
+def _count_nonfinite(a: jax.Array) -> jax.Array:
+    return jnp.sum(~jnp.isfinite(a))[None]
+
+
+def _min_max(a: jax.Array) -> jax.Array:
+    return jnp.stack([jnp.min(a), jnp.max(a)])
 
 
 # ---- the checks -------------------------------------------------------------------------------
@@ -206,10 +221,8 @@ def check_finite(x: Any, name: str, nan_policy: str = "raise") -> None:
     if isinstance(x, jax.Array):
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             return
-        known = known_fact(x, "nonfinite")
-        if known is None:
-            return defer(_Check(name, "finite", x, policy=nan_policy))
-        return _report_nonfinite(name, known, nan_policy)
+        return check_on_device(x, name, "nonfinite", _count_nonfinite, 1,
+                               lambda v: _report_nonfinite(name, int(v[0]), nan_policy))
     _report_nonfinite(name, count_nonfinite(x), nan_policy)
 
 
@@ -234,10 +247,8 @@ def _report_nonfinite(name: str, bad: int, nan_policy: str) -> None:
 def check_range(v: jax.Array, name: str, k: int, what: str) -> None:
     """Integer indices `v` (a concrete array) must lie in `[0, k)`; `what` is the plural noun."""
     if isinstance(v, jax.Array):
-        known = known_fact(v, "range")
-        if known is None:
-            return defer(_Check(name, "range", v, k=k, what=what))
-        return report_range(name, *known, k, what)
+        return check_on_device(v, name, "range", _min_max, 2,
+                               lambda m: report_range(name, int(m[0]), int(m[1]), k, what))
     a = np.asarray(v)
     report_range(name, a.min(), a.max(), k, what)
 

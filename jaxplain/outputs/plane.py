@@ -129,15 +129,35 @@ def _check_directions(directions: Any, x: jax.Array) -> jax.Array:
     shape = tuple(arr.shape)
     if shape not in ((2,) + one, (x.shape[0], 2) + one):
         V.fail("directions", f"shape {(2,) + one} or {(x.shape[0], 2) + one}", f"shape {shape}")
-    if V.is_concrete(arr):
-        m = np.asarray(arr, np.float64).reshape(-1, 2, int(np.prod(one)))
-        uu = np.einsum("nk,nk->n", m[:, 0], m[:, 0])
-        coef = np.einsum("nk,nk->n", m[:, 0], m[:, 1]) / np.where(uu > 0, uu, 1.0)
-        perp = np.linalg.norm(m[:, 1] - coef[:, None] * m[:, 0], axis=1)
-        if (uu == 0).any() or (perp <= 1e-6 * np.linalg.norm(m[:, 1], axis=1)).any():
-            V.fail("directions", "two non-zero, linearly independent directions", "a zero or "
-                   "parallel pair")
+    if isinstance(directions, jax.Array):  # checked with the call's other device checks
+        if V.is_concrete(directions):
+            V.check_on_device(arr, "directions", "degenerate pairs",
+                              _degenerate_pairs(int(np.prod(one))), 1, _report_degenerate)
+    else:  # a host array, where it is
+        m = np.asarray(directions, np.float64).reshape(-1, 2, int(np.prod(one)))
+        _report_degenerate([int(_degenerate_pairs(m.shape[-1], np)(m)[0])])
     return arr
+
+
+@functools.lru_cache(maxsize=None)
+def _degenerate_pairs(size: int, xp: Any = jnp) -> Callable[[Any], Any]:
+    """Counts the direction pairs (each `2 x size`) that are zero or parallel."""
+
+    def count(d):
+        m = d.reshape(-1, 2, size)
+        uu = (m[:, 0] * m[:, 0]).sum(-1)
+        coef = (m[:, 0] * m[:, 1]).sum(-1) / xp.where(uu > 0, uu, 1.0)
+        perp = xp.sqrt(((m[:, 1] - coef[:, None] * m[:, 0]) ** 2).sum(-1))
+        bad = (uu == 0) | (perp <= 1e-6 * xp.sqrt((m[:, 1] ** 2).sum(-1)))
+        return bad.sum()[None]
+
+    return count
+
+
+def _report_degenerate(numbers: Any) -> None:
+    if int(numbers[0]):
+        V.fail("directions", "two non-zero, linearly independent directions",
+               "a zero or parallel pair")
 
 
 def _check_limits(limits: Any) -> tuple[tuple[float, float], tuple[float, float]]:
