@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,13 +34,17 @@ from jaxplain.app.cli import example_parser, parse_example_args
 MARK = (slice(0, 2), slice(0, 2))
 
 
-class MLP(nn.Module):
-    hidden: int = 32
+def mlp(params, x):
+    """An MLP 64-32-10 with tanh, as a plain JAX function (`jx.Model(mlp, params)`)."""
+    h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
 
-    @nn.compact
-    def __call__(self, x):
-        h = jnp.tanh(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
-        return nn.Dense(10)(h)
+
+def init_mlp(key, d_in=64, hidden=32, classes=10):
+    k1, k2 = jax.random.split(key)
+    return {"w1": jax.random.normal(k1, (d_in, hidden)) / np.sqrt(d_in), "b1": jnp.zeros(hidden),
+            "w2": jax.random.normal(k2, (hidden, classes)) / np.sqrt(hidden),
+            "b2": jnp.zeros(classes)}
 
 
 def mark_mask(shape=(8, 8, 1)) -> np.ndarray:
@@ -67,8 +70,7 @@ def dataset(seed: int = 0):
 
 def train(x, y, penalty, lam, steps, key, batch=128):
     """Adam on minibatches; returns the model and a function timing one more step."""
-    net = MLP()
-    model = jx.from_linen(net, net.init(jax.random.key(0), jnp.asarray(x[:1])))
+    model = jx.Model(mlp, init_mlp(jax.random.key(0)))
     opt = optax.adam(1e-2)
     step = jx.training.train_step(opt, penalty, lam)
     state = opt.init(model.params)
@@ -164,6 +166,7 @@ def main(argv=None) -> dict[str, Path]:
     out["results"].write_text(text)
     if args.results:
         Path(args.results).write_text(text)
+    print("wrote", ", ".join(str(p) for p in [*out.values(), *([args.results] if args.results else [])]))
     return out
 
 
