@@ -8,11 +8,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import jaxplain as jx
 from jaxplain import training as T
@@ -175,3 +177,41 @@ def test_the_prior_keeps_a_logistic_model_off_the_spurious_mark():
         out[lam] = float(mass), float(acc)
     assert out[0.0][0] > 0.08 and out[1.0][0] < 0.02
     assert out[0.0][1] < 0.85 and out[1.0][1] > 0.88
+
+
+class _NNXLinear(nnx.Module):
+    def __init__(self, rngs):
+        self.l = nnx.Linear(3, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l(x)
+
+
+def _adapted(kind):
+    """A linear layer through the Linen or the NNX adapter: (model, kernel of its params)."""
+    if kind == "linen":
+        net = nn.Dense(3)
+        m = jx.from_linen(net, net.init(jax.random.key(2), X))
+        return m, lambda p: p["params"]["kernel"]
+    m = jx.from_nnx(_NNXLinear(nnx.Rngs(2)))
+    return m, lambda p: p["l"]["kernel"][...]
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_train_step_through_the_adapters_matches_the_closed_form(kind):
+    """Integrated gradients (zero baseline) of a linear layer are x_i W[i, y]; the
+    penalty's kernel gradient is 2/N sum_{n: y_n = k} mask_i x_ni^2 W[i, k]."""
+    lam, lr = 0.5, 0.1
+    m, kernel = _adapted(kind)
+    w = np.asarray(kernel(m.params))
+    pen = T.attribution_penalty("integrated_gradients", MASK, target="label", steps=2)
+    xs, ys = np.asarray(X), np.asarray(Y)
+    expect = np.mean(np.sum(np.asarray(MASK) * (xs * w[:, ys].T) ** 2, axis=1))
+    np.testing.assert_allclose(float(pen(m, X, Y)), expect, rtol=1e-5)
+    new, _, _ = T.train_step(optax.sgd(lr), pen, lam)(m, optax.sgd(lr).init(m.params), X, Y)
+    ce = jax.grad(lambda p: T.cross_entropy(m.replace(p), X, Y))(m.params)
+    onehot = np.eye(3)[ys]  # (N, classes)
+    pen_grad = 2 / len(ys) * np.asarray(MASK)[:, None] * ((xs ** 2).T @ onehot) * w
+    np.testing.assert_allclose(np.asarray(kernel(new.params)),
+                               w - lr * (np.asarray(kernel(ce)) + lam * pen_grad),
+                               rtol=1e-5, atol=1e-6)
