@@ -215,3 +215,12 @@ def test_train_step_through_the_adapters_matches_the_closed_form(kind):
     np.testing.assert_allclose(np.asarray(kernel(new.params)),
                                w - lr * (np.asarray(kernel(ce)) + lam * pen_grad),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_method_settings_reach_the_method():
+    """An IG baseline array: attributions W[:, y] * (x - b) on a linear model."""
+    b = jnp.array([0.5, -1.0, 0.0])
+    pen = T.attribution_penalty("integrated_gradients", MASK, target="label", steps=2, baseline=b)
+    ig = (np.asarray(X) - np.asarray(b)) * np.asarray(W[:, Y]).T
+    np.testing.assert_allclose(float(pen(model(), X, Y)),
+                               np.mean(np.sum(np.asarray(MASK) * ig ** 2, axis=1)), rtol=1e-5)
