@@ -197,7 +197,7 @@ def _adapted(kind):
     return m, lambda p: p["l"]["kernel"][...]
 
 
-@pytest.mark.parametrize("kind", ["linen", "nnx"])
+@pytest.mark.parametrize("kind", [pytest.param("linen", marks=pytest.mark.slow), "nnx"])
 def test_train_step_through_the_adapters_matches_the_closed_form(kind):
     """Integrated gradients (zero baseline) of a linear layer are x_i W[i, y]; the
     penalty's kernel gradient is 2/N sum_{n: y_n = k} mask_i x_ni^2 W[i, k]."""
