@@ -114,6 +114,9 @@ PAGES = [
     ("concepts", "Concepts", "Concept-level explanations: concept activation vectors and "
      "TCAV, which tests whether a concept given by examples matters to a class.",
      ("concepts",), ("concept_activation_vector", "CAV", "TCAVResult")),
+    ("training", "Training", "`jaxplain.training`: attribution priors as loss terms and an "
+     "optax training step (see [Explanations in training](../guides/training.md)).",
+     (), ("training",)),
     ("metrics", "Metrics", "Evaluating explanations: faithfulness, robustness, "
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),
@@ -138,6 +141,9 @@ PAGES = [
 
 # Public modules (and the config object) documented through chosen members.
 MEMBERS = {
+    "training": ("jaxplain.training", ("attribution_penalty", "AttributionPenalty", "train_step",
+                                        "prior_loss", "cross_entropy", "attribution_mass",
+                                        "log_prob_sum")),
     "relevance": ("jaxplain.relevance", ("Epsilon", "Gamma", "AlphaBeta", "ZPlus", "ZBox",
                                           "epsilon_gamma_box", "epsilon_plus", "layers",
                                           "Layer")),

@@ -15,6 +15,7 @@ from . import metrics as metrics
 from . import outputs as outputs
 from . import concepts as concepts
 from . import perturbation as perturbation
+from . import training as training
 
 # --- settings, types and adapters -----------------------------------------------------------
 from ._compile import config as config
@@ -105,7 +106,7 @@ _LISTED = [
     "attention_layers", "capture_attention", "patch_segments",
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
-    "CAV", "TCAVResult", "concept_activation_vector",
+    "CAV", "TCAVResult", "concept_activation_vector", "training",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
     "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "explain_to_shards",
     "load_results",

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NAMES = ["tabular_surrogate", "faces_lfw", "natural_images", "throughput", "digits_cnn",
-         "ensemble_digits", "concepts_digits", "vit_digits"]
+         "ensemble_digits", "concepts_digits", "vit_digits", "spurious_prior"]
 
 
 def _load(name):

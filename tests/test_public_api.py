@@ -55,6 +55,7 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "tile_maps",
     "to_numpy",
     "to_pixels",
+    "training",
     "visualize",
     "with_relu_rule",
 ]
@@ -67,6 +68,17 @@ def test_public_names_are_pinned():
     assert len(jx.__all__) == len(set(jx.__all__))
     for name, entry in REGISTRY.items():
         assert getattr(jx, name) is entry.fn, name
+
+
+TRAINING = ["AttributionPenalty", "METHODS", "attribution_mass", "attribution_penalty",
+            "cross_entropy", "log_prob_sum", "prior_loss", "train_step"]
+
+
+def test_training_names_are_pinned():
+    public = sorted(n for n in vars(jx.training) if not n.startswith("_") and n != "priors")
+    assert public == sorted(TRAINING)
+    for name in TRAINING:
+        assert getattr(jx.training, name).__doc__ or name == "METHODS", name
 
 
 def test_every_public_name_resolves_and_is_documented():

@@ -186,7 +186,10 @@ def flush() -> None:
 
 def _run(checks: list[_Check]) -> None:
     programs = tuple(c.program for c in checks)
-    flat = np.asarray(_check_program(tuple(c.array for c in checks), programs=programs))  # one read
+    # concrete arrays read inside a caller's transformation (a method called under the
+    # user's `jax.jit(jax.grad(...))` with `x` closed over) run now, not into the trace
+    with jax.ensure_compile_time_eval():
+        flat = np.asarray(_check_program(tuple(c.array for c in checks), programs=programs))  # one read
     pos = 0
     for c in checks:
         numbers = flat[pos:pos + c.size]
