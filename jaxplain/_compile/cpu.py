@@ -115,7 +115,7 @@ def window_max(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
 def _window_max_jvp(tiles, primals, tangents):
     (x,), (t,) = primals, tangents
     flat = windows(x, tiles)
-    hit = jnp.arange(flat.shape[-1]) == jnp.argmax(flat, axis=-1)[..., None]
+    hit = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=jnp.bool_)
     tangent = jnp.sum(jnp.where(hit, windows(t, tiles), jnp.zeros((), t.dtype)), axis=-1)
     return window_max(x, tiles), tangent
 

@@ -43,7 +43,7 @@ def rollout(weights: Sequence[jax.Array], *, head_fusion: str = "mean",
     for w in weights:
         fused = {"mean": jnp.mean, "max": jnp.max, "min": jnp.min}[head_fusion](w, axis=1)
         if residual:
-            fused = fused + jnp.eye(fused.shape[-1], dtype=fused.dtype)
+            fused = fused + jnp.eye(fused.shape[-1], dtype=fused.dtype)[None]
         fused = fused / jnp.sum(fused, axis=-1, keepdims=True)
         out = fused if out is None else jnp.matmul(fused, out, precision=HIGHEST)
     return out

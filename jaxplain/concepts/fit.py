@@ -139,7 +139,7 @@ def gram(acts: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`(A, G, offset)` for activations `(n, D)`: `A` centred on their mean, `G = A A^T`,
     and `offset = A @ mean` (to turn an intercept for `A` into one for the raw values)."""
     mean = jnp.mean(acts, axis=0)
-    A = acts.astype(jnp.float32) - mean
+    A = acts.astype(jnp.float32) - mean[None]
     return A, _mm(A, A.T), _mm(A, mean)
 
 

@@ -102,8 +102,8 @@ def _window_max_rule(tiles):
     def bwd(res, g):
         x, r = res
         wx, wr = windows(x, tiles), windows(r, tiles)
-        hx = jnp.arange(wx.shape[-1]) == jnp.argmax(wx, axis=-1)[..., None]
-        hr = jnp.arange(wr.shape[-1]) == jnp.argmax(wr, axis=-1)[..., None]
+        hx = jax.nn.one_hot(jnp.argmax(wx, axis=-1), wx.shape[-1], dtype=wx.dtype)
+        hr = jax.nn.one_hot(jnp.argmax(wr, axis=-1), wr.shape[-1], dtype=wr.dtype)
         y, yr = jnp.max(wx, axis=-1), jnp.max(wr, axis=-1)
         top = jnp.maximum(y, yr)
         share = (g * (top - yr))[..., None] * hx + (g * (y - top))[..., None] * hr

@@ -234,19 +234,25 @@ def make_baseline(x: jax.Array, mode: str, array: jax.Array | None, sigma: float
 # ---- masks ---------------------------------------------------------------------------------
 
 
+def trapezoid(curve: jax.Array, frac: jax.Array) -> jax.Array:
+    """Area under each row of `curve` `(N, m)` over the points `frac` `(m,)`."""
+    return jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac)[None] / 2, axis=1)
+
+
 @functools.lru_cache(maxsize=None)
 def _mask_faults(size: int, xp: Any = jnp) -> Callable[[Any], Any]:
     """[entries other than 0/1, their min, their max, examples with no True pixel, the
     first of them]."""
 
     def faults(m):
-        flat = m.reshape(-1, size)
+        flat = m.reshape(-1, size).astype(xp.float32)
         odd = (flat != 0) & (flat != 1)
         n_odd = odd.sum()
-        lo = xp.where(n_odd > 0, flat.min(), 0)
-        hi = xp.where(n_odd > 0, flat.max(), 1)
+        lo = xp.where(n_odd > 0, flat.min(), 0.0)
+        hi = xp.where(n_odd > 0, flat.max(), 1.0)
         empty = ~(flat != 0).any(axis=1)
-        return xp.stack([n_odd, lo, hi, empty.sum(), xp.argmax(empty)]).astype(xp.int32)
+        found = (n_odd, lo, hi, empty.sum(), xp.argmax(empty))
+        return xp.stack([xp.asarray(v).astype(xp.int32) for v in found])
 
     return faults
 

@@ -97,7 +97,7 @@ def _curve(
         mask_fn = lambda ex, s: rank[ex] >= d - k[s][:, None]
     curve = coalition_values(f, t, x4, base, seg, mask_fn, steps + 1, batch_size)
     frac = jnp.asarray(ks / d, curve.dtype)
-    auc = jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac) / 2, axis=1)
+    auc = B.trapezoid(curve, frac)
     return Curve(auc, curve, frac, B.SCALES[softmax])
 
 

@@ -117,7 +117,7 @@ def impute(
     """
     n, h, w, _ = x.shape
     dtype = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 / float16 images solve in float32
-    wsum = jnp.asarray(neighbour_weight(h, w), dtype)
+    wsum = jnp.asarray(neighbour_weight(h, w), dtype)[None, None]  # (1, 1, H, W)
     m = removed.astype(dtype)
     mc = m[:, None]  # (N, 1, H, W), broadcast over channels
     xc = jnp.moveaxis(x, -1, 1).astype(dtype)  # (N, C, H, W): the stencil acts on the last two axes
@@ -148,7 +148,7 @@ def _fine_coefficients(m: jax.Array) -> jax.Array:
     """
     h, w = m.shape[-2:]
     wsum = jnp.asarray(neighbour_weight(h, w), m.dtype)
-    maps = [wsum * m if o == (0, 0) else -_WEIGHT[o] * m * shift(m, *o) for o in _OFFSETS]
+    maps = [wsum[None] * m if o == (0, 0) else -_WEIGHT[o] * m * shift(m, *o) for o in _OFFSETS]
     return jnp.stack(maps, axis=1)
 
 
@@ -211,7 +211,7 @@ def _hierarchy(m: jax.Array):
     if not coarse:
         return [], inverse
     wsum = neighbour_weight(h, w)
-    fine = (None, m[:, None], jnp.asarray(np.where(wsum > 0, wsum, 1.0), m.dtype))
+    fine = (None, m[:, None], jnp.asarray(np.where(wsum > 0, wsum, 1.0), m.dtype)[None, None])
     smoothed = [(c, k[:, None], jnp.where(k > 0, c[:, 4], 1.0)[:, None]) for c, k in coarse[:-1]]
     return [fine] + smoothed, inverse
 

@@ -150,7 +150,7 @@ def _gini(a):
     n = v.shape[1]
     i = jnp.arange(1, n + 1, dtype=v.dtype)
     tot = v.sum(1)
-    g = jnp.sum((2 * i - n - 1) * v, axis=1) / (n * jnp.where(tot > 0, tot, 1.0))
+    g = jnp.sum((2 * i - n - 1)[None] * v, axis=1) / (n * jnp.where(tot > 0, tot, 1.0))
     return jnp.where(tot > 0, g, 0.0)
 
 

@@ -229,5 +229,5 @@ def _road(
 
     curve = batching.chunked_map(chunk, n * m, batch_size).reshape(n, m)
     frac = jnp.asarray(fractions, curve.dtype)
-    auc = jnp.sum((curve[:, 1:] + curve[:, :-1]) * jnp.diff(frac) / 2, axis=1)
+    auc = B.trapezoid(curve, frac)
     return Curve(auc, curve, frac, "probability" if softmax else "raw")

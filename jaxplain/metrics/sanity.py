@@ -184,7 +184,7 @@ def layer_groups(model: Model, x: jax.Array) -> list[tuple[str, list[int]]]:
     leaves are left out.
     """
     flat = jax.tree_util.tree_flatten_with_path(model.params)[0]
-    jaxpr = jax.make_jaxpr(model.apply)(model.params, x[:1]).jaxpr
+    jaxpr = jax.make_jaxpr(lambda p, z: model.replace(p)(z))(model.params, x[:1]).jaxpr
     pos = {id(v): i for i, v in enumerate(jaxpr.invars[: len(flat)])}
     first = [np.inf] * len(flat)
     for j, eqn in enumerate(jaxpr.eqns):

@@ -58,7 +58,8 @@ def lucb_beta(n_arms: jax.Array, t: jax.Array, delta: jax.Array) -> jax.Array:
     """The exploration rate of KL-LUCB (Kaufmann & Kalyanakrishnan, 2013), with
     their constants `alpha = 1.1`, `k1 = 405.5`: `log(k1 K t^alpha / delta)` plus
     its logarithm."""
-    v = jnp.log(405.5 * jnp.maximum(n_arms, 1) * jnp.maximum(t, 1.0) ** 1.1 / delta)
+    v = jnp.log(405.5 * jnp.maximum(jnp.asarray(n_arms, jnp.float32), 1.0)
+                * jnp.maximum(jnp.asarray(t, jnp.float32), 1.0) ** 1.1 / delta)
     return v + jnp.log(v)
 
 
@@ -119,7 +120,7 @@ def decide(st: Search, present: jax.Array, rule: Rule) -> tuple[Search, jax.Arra
     phase = jnp.where((st.phase == INIT) & (fewest >= rule.min_samples), LUCB, st.phase)
     # KL-LUCB: stop when the best candidate's lower bound is within epsilon of the
     # largest upper bound of the others
-    lb, ub = kl_bounds(mean, st.n, lucb_beta(nv, st.t + 1.0, rule.delta))
+    lb, ub = kl_bounds(mean, st.n, lucb_beta(nv, st.t.astype(jnp.float32) + 1.0, rule.delta))
     idx = jnp.arange(mean.shape[0])
     best = jnp.argmax(jnp.where(valid, mean, -1.0))
     rival = jnp.argmax(jnp.where(valid & (idx != best), ub, -1.0))
@@ -177,7 +178,7 @@ def record(st: Search, arms: jax.Array, masks: jax.Array, hits: jax.Array) -> Se
     every candidate whose segment it kept; any other draw for its own candidate only."""
     active = st.phase != DONE
     d = masks.shape[1]
-    own = arms[:, None] == jnp.arange(d + 1)
+    own = arms[:, None] == jnp.arange(d + 1)[None]
     from_base = (arms == d)[:, None] & jnp.concatenate([masks, jnp.ones_like(masks[:, :1])], 1)
     counted = (own | from_base) & active
     return st._replace(

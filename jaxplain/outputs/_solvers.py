@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._compile import numpy_rules
 from ._common import dual_norm, group_sq, norm, rows
 
 TINY = 1e-30
@@ -35,7 +36,7 @@ class Goal(NamedTuple):
         k = out.shape[-1]
         keep = self.a if self.t is None else self.t
         own = jnp.take_along_axis(out, keep[:, None], axis=1)[:, 0]
-        rest = jnp.max(jnp.where(jnp.arange(k) == keep[:, None], -jnp.inf, out), axis=-1)
+        rest = jnp.max(jnp.where(jnp.arange(k)[None] == keep[:, None], -jnp.inf, out), axis=-1)
         return own - rest if self.t is None else rest - own
 
 
@@ -91,7 +92,7 @@ class Metric(NamedTuple):
             i = jnp.argmax(jnp.abs(flat), axis=1)
             gi = jnp.take_along_axis(flat, i[:, None], axis=1)[:, 0]
             size = jnp.where(gi == 0, 0.0, -g / jnp.where(gi == 0, 1.0, gi))
-            onehot = jnp.arange(flat.shape[1]) == i[:, None]
+            onehot = jnp.arange(flat.shape[1])[None] == i[:, None]
             return jnp.where(onehot, size[:, None], 0.0).reshape(grad.shape)
         gs = group_sq(grad, self.seg, self.d)
         s = jnp.argmax(gs, axis=1)
@@ -181,7 +182,8 @@ def optax_search(f, x0, goal: Goal, metric: Metric, box: Box, steps: int, oversh
         better = goal.reached(out) & (d < best_d)
         best = jnp.where(rows(better, z), z, best)
         best_d = jnp.where(better, d, best_d)
-        updates, opt_state = opt.update(grad, opt_state, u)
+        with numpy_rules(False):  # optax (the user's or ours) keeps JAX's defaults
+            updates, opt_state = opt.update(grad, opt_state, u)
         u = optax.apply_updates(u, updates)
         u = (box.clip(x0 + rows(unit, u) * u) - x0) / rows(unit, u)
         return (u, opt_state, best, best_d, found | better), None

@@ -227,7 +227,8 @@ def _finish(st, present, pred, key, p_keep, delta, n_coverage) -> Anchor:
     draws = (jax.random.uniform(key, (n_coverage, d)) < p_keep).astype(jnp.float32)
     kept = jnp.einsum("nd,md->nm", anchor.astype(jnp.float32), draws,
                       precision=jax.lax.Precision.HIGHEST)
-    cov = jnp.mean(kept >= jnp.sum(anchor, axis=1, keepdims=True) - 0.5, axis=1)
+    cov = jnp.mean(kept >= jnp.sum(anchor.astype(jnp.float32), axis=1, keepdims=True) - 0.5,
+                   axis=1)
     clo, chi = kl_bounds(cov, jnp.full_like(n_p, n_coverage), level)
     return Anchor(anchor, prec, jnp.stack([plo, phi], -1), cov, jnp.stack([clo, chi], -1),
                   st.valid & done, pred.astype(jnp.int32), st.n_evals + 1)

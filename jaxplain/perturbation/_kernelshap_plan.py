@@ -327,6 +327,6 @@ def finite_population(plan: Schedule, i: jax.Array) -> jax.Array:
     )
     h = jnp.sum(starts <= j[:, None], axis=1) - 1
     uf, ul = plan.stratum_units
-    drawn = (jnp.asarray(uf, jnp.float32)[h] + r * jnp.asarray(ul, jnp.float32)[h])
+    drawn = (jnp.asarray(uf, jnp.float32)[h] + r.astype(jnp.float32) * jnp.asarray(ul, jnp.float32)[h])
     pop = jnp.asarray(np.asarray(plan.strata_pop, np.float64), jnp.float32)[h]
     return jnp.sqrt(jnp.abs(pop - drawn) / jnp.maximum(jnp.maximum(pop, drawn), 1.0))

@@ -166,7 +166,7 @@ def stream(
         ex0 = start // n_units
         # units an earlier chunk covered (the last chunk's overlap) count for no example
         fresh = batching.fresh_rows(size, skip)[:, None]
-        onehot = (((ex - ex0)[:, None] == jnp.arange(k)) & fresh).astype(jnp.float32)
+        onehot = (((ex - ex0)[:, None] == jnp.arange(k)[None]) & fresh).astype(jnp.float32)
         return reduce_fn(
             carry, Chunk(ex0, onehot, ex, u, aux, extra, values.reshape(size, unit_size))
         )
@@ -359,7 +359,7 @@ def ranks_from_bits(bits: jax.Array) -> jax.Array:
     if k > PACKED_INDEX_BITS:
         order = jnp.argsort(bits, axis=-1, stable=True)
     else:
-        packed = ((bits >> k) << k) | jnp.arange(d, dtype=jnp.uint32)
+        packed = ((bits >> k) << k) | jnp.broadcast_to(jnp.arange(d, dtype=jnp.uint32), bits.shape)
         order = (jnp.sort(packed, axis=-1) & jnp.uint32((1 << k) - 1)).astype(jnp.int32)
     return features.positions(order.reshape(-1, d)).reshape(bits.shape)
 

@@ -180,7 +180,7 @@ def constrained_solve(gram, zy, delta, present):
     p = jnp.broadcast_to(present, zy.shape).astype(gram.dtype)
     d = gram.shape[-1]
     scale = jnp.trace(gram, axis1=-2, axis2=-1) / jnp.maximum(p.sum(-1), 1.0)
-    eye = jnp.eye(d, dtype=gram.dtype)
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=gram.dtype), gram.shape)
     a = gram * p[..., :, None] * p[..., None, :] + eye * (1.0 - p)[..., None, :]
     a = a + eye * (1e-6 * jnp.where(scale > 0, scale, 1.0))[..., None, None] * p[..., None, :]
     sol = jax.scipy.linalg.cho_solve(

@@ -157,7 +157,7 @@ def masked_solve(a: jax.Array, r: jax.Array, present: jax.Array) -> jax.Array:
     p = present.astype(a.dtype)
     a = (
         a * p[..., :, None] * p[..., None, :]
-        + jnp.eye(a.shape[-1], dtype=a.dtype) * (1.0 - p)[..., None, :]
+        + jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape) * (1.0 - p)[..., None, :]
     )
     vec = r.ndim < a.ndim
     rhs = (r * p)[..., None] if vec else r * p[..., None]
@@ -203,7 +203,7 @@ def _lime(
 
     keep = jnp.concatenate([jnp.ones((n, 1), bool), present], axis=1)
     penalty = jnp.diag(jnp.concatenate([jnp.zeros((1,)), jnp.full((d,), 1.0)])) * alpha
-    beta = masked_solve(gram + penalty, zy, keep)
+    beta = masked_solve(gram + penalty[None], zy, keep)
     sw = gram[:, 0, 0]
     ss_tot = yy - jnp.square(zy[:, 0]) / sw
     ss_res = yy - 2 * jnp.sum(beta * zy, -1) + jnp.einsum("ni,nij,nj->n", beta, gram, beta, precision=HIGHEST)

@@ -171,6 +171,7 @@ def _occlusion(model, x, target, b, *, mode, window, strides, batch_size):
         bshape = [1] * len(shape)
         bshape[axis] = s
         count = count * c.reshape(bshape)
+    count = count[None]
     values = jnp.where(count > 0, acc / np.maximum(count, 1.0), 0.0)
     return Explanation(values, n_evals=n_evals(n, 1, 1, int(np.prod(npos)), 1, batch_size, 4))
 
@@ -245,11 +246,11 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
     labels = jnp.arange(d)
 
     def inputs_fn(ex, j):
-        return features.apply_coalitions(x[ex], b[ex], seg[ex], j[:, None] != labels)
+        return features.apply_coalitions(x[ex], b[ex], seg[ex], j[:, None] != labels[None])
 
     def reduce_fn(acc, c):
         drop = fx[c.ex] - c.values[:, 0]
-        hit = (c.unit[:, None] == labels).astype(drop.dtype)
+        hit = (c.unit[:, None] == labels[None]).astype(drop.dtype)
         return add_local(acc, c.ex0, jnp.einsum("mk,m,md->kd", c.onehot, drop, hit))
 
     acc = stream(

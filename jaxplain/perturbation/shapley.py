@@ -110,7 +110,7 @@ def _exact(model, x, target, seg, b, *, d, mode, batch_size):
     bits = jnp.left_shift(1, jnp.arange(d, dtype=jnp.int32))
 
     def units_fn(ex, i):  # coalition i + 1 in 1..2^d - 2 (the two ends are known)
-        return (jnp.bitwise_and((i + 1)[:, None], bits) != 0)[:, None], None
+        return (jnp.bitwise_and((i + 1)[:, None], bits[None]) != 0)[:, None], None
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
