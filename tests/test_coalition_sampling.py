@@ -1,6 +1,7 @@
 """Variance-reduction options of the coalition and mask samplers (issue 38):
-KernelSHAP's `sampling="leverage"` (strata sized by leverage scores) and RISE's
-`sampling="antithetic"|"lattice"`. Each stays unbiased or consistent against exact
+KernelSHAP's `sampling="leverage"` (the default: strata sized by leverage scores) and
+`"kernel"` (by kernel mass), and RISE's `sampling="antithetic"|"lattice"`. The default
+is also covered by test_stderr.py and test_shapley.py. Each stays unbiased or consistent against exact
 values, keeps honest standard errors where it states them, and keeps the method
 contract (jit == eager, same key same result, independent of `batch_size`)."""
 
@@ -46,20 +47,21 @@ def _kernel_shap_runs(game, keys, **kw):
 
 def test_leverage_schedule_shares_the_budget_equally_between_sizes():
     # d = 12, no enumeration: paired strata are sizes 1..6 (a size and its mirror: 2 shares,
-    # the middle one 1), so 1100 coalitions split 200 per mirrored pair of sizes and 100
+    # the middle one 1), so uncapped rounds give 200 per mirrored pair of sizes and 100;
+    # the first round caps sizes 1 and 2 at their 12 and 66 pairs and shares out the rest
     plan = kernelshap.schedule(12, 1100, False, True, "leverage")
     assert plan.strata_size == (1, 2, 3, 4, 5, 6)
-    assert plan.first == (24, 200, 200, 200, 200, 100) or sum(plan.first) == 1100
-    assert plan.first[0] == 24  # size 1 holds 12 pairs: capped, the rest shared out
+    assert plan.later == (200, 200, 200, 200, 200, 100)
+    assert plan.first == (24, 132, 270, 270, 270, 134)
     kern = kernelshap.schedule(12, 1100, False, True, "kernel")
     assert kern.strata_mass == plan.strata_mass  # same strata, same kernel weights
     assert plan.first[-1] > kern.first[-1]  # leverage samples the middle sizes more
 
 
 @pytest.mark.parametrize("game", GAMES)
-def test_leverage_is_consistent_and_its_stderr_is_honest(game):
+def test_kernel_strata_are_consistent_and_their_stderr_is_honest(game):
     cover, ratio, err, se = _kernel_shap_runs(GAMES[game], 40, n_samples=100,
-                                              enumerate_sizes=False, sampling="leverage")
+                                              enumerate_sizes=False, sampling="kernel")
     assert abs(float(np.mean(err))) < 4 * float(np.std(err)) / np.sqrt(err.size)  # no bias
     assert 0.85 <= cover <= 0.995, cover  # 320 correlated intervals: a wide band
     assert 0.75 <= ratio <= 1.35, ratio
@@ -68,18 +70,19 @@ def test_leverage_is_consistent_and_its_stderr_is_honest(game):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("game, n, enum", [("smooth", 100, False), ("interactions", 120, True)])
-def test_leverage_intervals_cover_over_400_keys(game, n, enum):
+@pytest.mark.parametrize("sampling", ["kernel", "leverage"])
+def test_both_samplings_cover_over_400_keys(game, n, enum, sampling):
     # measured: coverage 0.928-0.955, rms(stderr)/rmse 1.19-1.22 (both samplings, both games)
     cover, ratio, err, se = _kernel_shap_runs(GAMES[game], 400, n_samples=n,
-                                              enumerate_sizes=enum, sampling="leverage")
+                                              enumerate_sizes=enum, sampling=sampling)
     assert 0.90 <= cover <= 0.98, cover
     assert 0.8 <= ratio <= 1.25, ratio
     assert not np.any((se == 0) & (np.abs(err) > 1e-5))
 
 
-def test_leverage_is_exact_when_the_budget_covers_every_coalition():
+def test_kernel_strata_are_exact_when_the_budget_covers_every_coalition():
     e = jx.kernel_shap(interactions, X, target=None, segments=SEG, key=jax.random.key(0),
-                       n_samples=2**D - 2, sampling="leverage")
+                       n_samples=2**D - 2, sampling="kernel")
     exact = jx.exact_shapley(interactions, X, target=None, segments=SEG).values
     np.testing.assert_allclose(e.values, exact, atol=2e-5)
     assert float(np.max(e.stderr)) == 0.0
@@ -135,8 +138,8 @@ def test_rise_options_keep_the_contract(sampling):
     assert not np.allclose(a.values, other.values)
 
 
-def test_kernel_shap_leverage_keeps_the_contract():
-    kw = dict(target=None, segments=SEG, key=jax.random.key(3), n_samples=40, sampling="leverage")
+def test_kernel_shap_kernel_strata_keep_the_contract():
+    kw = dict(target=None, segments=SEG, key=jax.random.key(3), n_samples=40, sampling="kernel")
     a = jx.kernel_shap(interactions, X, **kw)
     b = jax.jit(lambda z: jx.kernel_shap(interactions, z, **kw))(X)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
