@@ -82,8 +82,8 @@ NOTES = {
     "deeplift_shap": "agrees with shap's DeepExplainer, also on max pools",
     "integrated_gradients": "`rule=` Gauss-Legendre or Riemann; completeness `gap`",
     "lrp": "rules in `jx.relevance`; conservation `gap`",
-    "kernel_shap": "exact efficiency; `sampling=` sizes coalition strata by kernel mass "
-                   "or by leverage scores",
+    "kernel_shap": "exact efficiency; coalition sizes sampled by leverage score "
+                   "(`sampling=`)",
     "rise": "`sampling=` antithetic or lattice masks cut the error 2-3x",
     "shapley_sampling": "antithetic permutations, `stderr`",
 }

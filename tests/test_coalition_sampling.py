@@ -158,3 +158,25 @@ def test_bad_sampling_settings():
     with pytest.raises(ValueError, match="n_masks"):
         jx.rise(cnn_like, IMG, target=None, key=jax.random.key(0), n_masks=5,
                 sampling="antithetic")
+
+
+def test_paired_estimators_are_exact_on_pairwise_games():
+    """Why there is no linear or quadratic control variate: KernelSHAP's complementary
+    pairs and antithetic permutation pairs are already exact on every game of order <= 2
+    (a linear surrogate's Shapley values, or a pairwise one's, cancel nothing they leave);
+    without pairs KernelSHAP errs. A surrogate worth subtracting needs third-order terms."""
+    d = 6
+    rng = np.random.default_rng(0)
+    b, a = jnp.asarray(rng.normal(size=(d, d)), jnp.float32), jnp.asarray(rng.normal(size=d))
+    pairwise = lambda z: z[:, 0, :, 0] @ a + jnp.einsum(  # noqa: E731
+        "ni,ij,nj->n", z[:, 0, :, 0], b, z[:, 0, :, 0])
+    x, seg = X[:, :, :d], SEG[:, :d]
+    exact = jx.exact_shapley(pairwise, x, target=None, segments=seg).values
+    kw = dict(target=None, segments=seg, key=jax.random.key(1))
+    ks = jx.kernel_shap(pairwise, x, **kw, n_samples=24, enumerate_sizes=False)
+    ss = jx.shapley_sampling(pairwise, x, **kw, n_permutations=4)
+    np.testing.assert_allclose(ks.values, exact, atol=2e-5)
+    np.testing.assert_allclose(ss.values, exact, atol=2e-5)
+    unpaired = jx.kernel_shap(pairwise, x, **kw, n_samples=24, enumerate_sizes=False,
+                              paired=False)
+    assert float(np.max(np.abs(unpaired.values - exact))) > 0.01
