@@ -758,3 +758,16 @@ def test_sample_efficiency_measures_against_enumeration():
     assert exact["rmse"] < 1e-5 and exact["evals"] >= 2 + 4 * (se.D - 1)
     r = se.measure(se.groups, "shapley_sampling (antithetic)", 50, keys=8)  # 2 pairs
     assert 0 < r["rmse"] < 1 and 0.3 < r["ratio"] < 4 and 0.5 <= r["cover"] <= 1
+
+
+def test_sample_efficiency_closed_form_and_readme_block():
+    from benchmarks import sample_efficiency as se
+
+    # the d = 64 game's closed form is its enumeration at d = 12
+    x = se._x(12)
+    exact = jx.exact_shapley(se.blocks, x, target=None, segments=jnp.arange(12)[None]).values
+    np.testing.assert_allclose(se.blocks_shapley(np.asarray(x).reshape(-1)), exact[0], atol=1e-5)
+    rows = [dict(d=12, game="g", budget=100, option=o, rmse=r, ratio=1.0, cover=c, evals=100)
+            for o, r, c in (("kernel_shap", 0.2, 0.93), ("kernel_shap sampling=kernel", 0.1, 0.95))]
+    block = se.readme_block(rows, "2 keys")
+    assert "| 12 | g | 100 | 2.0e-01 | `kernel_shap sampling=kernel` | 1.0e-01 (0.50x) | 0.95 |" in block

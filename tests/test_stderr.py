@@ -79,3 +79,16 @@ def test_antithetic_pair_is_a_permutation_and_its_reverse():
         f, x, target=None, segments=jnp.array([[0, 1]]), key=k, n_permutations=1,
         antithetic=False).values[0])(jax.random.split(jax.random.key(0), 8))
     assert set(np.round(np.asarray(single[:, 0]), 4)) <= {0.0, 3.0}
+
+
+def test_antithetic_pair_is_a_walk_and_its_exact_reverse():
+    """`v(S) = |S|^2`: a feature at position `p` of a walk adds `2p + 1`, at `d - 1 - p` of
+    the reverse `2(d - 1 - p) + 1`, so every pair averages the Shapley value `d` exactly.
+    A second walk that is any other permutation (the same one, a shift, an independent
+    draw) averages `p + q + 1` with `q != d - 1 - p` for some feature and key."""
+    d = 5
+    x = jnp.ones((1, 1, d, 1))
+    f = lambda z: jnp.square(z[:, 0, :, 0].sum(1))  # noqa: E731
+    run = jax.vmap(lambda k: jx.shapley_sampling(f, x, target=None, segments=jnp.arange(d)[None],
+                                                 key=k, n_permutations=2).values[0])
+    np.testing.assert_allclose(run(jax.random.split(jax.random.key(1), 16)), float(d), rtol=1e-6)

@@ -57,28 +57,37 @@ LATTICE_REPLICATES = 4
 their means is the standard error (a lattice's own points are not independent)."""
 
 
-def lattice_gaussian(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...],
-                     dtype=jnp.float32) -> jax.Array:
-    """Point `j` (traced) of `m` (static) randomised lattice points, as standard normal noise.
+def lattice_uniform(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...]) -> jax.Array:
+    """Point `j` (traced) of `m` (static) randomised lattice points in `[0, 1)^shape`, float32.
 
     Every coordinate `c` is stratified: point `j` falls in stratum `(a_c j + b_c) mod m`
     of `[0, 1)`, with `a_c` a random unit mod `m` and `b_c` a random shift (so the `m`
-    points hit each stratum once), jittered uniformly inside it, then mapped through the
-    normal inverse CDF. Each point is exactly standard normal (`b_c` uniform makes its
-    coordinates independent and uniform), so means stay unbiased; over the `m` points
-    every coordinate's marginal is evenly covered (a Latin hypercube laid on a random
-    rank-1 lattice), which cancels most of the error of smooth, nearly additive
-    integrands. `key` is one randomisation, shared by its `m` points.
+    points hit each stratum once), jittered uniformly inside it. Each point is exactly
+    uniform (`b_c` uniform makes its coordinates independent), so means stay unbiased;
+    over the `m` points every coordinate's marginal is evenly covered (a Latin
+    hypercube laid on a random rank-1 lattice). `key` is one randomisation, shared by
+    its `m` points; `j` is taken mod `m`.
     """
     d = math.prod(shape)
     units = np.array([u for u in range(1, max(m, 2)) if math.gcd(u, m) == 1] or [1], np.int32)
     ka, kb, kv = jax.random.split(key, 3)
     a = jnp.asarray(units)[jax.random.randint(ka, (d,), 0, len(units))]
     b = jax.random.randint(kb, (d,), 0, max(m, 1))
-    stratum = (a * j + b) % max(m, 1)
+    stratum = (a * (j % max(m, 1)) + b) % max(m, 1)
     words = jax.random.bits(jax.random.fold_in(kv, j), (d,), jnp.uint32)
     jitter = ((words >> 9) * np.uint32(2) + np.uint32(1)).astype(jnp.float32) * np.float32(2.0**-24)
-    u = (stratum.astype(jnp.float32) + jitter) / np.float32(max(m, 1))
+    return ((stratum.astype(jnp.float32) + jitter) / np.float32(max(m, 1))).reshape(shape)
+
+
+def lattice_gaussian(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...],
+                     dtype=jnp.float32) -> jax.Array:
+    """Point `j` (traced) of `m` (static) randomised lattice points, as standard normal noise.
+
+    `lattice_uniform` mapped through the normal inverse CDF: each point is exactly
+    standard normal and every coordinate's marginal is evenly covered over the `m`
+    points, which cancels most of the error of smooth, nearly additive integrands.
+    """
+    u = lattice_uniform(key, j, m, shape)
     lim = np.float32(1.0 - 2.0**-23)
     z = np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(jnp.clip(2.0 * u - 1.0, -lim, lim))
-    return z.reshape(shape).astype(dtype)
+    return z.astype(dtype)

@@ -9,7 +9,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,9 +26,6 @@ from .engine import (
     prepare,
     stream,
     stream_evals,
-    uniform_from_bits,
-    unit_bits,
-    unit_bytes,
 )
 
 
@@ -268,123 +264,4 @@ def _feature_ablation(model, x, target, seg, b, *, d, mode, batch_size):
     return Explanation(jnp.where(present, acc, 0.0), n_evals=evals)
 
 
-# ---- RISE --------------------------------------------------------------------------------
-
-
-@registry.method(
-    "perturbation",
-    evals=lambda a: stream_evals(a, 0, a["n_masks"], 4 * int(np.prod(np.shape(a["x"])[1:3]))),
-    cheap={"n_masks": 4, "cells": 2},
-    demo={"label": "RISE", "quick": None, "full": {"n_masks": 2000, "cells": 4}, "center": True},
-)
-def rise(
-    model: Callable,
-    x: ArrayLike,
-    *,
-    target: Any,
-    key: Any,
-    n_masks: int = 1000,
-    p: float = 0.5,
-    cells: int = 7,
-    baseline: Any = 0.0,
-    batch_size: int | None = None,
-) -> Explanation:
-    """RISE: the target averaged over random smooth masks, weighted by each mask.
-
-    Each mask is a `cells x cells` grid of Bernoulli(`p`) cells, upsampled
-    bilinearly to `(cells + 1)` cell sizes and cropped at a random shift, so the
-    masks are smooth and not aligned to a grid. Masked inputs are
-    `baseline + M * (x - baseline)`; the saliency is `sum_i f_i M_i / (n_masks p)`.
-    Masks are shared by all examples and drawn from `fold_in(key, i)`.
-
-    Args:
-      model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
-      x: images `(N, H, W, C)`.
-      target: see `jaxplain.as_target`.
-      key: a `jax.random.key` (required).
-      n_masks: number of masks (model evaluations per example).
-      p: probability that a cell is kept.
-      cells: grid size of the low-resolution masks.
-      baseline: a number, an image, one image per example, or `"blur"`.
-      batch_size: model inputs per chunk.
-
-    Returns:
-      `Explanation(values (N, H, W), n_evals)`.
-
-    References:
-      Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
-      Black-box Models", BMVC 2018.
-    """
-    model = as_model(model)
-    x = V.check_array(x, min_ndim=4)
-    t = as_target(target, model, x)
-    key = V.check_key(key)
-    n_masks = V.check_budget(n_masks, "n_masks", x.shape[0], fixed=1)
-    p = V.check_float(p, "p", minimum=0.0, maximum=1.0, open_min=True)
-    cells = V.check_int(cells, "cells", maximum=min(x.shape[1], x.shape[2]))
-    mode, b = features.baseline_spec(baseline, x)
-    if mode == "mean":
-        V.fail(
-            "baseline", "a number, an array or 'blur' (RISE has no segments for 'mean')", "'mean'"
-        )
-    batch_size = V.check_batch_size(batch_size)
-    return _rise(
-        model,
-        x,
-        t,
-        b,
-        key,
-        p,
-        mode=mode,
-        n_masks=n_masks,
-        cells=cells,
-        batch_size=batch_size,
-    )
-
-
-def rise_masks(
-    key: jax.Array, index: jax.Array, height: int, width: int, p: float, cells: int
-) -> jax.Array:
-    """The RISE masks `(b, H, W)` with indices `index (b,)` (float in [0, 1])."""
-    ch, cw = -(-height // cells), -(-width // cells)
-
-    def one(bits):
-        grid = (uniform_from_bits(bits[2:]) < p).astype(jnp.float32).reshape(cells, cells)
-        up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "linear")
-        dx, dy = (bits[0] % ch).astype(jnp.int32), (bits[1] % cw).astype(jnp.int32)
-        return jax.lax.dynamic_slice(up, (dx, dy), (height, width))
-
-    return jax.vmap(one)(unit_bits(key, index, cells * cells + 2))
-
-
-@functools.partial(jit, static_argnames=("mode", "n_masks", "cells", "batch_size"))
-def _rise(model, x, target, b, key, p, *, mode, n_masks, cells, batch_size):
-    n, h, w = x.shape[:3]
-    b = features.make_baseline(mode, b, x, None, 0)
-    target = target.resolve(model, x)
-
-    def units_fn(ex, u):
-        return rise_masks(key, u, h, w, p, cells)[:, None], None
-
-    def inputs_fn(ex, masks):
-        m = masks.reshape(masks.shape + (1,) * (x.ndim - 3)).astype(x.dtype)
-        return b[ex] + m * (x[ex] - b[ex])
-
-    def reduce_fn(acc, c):
-        return add_local(
-            acc, c.ex0, jnp.einsum("mk,m,mhw->khw", c.onehot, c.values[:, 0], c.aux[:, 0])
-        )
-
-    acc = stream(
-        model,
-        target,
-        n,
-        n_masks,
-        units_fn,
-        inputs_fn,
-        reduce_fn,
-        jnp.zeros((n, h, w), jnp.float32),
-        batch_size,
-    )
-    evals = n_evals(n, 0, 1, n_masks, 1, batch_size, unit_bytes(units_fn))
-    return Explanation(acc / (n_masks * p), n_evals=evals)
+from .rise import RISE_SAMPLINGS, rise, rise_masks  # noqa: E402, F401 - registered after ablation
