@@ -767,7 +767,10 @@ def test_sample_efficiency_closed_form_and_readme_block():
     x = se._x(12)
     exact = jx.exact_shapley(se.blocks, x, target=None, segments=jnp.arange(12)[None]).values
     np.testing.assert_allclose(se.blocks_shapley(np.asarray(x).reshape(-1)), exact[0], atol=1e-5)
-    rows = [dict(d=12, game="g", budget=100, option=o, rmse=r, ratio=1.0, cover=c, evals=100)
+    rows = [dict(d=12, game="g", budget=b, option=o, rmse=r, ratio=1.0, cover=c, evals=b)
+            for b in (100, se.README_BUDGET)
             for o, r, c in (("kernel_shap", 0.2, 0.93), ("kernel_shap sampling=kernel", 0.1, 0.95))]
     block = se.readme_block(rows, "2 keys")
-    assert "| 12 | g | 100 | 2.0e-01 | `kernel_shap sampling=kernel` | 1.0e-01 (0.50x) | 0.95 |" in block
+    assert (f"| 12 | g | {se.README_BUDGET} | 2.0e-01 | `kernel_shap sampling=kernel` | "
+            "1.0e-01 (0.50x) | 0.95 |") in block
+    assert "| 12 | g | 100 |" not in block  # one budget per game in the README
