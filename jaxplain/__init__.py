@@ -15,6 +15,7 @@ from . import metrics as metrics
 from . import outputs as outputs
 from . import concepts as concepts
 from . import perturbation as perturbation
+from . import training as training
 
 # --- settings, types and adapters -----------------------------------------------------------
 from ._compile import config as config
@@ -74,6 +75,11 @@ from .concepts import CAV as CAV
 from .concepts import TCAVResult as TCAVResult
 from .concepts import concept_activation_vector as concept_activation_vector
 
+# --- learning with explanations: amortised Shapley explainers --------------------------------
+from .training import AmortisedExplainer as AmortisedExplainer
+from .training import AmortisedFit as AmortisedFit
+from .training import fit_amortised as fit_amortised
+
 # --- metrics' result types and the methods x metrics table ---------------------------------------
 from .metrics import Curve as Curve
 from .metrics import MetricTable as MetricTable
@@ -106,6 +112,7 @@ _LISTED = [
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
     "CAV", "TCAVResult", "concept_activation_vector",
+    "AmortisedExplainer", "AmortisedFit", "fit_amortised",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
     "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "explain_to_shards",
     "load_results",

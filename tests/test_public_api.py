@@ -3,6 +3,8 @@
 import jaxplain as jx
 
 PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
+    "AmortisedExplainer",
+    "AmortisedFit",
     "Anchor",
     "CAV",
     "Counterfactual",
@@ -34,6 +36,7 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "feature_maps",
     "feature_visualization",
     "filters",
+    "fit_amortised",
     "from_callable",
     "from_linen",
     "from_nnx",
