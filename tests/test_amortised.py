@@ -206,3 +206,30 @@ def test_the_pipeline_streams_it_and_equals_direct_calls(fitted):
     # resumable shards fingerprint the explainer by its weights, not by its repr
     digests = [shards.describe(e, hashlib.blake2b()) for e in (fitted.explainer, other)]
     assert repr(fitted.explainer) == repr(other) and digests[0] != digests[1]
+
+
+@pytest.mark.slow  # compiles the reporting variant of the training program; the evaluation
+# counts themselves are checked by test_short_training_reaches_the_closed_form
+def test_progress_bar_counts_the_training_evaluations(monkeypatch):
+    import tqdm.auto
+
+    updates, finals = [], []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+        def close(self):
+            if not self.disable:
+                finals.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    fit = jx.fit_amortised(MODEL, X_TRAIN, SEG, key=jax.random.key(0), steps=4, batch=2,
+                           n_coalitions=2, features=(2,), hidden=4, eval_every=2,
+                           validation=X_VAL, progress=True)
+    # 4 steps of 2 x (2 + 2) rows and 2 validations of 8 x (2 + 2), reported by the
+    # chunk loops as they ran (a bar that had to be filled at the end would show one update)
+    assert fit.n_evals == 4 * 2 * 4 + 2 * 8 * 4
+    assert finals == [(fit.n_evals, fit.n_evals)] and len(updates) > 2
