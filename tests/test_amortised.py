@@ -165,6 +165,7 @@ def test_bad_inputs_fail_before_any_compile(fitted, tmp_path):
         (ValueError, "validation: expected images shaped like x_train", lambda: fit(
             validation=np.zeros((2, 8, 8, 1), np.float32))),
         (TypeError, "features: expected a tuple", lambda: fit(features=16)),
+        (TypeError, "learning_rate: expected a real number", lambda: fit(learning_rate="1")),
         (TypeError, "progress: expected True, False or 'auto'", lambda: fit(progress="yes")),
         (TypeError, "x_train: expected a floating-point array", lambda: jx.fit_amortised(
             MODEL, X_TRAIN.astype(np.int32), SEG, key=0)),
@@ -233,3 +234,28 @@ def test_progress_bar_counts_the_training_evaluations(monkeypatch):
     # chunk loops as they ran (a bar that had to be filled at the end would show one update)
     assert fit.n_evals == 4 * 2 * 4 + 2 * 8 * 4
     assert finals == [(fit.n_evals, fit.n_evals)] and len(updates) > 2
+
+
+def test_benchmark_payoff_and_table_from_a_result():
+    from benchmarks import amortised_bench as ab
+
+    rows = [{"method": f"KernelSHAP-{b}", "evals": b, "rmse": r, "images_per_s": 1000 / b}
+            for b, r in ((64, 0.16), (256, 0.04), (1000, 0.01), (3000, 0.006))]
+    rows.append({"method": "amortised (FastSHAP)", "evals": 2, "rmse": 0.08,
+                 "images_per_s": 2000.0, "gap_max": 1e-6})
+    res = dict(dataset="digits", image_shape=[8, 8, 1], d=16, accuracy=0.95, n_test=32,
+               n_val=8, exact_seconds=60.0, rows=rows, forward_images_per_s=5000.0,
+               validation_goal=0.012, fit=dict(steps=2000, n_evals=2_000_000, seconds=100.0,
+                                               reached=False, history=((1000, 0.1),)),
+               settings=dict(train_batch=32, coalitions=32, lr=3e-3, features=[32, 64],
+                             hidden=256), machine=dict(cpus=2, platform="linux"))
+    p = ab.payoff(res)
+    assert p["speedup"] == pytest.approx(2000.0)  # 2000 vs 1 image/s
+    # 100 s of training, each image saves 1 - 1/2000 s; 2e6 evaluations, 998 saved each
+    assert p["images_seconds"] == pytest.approx(100 / (1 - 1 / 2000))
+    assert p["images_evals"] == pytest.approx(2e6 / 998)
+    # 0.08 lies halfway (in logs) between 0.16 at 64 and 0.04 at 256: sqrt(64 * 256) = 128
+    assert p["equal_budget"] == pytest.approx(128.0)
+    text = ab.markdown(res)
+    assert "| amortised (FastSHAP) | 2 | 0.0800 | 2,000 | 2,000.0x |" in text
+    assert "at about 128 model evaluations per image" in text

@@ -73,7 +73,7 @@ def fit_amortised(
     batch: int = 32,
     n_coalitions: int = 32,
     paired: bool = True,
-    learning_rate: float = 1e-3,
+    learning_rate: float | Callable[[Any], Any] = 1e-3,
     features: tuple[int, ...] = (32, 32),
     hidden: int = 128,
     validation: Any = None,
@@ -99,7 +99,8 @@ def fit_amortised(
       batch: images per step.
       n_coalitions: coalitions per image and step (even when `paired`).
       paired: draw each coalition with its complement.
-      learning_rate: Adam's step size (constant).
+      learning_rate: Adam's step size: a number, or an optax schedule `step -> rate`
+        (e.g. `optax.cosine_decay_schedule(3e-3, steps)`).
       features, hidden: the explainer network's conv channels and hidden width.
       validation: None; held-out images `(M, H, W, C)` (the error is then the
         loss on fixed coalitions of them); or `(x_val, target, values)` with
@@ -157,7 +158,9 @@ class _Run:
             V.fail("paired", "a bool", repr(a["paired"]), TypeError)
         if a["paired"] and n_coal % 2:
             V.fail("n_coalitions", "an even number with paired=True", n_coal)
-        lr = V.check_float(a["learning_rate"], "learning_rate", minimum=0.0, open_min=True)
+        lr = a["learning_rate"]
+        if not callable(lr):  # an optax schedule `step -> rate` is taken as it is
+            lr = V.check_float(lr, "learning_rate", minimum=0.0, open_min=True)
         net = _check_net(a["features"], a["hidden"], d, _n_outputs(model, x))
         val = _check_validation(a["validation"], model, x, d)
         target_error = a["target_error"]
@@ -247,7 +250,9 @@ class _Run:
     def header(self) -> dict:
         key = np.asarray(jax.random.key_data(self.key)).tobytes()
         return dict(A.header_of(self.spec), format=CHECKPOINT_FORMAT, batch=self.batch,
-                    n_coalitions=self.n_coal, paired=self.paired, learning_rate=self.lr,
+                    n_coalitions=self.n_coal, paired=self.paired,
+                    learning_rate=self.lr if not callable(self.lr) else
+                    f"schedule {getattr(self.lr, '__qualname__', type(self.lr).__name__)}",
                     eval_every=self.eval_every, key=hashlib.sha1(key).hexdigest()[:16],
                     data=_digest(self.x), baseline=_digest(self.baseline))
 
