@@ -130,8 +130,8 @@ def runner(
     n_dev = 1 if mesh is None else int(mesh.shape["batch"])
     local_rows = rows // n_dev
 
-    def body(model, x, t, key, start, dyn):
-        kw = dict(kwargs, **dyn)
+    def body(model, x, t, key, start, dyn=None):
+        kw = dict(kwargs, **(dyn or {}))
         if not stochastic:
             if t is not None:
                 kw["target"] = t
@@ -166,11 +166,11 @@ def runner(
     else:
         row = P("batch")
 
-        def sharded(model, x, t, key, start, dyn):
+        def sharded(model, x, t, key, start, dyn=None):
             specs = (P(), row, None if t is None else row, None if key is None else P(), P(),
                      P())
             return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=row, check_vma=False)(
-                model, x, t, key, start, dyn
+                model, x, t, key, start, dyn or {}
             )
 
         fn = jit(sharded)
