@@ -64,12 +64,15 @@ ONE_EVAL = {
     "metrics": "a forward pass",
     "concepts": "a forward pass and a backward pass to the layer (plus one forward pass per "
                 "concept and random example, shared by the batch)",
+    "training": "a forward pass of the model (an amortised explainer's own network pass is "
+                "not counted)",
 }
 
 FAMILY_TITLES = {
     "gradients": "gradients", "cam": "CNN internals (CAM)", "layer": "layers and neurons",
     "perturbation": "perturbation", "shapley": "Shapley values", "metrics": "metrics",
     "outputs": "output explanations", "attention": "attention", "concepts": "concepts",
+    "training": "learning with explanations",
 }
 
 # What the registry cannot say: how a method differs from a peer of the same name.
@@ -86,6 +89,8 @@ NOTES = {
                    "(`sampling=`)",
     "rise": "`sampling=` antithetic or lattice masks cut the error 2-3x",
     "shapley_sampling": "antithetic permutations, `stderr`",
+    "amortised_shap": "FastSHAP: a trained explainer network (`fit_amortised`), exact "
+                      "efficiency",
 }
 
 # The API pages: (file, title, what the page covers, registry families, other public names).
@@ -120,9 +125,13 @@ PAGES = [
     ("concepts", "Concepts", "Concept-level explanations: concept activation vectors and "
      "TCAV, which tests whether a concept given by examples matters to a class.",
      ("concepts",), ("concept_activation_vector", "CAV", "TCAVResult")),
-    ("training", "Training", "`jaxplain.training`: attribution priors as loss terms and an "
-     "optax training step (see [Explanations in training](../guides/training.md)).",
-     (), ("training",)),
+    ("training", "Learning with explanations",
+     "`jaxplain.training`: attribution priors as loss terms and an optax training step "
+     "(see [Explanations in training](../guides/training.md)), and amortised Shapley "
+     "values (FastSHAP): an explainer network trained against the model's masked "
+     "evaluations returns Shapley values over segments in one forward pass (measured "
+     "against KernelSHAP in [Amortised Shapley values](../guides/amortised.md)).",
+     ("training",), ("training", "fit_amortised", "AmortisedFit", "AmortisedExplainer")),
     ("metrics", "Metrics", "Evaluating explanations: faithfulness, robustness, "
      "localisation, complexity and sanity checks.",
      ("metrics",), ("evaluate", "MetricTable", "Curve", "RandomisationResult")),

@@ -75,6 +75,11 @@ from .concepts import CAV as CAV
 from .concepts import TCAVResult as TCAVResult
 from .concepts import concept_activation_vector as concept_activation_vector
 
+# --- learning with explanations: amortised Shapley explainers --------------------------------
+from .training import AmortisedExplainer as AmortisedExplainer
+from .training import AmortisedFit as AmortisedFit
+from .training import fit_amortised as fit_amortised
+
 # --- metrics' result types and the methods x metrics table ---------------------------------------
 from .metrics import Curve as Curve
 from .metrics import MetricTable as MetricTable
@@ -107,6 +112,7 @@ _LISTED = [
     "GlobalImportance", "Surrogate", "global_importance", "global_surrogate",
     "Anchor", "Counterfactual", "OverWeights", "Plane", "over_weights",
     "CAV", "TCAVResult", "concept_activation_vector", "training",
+    "AmortisedExplainer", "AmortisedFit", "fit_amortised",
     "Curve", "MetricTable", "RandomisationResult", "evaluate",
     "visualize", "RunSummary", "enable_compilation_cache", "explain_dataset", "explain_to_shards",
     "load_results",

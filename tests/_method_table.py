@@ -51,6 +51,15 @@ def env() -> dict:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def explainer() -> Any:
+    """An amortised Shapley explainer of the table's CNN on its 4 segments, untrained
+    (`steps=0`: the uniform split of f(x) - f(baseline); no training program compiles)."""
+    e = env()
+    return jx.fit_amortised(e["model"], e["x"], e["segments"], key=jax.random.key(0), steps=0,
+                            features=(2,), hidden=4, progress=False).explainer
+
+
 ARGS: dict[str, Callable[[dict], Any]] = {  # argument name -> a valid value
     "model": lambda e: e["model"],
     "x": lambda e: e["x"],
@@ -69,6 +78,7 @@ ARGS: dict[str, Callable[[dict], Any]] = {  # argument name -> a valid value
     "directions": lambda e: e["directions"],
     "concept_x": lambda e: e["concept_x"],
     "random_x": lambda e: e["random_x"],
+    "explainer": lambda e: explainer(),
 }
 FAMILY_ARGS: dict[str, dict[str, Callable[[dict], Any]]] = {  # family -> arguments it replaces
     "attention": {  # a tiny ViT (4 patches of 4x4 and a class token, one block of 2 heads)

@@ -3,6 +3,8 @@
 import jaxplain as jx
 
 PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
+    "AmortisedExplainer",
+    "AmortisedFit",
     "Anchor",
     "CAV",
     "Counterfactual",
@@ -34,6 +36,7 @@ PUBLIC = [  # everything but the registered methods (`jaxplain._core.registry`)
     "feature_maps",
     "feature_visualization",
     "filters",
+    "fit_amortised",
     "from_callable",
     "from_linen",
     "from_nnx",
@@ -70,12 +73,14 @@ def test_public_names_are_pinned():
         assert getattr(jx, name) is entry.fn, name
 
 
-TRAINING = ["AttributionPenalty", "METHODS", "attribution_mass", "attribution_penalty",
-            "cross_entropy", "log_prob_sum", "prior_loss", "train_step"]
+TRAINING = ["AmortisedExplainer", "AmortisedFit", "AttributionPenalty", "METHODS",
+            "attribution_mass", "attribution_penalty", "cross_entropy", "fit_amortised",
+            "log_prob_sum", "prior_loss", "train_step"]
 
 
 def test_training_names_are_pinned():
-    public = sorted(n for n in vars(jx.training) if not n.startswith("_") and n != "priors")
+    public = sorted(n for n in vars(jx.training) if not n.startswith("_")
+                    and n not in ("priors", "amortised"))  # the modules
     assert public == sorted(TRAINING)
     for name in TRAINING:
         assert getattr(jx.training, name).__doc__ or name == "METHODS", name

@@ -34,6 +34,9 @@ SCRIPT = textwrap.dedent("""
         "smoothgrad": dict(n_samples=3, key=key),
         "lime": dict(segments=seg, n_samples=16, key=key),
         "shapley_sampling": dict(segments=seg, n_permutations=4, key=key),
+        # a pytree keyword: the explainer's weights are replicated arguments of the runner
+        "amortised_shap": dict(explainer=jx.fit_amortised(
+            model, x, seg, key=key, steps=0, features=(2,), hidden=4, progress=False).explainer),
     }
 
     def run(name, **kw):
@@ -110,7 +113,8 @@ def test_four_devices(result):
     assert result["n_devices"] == 4
 
 
-@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad", "lime", "shapley_sampling"])
+@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad", "lime", "shapley_sampling",
+                                  "amortised_shap"])
 def test_sharded_equals_single_device(result, name):
     r = result[name]
     if r == "missing":

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._compile import jit
 from . import base as B
+from .masks import check_mask
 from .._core import registry
 from .._core.batching import values_at
 from .._core import validate as V
@@ -33,7 +34,7 @@ def _map_and_mask(attributions: Any, mask: Any) -> tuple[jax.Array, jax.Array]:
             f"shape {tuple(a.shape)}",
         )
     pm = a.sum(-1) if a.ndim == 4 else a
-    return pm, B.check_mask(mask, pm.shape)
+    return pm, check_mask(mask, pm.shape)
 
 
 @registry.method("metrics")

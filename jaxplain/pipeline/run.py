@@ -31,6 +31,7 @@ from .stream import (
     all_finite,
     method_name,
     resolve_method,
+    pytree_kwargs,
     runner,
     takes,
 )
@@ -60,9 +61,11 @@ class Run:
         self.model = as_model(model)
         self.kwargs, self.key = self._method_kwargs(method_kwargs)
         self.host = HostData(batches, config, self.kwargs, self.model)
+        self.dynamic = pytree_kwargs(self.kwargs)  # traced arguments of the runner
         if config.mesh is not None:
             replicated = NamedSharding(config.mesh, P())
             self.model = jax.device_put(self.model, replicated)
+            self.dynamic = jax.device_put(self.dynamic, replicated)
             if self.key is not None:
                 self.key = jax.device_put(self.key, replicated)
         self.folder = None
@@ -190,7 +193,8 @@ class Run:
         if self.runner is not DIRECT:
             try:
                 with V.values_checked(x):
-                    return self.runner(self.model, x, t, self.key, np.int32(b.start))
+                    return self.runner(self.model, x, t, self.key, np.int32(b.start),
+                                       self.dynamic)
             except TRACE_ERRORS as e:
                 if self.config.mesh is not None or self.key is not None:
                     raise TypeError(

@@ -70,6 +70,10 @@ def describe(obj: Any, h: Any) -> Any:
     if isinstance(obj, dict):
         h.update(f"dict{len(obj)}".encode())
         return {str(k): describe(obj[k], h) for k in sorted(obj, key=str)}
+    leaves, treedef = jax.tree.flatten(obj)
+    if leaves and leaves != [obj]:  # a pytree object (a trained explainer): by its content
+        h.update(f"{type(obj).__qualname__}:{_ADDR_RE.sub('', str(treedef))}".encode())
+        return {"pytree": type(obj).__qualname__, "leaves": [describe(a, h) for a in leaves]}
     if callable(obj) and hasattr(obj, "__qualname__"):
         name = f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
         h.update(name.encode())

@@ -80,13 +80,31 @@ def _as_explanation(result: Any) -> Explanation:
     )
 
 
+def pytree_kwargs(kwargs: dict) -> dict:
+    """The keywords whose values are pytree objects holding arrays (a trained explainer
+    for `amortised_shap`, a `Model`): the runner takes them as traced arguments, so
+    their weights are neither baked into the program nor a reason to compile again."""
+    out = {}
+    for name, v in kwargs.items():
+        if v is None or isinstance(v, (np.ndarray, jax.Array, list, tuple, dict, str, bytes,
+                                       int, float, complex)):
+            continue
+        leaves = jax.tree.leaves(v)
+        if leaves and leaves != [v] and all(isinstance(a, (np.ndarray, jax.Array))
+                                            for a in leaves):
+            out[name] = v
+    return out
+
+
 def runner(
     method: Callable, kwargs: dict, config: RunConfig, *, stochastic: bool, has_target: bool
 ):
     """One jitted function per (method, config, layout), cached across calls.
 
     `kwargs` are the method's keywords (without key and target); the layout (mesh,
-    device batch rows) and the method's chunk size come from `config`.
+    device batch rows) and the method's chunk size come from `config`. Keywords
+    that are pytree objects (`pytree_kwargs`) are the runner's last argument, a dict
+    of them: traced, and only their structure and shapes key the cache.
 
     Deterministic methods run on the (local) batch as given. Stochastic methods run
     one vmapped lane per example, keyed by `fold_in(key, global example index)`,
@@ -96,9 +114,15 @@ def runner(
     rows, with no communication.
     """
     mesh, eval_batch_size, rows = config.mesh, config.eval_batch_size, config.rows
+    dynamic = pytree_kwargs(kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k not in dynamic}
     h = hashlib.blake2b(digest_size=16)
     _shards.describe(kwargs, h)
-    cache_key = (method, mesh, h.hexdigest(), eval_batch_size, stochastic, has_target, rows)
+    layout = tuple((k, jax.tree.structure(v), tuple((np.shape(a), np.dtype(a.dtype))
+                                                    for a in jax.tree.leaves(v)))
+                   for k, v in sorted(dynamic.items()))
+    cache_key = (method, mesh, h.hexdigest(), layout, eval_batch_size, stochastic, has_target,
+                 rows)
     if cache_key in RUNNERS:
         RUNNERS.move_to_end(cache_key)
         return RUNNERS[cache_key]
@@ -106,8 +130,8 @@ def runner(
     n_dev = 1 if mesh is None else int(mesh.shape["batch"])
     local_rows = rows // n_dev
 
-    def body(model, x, t, key, start):
-        kw = dict(kwargs)
+    def body(model, x, t, key, start, dyn=None):
+        kw = dict(kwargs, **(dyn or {}))
         if not stochastic:
             if t is not None:
                 kw["target"] = t
@@ -142,10 +166,11 @@ def runner(
     else:
         row = P("batch")
 
-        def sharded(model, x, t, key, start):
-            specs = (P(), row, None if t is None else row, None if key is None else P(), P())
+        def sharded(model, x, t, key, start, dyn=None):
+            specs = (P(), row, None if t is None else row, None if key is None else P(), P(),
+                     P())
             return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=row, check_vma=False)(
-                model, x, t, key, start
+                model, x, t, key, start, dyn or {}
             )
 
         fn = jit(sharded)
