@@ -9,9 +9,10 @@ What it writes:
   between `<!-- methods:start -->` and `<!-- methods:end -->`;
 - the API reference pages `docs/api/*.md`, one per family, and their entries in
   the `nav` of `mkdocs.yml` (between `# api:start` and `# api:end`);
-- the README's sample-efficiency table, between `<!-- efficiency:start -->` and
-  `<!-- efficiency:end -->`, copied from `EFFICIENCY` (written by
-  `python -m benchmarks.sample_efficiency --write`).
+- the README's measured results, each between `<!-- NAME:start -->` and
+  `<!-- NAME:end -->` (`RESULTS`): the sample-efficiency summary written by
+  `python -m benchmarks.sample_efficiency --write`, and the first table of the
+  results that `examples/spurious_prior.py` and `benchmarks/amortised_bench.py` write.
 
 Costs are the registry's own `evals` functions evaluated on one reference call
 (`REFERENCE`), so the tables cannot drift from the code. `tests/test_docs.py`
@@ -49,6 +50,16 @@ REFERENCE_TEXT = ("at the defaults, for one 16×16 image cut into d = 16 feature
 
 CHOOSE = "docs/tutorials/choosing-a-method.md"
 EFFICIENCY = "benchmarks/results/sample_efficiency_readme.md"
+RESULTS = {  # README block -> (generated file, caption; None: the whole file is the block)
+    "efficiency": (EFFICIENCY, None),
+    "priors": ("benchmarks/results/spurious_prior.md",
+               "Attribution priors ([`examples/spurious_prior.py`](examples/spurious_prior.py)): "
+               "a corner mark gives the label away in training only "
+               "([details](benchmarks/results/spurious_prior.md))."),
+    "amortised": ("benchmarks/results/amortised_bench.md",
+                  "Amortised Shapley values (FastSHAP) against KernelSHAP, held-out digits, "
+                  "d = 16 ([details and training cost](benchmarks/results/amortised_bench.md))."),
+}
 UNCOUNTED = ("A metric without a count calls no model (localisation, complexity, `ssim`) "
              "or calls your explanation method (robustness, sanity checks).")
 
@@ -319,14 +330,30 @@ def splice(text: str, start: str, end: str, body: str, where: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(3), text, count=1)
 
 
+def first_table(text: str) -> str:
+    """The first Markdown table of `text` (its consecutive `|` lines)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def result_block(name: str) -> str:
+    path, caption = RESULTS[name]
+    text = (ROOT / path).read_text()
+    return text if caption is None else caption + "\n\n" + first_table(text)
+
+
 def outputs() -> dict[str, str]:
     """`{relative path: text}` of every file this script writes."""
     files = {}
     readme = (ROOT / "README.md").read_text()
     readme = splice(readme, "<!-- methods:start -->", "<!-- methods:end -->",
                     readme_table(), "README.md")
-    files["README.md"] = splice(readme, "<!-- efficiency:start -->", "<!-- efficiency:end -->",
-                                (ROOT / EFFICIENCY).read_text(), "README.md")
+    for name in RESULTS:
+        readme = splice(readme, f"<!-- {name}:start -->", f"<!-- {name}:end -->",
+                        result_block(name), "README.md")
+    files["README.md"] = readme
     files[CHOOSE] = splice((ROOT / CHOOSE).read_text(), "<!-- methods:start -->",
                            "<!-- methods:end -->", full_table(), CHOOSE)
     files["mkdocs.yml"] = splice((ROOT / "mkdocs.yml").read_text(), "# api:start", "# api:end",
