@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# jaxplain's own code runs under JAX's strict dtype promotion and raising rank promotion
+# (the user's model, optax and the user's explain functions under JAX's defaults):
+# an implicit broadcast or int/float mix in the library fails a test, not a user.
+os.environ.setdefault("JAXPLAIN_STRICT_NUMPY", "1")
 
 # The suite compiles thousands of small programs, and XLA:CPU's backend optimisation
 # (LLVM at -O2) is most of each compile while buying nothing for 8x8 test models:

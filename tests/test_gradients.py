@@ -68,8 +68,9 @@ def test_ig_quadratic_closed_form():
 def test_completeness_gap_shrinks_and_gauss_legendre_wins(cnn):
     m, v, x = cnn
     # a smooth non-linear model (no ReLU kinks): tanh MLP on the flattened image
-    w1 = jnp.asarray(RNG.normal(size=(x[0].size, 16)) / 8, jnp.float32)
-    w2 = jnp.asarray(RNG.normal(size=(16, 3)), jnp.float32)
+    rng = np.random.default_rng(0)  # its own draws: the result must not depend on test order
+    w1 = jnp.asarray(rng.normal(size=(x[0].size, 16)) / 8, jnp.float32)
+    w2 = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
     smooth = jx.Model(lambda p, z: jnp.tanh(z.reshape(z.shape[0], -1) @ p[0] * 3) @ p[1], (w1, w2))
     gaps = {}
     for rule in ("gauss_legendre", "riemann_trapezoid"):
@@ -78,7 +79,9 @@ def test_completeness_gap_shrinks_and_gauss_legendre_wins(cnn):
             gaps[rule, steps] = float(jnp.abs(e.gap).max())
     for rule in ("gauss_legendre", "riemann_trapezoid"):
         assert gaps[rule, 64] < gaps[rule, 4]
-    assert gaps["gauss_legendre", 4] < 0.1 * gaps["riemann_trapezoid", 4]
+    # measured on seeds 0-3: GL/trapezoid gap 0.20-0.24 at 4 steps, below 0.003 at 16
+    assert gaps["gauss_legendre", 4] < 0.5 * gaps["riemann_trapezoid", 4]
+    assert gaps["gauss_legendre", 16] < 0.01 * gaps["riemann_trapezoid", 16]
     assert gaps["gauss_legendre", 16] < 1e-4
 
 

@@ -32,6 +32,7 @@ from .hook import tuned as tuned
 from .hook import tuned_eqn as tuned_eqn
 from .hook import tuned_rule as tuned_rule
 from .jaxpr import OPAQUE as OPAQUE
+from .jaxpr import accumulator as accumulator
 from .switch import CPU_REWRITES_ENV as CPU_REWRITES_ENV
 from .switch import Config as Config
 from .switch import config as config

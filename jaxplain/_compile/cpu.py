@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .jaxpr import Rule, Site, pool_tiles, windows
+from .jaxpr import Rule, Site, accumulator, pool_tiles, windows
 
 # ---- canonical convolution kernels ---------------------------------------------------------
 
@@ -122,7 +122,7 @@ def _window_max_jvp(tiles, primals, tangents):
 
 def window_sum(x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
     if _window_size(tiles) <= SLICED_WINDOW:
-        acc = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 windows summed in float32
+        acc = accumulator(x.dtype)  # bfloat16 windows summed in float32
         return functools.reduce(jnp.add, [p.astype(acc) for p in window_slices(x, tiles)]).astype(
             x.dtype
         )

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from . import cpu
-from .jaxpr import rewrite, windows
+from .jaxpr import accumulator, rewrite, windows
 from .switch import config
 
 
@@ -161,7 +161,7 @@ def pool(kind: str, x: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
     w = windows(x, tiles)
     if kind == "max":
         return jnp.max(w, axis=-1)
-    acc = jnp.promote_types(x.dtype, jnp.float32)  # low-precision windows summed in float32
+    acc = accumulator(x.dtype)  # low-precision windows summed in float32
     return jnp.sum(w.astype(acc), axis=-1).astype(x.dtype)
 
 

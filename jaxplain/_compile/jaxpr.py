@@ -201,3 +201,12 @@ def pool_tiles(eqn, x) -> tuple[int, ...] | None:
         return None
     return sum(((s // w, w) for s, w in zip(x.shape, win)), ())
 
+
+def accumulator(dtype: Any) -> Any:
+    """The dtype sums of `dtype` values run in: float32 for narrower floating types
+    (bfloat16, float16), the type itself otherwise. Written without JAX's promotion
+    rules, which refuse bfloat16 with float32 when dtype promotion is strict."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+        return jnp.dtype(jnp.float32)
+    return dtype

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compile import OPAQUE, default_chunk, marked, tuned
+from .._compile import accumulator as accumulator  # the dtype sums run in, re-exported
 from . import progress
 
 ACCELERATOR_BATCH_SIZE = 256
@@ -162,12 +163,6 @@ def fold(fn: Callable[[Any, jax.Array, int, jax.Array], Any], init: Any, total: 
     """
     step = lambda carry, start, size, skip: (fn(carry, start, size, skip), None)  # noqa: E731
     return _over_chunks(step, init, total, batch_size, report)[0]
-
-
-def accumulator(dtype: Any) -> Any:
-    """The dtype sums of `dtype` values run in: at least float32 for floating types (a
-    bfloat16 or float16 model's path sums and averages), the type itself otherwise."""
-    return jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else dtype
 
 
 def fresh_rows(size: int, skip: jax.Array) -> jax.Array:

@@ -162,8 +162,9 @@ def _ig(model, x, target, baseline, *, steps, rule, batch_size):
         _, g, _ = value_and_grad(model, target.take(ex), inputs)
         return g * bcast(weights[s], x.ndim)
 
-    attr = batching.per_example_sum(weighted_grads, n, steps, batch_size) * delta
-    diff = f_x - f_b
+    attr = batching.per_example_sum(weighted_grads, n, steps, batch_size)
+    attr = attr * delta.astype(attr.dtype)  # float32 at least (bfloat16 models)
+    diff = f_x.astype(attr.dtype) - f_b.astype(attr.dtype)
     gap = attr.reshape(n, -1).sum(1) - diff
     return Explanation(attr, gap=gap, n_evals=count(n, steps + 2))
 

@@ -140,7 +140,7 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
         v = vs.mean(0)
         if sampling == "lattice":  # per-randomisation sums, for the standard error
             hot = jax.nn.one_hot(u // (units // groups), groups, dtype=v.dtype)
-            spread = bcast(hot, v.ndim + 1) * v
+            spread = bcast(hot, v.ndim + 1) * v[None]
         else:
             spread = v * v
         return v, jnp.square(vs).sum(0), ne.sum(0), spread

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._compile import numpy_rules
 from .._core import validate as V
 from .._core.types import Explanation
 from .._core.features import check_segments, gaussian_blur, positions
@@ -311,7 +312,8 @@ def accepts_target(fn: Callable) -> bool:
 
 def run_explain(explain: Callable, model: Any, x: jax.Array, target: Any) -> jax.Array:
     """Attributions of `explain(model, x[, target=...])` as an array (traced)."""
-    out = explain(model, x, target=target) if accepts_target(explain) else explain(model, x)
+    with numpy_rules(False):  # the user's explanation code keeps JAX's defaults
+        out = explain(model, x, target=target) if accepts_target(explain) else explain(model, x)
     if isinstance(out, Explanation):
         out = out.values
     return jnp.asarray(out)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._core import batching
 from .._core.types import HIGHEST
 import numpy as np
 
@@ -116,7 +117,7 @@ def impute(
       boundary to impute from and becomes 0.
     """
     n, h, w, _ = x.shape
-    dtype = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 / float16 images solve in float32
+    dtype = batching.accumulator(x.dtype)  # bfloat16 / float16 images solve in float32
     wsum = jnp.asarray(neighbour_weight(h, w), dtype)[None, None]  # (1, 1, H, W)
     m = removed.astype(dtype)
     mc = m[:, None]  # (N, 1, H, W), broadcast over channels

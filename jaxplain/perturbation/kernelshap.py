@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from .._compile import jit
 from .._core.types import HIGHEST
-from .._core import registry
+from .._core import batching, registry
 from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
@@ -260,7 +260,7 @@ def _reducer(d, f0):
         q = (c.onehot[:, :, None] * coef[:, None, :]).reshape(m, -1)
         z = c.aux[:, 0].astype(jnp.float32)
         qw = q * weight[:, None]
-        y = c.values[:, 0] - f0[c.ex]
+        y = c.values[:, 0] - f0[c.ex].astype(c.values.dtype)
         zz = jnp.einsum("mq,mi,mj->qij", qw, z, z, precision=HIGHEST)
         gram = add_local(gram, c.ex0, zz.reshape(k, g + 2, d, d))
         zy = add_local(zy, c.ex0, jnp.einsum("mq,m,mi->qi", qw, y, z, precision=HIGHEST).reshape(k, g + 2, d))
@@ -291,7 +291,8 @@ def _kernel_shap(
     b = features.make_baseline(mode, b, x, seg, d)
     present = features.feature_counts(seg, d) > 0
     (fx, f0), target = values_at(model, target, [x, b], batch_size, repeats=True)
-    delta = fx - f0
+    acc = batching.accumulator(fx.dtype)  # bfloat16 models: the regression in float32
+    delta = fx.astype(acc) - f0.astype(acc)
     g = N_GROUPS
 
     orders = permutations(plan, key, None if adaptive else 1) if not plan.exact else None

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core import batching
 from .._core.types import HIGHEST
 from ..perturbation.engine import uniform_from_bits
 
@@ -87,7 +88,7 @@ def efficient(raw: jax.Array, gain: jax.Array) -> jax.Array:
 def outputs_2d(out: jax.Array) -> jax.Array:
     """Model outputs as `(B, K)` (scalar-output models: K = 1), in at least float32."""
     out = out.reshape(out.shape[0], -1)
-    return out.astype(jnp.promote_types(out.dtype, jnp.float32))
+    return out.astype(batching.accumulator(out.dtype))
 
 
 def size_probabilities(d: int) -> np.ndarray:
