@@ -37,15 +37,15 @@ def _steps_schedule(steps: int, d: int) -> np.ndarray:
     return ((np.arange(steps + 1) * d + steps // 2) // steps).astype(np.int32)
 
 
-def _curve_call(
-    kind, model, x, attributions, target, steps, baseline, segments, blur_sigma, softmax, batch_size
-):
+def _curve_call(kind: str, call: dict):
+    """Validates the public curve's arguments (`call`: its `locals()`), then runs it."""
     model, x, a, (fk, seg, d), t, (mode, arr, sigma) = B.prepare(
-        model, x, attributions, target, baseline, segments, blur_sigma
+        call["model"], call["x"], call["attributions"], call["target"], call["baseline"],
+        call["segments"], call["blur_sigma"]
     )
-    steps = V.check_budget(steps, "steps", x.shape[0], fixed=1)
-    batch_size = V.check_batch_size(batch_size)
-    score = B.score_mode(softmax, model, x, t)
+    steps = V.check_budget(call["steps"], "steps", x.shape[0], fixed=1)
+    batch_size = V.check_batch_size(call["batch_size"])
+    score = B.score_mode(call["softmax"], model, x, t)
     return _curve(
         model,
         x,
@@ -163,19 +163,7 @@ def deletion(
     >>> float(deletion(f, x, x, target=None, steps=8).auc[0])
     8.75
     """
-    return _curve_call(
-        "deletion",
-        model,
-        x,
-        attributions,
-        target,
-        steps,
-        baseline,
-        segments,
-        blur_sigma,
-        softmax,
-        batch_size,
-    )
+    return _curve_call("deletion", locals())
 
 
 @registry.method("metrics", evals=lambda a: a["steps"] + 1, cheap={"steps": 4})
@@ -210,19 +198,7 @@ def insertion(
       Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of
       Black-box Models", BMVC 2018.
     """
-    return _curve_call(
-        "insertion",
-        model,
-        x,
-        attributions,
-        target,
-        steps,
-        baseline,
-        segments,
-        blur_sigma,
-        softmax,
-        batch_size,
-    )
+    return _curve_call("insertion", locals())
 
 
 for _f in (deletion, insertion):
@@ -260,19 +236,7 @@ def monotonicity(
       Explainability Techniques", 2019.
     """
     atol = V.check_float(atol, "atol", minimum=0.0)
-    c = _curve_call(
-        "monotonicity",
-        model,
-        x,
-        attributions,
-        target,
-        steps,
-        baseline,
-        segments,
-        blur_sigma,
-        softmax,
-        batch_size,
-    )
+    c = _curve_call("monotonicity", locals())
     return jnp.mean(jnp.diff(c.values, axis=1) >= -atol, axis=1).astype(c.values.dtype)
 
 

@@ -33,9 +33,13 @@ def _norm(v: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
 
 
-def _run(model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size,
-         score):
-    """Validates, then returns the per-example `score` (see `_score`) in one program."""
+def _run(call: dict, score: str):
+    """Validates the public metric's arguments (`call`: its `locals()`), then returns the
+    per-example `score` (see `_score`) in one program."""
+    model, x, attributions, target, explain = (call[k] for k in (
+        "model", "x", "attributions", "target", "explain"))
+    key, radius, n_samples, noise, batch_size = (call[k] for k in (
+        "key", "radius", "n_samples", "noise", "batch_size"))
     model = as_model(model)
     x = V.check_array(x)
     t = as_target(target, model, x)
@@ -159,9 +163,7 @@ def max_sensitivity(
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
     score = "max_relative" if relative else "max"
-    return _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size, score
-    )
+    return _run(locals(), score)
 
 
 @registry.method("metrics", cheap={"n_samples": 4})
@@ -192,9 +194,7 @@ def avg_sensitivity(
       Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
     score = "mean_relative" if relative else "mean"
-    return _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size, score
-    )
+    return _run(locals(), score)
 
 
 @registry.method("metrics", cheap={"n_samples": 4})
@@ -224,10 +224,7 @@ def local_lipschitz_estimate(
       Alvarez-Melis and Jaakkola, "On the Robustness of Interpretability Methods",
       ICML Workshop on Human Interpretability 2018.
     """
-    return _run(
-        model, x, attributions, target, explain, key, radius, n_samples, noise, batch_size,
-        "lipschitz",
-    )
+    return _run(locals(), "lipschitz")
 
 
 for _f in (max_sensitivity, avg_sensitivity, local_lipschitz_estimate):
