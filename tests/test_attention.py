@@ -261,12 +261,14 @@ def test_vit_checkpoints_round_trip(tmp_path, vit):
 
 
 @pytest.mark.slow
-def test_the_zoo_vit_learns_the_digits(tmp_path):
-    from jaxplain.app import data, zoo
+def test_the_zoo_vit_learns_the_digits(weights_cache):
+    """The demo's and the example's quick ViT (4 epochs), trained once per test run in
+    the run's shared cache (whichever of them comes first trains it): 78.2% measured."""
+    from jaxplain.app import zoo
 
-    trained, ds = zoo.vit_classifier(data.load_digits(), epochs=10, cache=tmp_path)
-    assert ds.name == "digits" and trained.accuracy > 0.8, trained.accuracy
-    again, _ = zoo.vit_classifier(data.load_digits(), epochs=10, cache=tmp_path)
+    trained, ds = zoo.vit_classifier(epochs=4, cache=weights_cache)
+    assert ds.name == "digits" and trained.accuracy > 0.7, trained.accuracy
+    again, _ = zoo.vit_classifier(epochs=4, cache=weights_cache)
     assert again.cached and again.accuracy == trained.accuracy
     rollout = np.asarray(jx.attention_rollout(trained.model, ds.x_test[:8]).values)
     assert rollout.shape == (8, 8, 8) and np.all(rollout >= 0)

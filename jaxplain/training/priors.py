@@ -133,10 +133,10 @@ def attribution_penalty(method: str | Callable = "input_gradients", mask: Any = 
       An `AttributionPenalty`, callable as above.
 
     Raises:
-      ValueError / TypeError, before anything is compiled: unknown `method`, a
-      `mask` that is not a finite non-negative array, bad `power` or `target`,
-      settings the method does not take; at call time a `mask` that does not
-      broadcast to `x`, missing `y` or `key`.
+      ValueError: before anything is compiled, for an unknown `method`, a `mask`
+        that is not a finite non-negative array, a bad `power` or `target`, or
+        settings the method does not take; at call time, for a `mask` that does
+        not broadcast to `x`, or a missing `y` or `key` (TypeError for wrong types).
 
     References:
       Ross, Hughes, Doshi-Velez. Right for the Right Reasons (IJCAI 2017);
@@ -232,8 +232,9 @@ def train_step(optimizer: Any, penalty: AttributionPenalty | None = None,
     (`smoothgrad`, `expected_gradients`).
 
     Raises:
-      TypeError / ValueError, before any compile: `optimizer` without
-      `init`/`update`, `lam` negative or not a number, `lam > 0` without a penalty.
+      TypeError: before any compile, for an `optimizer` without `init`/`update`,
+        or a `lam` that is not a number.
+      ValueError: a negative `lam`, or `lam > 0` without a penalty.
 
     >>> import jax, jax.numpy as jnp, optax, jaxplain as jx
     >>> m = jx.testing.linear_model(jnp.zeros((2, 2)))
