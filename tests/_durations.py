@@ -2,14 +2,15 @@
 
     JAXPLAIN_TEST_PROFILE=/tmp/profile.jsonl bash run.sh test
     JAXPLAIN_TEST_PROFILE=/tmp/fast.jsonl bash run.sh test -m "not slow"   # optional
-    python tests/_durations.py /tmp/profile.jsonl [/tmp/fast.jsonl]
+    python tests/_durations.py /tmp/profile.jsonl [/tmp/fast.jsonl ...]
 
 The conftest reads the file to hand out the costliest test files first (so no worker
 idles at the end of a run) and to mark every test that cost at least `THRESHOLD`
 seconds of CPU as `slow`, so `pytest -m "not slow"` is the quick subset. A module's
 shared fixture moves onto its first fast test when the tests before it are skipped,
-so a profile of the quick subset itself (the second file) marks its costliest tests
-`slow` too, until the rest fits `FAST_BUDGET`. Tests the file does not know (new
+so profiles of the quick subset itself (the later files; a test's cost is taken from
+the last one that ran it) mark its costliest tests `slow` too, until the rest fits
+`FAST_BUDGET`. Marking moves fixtures again, so a second quick profile helps. Tests the file does not know (new
 ones) count as fast until the next profile.
 """
 
@@ -46,7 +47,7 @@ def _over_budget(rows: list[dict], known_slow: set[str]) -> set[str]:
     return out
 
 
-def main(profile: str, fast_profile: str | None = None) -> None:
+def main(profile: str, *fast_profiles: str) -> None:
     rows = _read(profile)
     files: collections.Counter = collections.Counter()
     for r in rows:
@@ -57,8 +58,9 @@ def main(profile: str, fast_profile: str | None = None) -> None:
         "files_cpu_s": {f: round(s, 1) for f, s in files.most_common()},
         "slow": sorted(r["id"] for r in rows if r["cpu"] >= THRESHOLD),
     }
-    if fast_profile:
-        out["slow"] = sorted(set(out["slow"]) | _over_budget(_read(fast_profile), set(out["slow"])))
+    if fast_profiles:
+        last = {r["id"]: r for f in fast_profiles for r in _read(f)}
+        out["slow"] = sorted(set(out["slow"]) | _over_budget(list(last.values()), set(out["slow"])))
     (HERE / "durations.json").write_text(json.dumps(out, indent=0) + "\n")
     fast = sum(r["cpu"] for r in rows if r["id"] not in set(out["slow"]))
     print(f"{len(rows)} tests, {out['total_cpu_s']} s CPU; {len(out['slow'])} slow; "
@@ -66,4 +68,4 @@ def main(profile: str, fast_profile: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])

@@ -12,6 +12,9 @@ import textwrap
 
 import pytest
 
+# every test reads the one 4-device subprocess run (about 15 s of CPU): all slow
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
