@@ -220,7 +220,8 @@ def from_nchw(t) -> np.ndarray:
     return a.transpose(0, 2, 3, 1)
 
 
-def check_twins(flax_logits_fn, torch_model, x: np.ndarray, tol: float = 1e-5) -> float:
+def check_twins(flax_logits_fn, torch_model, x: np.ndarray, tol: float = 1e-5,
+                device: str | None = None) -> float:
     """Max |logit difference| relative to the logit scale; raises `TwinMismatch` above `tol`.
 
     Args:
@@ -228,12 +229,13 @@ def check_twins(flax_logits_fn, torch_model, x: np.ndarray, tol: float = 1e-5) -
       torch_model: the twin, taking NCHW.
       x: NHWC images.
       tol: largest accepted `max|a - b| / max(1, max|a|)`.
+      device: where the twin lives (default `torch_device()`).
     """
     import torch
 
     a = np.asarray(flax_logits_fn(jnp.asarray(x)))
     with torch.no_grad():
-        b = torch_model(to_nchw(x)).cpu().numpy()
+        b = torch_model(to_nchw(x, device)).cpu().numpy()
     if a.shape != b.shape:
         raise TwinMismatch(f"twin logits have shapes {a.shape} (flax) and {b.shape} (torch)")
     err = float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a)))))
@@ -243,3 +245,52 @@ def check_twins(flax_logits_fn, torch_model, x: np.ndarray, tol: float = 1e-5) -
             f"refusing to time peers on a different function"
         )
     return err
+
+
+def small_cnn_twin(module: Any, variables: Any):
+    """A `torch.nn.Module` computing the same function as the zoo's `SmallCNN` with `variables`.
+
+    It takes NCHW inputs. Submodules `conv0..` are the Flax layers of the same names
+    (their outputs are the pre-ReLU activations jaxplain reads at `layer="conv<i>"`),
+    and `head` the dense layer. `head="flatten"` flattens in the Flax (NHWC) order, so
+    the dense kernel is copied as is.
+    """
+    import torch
+    from torch import nn as tnn
+
+    params = variables["params"]
+    feats = tuple(module.features)
+
+    class TorchSmallCNN(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            chans = (int(params["conv0"]["kernel"].shape[2]),) + feats
+            for i in range(len(feats)):
+                setattr(self, f"conv{i}", tnn.Conv2d(chans[i], chans[i + 1], 3, padding=1))
+            self.head = tnn.Linear(int(params["head"]["kernel"].shape[0]), module.n_classes)
+
+        def forward(self, x):
+            for i in range(len(feats)):
+                x = torch.relu(getattr(self, f"conv{i}")(x))
+                if i in module.pool_after:
+                    x = torch.nn.functional.avg_pool2d(x, 2)
+            if module.head == "gap":
+                x = x.mean(dim=(2, 3))
+            else:
+                x = x.permute(0, 2, 3, 1).flatten(1)  # NHWC order, as Flax's reshape
+            return self.head(x)
+
+    model = TorchSmallCNN()
+    with torch.no_grad():
+        for i in range(len(feats)):
+            conv = getattr(model, f"conv{i}")
+            kern = np.asarray(params[f"conv{i}"]["kernel"])  # (H, W, I, O)
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kern.transpose(3, 2, 0, 1))))
+            conv.bias.copy_(torch.from_numpy(np.array(params[f"conv{i}"]["bias"])))
+        model.head.weight.copy_(
+            torch.from_numpy(np.ascontiguousarray(np.asarray(params["head"]["kernel"]).T)))
+        model.head.bias.copy_(torch.from_numpy(np.array(params["head"]["bias"])))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
