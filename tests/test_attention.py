@@ -263,15 +263,16 @@ def test_vit_checkpoints_round_trip(tmp_path, vit):
 @pytest.mark.slow
 def test_the_zoo_vit_learns_the_digits(weights_cache):
     """The demo's and the example's quick ViT (4 epochs), trained once per test run in
-    the run's shared cache (whichever of them comes first trains it): 78.2% measured."""
+    the run's shared cache (whichever of them comes first trains it): on the digits
+    78.2% measured, on Fashion-MNIST where Debian's package is installed 80.9%."""
     from jaxplain.app import zoo
 
     trained, ds = zoo.vit_classifier(epochs=4, cache=weights_cache)
-    assert ds.name == "digits" and trained.accuracy > 0.7, trained.accuracy
+    assert ds.name in ("digits", "fashion-mnist") and trained.accuracy > 0.7, trained.accuracy
     again, _ = zoo.vit_classifier(epochs=4, cache=weights_cache)
     assert again.cached and again.accuracy == trained.accuracy
     rollout = np.asarray(jx.attention_rollout(trained.model, ds.x_test[:8]).values)
-    assert rollout.shape == (8, 8, 8) and np.all(rollout >= 0)
+    assert rollout.shape == (8,) + ds.x_test.shape[1:3] and np.all(rollout >= 0)
 
 
 def test_patch_faithfulness_tells_a_faithful_map_from_random_and_from_a_reversed_one():
