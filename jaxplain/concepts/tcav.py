@@ -33,6 +33,12 @@ under the t-test and for 27 of 50 against random concepts (its power is lower
 when random CAVs give scores near 0 or 1, as on this model whose gradients all
 point one way).
 
+Against Captum's `TCAV` on a PyTorch twin of the digits CNN (20 runs per concept,
+benchmarks/results/tcav_reference.md): with a classifier fitting this module's
+objective, Captum's scores agree with these within sampling error on 8 of 8
+concepts; with Captum's default classifier (an `SGDClassifier` stopped far from its
+optimum) on 5 of 8, its scores pulled towards 0.5 where these are near 0 or 1.
+
 All of it is one jitted program: the fits are `vmap`ped, the p-value is
 computed on device.
 """
