@@ -21,6 +21,9 @@ Fashion-MNIST when installed, else the digits), for `N` test images:
 
 Writes `attention_bench.json`, `attention_bench.md` and `attention_maps.png` to
 `--out` (default `benchmarks/results`). Timings are the best of repeated warm calls.
+`benchmarks/results` holds the run on the digits, `benchmarks/results/fashion_mnist`
+the run on Fashion-MNIST (`--out benchmarks/results/fashion_mnist` on a machine with
+Debian's package).
 """
 
 from __future__ import annotations
