@@ -11,8 +11,9 @@ What it writes:
   the `nav` of `mkdocs.yml` (between `# api:start` and `# api:end`);
 - the README's measured results, each between `<!-- NAME:start -->` and
   `<!-- NAME:end -->` (`RESULTS`): the sample-efficiency summary written by
-  `python -m benchmarks.sample_efficiency --write`, and the first table of the
-  results that `examples/spurious_prior.py` and `benchmarks/amortised_bench.py` write.
+  `python -m benchmarks.sample_efficiency --write` and the amortised explainer's
+  summary (digits and Fashion-MNIST) written by `benchmarks/amortised_bench.py`, and
+  the first table of the results that `examples/spurious_prior.py` writes.
 
 Costs are the registry's own `evals` functions evaluated on one reference call
 (`REFERENCE`), so the tables cannot drift from the code. `tests/test_docs.py`
@@ -56,9 +57,8 @@ RESULTS = {  # README block -> (generated file, caption; None: the whole file is
                "Attribution priors ([`examples/spurious_prior.py`](examples/spurious_prior.py)): "
                "a corner mark gives the label away in training only "
                "([details](benchmarks/results/spurious_prior.md))."),
-    "amortised": ("benchmarks/results/amortised_bench.md",
-                  "Amortised Shapley values (FastSHAP) against KernelSHAP, held-out digits, "
-                  "d = 16 ([details and training cost](benchmarks/results/amortised_bench.md))."),
+    # both datasets in one table, written by benchmarks/amortised_bench.py from its JSONs
+    "amortised": ("benchmarks/results/amortised_bench_readme.md", None),
 }
 UNCOUNTED = ("A metric without a count calls no model (localisation, complexity, `ssim`) "
              "or calls your explanation method (robustness, sanity checks).")

@@ -107,9 +107,28 @@ def test_same_key_same_weights_other_key_other_weights():
     assert any(not np.array_equal(u, v) for u, v in zip(a, c))
 
 
+def test_weight_average_is_the_running_mean_of_the_iterates():
+    # average=0 keeps the last iterate (the same weights as no average); a decay keeps
+    # an exponential moving average of the iterates, which is not the last one
+    kw = dict(key=jax.random.key(0), steps=STEPS, progress=False, **SETTINGS)
+    last = jax.tree.leaves(jx.fit_amortised(MODEL, X_TRAIN, SEG, **kw).explainer.params)
+    zero = jax.tree.leaves(jx.fit_amortised(MODEL, X_TRAIN, SEG, average=0.0,
+                                            **kw).explainer.params)
+    mean = jax.tree.leaves(jx.fit_amortised(MODEL, X_TRAIN, SEG, average=0.9,
+                                            **kw).explainer.params)
+    assert all(np.array_equal(u, v) for u, v in zip(last, zero))
+    assert any(not np.allclose(u, v) for u, v in zip(last, mean))
+    # the output layer starts at zero and moves every step: the mean lags behind
+    out = [np.abs(np.asarray(p)).sum() for p in (last[-1], mean[-1])]
+    assert 0 < out[1] < out[0]
+    with pytest.raises(ValueError, match=r"average: expected a decay in \[0, 1\)"):
+        jx.fit_amortised(MODEL, X_TRAIN, SEG, average=1.0, **kw)
+
+
 def test_resumed_training_equals_an_uninterrupted_one(tmp_path):
     ckpt = tmp_path / "fit.ckpt"
-    kw = dict(key=jax.random.key(3), validation=X_VAL, progress=False, **SETTINGS)
+    kw = dict(key=jax.random.key(3), validation=X_VAL, progress=False, average=0.9,
+              **SETTINGS)  # the average is part of the state the checkpoint resumes
     first = jx.fit_amortised(MODEL, X_TRAIN, SEG, steps=STEPS, checkpoint=ckpt, **kw)
     resumed = jx.fit_amortised(MODEL, X_TRAIN, SEG, steps=2 * STEPS, checkpoint=ckpt, **kw)
     whole = jx.fit_amortised(MODEL, X_TRAIN, SEG, steps=2 * STEPS, **kw)
@@ -259,3 +278,22 @@ def test_benchmark_payoff_and_table_from_a_result():
     text = ab.markdown(res)
     assert "| amortised (FastSHAP) | 2 | 0.0800 | 2,000 | 2,000.0x |" in text
     assert "at about 128 model evaluations per image" in text
+
+
+def test_benchmark_readme_summary_shows_each_dataset_and_the_goal():
+    from benchmarks import amortised_bench as ab
+
+    def result(k_rmse, a_rmse, a_rate):
+        rows = [{"method": "KernelSHAP-1000", "evals": 1000, "rmse": k_rmse,
+                 "images_per_s": 10.0},
+                {"method": "amortised (FastSHAP)", "evals": 2, "rmse": a_rmse,
+                 "images_per_s": a_rate}]
+        return dict(rows=rows, fit=dict(seconds=10.0, n_evals=1000))
+
+    res = {"digits": result(0.02, 0.08, 2000.0), "fashion-mnist": result(0.02, 0.019, 1500.0)}
+    text = ab.readme_summary(res)
+    assert "| amortised (FastSHAP) | 0.0800 | 2,000 | 0.0190 | 1,500 |" in text
+    assert "digits: 200x KernelSHAP-1000's throughput at 4.00x its RMSE (not met)" in text
+    assert "Fashion-MNIST: 150x KernelSHAP-1000's throughput at 0.95x its RMSE (met)" in text
+    assert "(benchmarks/results/amortised_bench_fashion-mnist.md)" in text
+    assert ab.readme_summary({"digits": res["digits"]}).count("Fashion") == 0

@@ -74,6 +74,7 @@ def fit_amortised(
     n_coalitions: int = 32,
     paired: bool = True,
     learning_rate: float | Callable[[Any], Any] = 1e-3,
+    average: float | None = None,
     features: tuple[int, ...] = (32, 32),
     hidden: int = 128,
     validation: Any = None,
@@ -101,6 +102,11 @@ def fit_amortised(
       paired: draw each coalition with its complement.
       learning_rate: Adam's step size: a number, or an optax schedule `step -> rate`
         (e.g. `optax.cosine_decay_schedule(3e-3, steps)`).
+      average: None, or the decay (in [0, 1)) of an exponential moving average of
+        the weights (Polyak averaging, its decay ramped up as `(1 + t) / (10 + t)`
+        in the first steps): the explainer returned, validated and checkpointed is
+        the average, which smooths the noise of the sampled coalitions out of the
+        weights at no model evaluation.
       features, hidden: the explainer network's conv channels and hidden width.
       validation: None; held-out images `(M, H, W, C)` (the error is then the
         loss on fixed coalitions of them); or `(x_val, target, values)` with
@@ -161,6 +167,11 @@ class _Run:
         lr = a["learning_rate"]
         if not callable(lr):  # an optax schedule `step -> rate` is taken as it is
             lr = V.check_float(lr, "learning_rate", minimum=0.0, open_min=True)
+        average = a["average"]
+        if average is not None:
+            average = V.check_float(average, "average", minimum=0.0)
+            if average >= 1.0:
+                V.fail("average", "a decay in [0, 1) or None", average)
         net = _check_net(a["features"], a["hidden"], d, _n_outputs(model, x))
         val = _check_validation(a["validation"], model, x, d)
         target_error = a["target_error"]
@@ -174,7 +185,7 @@ class _Run:
             V.fail("checkpoint", "a file path", type(ckpt).__name__, TypeError)
         spec = Spec(net, tuple(x.shape[1:]), mode)
         return cls(model=model, x=x, seg=seg, key=key, spec=spec, baseline=b, steps=steps,
-                   batch=batch, n_coal=n_coal, paired=a["paired"], lr=lr, val=val,
+                   batch=batch, n_coal=n_coal, paired=a["paired"], lr=lr, average=average, val=val,
                    target_error=target_error,
                    eval_every=V.check_int(a["eval_every"], "eval_every"),
                    checkpoint=None if ckpt is None else os.fspath(ckpt),
@@ -205,7 +216,7 @@ class _Run:
         kinit, self.kdata = jax.random.split(self.key)
         x1 = jnp.zeros((1,) + self.spec.input_shape, jnp.float32)
         params = self.spec.net.init(kinit, x1)
-        opt_state = optax.adam(self.lr).init(params)
+        opt_state = (optax.adam(self.lr).init(params), params)  # (Adam's, the average)
         step, history = 0, []
         if self.checkpoint is not None and os.path.exists(self.checkpoint):
             params, opt_state, step, history = self.resume(params, opt_state)
@@ -218,19 +229,20 @@ class _Run:
                 params, opt_state, _ = _step(
                     params, opt_state, self.model, self.x, self.seg, self.baseline, self.kdata,
                     np.int32(i), spec=self.spec, batch=self.batch, n_coalitions=self.n_coal,
-                    paired=self.paired, lr=self.lr, batch_size=self.batch_size)
+                    paired=self.paired, lr=self.lr, average=self.average,
+                    batch_size=self.batch_size)
             step += length
             evals += length * self.step_evals()
             if self.val is not None:
-                history.append((step, self.validate(params)))
+                history.append((step, self.validate(opt_state[1])))
                 evals += self.val_evals()
                 reached = self.target_error is not None and history[-1][1] <= self.target_error
             if self.checkpoint is not None:
                 self.save(params, opt_state, step, history)
         if self.val is not None and not history:
-            history.append((step, self.validate(params)))
+            history.append((step, self.validate(opt_state[1])))
             evals += self.val_evals()
-        return AmortisedFit(self.explainer(params), step, evals, 0.0, tuple(history), reached)
+        return AmortisedFit(self.explainer(opt_state[1]), step, evals, 0.0, tuple(history), reached)
 
     def explainer(self, params: Any) -> A.AmortisedExplainer:
         return A.AmortisedExplainer(self.spec, params, self.seg, self.baseline)
@@ -250,7 +262,7 @@ class _Run:
     def header(self) -> dict:
         key = np.asarray(jax.random.key_data(self.key)).tobytes()
         return dict(A.header_of(self.spec), format=CHECKPOINT_FORMAT, batch=self.batch,
-                    n_coalitions=self.n_coal, paired=self.paired,
+                    n_coalitions=self.n_coal, paired=self.paired, average=self.average,
                     learning_rate=self.lr if not callable(self.lr) else
                     f"schedule {getattr(self.lr, '__qualname__', type(self.lr).__name__)}",
                     eval_every=self.eval_every, key=hashlib.sha1(key).hexdigest()[:16],
@@ -369,9 +381,9 @@ def _loss(params, spec, xb, masks, values, fx, f0):
 
 
 @functools.partial(jit, static_argnames=("spec", "batch", "n_coalitions", "paired", "lr",
-                                         "batch_size"))
+                                         "average", "batch_size"))
 def _step(params, opt_state, model, x, seg, baseline, key, step, *, spec, batch, n_coalitions,
-          paired, lr, batch_size):
+          paired, lr, average, batch_size):
     """One optimisation step (one program per step, not a `lax.scan` of steps: XLA:CPU
     ran the explainer's gradients about 4x slower inside a loop body, 170 ms against
     45 ms a step for the digits benchmark's settings)."""
@@ -382,8 +394,14 @@ def _step(params, opt_state, model, x, seg, baseline, key, step, *, spec, batch,
     masks = coalitions_from_bits(bits[:, 1:].reshape(batch, draws, spec.d + 1), spec.d, paired)
     values, fx, f0 = game(model, xb, seg, baseline, spec, masks, batch_size)
     loss, grads = jax.value_and_grad(_loss)(params, spec, xb, masks, values, fx, f0)
-    updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    updates, adam = optax.adam(lr).update(grads, opt_state[0], params)
+    params = optax.apply_updates(params, updates)
+    if average is None:
+        return params, (adam, params), loss
+    t = step.astype(jnp.float32)
+    decay = jnp.minimum(jnp.float32(average), (1.0 + t) / (10.0 + t))
+    mean = optax.incremental_update(params, opt_state[1], 1.0 - decay)
+    return params, (adam, mean), loss
 
 
 @functools.partial(jit, static_argnames=("spec", "n_coalitions", "paired", "batch_size"))
