@@ -346,6 +346,8 @@ def write(rows: list[dict], meta: dict) -> None:
         "`sample_efficiency.json`). Exact values by enumeration (d = 12, 16) or in closed "
         "form (d = 64, `blocks_shapley`). "
         + (f"Peers: {versions}." if ran else "No peer (shap, captum) was importable.")
+        + (f" The peers' rows are those of an earlier run ({meta['peers_from']}; they do not "
+           "depend on jaxplain), reused with `--reuse-peers`." if meta.get("peers_from") else "")
         + "\n\n## Against the peers\n\n"
         + (PEER_NOTES + "\n\n" + comparison(rows) + "\n\n" + goal_summary(rows) + "\n\n"
            + FINDINGS if ran else comparison(rows))
@@ -362,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="jaxplain's options only")
     ap.add_argument("--write", action="store_true",
                     help="store the rows (json) and the tables (markdown) in results/")
+    ap.add_argument("--reuse-peers", action="store_true",
+                    help="take the peers' rows from results/sample_efficiency.json (same --keys) "
+                         "and run jaxplain's options only")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the markdown from results/sample_efficiency.json")
     args = ap.parse_args(argv)
@@ -375,15 +380,27 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_backend_optimization_level=0"
                                    " --xla_cpu_use_fusion_emitters=false").strip()
+    stored_peers: list[dict] = []
+    if args.reuse_peers:
+        stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
+        if stored["meta"]["keys"] != args.keys:
+            ap.error(f"--reuse-peers: the stored run has {stored['meta']['keys']} keys, "
+                     f"not {args.keys}")
+        stored_peers = [{k: np.nan if v is None else v for k, v in r.items()}
+                        for r in stored["rows"] if r.get("peer") and r["d"] in args.dims]
+        args.no_peers = True
     peers = peers_available(not args.no_peers)
     missing = [p for p, ok in peers.items() if not ok]
-    if missing:
+    if missing and not stored_peers:
         print("peers skipped (" + ("--no-peers" if args.no_peers else "not importable")
               + "): " + ", ".join(missing))
     t0 = time.perf_counter()
     print(HEADER, flush=True)
     rows = run_all(args.keys, tuple(args.dims), log=lambda s: print(s, flush=True), peers=peers)
     wall = time.perf_counter() - t0
+    if stored_peers:
+        rows = _merge(rows, stored_peers)
+        peers = {p: p in {r["option"] for r in stored_peers} for p in peers}
     print(comparison(rows) + "\n\n" + goal_summary(rows) + f"\n{wall:.0f} s")
     if args.write:
         day = datetime.date.today().isoformat()
@@ -392,12 +409,28 @@ def main(argv: list[str] | None = None) -> int:
                 "note": f"{args.keys} keys, {day}, jax {jax.__version__}, "
                         f"{os.cpu_count()} CPU cores",
                 "versions": [_version(lib) for lib in sorted({PEER_LIB[p] for p in ran})]}
+        if stored_peers:
+            meta.update(versions=stored["meta"]["versions"],
+                        peers_from=stored["meta"].get("peers_from", stored["meta"]["note"]))
         clean = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
                  for r in rows]
         RESULTS.joinpath("sample_efficiency.json").write_text(
             json.dumps({"meta": meta, "rows": clean}, indent=1) + "\n")
         write(rows, meta)
     return 0
+
+
+def _merge(mine: list[dict], peers: list[dict]) -> list[dict]:
+    """jaxplain's rows with stored peer rows after them, cell by cell."""
+    out = []
+    for r in mine:
+        out.append(r)
+        last = [m for m in mine if (m["d"], m["game"], m["budget"]) == (r["d"], r["game"],
+                                                                       r["budget"])][-1]
+        if r is last:
+            out += [p for p in peers if (p["d"], p["game"], p["budget"]) == (r["d"], r["game"],
+                                                                             r["budget"])]
+    return out
 
 
 PEER_LIB = {"shap": "shap", "captum KernelShap": "captum", "captum SVS": "captum"}
