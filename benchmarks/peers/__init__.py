@@ -4,6 +4,8 @@ Every builder returns `fn()` that computes the attribution for the benchmark
 inputs, with all set-up (explainer objects, tensors, masks) done outside the
 timed call, on the device torch sees (`device()`: CUDA when available). Imports
 are local: a missing peer only disables its own builders (see `available`).
+`games` holds the sample-efficiency benchmark's peers, which run on JAX games
+rather than on the twin (imported by `sample_efficiency` itself).
 """
 
 from .common import available as available

@@ -20,7 +20,22 @@ from .engine import (
 
 
 N_GROUPS = 8
-"""Groups of sampled pairs for the jackknife standard error."""
+"""The fewest groups of sampled units (pairs when paired) for the jackknife standard
+error: with fewer sampled units there is no stderr."""
+
+MAX_GROUPS = 16
+"""The most jackknife groups: a schedule uses as many as its first round has sampled
+units, between `N_GROUPS` and this. More groups make the stderr less noisy, so its
+Student-t scaling shrinks (`t(15)/1.96 = 1.09` instead of `t(7)/1.96 = 1.21`) and the
+stated error comes closer to the actual one at the same coverage; each group holds
+its own `(d, d)` regression statistics per example. Measured against exact values
+(200 keys, default settings; `benchmarks.sample_efficiency`'s games), rms(stderr) /
+RMSE with 8 / 16 / 32 groups: 1.24 / 1.12 / 1.07 (d = 12, products/maxima, 300
+evaluations), 1.23 / 1.10 / 1.05 (the same, 3000), 1.21 / 1.09 / 1.04 (d = 16,
+products/maxima, 1000), 1.23 / 1.11 / 1.06 (d = 64, 3000), 1.45 / 1.29 / 1.23 (d = 16,
+smooth, 100) and 1.68 / 1.48 / 1.40 (d = 64, 300: the jackknife's own upward bias at
+few units per stratum); 95% coverage 0.95-0.96 throughout (0.98-0.99 at d = 64, 300).
+The estimates do not depend on the groups."""
 
 ENUM_SHARE = 0.65
 """A coalition size is enumerated when its kernel-proportional share of the
@@ -67,6 +82,7 @@ class Schedule:
     first: tuple[int, ...] = ()
     later: tuple[int, ...] = ()
     mass: float = 0.0
+    n_groups: int = N_GROUPS
 
     @property
     def exact(self) -> bool:
@@ -137,6 +153,8 @@ def schedule(d: int, n_samples: int, enumerate_sizes: bool = True, paired: bool 
         shares = [share[s] for s in sizes]
     per_unit = 2 if paired else 1
     caps = [p * per_unit for p in pops]
+    first = allocate(left, shares, caps, per_unit)
+    units = sum(-(-c // per_unit) for c in first)
     return Schedule(
         d,
         n_enum,
@@ -149,9 +167,10 @@ def schedule(d: int, n_samples: int, enumerate_sizes: bool = True, paired: bool 
         tuple(sizes),
         tuple(pops),
         tuple(masses),
-        allocate(left, shares, caps, per_unit),
+        first,
         allocate(n_samples, shares, [n_samples] * len(shares), per_unit),  # later rounds: no caps
         float(sum(masses)),
+        min(MAX_GROUPS, max(N_GROUPS, units)),
     )
 
 
@@ -289,8 +308,8 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     uf, ul = plan.stratum_units
     units_first, units_later = jnp.asarray(uf, jnp.int32), jnp.asarray(ul, jnp.int32)
     k = within // pu + jnp.where(later_round, units_first[h] + (r - 1) * units_later[h], 0)
-    # jackknife group: the unit's ordinal among all sampled units, so any 8 consecutive units
-    # fill the 8 groups whatever strata they belong to
+    # jackknife group: the unit's ordinal among all sampled units, so any `n_groups`
+    # consecutive units fill the groups whatever strata they belong to
     ordinal = within // pu + jnp.where(
         later_round,
         int(uf.sum()) + (r - 1) * int(ul.sum()) + jnp.asarray(np.cumsum(ul) - ul, jnp.int32)[h],
@@ -317,7 +336,7 @@ def coalitions(plan: Schedule, key: jax.Array, i: jax.Array, orders: jax.Array):
     weight = jnp.where(
         later_round, jnp.asarray(w_later, jnp.float32)[h], jnp.asarray(w_first, jnp.float32)[h]
     )
-    return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, ordinal % N_GROUPS)
+    return mask, jnp.where(enum, e_weight, weight), jnp.where(enum, -1, ordinal % plan.n_groups)
 
 
 def finite_population(plan: Schedule, i: jax.Array) -> jax.Array:
