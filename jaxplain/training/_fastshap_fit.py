@@ -19,7 +19,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +33,16 @@ from .._core import batching, features, registry
 from .._core import progress as _progress
 from .._core import validate as V
 from .._core.models import as_model
-from .._core.targets import as_target
+from . import _fastshap_checks as C
 from . import amortised as A
-from ._fastshap_net import (ExplainerNet, Spec, coalition_loss, coalitions_from_bits,
-                            draws_per_row, efficient, outputs_2d)
+from ._fastshap_net import (
+    Spec,
+    coalition_loss,
+    coalitions_from_bits,
+    draws_per_row,
+    efficient,
+    outputs_2d,
+)
 
 CHECKPOINT_FORMAT = "jaxplain-amortised-fit/1"
 VALIDATION_STREAM = 2**31 - 1
@@ -149,10 +156,10 @@ class _Run:
         self.__dict__.update(kw)
 
     @classmethod
-    def build(cls, a: dict) -> "_Run":
+    def build(cls, a: dict) -> _Run:
         model = as_model(a["model"])
         x = V.check_array(a["x_train"], "x_train", min_ndim=4)
-        seg, d = _check_segments(a["segments"], x)
+        seg, d = C.check_segments(a["segments"], x)
         key = V.check_key(a["key"])
         one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)  # no device work
         mode, b = features.baseline_spec(a["baseline"], one)
@@ -172,8 +179,8 @@ class _Run:
             average = V.check_float(average, "average", minimum=0.0)
             if average >= 1.0:
                 V.fail("average", "a decay in [0, 1) or None", average)
-        net = _check_net(a["features"], a["hidden"], d, _n_outputs(model, x))
-        val = _check_validation(a["validation"], model, x, d)
+        net = C.check_net(a["features"], a["hidden"], d, C.n_outputs(model, x))
+        val = C.check_validation(a["validation"], model, x, d)
         target_error = a["target_error"]
         if target_error is not None:
             target_error = V.check_float(target_error, "target_error", minimum=0.0)
@@ -298,59 +305,6 @@ def _digest(a: Any) -> str | None:
     if a is None:
         return None
     return hashlib.sha1(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()[:16]
-
-
-def _check_segments(segments: Any, x: jax.Array) -> tuple[jax.Array, int]:
-    shape = tuple(np.shape(segments)) if not isinstance(segments, (str, bytes)) else ()
-    if len(shape) != 2:
-        V.fail("segments", f"one label map {tuple(x.shape[1:3])} shared by every image "
-               "(the explainer's features)", f"shape {shape}" if shape else repr(segments),
-               TypeError if segments is None or isinstance(segments, (str, bytes)) else ValueError)
-    _, d = features.check_segments(segments, (1,) + tuple(x.shape[1:3]))
-    if d < 2:
-        V.fail("segments", "at least 2 features (one feature's value is f(x) - f(baseline))",
-               f"{d} feature")
-    return jax.device_put(np.asarray(segments).astype(np.int32)), d  # no eager op
-
-
-def _n_outputs(model: Callable, x: jax.Array) -> int:
-    out = V.model_call(lambda: jax.eval_shape(model, jax.ShapeDtypeStruct(
-        (1,) + tuple(x.shape[1:]), x.dtype)), x)
-    if not hasattr(out, "shape"):
-        V.fail("model", "outputs that are one array (N, ...)", jax.tree.structure(out), TypeError)
-    return int(np.prod(out.shape[1:]))
-
-
-def _check_net(feats: Any, hidden: Any, d: int, k: int) -> ExplainerNet:
-    if not isinstance(feats, (tuple, list)) or not all(
-            isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in feats):
-        V.fail("features", "a tuple of conv channel counts (ints >= 1)", repr(feats), TypeError)
-    return ExplainerNet(d, k, tuple(feats), V.check_int(hidden, "hidden"))
-
-
-def _check_validation(val: Any, model: Callable, x: jax.Array, d: int):
-    """`(x_val, bound target or None, values or None)`, or None."""
-    if val is None:
-        return None
-    if isinstance(val, tuple) and len(val) == 3:
-        x_val, target, values = val
-    elif isinstance(val, (tuple, list, dict, str)):
-        V.fail("validation", "held-out images (M, H, W, C) or a tuple (x_val, target, "
-               "values (M, d))", f"{type(val).__name__} of {len(val)}", TypeError)
-    else:
-        x_val, target, values = val, None, None
-    x_val = V.check_array(x_val, "validation", min_ndim=4)
-    if tuple(x_val.shape[1:]) != tuple(x.shape[1:]):
-        V.fail("validation", f"images shaped like x_train {tuple(x.shape[1:])}",
-               f"shape {tuple(x_val.shape)}")
-    if values is None:
-        return x_val, None, None
-    t = as_target(target, model, x_val).resolve(model, x_val)
-    values = V.check_array(values, "validation values", min_ndim=2)
-    if tuple(values.shape) != (x_val.shape[0], d):
-        V.fail("validation values", f"reference Shapley values ({x_val.shape[0]}, {d})",
-               f"shape {tuple(values.shape)}")
-    return x_val, t, values
 
 
 # ---- the programs ------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,7 @@ class AmortisedExplainer:
         `"blur"` and `"mean"` modes.
     """
 
-    __slots__ = ("spec", "params", "segments", "baseline")
+    __slots__ = ("baseline", "params", "segments", "spec")
 
     def __init__(self, spec: Spec, params: Any, segments: jax.Array, baseline: jax.Array | None):
         self.spec = spec
@@ -104,7 +105,7 @@ class AmortisedExplainer:
         return path
 
     @staticmethod
-    def load(path: str | os.PathLike) -> "AmortisedExplainer":
+    def load(path: str | os.PathLike) -> AmortisedExplainer:
         """The explainer `save` wrote to `path`."""
         header, blob = read_file(path, FORMAT)
         spec = spec_of(header)
