@@ -89,10 +89,9 @@ FAMILY_TITLES = {
 # What the registry cannot say: how a method differs from a peer of the same name.
 # `{here}` is the path of the choosing-a-method page from where the note is shown.
 NOTES = {
-    "deeplift": "rescale rule read from the jaxpr; a max pool routes its change to the "
-                "arg-max of the input and of the baseline, as shap's DeepExplainer does, "
-                "which keeps summation-to-delta exact; Captum's DeepLift does not "
-                "conserve on max pools ([why]({here}#deeplift-and-max-pooling))",
+    "deeplift": "rescale rule from the jaxpr; max pools route the change to the arg-max "
+                "(as shap's DeepExplainer): summation-to-delta stays exact, unlike "
+                "Captum's ([why]({here}#deeplift-and-max-pooling))",
     "deeplift_shap": "agrees with shap's DeepExplainer, also on max pools",
     "integrated_gradients": "`rule=` Gauss-Legendre or Riemann; completeness `gap`",
     "lrp": "rules in `jx.relevance`; conservation `gap`",

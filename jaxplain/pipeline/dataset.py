@@ -22,26 +22,29 @@ the results; `explain_to_shards` does the same and writes them to a folder:
   `NamedSharding(mesh, P("batch"))` and the same jitted method runs on all of them;
   results equal the single-device ones.
 
-Several hosts (`jax.distributed`)
----------------------------------
-Attribution is independent per example, so the simplest and most robust way to use
-several hosts is one process per host, each explaining its own part of the data on
-its local devices and writing its own folder::
+Several processes (`jax.distributed`)
+-------------------------------------
+Beyond one machine, JAX's own multi-process runtime is the engine. Start the same
+script once per process (SLURM, `mpirun`, a scheduler, or by hand), each with its
+process id; every process reads the same data, and `explain_to_shards` gives batch
+`i` to process `i % jax.process_count()`, on that process's local devices, writing
+`out/process_000/`, `out/process_001/`, ... (each a resumable folder)::
 
-    # launched once per host, e.g. by SLURM/`mpirun`/your scheduler, with the same
-    # coordinator address; on Cloud TPU and SLURM `initialize()` needs no arguments.
-    jax.distributed.initialize(coordinator_address="host0:1234",
-                               num_processes=N, process_id=RANK)
-    rank, world = jax.process_index(), jax.process_count()
-    mesh = jax.make_mesh((jax.local_device_count(),), ("batch",),
-                         devices=jax.local_devices())
-    jx.explain_to_shards(jx.integrated_gradients, model, my_loader(shard=rank, num_shards=world),
-                         out=f"results/host{rank:03d}", batch_size=256, mesh=mesh,
-                         target="predicted")
+    # python explain.py RANK, once per process; on Cloud TPU and SLURM
+    # initialize() needs no arguments
+    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
+                               process_id=int(sys.argv[1]))
+    jx.explain_to_shards(jx.integrated_gradients, model, loader(), out="results",
+                         batch_size=256, devices=jax.local_devices(), target="predicted")
 
-then concatenate `load_results("results/host000")`, `... host001`, ... in rank
-order. A mesh spanning devices of other processes is rejected: it would need
-every host to feed the same global batch in lockstep, for no gain here.
+`load_results("results")` reads the process folders back as one run in batch order,
+and refuses a run with a missing process, a batch stored twice or one in the wrong
+process's folder. If a process dies, start every process again with the same
+arguments: each skips the batches it saved (tests/test_multiprocess.py kills one of
+two processes mid-run and checks that nothing is lost or duplicated). Keys fold the
+example index over the whole dataset, so the values equal a one-process run's. A mesh
+spanning devices of other processes is rejected: it would need every process to feed
+the same global batch in lockstep, for no gain here.
 
 Compilation cache
 -----------------

@@ -71,7 +71,11 @@ class Run:
         self.folder = None
         if out is not None:
             fingerprint, arguments = self._fingerprint()
-            self.folder = _shards.ShardFolder(out, fingerprint, arguments)
+            # JAX's multi-process runtime: batch i belongs to process i % processes
+            self.process, self.processes = jax.process_index(), jax.process_count()
+            self.folder = _shards.ShardFolder(
+                _shards.process_folder(out, self.process, self.processes), fingerprint,
+                arguments, process=(self.process, self.processes))
             self.host.saved = self.folder.done
         self.runner = None
         self.progress: Progress | None = None
@@ -159,6 +163,8 @@ class Run:
         for b in host:
             self.stats["batches"] = b.index + 1
             self.stats["examples"] = b.start + b.n_valid
+            if self.folder is not None and b.index % self.processes != self.process:
+                continue  # another process's batch
             if self.folder is None or b.index not in self.folder.done:
                 return (b,) + self._place(b)
             if self.folder.stored_digest(b.index) != b.digest:

@@ -6,6 +6,11 @@ Layout of a results folder::
     shard_000000.npz       results of batch 0 (only its valid rows)
     shard_000001.npz       ...
 
+Under JAX's multi-process runtime (`jax.distributed.initialize`, `jax.process_count()
+> 1`) each process computes the batches `i` with `i % processes == process` and keeps
+them in a folder of its own, `DIR/process_000/`, ... (the layout above, each with its
+manifest); `load_results(DIR)` reads them back as one run, in batch order.
+
 Every file is written under a temporary name in the same folder, flushed to disk
 and renamed into place (`os.replace` is atomic on POSIX and Windows), so a shard
 either exists completely or not at all. A run restarted with the same arguments
@@ -31,12 +36,18 @@ from .._core.types import Explanation
 MANIFEST = "manifest.json"
 FORMAT = 1
 _SHARD_RE = re.compile(r"^shard_(\d{6,})\.npz$")
+_PROCESS_RE = re.compile(r"^process_(\d{3,})$")
 _ADDR_RE = re.compile(r" at 0x[0-9a-fA-F]+")
 _FIELDS = Explanation._fields
 
 
 def shard_name(index: int) -> str:
     return f"shard_{index:06d}.npz"
+
+
+def process_folder(out: str | os.PathLike, process: int, processes: int) -> str:
+    """The folder process `process` of `processes` writes to: `out` itself for one process."""
+    return os.fspath(out) if processes == 1 else os.path.join(out, f"process_{process:03d}")
 
 
 # ---- fingerprints -------------------------------------------------------------------------
@@ -123,7 +134,8 @@ def _atomic_write(path: str, write) -> None:
 class ShardFolder:
     """A results folder: checks the fingerprint, lists finished shards, writes new ones."""
 
-    def __init__(self, path: str, fingerprint: str, arguments: dict):
+    def __init__(self, path: str, fingerprint: str, arguments: dict,
+                 process: tuple[int, int] = (0, 1)):
         self.path = os.fspath(path)
         self.fingerprint = fingerprint
         self.arguments = arguments
@@ -155,6 +167,8 @@ class ShardFolder:
             "complete": False,
         }
         self.manifest["complete"] = False
+        if process[1] > 1:
+            self.manifest.update(process=process[0], processes=process[1])
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -220,29 +234,16 @@ def load_results(path: str | os.PathLike, *, allow_partial: bool = False) -> Exp
         are missing.
     """
     path = os.fspath(path)
-    manifest = read_manifest(path)
-    found = sorted(int(m.group(1)) for m in map(_SHARD_RE.match, os.listdir(path)) if m)
-    if manifest.get("complete"):
-        n = int(manifest["n_batches"])
-        missing = sorted(set(range(n)) - set(found))
-        if missing:
-            raise ValueError(f"path: shards {missing[:5]} of {n} are missing in {path!r}")
-        indices = list(range(n))
-    elif allow_partial:
-        indices = []
-        for i in range(len(found)):  # the leading run of consecutive shards
-            if i not in found:
-                break
-            indices.append(i)
+    subs = sorted(n for n in os.listdir(path) if _PROCESS_RE.match(n)) if (
+        os.path.isdir(path) and not os.path.exists(os.path.join(path, MANIFEST))) else []
+    if subs:
+        indices, where = _process_shards(path, subs, allow_partial)
     else:
-        raise ValueError(
-            f"path: the run in {path!r} is not complete ({len(found)} shards so far); rerun "
-            f"explain_to_shards with the same arguments to finish it, or pass allow_partial=True"
-        )
+        indices, where = _folder_shards(path, allow_partial)
     parts: dict[str, list[np.ndarray]] = {}
     fixed: dict[str, np.ndarray] = {}
     for i in indices:
-        with np.load(os.path.join(path, shard_name(i))) as z:
+        with np.load(os.path.join(where[i], shard_name(i))) as z:
             rowwise = set(z["_rowwise"].tolist())
             for k in _FIELDS:
                 if k in z.files:
@@ -255,3 +256,65 @@ def load_results(path: str | os.PathLike, *, allow_partial: bool = False) -> Exp
     fields = {k: np.concatenate(v, axis=0) for k, v in parts.items()}
     fields.update({k: v for k, v in fixed.items() if k not in fields})
     return Explanation(**{k: fields.get(k) for k in _FIELDS})
+
+
+def _found(path: str) -> list[int]:
+    return sorted(int(m.group(1)) for m in map(_SHARD_RE.match, os.listdir(path)) if m)
+
+
+def _leading(found: list[int]) -> list[int]:
+    """The leading run of consecutive batch indices in `found`."""
+    have, out = set(found), []
+    while len(out) in have:
+        out.append(len(out))
+    return out
+
+
+def _process_shards(path: str, subs: list[str], allow_partial: bool):
+    """Batch indices and their folders over the process folders of a multi-process run:
+    every process folder present, of the same run, each batch in exactly one of them."""
+    manifests = {n: read_manifest(os.path.join(path, n)) for n in subs}
+    first = next(iter(manifests.values()))
+    world = int(first.get("processes", 0))
+    names = [f"process_{r:03d}" for r in range(world)]
+    if world < 2 or sorted(manifests) != names or any(
+            m.get("fingerprint") != first.get("fingerprint") for m in manifests.values()):
+        raise ValueError(f"path: expected the folders {names or 'process_000, ...'} of one "
+                         f"multi-process run in {path!r}, found {subs}")
+    where: dict[int, str] = {}
+    for n in names:
+        for i in _found(os.path.join(path, n)):
+            if i in where or i % world != int(n.split("_")[1]):
+                raise ValueError(f"path: batch {i} in {n} of {path!r} belongs to another "
+                                 f"process (or is stored twice)")
+            where[i] = os.path.join(path, n)
+    if all(m.get("complete") for m in manifests.values()):
+        n = int(first["n_batches"])
+        missing = sorted(set(range(n)) - set(where))
+        if missing:
+            raise ValueError(f"path: shards {missing[:5]} of {n} are missing in {path!r}")
+        return list(range(n)), where
+    if allow_partial:
+        return _leading(sorted(where)), where
+    open_ = [n for n, m in manifests.items() if not m.get("complete")]
+    raise ValueError(f"path: the run in {path!r} is not complete ({', '.join(open_)} not "
+                     f"finished, {len(where)} shards so far); rerun every process with the "
+                     f"same arguments to finish it, or pass allow_partial=True")
+
+
+def _folder_shards(path: str, allow_partial: bool):
+    manifest = read_manifest(path)
+    found = _found(path)
+    where = dict.fromkeys(found, path)
+    if manifest.get("complete"):
+        n = int(manifest["n_batches"])
+        missing = sorted(set(range(n)) - set(found))
+        if missing:
+            raise ValueError(f"path: shards {missing[:5]} of {n} are missing in {path!r}")
+        return list(range(n)), where
+    if allow_partial:
+        return _leading(found), where
+    raise ValueError(
+        f"path: the run in {path!r} is not complete ({len(found)} shards so far); rerun "
+        f"explain_to_shards with the same arguments to finish it, or pass allow_partial=True"
+    )
