@@ -262,8 +262,8 @@ def _found(path: str) -> list[int]:
     return sorted(int(m.group(1)) for m in map(_SHARD_RE.match, os.listdir(path)) if m)
 
 
-def _leading(found: list[int]) -> list[int]:
-    """The leading run of consecutive batch indices in `found`."""
+def _leading(found) -> list[int]:
+    """The leading run of consecutive batch indices in `found` (any collection)."""
     have, out = set(found), []
     while len(out) in have:
         out.append(len(out))
@@ -288,33 +288,34 @@ def _process_shards(path: str, subs: list[str], allow_partial: bool):
                 raise ValueError(f"path: batch {i} in {n} of {path!r} belongs to another "
                                  f"process (or is stored twice)")
             where[i] = os.path.join(path, n)
-    if all(m.get("complete") for m in manifests.values()):
-        n = int(first["n_batches"])
-        missing = sorted(set(range(n)) - set(where))
-        if missing:
-            raise ValueError(f"path: shards {missing[:5]} of {n} are missing in {path!r}")
-        return list(range(n)), where
-    if allow_partial:
-        return _leading(sorted(where)), where
+    complete = all(m.get("complete") for m in manifests.values())
     open_ = [n for n, m in manifests.items() if not m.get("complete")]
-    raise ValueError(f"path: the run in {path!r} is not complete ({', '.join(open_)} not "
-                     f"finished, {len(where)} shards so far); rerun every process with the "
-                     f"same arguments to finish it, or pass allow_partial=True")
+    return _select(path, where, int(first["n_batches"]) if complete else None, allow_partial,
+                   f"({', '.join(open_)} not finished, {len(where)} shards so far); rerun "
+                   f"every process with the same arguments to finish it"), where
 
 
 def _folder_shards(path: str, allow_partial: bool):
     manifest = read_manifest(path)
     found = _found(path)
     where = dict.fromkeys(found, path)
-    if manifest.get("complete"):
-        n = int(manifest["n_batches"])
-        missing = sorted(set(range(n)) - set(found))
+    n = int(manifest["n_batches"]) if manifest.get("complete") else None
+    return _select(path, where, n, allow_partial,
+                   f"({len(found)} shards so far); rerun explain_to_shards with the same "
+                   f"arguments to finish it"), where
+
+
+def _select(path: str, where: dict[int, str], n_batches: int | None, allow_partial: bool,
+            unfinished: str) -> list[int]:
+    """The batch indices to load: all `n_batches` of a complete run (none may be
+    missing); of an unfinished one (`n_batches` None) the leading run of consecutive
+    batches with `allow_partial`, else an error saying `unfinished`."""
+    if n_batches is not None:
+        missing = sorted(set(range(n_batches)) - set(where))
         if missing:
-            raise ValueError(f"path: shards {missing[:5]} of {n} are missing in {path!r}")
-        return list(range(n)), where
+            raise ValueError(f"path: shards {missing[:5]} of {n_batches} are missing in {path!r}")
+        return list(range(n_batches))
     if allow_partial:
-        return _leading(found), where
-    raise ValueError(
-        f"path: the run in {path!r} is not complete ({len(found)} shards so far); rerun "
-        f"explain_to_shards with the same arguments to finish it, or pass allow_partial=True"
-    )
+        return _leading(where)
+    raise ValueError(f"path: the run in {path!r} is not complete {unfinished}, or pass "
+                     f"allow_partial=True")
