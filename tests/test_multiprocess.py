@@ -91,7 +91,9 @@ def _summaries(procs) -> dict[int, tuple[int, int]]:
 
 
 def _shards(folder: str) -> list[str]:
-    return sorted(n for n in os.listdir(folder) if n.startswith("shard_"))
+    """The finished shards (a process killed while writing leaves a `.tmp-PID` file,
+    which the next run removes)."""
+    return sorted(n for n in os.listdir(folder) if n.startswith("shard_") and n.endswith(".npz"))
 
 
 def test_two_processes_split_the_batches_survive_a_kill_and_resume(tmp_path):
