@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SETUP = "docs/snippets/digits_cnn.py"
-README_LIMIT = 12 * 1024
+README_LIMIT = 12_000  # 12 KB as the project counts it
 
 FENCE = re.compile(r"^(<!-- docs-test: skip -->\s*\n)?```python\n(.*?)^```\s*$", re.S | re.M)
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"\s*$', re.M)
