@@ -21,6 +21,22 @@ if "xla_backend_optimization_level" not in _flags and os.environ.get(
     os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
                                " --xla_cpu_use_fusion_emitters=false").strip()
 
+# One persistent compilation cache for the run, shared by both xdist workers and every
+# subprocess the tests start (they inherit the environment): the same small programs are
+# compiled in many test files (and again after `jax.clear_caches()` frees each module's),
+# and a hit loads the executable instead of compiling it. Set by the process that starts
+# the run (the xdist controller), removed by it at the end; a user's own
+# JAX_COMPILATION_CACHE_DIR is left alone, and JAXPLAIN_TEST_COMPILE_CACHE=0 turns it off.
+_RUN_CACHE = None
+if ("JAX_COMPILATION_CACHE_DIR" not in os.environ
+        and os.environ.get("JAXPLAIN_TEST_COMPILE_CACHE", "1") != "0"):
+    import tempfile
+
+    _RUN_CACHE = tempfile.mkdtemp(prefix="jaxplain-test-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -143,3 +159,10 @@ def pytest_collection_modifyitems(session, config, items):
             item.add_marker(pytest.mark.slow)
     # stable: the order inside a file is kept
     items.sort(key=lambda item: -cost.get(item.path.stem if item.path else "", 0.0))
+
+
+def pytest_unconfigure(config):
+    if _RUN_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
