@@ -822,3 +822,33 @@ def test_sample_efficiency_peers_at_equal_evaluations():
         r = se.measure_peer(additive, peer, 100, keys=1)
         assert abs(r["evals"] - 100) <= se.D // 2, peer
         assert r["rmse"] < 0.05, peer
+
+def test_tie_check_accepts_only_differences_a_step_off_the_node_reproduces():
+    """Two gradients of one input whose jump sits at the path node alpha = 0.5 (ours has
+    jumped there, theirs only a rounding later): a tie, shown by ours at 0.5 (1 - 1e-6).
+    A difference no shift explains (an offset at one node) fails the check."""
+    from benchmarks.cases.gradients import tie_check
+
+    x = np.linspace(0.5, 1.0, 4 * 3, dtype=np.float32).reshape(4, 3)
+
+    def gradient(jump_at):
+        def g(z):
+            alpha = np.max(z, axis=1, keepdims=True) / np.max(x, axis=1, keepdims=True)
+            return np.where(alpha >= jump_at, 2.0, 1.0) * np.ones_like(z)
+        return g
+
+    ours, theirs = gradient(0.5), gradient(0.5 * (1 + 1e-7))
+    check = tie_check(ours, theirs, x, "riemann_trapezoid", 5, 1e-4)
+    assert check["kink_nodes"] == 1 and check["ties"] == 4 and check["ties_explained"] == 4
+    assert check["ties_pass"] and check["rel_err_other_nodes"] < 1e-12
+    assert tie_check(ours, ours, x, "riemann_trapezoid", 5, 1e-4)["ties"] == 0
+
+    def offset(z):
+        return ours(z) + (np.isclose(np.max(z), 0.75 * np.max(x)) * 1e-2)
+
+    check = tie_check(ours, offset, x, "riemann_trapezoid", 5, 1e-4)
+    assert check["ties"] == 4 and check["ties_explained"] == 0 and not check["ties_pass"]
+    table = report.agreement_table({"agreement": [dict(
+        check, check="integrated_gradients", vs="captum", rel_err=1e-2, tol=1e-4, steps=5,
+        **{"pass": False})]})
+    assert "1 of 5 path nodes differ at 4 (node, image) pairs, 0 shown to be ties" in table

@@ -66,6 +66,9 @@ class Bench:
     peers: dict[str, Callable] = dataclasses.field(default_factory=dict)
     peer_evals: dict[str, int] = dataclasses.field(default_factory=dict)
     agreement: Callable[[Any, dict], list[dict]] | None = None
+    rewrite_ties: Callable[[float], dict] | None = None
+    """For a rewrites check above tolerance: `tie_check` of the method's path nodes with
+    the rewrites on against off (`cases.gradients.tie_check`), given the tolerance."""
     reported_evals: bool = False
     note: str = ""
 
