@@ -679,14 +679,7 @@ def test_stored_games_play_like_the_model():
     assert games.rmse(values, games.ESTIMATORS["shapley_sampling"], 20, seeds=3) < 1e-5  # 2nd order: exact
 
 
-def test_ig_agreement_sets_aside_only_a_few_disagreeing_nodes():
-    from benchmarks.cases import gradients as cases
-
-    assert cases.kinks_pass(1, 2e-7, 1e-4)
-    assert cases.kinks_pass(cases.MAX_KINK_NODES, 2e-7, 1e-4)
-    assert not cases.kinks_pass(cases.MAX_KINK_NODES + 1, 2e-7, 1e-4)  # too many nodes
-    assert not cases.kinks_pass(1, 3e-4, 1e-4)  # the other nodes disagree as well
-    assert not cases.kinks_pass(0, 0.0, 1e-4)  # nothing explains the error
+def test_ig_agreement_table_reports_the_ties_it_set_aside():
     row = {
         "check": "integrated_gradients[riemann_trapezoid]",
         "vs": "captum.IntegratedGradients",
@@ -695,15 +688,18 @@ def test_ig_agreement_sets_aside_only_a_few_disagreeing_nodes():
         "pass": True,
         "steps": 50,
         "kink_nodes": 1,
+        "ties": 2,
+        "ties_explained": 2,
         "rel_err_other_nodes": 2.2e-7,
-        "max_kink_nodes": 3,
         "model": "large-avg",
     }
-    plain = {**row, "rel_err": 2e-7, "kink_nodes": None, "check": "saliency"}
-    del plain["kink_nodes"], plain["rel_err_other_nodes"], plain["max_kink_nodes"]
+    plain = {k: v for k, v in row.items()
+             if k not in ("kink_nodes", "ties", "ties_explained", "rel_err_other_nodes")}
+    plain.update(rel_err=2e-7, check="saliency")
     table = report.agreement_table({"agreement": [row, plain]})
-    assert "yes (1 of 50 path nodes differ; the other nodes 2.2e-07)" in table
-    assert "at most 3 nodes disagree" in table
+    assert ("yes (1 of 50 path nodes differ at 2 (node, image) pairs, 2 shown to be ties; "
+            "the other nodes 2.2e-07)") in table
+    assert "every disagreeing (node, image) is shown to be such a tie" in table
     assert "node by node" not in report.agreement_table({"agreement": [plain]})
 
 
