@@ -55,6 +55,11 @@ RIDGE = 1e-6
 small enough that a surrogate-class game is fitted to float32 round-off."""
 
 
+COLLINEAR = 1e-4
+"""`spd_solve` drops a term whose variance left after the earlier terms is below this
+share of its own (a set of walks too small to tell it from them)."""
+
+
 def n_terms(d: int, degree: int) -> int:
     """Non-constant terms of a degree-`degree` surrogate of `d` features."""
     return sum(math.comb(d, k) for k in range(1, degree + 1))
@@ -95,14 +100,19 @@ def check_control(control, d: int, antithetic: bool, n_permutations: int, tol) -
     if p > MAX_TERMS:
         V.fail("control", f"a surrogate of at most {MAX_TERMS} terms ({control!r} has {p} "
                f"at d = {d} features; use control=None)", repr(control))
-    per_unit = 2 if antithetic else 1
-    # each fold fits on its walks' inner coalitions (d - 1 each): at least one per term
-    need_units = 2 * max(2, -(-p // (per_unit * (d - 1))))
-    if n_permutations < need_units * per_unit:
-        V.fail("n_permutations", f"at least {need_units * per_unit} with control={control!r} "
-               f"at d = {d} (each of two folds fits {p} terms on the {d - 1} inner "
-               "coalitions of each of its walks)", n_permutations)
+    need = min_permutations(d, degree, antithetic)
+    if n_permutations < need:
+        V.fail("n_permutations", f"at least {need} with control={control!r} at d = {d} "
+               f"(each of two folds fits {p} terms on the {d - 1} inner coalitions of "
+               "each of its walks)", n_permutations)
     return degree
+
+
+def min_permutations(d: int, degree: int, antithetic: bool) -> int:
+    """The fewest permutations a degree-`degree` control serves at `d` features: two
+    folds, each of at least 2 units and with a coalition per term (a walk has `d - 1`)."""
+    per_unit = 2 if antithetic else 1
+    return 2 * max(2, -(-n_terms(d, degree) // (per_unit * (d - 1)))) * per_unit
 
 
 def adjusted(values, rank, f0, fx, present, *, antithetic: bool, degree: int):
@@ -153,16 +163,47 @@ def _fit(rows, yrows, weight):
     over the rows of `weight` 1: the non-constant coefficients `(N, p)`."""
     total = weight.sum()
     mu = jnp.matmul(weight, rows, precision=HIGHEST) / total
-    xc = (rows - mu) * weight[:, None]
-    sd = jnp.sqrt(jnp.matmul(weight, jnp.square(rows - mu), precision=HIGHEST) / total)
+    xc = (rows - mu[None]) * weight[:, None]
+    sd = jnp.sqrt(jnp.matmul(weight, jnp.square(rows - mu[None]), precision=HIGHEST) / total)
     sd = jnp.where(sd > 1e-6, sd, 1.0)
-    xs = xc / sd
+    xs = xc / sd[None]
     ybar = jnp.matmul(yrows, weight, precision=HIGHEST) / total
     gram = jnp.matmul(xs.T, xs, precision=HIGHEST)
     rhs = jnp.matmul(xs.T, (yrows - ybar[:, None]).T, precision=HIGHEST)  # (p, N)
     gram = gram + RIDGE * total * jnp.eye(gram.shape[0], dtype=gram.dtype)
-    sol = jnp.linalg.solve(gram, rhs)
-    return (sol / sd[:, None]).T
+    return (spd_solve(gram, rhs) / sd[:, None]).T
+
+
+def spd_solve(a, b):
+    """`a^-1 b` for a symmetric positive definite `a (p, p)` and `b (p, N)`: a Cholesky
+    factorisation and two substitutions, each a `lax.fori_loop` of matrix-vector
+    products. No LAPACK call: batched LAPACK factorisations (`vmap` over keys, as the
+    tests and benchmarks do) deadlocked on XLA:CPU now and then (jax 0.10.2: threads
+    waiting in `lapack_sgetrf_ffi` / `ParallelBatchMap` and OpenBLAS's thread server)."""
+    p = a.shape[0]
+    ar = jnp.arange(p)
+
+    def column(k, low):  # column k of the factor, from the columns before it
+        col = a[:, k] - jnp.matmul(low, low[k], precision=HIGHEST)
+        keep = col[k] > COLLINEAR * a[k, k]
+        piv = jnp.sqrt(jnp.where(keep, col[k], 1.0))
+        # a term (nearly) collinear with the earlier ones is dropped: an infinite pivot
+        # gives it coefficient 0 (float32 factorisation error is about p * 1e-7)
+        col = jnp.where(ar > k, jnp.where(keep, col / piv, 0.0), 0.0)
+        return low.at[:, k].set(jnp.where(ar == k, jnp.where(keep, piv, 1e30), col))
+
+    low = jax.lax.fori_loop(0, p, column, jnp.zeros_like(a))
+
+    def forward(k, y):
+        return y.at[k].set((b[k] - jnp.matmul(low[k], y, precision=HIGHEST)) / low[k, k])
+
+    y = jax.lax.fori_loop(0, p, forward, jnp.zeros_like(b))
+
+    def backward(i, out):
+        k = p - 1 - i
+        return out.at[k].set((y[k] - jnp.matmul(low[:, k], out, precision=HIGHEST)) / low[k, k])
+
+    return jax.lax.fori_loop(0, p, backward, jnp.zeros_like(b))
 
 
 def _unit_marginals(ys, ranks):
