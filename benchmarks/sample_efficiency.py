@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                                      *(sys.argv[1:] if argv is None else argv)]),
                 "note": f"{args.keys} keys, {day}, jax {jax.__version__}, "
                         f"{os.cpu_count()} CPU cores",
-                "versions": [version(lib) for lib in sorted({PEER_LIB[p] for p in ran})]}
+                "versions": [] if stored_peers else [
+                    version(lib) for lib in sorted({PEER_LIB[p] for p in ran})]}
         if stored_peers:
             meta.update(versions=stored["meta"]["versions"],
                         peers_from=stored["meta"].get("peers_from") or (
