@@ -201,7 +201,7 @@ def test_per_example_segments_match_each_example_alone():
 
 @pytest.mark.parametrize("method,cfg", [("kernel_shap", dict(n_samples=30)),
                                         ("shapley_sampling", dict(n_permutations=4)),
-                                        ("shapley_sampling", dict(n_permutations=20,
+                                        ("shapley_sampling", dict(n_permutations=64,
                                                                   control="cubic"))])
 def test_batch_size_independence_reproducibility_and_jit(method, cfg):
     fn = getattr(jx, method)
