@@ -119,7 +119,22 @@ OPTIONS: dict[str, Callable[[int, int], tuple[str, dict]]] = {
         "kernel_shap", {"n_samples": b - 2, "sampling": "kernel"}),
     "shapley_sampling (antithetic)": lambda b, d: (
         "shapley_sampling", {"n_permutations": _perms(b, d)}),
+    "shapley_sampling control=cubic": lambda b, d: _control(b, d, "cubic", True),
+    "shapley_sampling control=quadratic antithetic=False": lambda b, d: _control(
+        b, d, "quadratic", False),
 }
+"""Option -> `(method, settings)`, or None where the option cannot serve the budget."""
+
+
+def _control(b: int, d: int, control: str, antithetic: bool) -> tuple[str, dict] | None:
+    """The regression-adjusted option, where its surrogate fits (`_control.py`)."""
+    from jaxplain.perturbation import _control as c
+
+    degree, n = c.CONTROLS[control], _perms(b, d)
+    if c.n_terms(d, degree) > c.MAX_TERMS or n < c.min_permutations(d, degree, antithetic):
+        return None
+    return "shapley_sampling", {"n_permutations": n, "control": control,
+                                "antithetic": antithetic}
 
 
 def exact_values(game: Callable, d: int) -> np.ndarray:
@@ -180,7 +195,7 @@ def run_all(keys: int, dims: tuple[int, ...], log: Callable = print,
         for gname, game in GAMES[d].items():
             exact = exact_values(game, d)
             for b in BUDGETS[d]:
-                runs = [(o, False, measure) for o in OPTIONS]
+                runs = [(o, False, measure) for o in OPTIONS if OPTIONS[o](b, d)]
                 runs += [(p, True, measure_peer) for p, ok in (peers or {}).items() if ok]
                 for option, peer, fn in runs:
                     r = dict(fn(game, option, b, keys, d, exact), d=d, game=gname,
@@ -244,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                                      *(sys.argv[1:] if argv is None else argv)]),
                 "note": f"{args.keys} keys, {day}, jax {jax.__version__}, "
                         f"{os.cpu_count()} CPU cores",
-                "versions": [version(lib) for lib in sorted({PEER_LIB[p] for p in ran})]}
+                "versions": [] if stored_peers else [
+                    version(lib) for lib in sorted({PEER_LIB[p] for p in ran})]}
         if stored_peers:
             meta.update(versions=stored["meta"]["versions"],
                         peers_from=stored["meta"].get("peers_from") or (

@@ -200,7 +200,9 @@ def test_per_example_segments_match_each_example_alone():
 
 
 @pytest.mark.parametrize("method,cfg", [("kernel_shap", dict(n_samples=30)),
-                                        ("shapley_sampling", dict(n_permutations=4))])
+                                        ("shapley_sampling", dict(n_permutations=4)),
+                                        ("shapley_sampling", dict(n_permutations=64,
+                                                                  control="cubic"))])
 def test_batch_size_independence_reproducibility_and_jit(method, cfg):
     fn = getattr(jx, method)
     kw = dict(target=None, segments=SEG6, baseline="mean", **cfg)

@@ -26,6 +26,7 @@ from .._core import features
 from .._core import validate as V
 from .._core.types import HIGHEST, ArrayLike, Explanation
 from .._core.batching import values_at
+from . import _control
 from ._rounds import check_adaptive, run_rounds
 from ._stderr import moderated_stderr
 from .engine import (
@@ -168,6 +169,7 @@ def shapley_sampling(
     key: Any,
     n_permutations: int = 10,
     antithetic: bool = True,
+    control: str | None = None,
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
@@ -193,6 +195,14 @@ def shapley_sampling(
       n_permutations: permutations (even when `antithetic`); with `tol`, the
         permutations per round.
       antithetic: pair each permutation with its reverse.
+      control: None, or a surrogate of the coalition values used as a control
+        variate at no extra model evaluation (`_control.py`): `"cubic"` (terms of
+        up to 3 features; d <= 18) or `"quadratic"` (up to 2; d <= 44; only with
+        `antithetic=False`, since a pair already credits quadratic terms exactly).
+        The walks split into two folds; each fold's surrogate, fitted by ridge
+        least squares to its walks' coalition values, has exact Shapley values,
+        and the other fold estimates the residual: unbiased and exactly efficient.
+        Not with `tol`.
       tol: adaptive stopping: run rounds of `n_permutations` until the largest
         standard error (over features and examples) is below `tol`.
       max_evals: with `tol`, the budget of model evaluations per example
@@ -230,6 +240,7 @@ def shapley_sampling(
             "an even number with antithetic=True (pairs of permutations)",
             n_permutations,
         )
+    degree = _control.check_control(control, d, antithetic, n_permutations, tol)
     round_evals = n_permutations * max(d - 1, 0) or 1
     adaptive, tol, rounds = check_adaptive(tol, max_evals, round_evals)
     units = n_permutations // (2 if antithetic else 1)  # samples of the standard error per round
@@ -254,6 +265,7 @@ def shapley_sampling(
         mode=mode,
         n_permutations=n_permutations,
         antithetic=antithetic,
+        control=degree,
         adaptive=adaptive and d > 1,
         with_stderr=with_stderr,
         batch_size=batch_size,
@@ -272,6 +284,7 @@ def permutation_ranks(key: jax.Array, unit: jax.Array, d: int) -> jax.Array:
         "mode",
         "n_permutations",
         "antithetic",
+        "control",
         "adaptive",
         "with_stderr",
         "batch_size",
@@ -291,6 +304,7 @@ def _sampling(
     mode,
     n_permutations,
     antithetic,
+    control=0,
     adaptive,
     with_stderr=True,
     batch_size,
@@ -310,6 +324,15 @@ def _sampling(
     per_unit = 2 if antithetic else 1
     units = n_permutations // per_unit
     units_fn, inputs_fn, reduce_fn = _walks(key, x, b, seg, d, fx, f0, antithetic)
+
+    def evals(rounds):
+        return n_evals(n, 2, rounds, units, per_unit * (d - 1), batch_size, unit_bytes(units_fn))
+
+    if control:  # regression-adjusted (`_control.py`): fixed units, no rounds
+        phi, se = _control.stream_adjusted(
+            model, target, units_fn, inputs_fn, permutation_ranks(key, jnp.arange(units), d),
+            f0, fx, present, antithetic=antithetic, degree=control, batch_size=batch_size)
+        return Explanation(phi, stderr=se, gap=phi.sum(-1) - delta, n_evals=evals(1))
 
     def round_fn(stats, r):
         return stream(
@@ -332,12 +355,11 @@ def _sampling(
     init = (jnp.zeros((n,)), jnp.zeros((n, d)), jnp.zeros((n, d)), jnp.zeros((n, d)))
     stats, rounds = run_rounds(round_fn, stderr_fn, init, adaptive, tol, max_rounds)
     phi = jnp.where(present, stats[1], 0.0)
-    evals = n_evals(n, 2, rounds, units, per_unit * (d - 1), batch_size, unit_bytes(units_fn))
     return Explanation(
         phi,
         stderr=stderr_fn(stats) if with_stderr else None,
         gap=phi.sum(-1) - delta,
-        n_evals=evals,
+        n_evals=evals(rounds),
     )
 
 
@@ -375,5 +397,4 @@ def _walks(key, x, b, seg, d, fx, f0, antithetic):
 
 def _stderr(stats, present, scale):
     """Standard errors of the running means `(count, mean, M2, spread)` (`_stderr.py`)."""
-    count, _, m2, spread = stats
-    return moderated_stderr(count, m2, spread, present, scale)
+    return moderated_stderr(stats[0], stats[2], stats[3], present, scale)
