@@ -168,8 +168,9 @@ def agreement_table(record: dict) -> str:
             "PyTorch can round to different sides and that path node's gradient jumps (a "
             "discontinuity of the model's gradient, not of the methods; on the large avg-pool "
             "model one ReLU input was +2.2e-8 in XLA and -1.5e-8 in PyTorch). It passes when "
-            "every disagreeing (node, image) is shown to be such a tie (jaxplain's gradient a "
-            "relative step of 1e-6 off the node reproduces the other side's) and the sums over "
+            "every disagreeing (node, image) is shown to be such a tie (one side's gradient a "
+            "relative step of 1e-6 off the node, along the path or in a random direction, "
+            "reproduces the other side's) and the sums over "
             "the other nodes agree within the tolerance. Rewrites checks of IG are examined the "
             "same way (rewrites on against off)."
         )
