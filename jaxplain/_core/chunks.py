@@ -11,7 +11,7 @@ architecture, input shape and device, so a call pays it once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import math
 
@@ -30,15 +30,23 @@ UNKNOWN_MEMORY = 2 * 2**30
 """The budget assumed when the device reports no memory statistics (CPU devices)."""
 
 
-def device_batch_size(model: Any, x: Any) -> int | None:
+def device_batch_size(model: Any, x: Any, checks: Callable[[], Any] | None = None) -> int | None:
     """Model inputs per chunk for a call on `x` with `batch_size=None`, or None where the
-    compile layer's (CPU) default applies."""
+    compile layer's (CPU) default applies. `checks` (the call's input checks, compiling
+    nothing) runs before the probe compiles, where it is not cached yet: bad input is
+    refused before any compile."""
     platform = platform_of((x,), {})
-    if rewrites_for(platform) or not hasattr(model, "apply"):
+    if rewrites_for(platform) or not (hasattr(model, "apply") and hasattr(model, "params")):
         return None
     shape = (PROBE_ROWS,) + tuple(x.shape[1:])
-    per_row = traced_cached(lambda: _bytes_per_row(model, shape, x.dtype), model,
-                            jax.ShapeDtypeStruct(shape, x.dtype), ("chunk", platform))
+
+    def probe():
+        if checks is not None:
+            checks()
+        return _bytes_per_row(model, shape, x.dtype)
+
+    per_row = traced_cached(probe, model, jax.ShapeDtypeStruct(shape, x.dtype),
+                            ("chunk", platform))
     if per_row is None:
         return None
     rows = int(_budget(x) // max(per_row, 1))

@@ -27,7 +27,7 @@ import numpy as np
 from .._compile import config, eager, numpy_rules
 from . import progress as _progress
 from .chunks import device_batch_size
-from .values import deferred_checks
+from .values import deferred_checks, unchecked
 
 FAMILIES = ("gradients", "cam", "layer", "perturbation", "shapley", "outputs", "attention",
             "concepts", "training", "metrics")
@@ -109,6 +109,14 @@ class Entry:
 
 
 REGISTRY: dict[str, Entry] = {}
+
+
+
+def _traced_only(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """The checks of a call of `fn`, tracing it without compiling or running anything
+    (device value checks dropped: the call itself runs them)."""
+    with unchecked():
+        jax.eval_shape(lambda: fn(*args, **kwargs))
 
 
 def method(family: str, *, evals: Callable[[Mapping[str, Any]], int] | None = None,
@@ -208,7 +216,8 @@ def _with_progress(fn: Callable, sig: inspect.Signature, evals) -> Callable:
             x = args[1] if len(args) > 1 else kwargs.get("x")
             model = args[0] if args else kwargs.get("model")
             if isinstance(x, jax.Array) or hasattr(x, "shape"):
-                rows = device_batch_size(model, x)  # None on CPU: the compile layer's default
+                rows = device_batch_size(  # None on CPU: the compile layer's default
+                    model, x, checks=lambda: _traced_only(fn, args, kwargs))
                 if rows is not None:
                     kwargs = dict(kwargs, batch_size=rows)
         if progress is False:
