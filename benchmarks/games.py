@@ -57,6 +57,47 @@ def cnn_games(images: int = 2) -> dict[str, np.ndarray]:
     return out
 
 
+class TrainedCNNGame:
+    """A trained CNN as a game of `d` features: the zoo's 16x16 digits CNN (the one
+    `examples/digits_cnn.py` trains, 4 epochs, cached in `~/.cache/jaxplain`) on test
+    image `image`, the logit of its predicted class, with the absent cells of a grid of
+    `d` cells (`3 x 4` or `4 x 4`) black.
+
+    Called like the sample-efficiency games (`(B, 1, d, 1)` rows whose absent features
+    are 0): a feature is present where its entry is not 0. The CNN's value on every
+    coalition is computed once (`prepare`, `2^d` forwards) and the calls read that
+    table, so the estimators and the peers play exactly the CNN's game at the cost of a
+    lookup, and the exact Shapley values are those of the enumeration.
+    """
+
+    GRIDS = {12: (3, 4), 16: (4, 4)}
+
+    def __init__(self, d: int, image: int = 0):
+        self.d, self.image, self.values = d, image, None
+
+    def prepare(self) -> np.ndarray:
+        """The table `(2^d,)` (bit `j` = cell `j`), trained and enumerated on first use."""
+        if self.values is None:
+            from jaxplain.app import data, zoo
+
+            ds = data.load_digits(size=16)
+            trained = zoo.train_classifier(
+                zoo.SmallCNN((16, 32, 32), n_classes=10), ds.x_train, ds.y_train, ds.x_test,
+                ds.y_test, epochs=4, lr=1e-2, cache=zoo.default_cache_dir())
+            x = ds.x_test[self.image : self.image + 1]
+            t = int(np.argmax(np.asarray(trained.model(jnp.asarray(x)))[0]))
+            seg = np.asarray(jx.grid_segments(16, 16, self.GRIDS[self.d]))
+            self.values = extras.coalition_values(trained.model, x, t, seg)
+        return self.values
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        if self.values is None:
+            raise RuntimeError("TrainedCNNGame: call prepare() before tracing the game")
+        bits = jnp.asarray(1 << np.arange(self.d), jnp.int32)
+        present = (z.reshape(z.shape[0], self.d) != 0).astype(jnp.int32)
+        return jnp.asarray(self.values, jnp.float32)[present @ bits]
+
+
 ESTIMATORS: dict[str, Callable] = {
     "kernel_shap": lambda m, x, s, k, budget: jx.kernel_shap(
         m, x, target=None, segments=s, key=k, n_samples=budget - 2

@@ -3,7 +3,9 @@
 Games with exact Shapley values: at d = 12 and 16 a smooth game (a tanh of a weighted
 sum plus squares) and one of products and maxima of feature groups, exact by
 enumeration (`exact_shapley`); at d = 64 a game of triple products and pairwise
-maxima with a closed form (`blocks`, `blocks_shapley`). For each estimator option
+maxima with a closed form (`blocks`, `blocks_shapley`); and at d = 12 and 16 a trained
+CNN (`games.TrainedCNNGame`: the zoo's digits CNN on a grid of cells of one test image,
+its value on every coalition enumerated once). For each estimator option
 and budget (model evaluations per example), `--keys` estimates run as one vmapped,
 jitted call; the table gives the RMSE against the exact values, the ratio
 `rms(stderr) / RMSE` (1 is honest) and the coverage of the 95% intervals
@@ -19,6 +21,7 @@ of them: the goal of #38 is an RMSE at most 0.5x shap's and 0.3x Captum's at
 every budget. Without peers (or with `--no-peers`) the jaxplain columns still run.
 
     python -m benchmarks.sample_efficiency [--keys 100] [--no-peers] [--write]
+    python -m benchmarks.sample_efficiency --keys 40 --games "trained CNN (digits)" --write
 
 `--write` stores the full table in `benchmarks/results/sample_efficiency.md` and the
 README's summary in `benchmarks/results/sample_efficiency_readme.md`, which
@@ -60,6 +63,7 @@ from .efficiency_report import (  # noqa: F401
     version,
     write,
 )
+from .games import TrainedCNNGame
 
 D = 12
 
@@ -102,8 +106,8 @@ def blocks_shapley(x: np.ndarray) -> np.ndarray:
 
 
 GAMES: dict[int, dict[str, Callable]] = {
-    12: {"smooth": smooth, "products/maxima": groups},
-    16: {"smooth": smooth, "products/maxima": groups},
+    12: {"smooth": smooth, "products/maxima": groups, "trained CNN (digits)": TrainedCNNGame(12)},
+    16: {"smooth": smooth, "products/maxima": groups, "trained CNN (digits)": TrainedCNNGame(16)},
     64: {"products/maxima (closed form)": blocks},
 }
 
@@ -188,11 +192,15 @@ def measure_peer(game: Callable, peer: str, budget: int, keys: int, d: int = D,
 
 
 def run_all(keys: int, dims: tuple[int, ...], log: Callable = print,
-            peers: dict[str, bool] | None = None) -> list[dict]:
-    """Every option's row, then every available peer's (`peer=True`), per d/game/budget."""
+            peers: dict[str, bool] | None = None, games: tuple[str, ...] = ()) -> list[dict]:
+    """Every option's row, then every available peer's (`peer=True`), per d/game/budget
+    (of the games named in `games`, or all)."""
     rows = []
     for d in dims:
         for gname, game in GAMES[d].items():
+            if games and gname not in games:
+                continue
+            getattr(game, "prepare", lambda: None)()  # a table game: built before tracing
             exact = exact_values(game, d)
             for b in BUDGETS[d]:
                 runs = [(o, False, measure) for o in OPTIONS if OPTIONS[o](b, d)]
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-peers", action="store_true",
                     help="take the peers' rows from results/sample_efficiency.json (same --keys) "
                          "and run jaxplain's options only")
+    ap.add_argument("--games", nargs="+", default=[], metavar="NAME",
+                    help="only these games (as named in the table); with --write the stored "
+                         "rows of the other games are kept (same --keys)")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the markdown from results/sample_efficiency.json")
     args = ap.parse_args(argv)
@@ -245,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
               + "): " + ", ".join(missing))
     t0 = time.perf_counter()
     print(HEADER, flush=True)
-    rows = run_all(args.keys, tuple(args.dims), log=lambda s: print(s, flush=True), peers=peers)
+    rows = run_all(args.keys, tuple(args.dims), log=lambda s: print(s, flush=True), peers=peers,
+                   games=tuple(args.games))
     wall = time.perf_counter() - t0
     if stored_peers:
         rows = _merge(rows, stored_peers)
@@ -266,12 +278,30 @@ def main(argv: list[str] | None = None) -> int:
                         peers_from=stored["meta"].get("peers_from") or (
                             f"`{stored['meta'].get('command', '--write')}`, "
                             f"{stored['meta']['note']}, {stored['meta']['wall']:.0f} s"))
+        if args.games:
+            rows, meta = _with_other_games(rows, meta, args.games)
         clean = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
                  for r in rows]
         RESULTS.joinpath("sample_efficiency.json").write_text(
             json.dumps({"meta": meta, "rows": clean}, indent=1) + "\n")
         write(rows, meta)
     return 0
+
+
+def _with_other_games(rows: list[dict], meta: dict, games: list[str]) -> tuple[list, dict]:
+    """The rows of `games` with the stored rows of every other game (per d, the stored
+    games first), and the stored run's description with this one's added."""
+    stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
+    if stored["meta"]["keys"] != meta["keys"]:
+        raise SystemExit(f"--games: the stored run has {stored['meta']['keys']} keys, "
+                         f"not {meta['keys']}")
+    kept = [{k: np.nan if v is None else v for k, v in r.items()}
+            for r in stored["rows"] if r["game"] not in games]
+    added = (f"; the rows of {', '.join(games)}: `{meta['command']}`, {meta['note']}, "
+             f"{meta['wall']:.0f} s" + (f" (peers: {', '.join(meta['versions'])})"
+                                        if meta["versions"] else ""))
+    return (sorted(kept + rows, key=lambda r: r["d"]),
+            dict(stored["meta"], added=stored["meta"].get("added", "") + added))
 
 
 def _merge(mine: list[dict], peers: list[dict]) -> list[dict]:

@@ -770,7 +770,8 @@ def test_sample_efficiency_closed_form_and_readme_block():
             for b in (100, se.README_BUDGET)
             for o, r, c in (("kernel_shap", 0.2, 0.93), ("kernel_shap sampling=kernel", 0.1, 0.95))]
     block = se.readme_block(rows, "2 keys")
-    assert "| 12 | g | 2.0e-01 | 100/1000 | - - | - - |" in block  # one row per game
+    assert "| 12 | g | 2.0e-01 | - - | - - |" in block  # one row per game
+    assert "per budget (d = 12: 100/300/1000/3000)" in block
     assert "not importable" in block and "No peer ran" in se.comparison(rows)
 
 
@@ -794,7 +795,7 @@ def test_sample_efficiency_peer_ratios_and_goal():
     assert se.comparison(mine + peers).endswith("| no (captum SVS) |")
     assert "met in 0 of 1 cells" in se.goal_summary(mine + peers)
     # README: best over shap, and over Captum's better estimator (KernelShap 0.5, SVS 0.3)
-    assert "| 12 | g | 2.0e-01 | 100 | 0.40 | 0.33 |" in se.readme_block(mine + peers, "k")
+    assert "| 12 | g | 2.0e-01 | 0.40 | 0.33 |" in se.readme_block(mine + peers, "k")
 
 
 def test_counted_game_counts_every_row():
@@ -848,3 +849,36 @@ def test_tie_check_accepts_only_differences_a_step_off_the_node_reproduces():
         check, check="integrated_gradients", vs="captum", rel_err=1e-2, tol=1e-4, steps=5,
         **{"pass": False})]})
     assert "1 of 5 path nodes differ at 4 (node, image) pairs, 0 shown to be ties" in table
+
+
+def test_trained_cnn_game_plays_its_table_and_other_games_rows_are_kept(tmp_path, monkeypatch):
+    """The table game reads the coalition's value (present = not 0) and its exact values are
+    the enumeration's; `--games` with `--write` keeps the stored rows of the other games."""
+    from benchmarks import extras
+    from benchmarks import sample_efficiency as se
+
+    game = se.TrainedCNNGame(12)
+    with pytest.raises(RuntimeError, match="prepare"):
+        game(jnp.zeros((1, 1, 12, 1)))
+    game.values = np.random.default_rng(0).normal(size=2**12).astype(np.float32)
+    z = np.zeros((3, 1, 12, 1), np.float32)
+    z[1, 0, [0, 3], 0] = [0.7, 1.2]  # cells 0 and 3 present: code 1 + 8
+    z[2] = 1.0
+    np.testing.assert_array_equal(np.asarray(game(jnp.asarray(z))), game.values[[0, 9, 4095]])
+    np.testing.assert_allclose(se.exact_values(game, 12),
+                               extras.shapley_from_values(game.values), atol=1e-5)
+
+    stored = {"meta": {"keys": 4, "wall": 10.0, "note": "4 keys, old", "peers": []},
+              "rows": [dict(d=d, game=g, budget=100, option="kernel_shap", rmse=0.1, ratio=None,
+                            cover=0.9, evals=100) for d in (12, 16, 64) for g in ("a", "new")]}
+    monkeypatch.setattr(se, "RESULTS", tmp_path)
+    (tmp_path / "sample_efficiency.json").write_text(json.dumps(stored))
+    mine = [dict(r, rmse=0.2) for r in stored["rows"] if r["game"] == "new" and r["d"] < 64]
+    meta = {"keys": 4, "command": "cmd", "note": "4 keys, today", "wall": 3.0, "versions": []}
+    rows, merged = se._with_other_games(mine, meta, ["new"])
+    assert [(r["d"], r["game"], r["rmse"]) for r in rows] == [
+        (12, "a", 0.1), (12, "new", 0.2), (16, "a", 0.1), (16, "new", 0.2), (64, "a", 0.1)]
+    assert np.isnan(rows[0]["ratio"]) and merged["note"] == "4 keys, old"
+    assert merged["added"] == "; the rows of new: `cmd`, 4 keys, today, 3 s"
+    with pytest.raises(SystemExit, match="keys"):
+        se._with_other_games(mine, dict(meta, keys=5), ["new"])
