@@ -24,7 +24,7 @@ from pathlib import Path
 THRESHOLD = 0.75
 """CPU seconds from which a test is slow (setup and teardown included)."""
 
-FAST_BUDGET = 170.0
+FAST_BUDGET = 130.0
 """CPU seconds for the quick subset: under 2 minutes on 2 cores, with the workers'
 start and the collection (about 10 s each)."""
 

@@ -178,7 +178,9 @@ def test_control_is_unbiased_honest_and_efficient(game, kw):
 
 
 def test_control_bad_values_raise_before_compiling():
-    kw = dict(target=None, segments=SEG, key=jax.random.key(0))
+    # label maps as users build them, on the host (a device map's broadcast to the batch
+    # is an eager op that compiles once per shape, before the method's own checks)
+    kw = dict(target=None, segments=np.asarray(SEG), key=jax.random.key(0))
     cases = [(dict(control=3), TypeError, "control"),
              (dict(control="linear"), ValueError, "control"),
              (dict(control="quadratic"), ValueError, "control"),  # antithetic pairs: a no-op
