@@ -153,7 +153,6 @@ def tie_check(ours: Callable, theirs: Callable, x: np.ndarray, rule: str, steps:
     the other (node, image) pairs agree within `tol`.
     """
     alphas, weights = quadrature(rule, steps)
-    rng = np.random.default_rng(0)
     ga = [np.asarray(ours((a * x).astype(np.float32)), np.float64) for a in alphas]
     gb = [np.asarray(theirs((a * x).astype(np.float32)), np.float64) for a in alphas]
     scale = [max(np.max(np.abs(v)), 1e-30) for v in gb]
@@ -161,14 +160,13 @@ def tie_check(ours: Callable, theirs: Callable, x: np.ndarray, rule: str, steps:
     bad = np.stack([per(u, v, k) > tol for k, (u, v) in enumerate(zip(ga, gb))])
     explained = np.zeros_like(bad)
     for k in np.flatnonzero(bad.any(1)):
-        z = (alphas[k] * x).astype(np.float64)
-        steps_off = [z * (1 + TIE_SHIFT), z * (1 - TIE_SHIFT)] + [
-            z + TIE_SHIFT * np.abs(z).max() * rng.standard_normal(z.shape)
-            for _ in range(TIE_DIRECTIONS)]
-        for z_off in steps_off:
+        z, rng = (alphas[k] * x).astype(np.float64), np.random.default_rng(k)
+        for j in range(2 + TIE_DIRECTIONS):  # along the path either way, then at random
+            if (explained[k] == bad[k]).all():
+                break
+            z_off = (z * (1 + TIE_SHIFT * (1 - 2 * j)) if j < 2 else
+                     z + TIE_SHIFT * np.abs(z).max() * rng.standard_normal(z.shape))
             for f, other in ((ours, gb[k]), (theirs, ga[k])):
-                if explained[k].sum() == bad[k].sum():
-                    break
                 explained[k] |= bad[k] & (per(f(z_off.astype(np.float32)), other, k) <= tol)
     keep = np.asarray(weights, np.float64)[:, None] * ~bad  # (steps, images)
     expand = lambda w: w.reshape(w.shape + (1,) * (x.ndim - 1))
