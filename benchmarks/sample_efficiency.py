@@ -231,10 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="only rewrite the markdown from results/sample_efficiency.json")
     args = ap.parse_args(argv)
     if args.render:
-        stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
-        rows = [{k: np.nan if v is None else v for k, v in r.items()} for r in stored["rows"]]
-        write(rows, stored["meta"])
+        stored = _stored()
+        write(stored["rows"], stored["meta"])
         return 0
+    if args.games and args.write:  # before the run: its rows would join the stored ones
+        _stored(args.keys, "--games")
     if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         # read when the CPU client starts (first computation), so still in time here
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -242,12 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                                    " --xla_cpu_use_fusion_emitters=false").strip()
     stored_peers: list[dict] = []
     if args.reuse_peers:
-        stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
-        if stored["meta"]["keys"] != args.keys:
-            ap.error(f"--reuse-peers: the stored run has {stored['meta']['keys']} keys, "
-                     f"not {args.keys}")
-        stored_peers = [{k: np.nan if v is None else v for k, v in r.items()}
-                        for r in stored["rows"] if r.get("peer") and r["d"] in args.dims]
+        stored = _stored(args.keys, "--reuse-peers", fail=ap.error)
+        stored_peers = [r for r in stored["rows"] if r.get("peer") and r["d"] in args.dims]
         args.no_peers = True
     peers = peers_available(not args.no_peers)
     missing = [p for p, ok in peers.items() if not ok]
@@ -288,15 +285,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stored(keys: int | None = None, flag: str = "", fail: Callable | None = None) -> dict:
+    """`results/sample_efficiency.json`, its missing numbers NaN; with `keys`, refused
+    (`fail`, by default SystemExit) unless the stored run had that many keys."""
+    stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
+    if keys is not None and stored["meta"]["keys"] != keys:
+        msg = f"{flag}: the stored run has {stored['meta']['keys']} keys, not {keys}"
+        if fail is not None:
+            fail(msg)
+        raise SystemExit(msg)
+    stored["rows"] = [{k: np.nan if v is None else v for k, v in r.items()}
+                      for r in stored["rows"]]
+    return stored
+
+
 def _with_other_games(rows: list[dict], meta: dict, games: list[str]) -> tuple[list, dict]:
     """The rows of `games` with the stored rows of every other game (per d, the stored
     games first), and the stored run's description with this one's added."""
-    stored = json.loads(RESULTS.joinpath("sample_efficiency.json").read_text())
-    if stored["meta"]["keys"] != meta["keys"]:
-        raise SystemExit(f"--games: the stored run has {stored['meta']['keys']} keys, "
-                         f"not {meta['keys']}")
-    kept = [{k: np.nan if v is None else v for k, v in r.items()}
-            for r in stored["rows"] if r["game"] not in games]
+    stored = _stored(meta["keys"], "--games")
+    kept = [r for r in stored["rows"] if r["game"] not in games]
     added = (f"; the rows of {', '.join(games)}: `{meta['command']}`, {meta['note']}, "
              f"{meta['wall']:.0f} s" + (f" (peers: {', '.join(meta['versions'])})"
                                         if meta["versions"] else ""))
