@@ -111,7 +111,6 @@ class Entry:
 REGISTRY: dict[str, Entry] = {}
 
 
-
 def _traced_only(fn: Callable, args: tuple, kwargs: dict) -> None:
     """The checks of a call of `fn`, tracing it without compiling or running anything
     (device value checks dropped: the call itself runs them)."""
