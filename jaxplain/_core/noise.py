@@ -57,6 +57,22 @@ LATTICE_REPLICATES = 4
 their means is the standard error (a lattice's own points are not independent)."""
 
 
+MAX_LATTICE = 2**23
+"""Lattices hold fewer points than this: `_mulmod`'s 8-bit limbs stay inside uint32."""
+
+
+def _mulmod(a: jax.Array, j: jax.Array, m: int) -> jax.Array:
+    """`(a j) mod m` for `a, j < m < 2**23`, exact in uint32 arithmetic: `j` enters 8 bits
+    at a time (Horner), so no partial product reaches 2**32. A plain int32 product wrapped
+    once `m` passed 46,341, which left the lattice's points uniform but no longer
+    stratified."""
+    j = j.astype(jnp.uint32)
+    r = jnp.zeros_like(a)
+    for shift in range(8 * ((max(m - 1, 1).bit_length() - 1) // 8), -1, -8):
+        r = (r * np.uint32(256) + a * ((j >> np.uint32(shift)) & np.uint32(255))) % np.uint32(m)
+    return r
+
+
 def lattice_uniform(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...]) -> jax.Array:
     """Point `j` (traced) of `m` (static) randomised lattice points in `[0, 1)^shape`, float32.
 
@@ -68,12 +84,15 @@ def lattice_uniform(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...]
     hypercube laid on a random rank-1 lattice). `key` is one randomisation, shared by
     its `m` points; `j` is taken mod `m`.
     """
+    m = max(m, 1)
+    if m >= MAX_LATTICE:
+        raise ValueError(f"lattice size: expected fewer than {MAX_LATTICE} points, got {m}")
     d = math.prod(shape)
-    units = np.array([u for u in range(1, max(m, 2)) if math.gcd(u, m) == 1] or [1], np.int32)
+    units = np.array([u for u in range(1, max(m, 2)) if math.gcd(u, m) == 1] or [1], np.uint32)
     ka, kb, kv = jax.random.split(key, 3)
     a = jnp.asarray(units)[jax.random.randint(ka, (d,), 0, len(units))]
-    b = jax.random.randint(kb, (d,), 0, max(m, 1))
-    stratum = (a * (j % max(m, 1)) + b) % max(m, 1)
+    b = jax.random.randint(kb, (d,), 0, m).astype(jnp.uint32)
+    stratum = (_mulmod(a, jnp.asarray(j, jnp.int32) % m, m) + b) % np.uint32(m)
     words = jax.random.bits(jax.random.fold_in(kv, j), (d,), jnp.uint32)
     jitter = ((words >> 9) * np.uint32(2) + np.uint32(1)).astype(jnp.float32) * np.float32(2.0**-24)
     return ((stratum.astype(jnp.float32) + jitter) / np.float32(max(m, 1))).reshape(shape)

@@ -18,7 +18,7 @@ from .._compile import jit
 from .._core import registry
 from .._core import validate as V
 from .._core import batching
-from .._core.noise import LATTICE_REPLICATES, gaussian, lattice_gaussian
+from .._core.noise import LATTICE_REPLICATES, MAX_LATTICE, gaussian, lattice_gaussian
 from .._core.types import Explanation
 from .._core.targets import value_and_grad
 from ._shared import bcast, count, prepare_input
@@ -97,6 +97,9 @@ def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
     if n_samples % {"mc": 1, "antithetic": 2, "lattice": 2 * LATTICE_REPLICATES}[sampling]:
         V.fail("n_samples", f"a multiple of {2 if sampling == 'antithetic' else 2 * LATTICE_REPLICATES} with "
                f"sampling={sampling!r}", n_samples)
+    if sampling == "lattice" and n_samples // LATTICE_REPLICATES >= MAX_LATTICE:
+        V.fail("n_samples", f"fewer than {LATTICE_REPLICATES * MAX_LATTICE} with sampling='lattice'",
+               n_samples)
     batch_size = V.check_batch_size(batch_size)
     for k, v in method_kwargs.items():
         try:

@@ -20,7 +20,7 @@ from .._core import features
 from .._core import validate as V
 from .._core.types import ArrayLike, Explanation
 from .._core.models import as_model
-from .._core.noise import lattice_uniform
+from .._core.noise import MAX_LATTICE, lattice_uniform
 from .._core.targets import as_target
 from .engine import (
     add_local,
@@ -95,6 +95,8 @@ def rise(
     V.check_choice(sampling, "sampling", RISE_SAMPLINGS)
     if sampling == "antithetic" and n_masks % 2:
         V.fail("n_masks", "an even number with sampling='antithetic' (pairs of masks)", n_masks)
+    if sampling == "lattice" and n_masks >= MAX_LATTICE:
+        V.fail("n_masks", f"fewer than {MAX_LATTICE} with sampling='lattice'", n_masks)
     mode, b = features.baseline_spec(baseline, x)
     if mode == "mean":
         V.fail(
