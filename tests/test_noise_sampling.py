@@ -90,10 +90,10 @@ def smooth_image(z):
 
 
 def test_a_large_lattice_stays_stratified():
-    """(a j) mod m is exact past m = 46,341, where an int32 product wrapped: there every
-    coordinate of 60,000 points with a large unit hit only 73-88% of its strata; now each
-    hits each one
-    (up to the float32 rounding of `floor(u m)` at a stratum's edge, about 0.1%)."""
+    """(a j) mod m is exact past m = 46,341, where an int32 product wrapped: there a
+    coordinate of 60,000 points with a large unit hit only 73-88% of its strata; now every
+    coordinate hits each one (up to the float32 rounding of `floor(u m)` at a stratum's
+    edge, about 0.1%)."""
     m = 60_000
     u = jax.jit(jax.vmap(lambda j: noise.lattice_uniform(jax.random.key(1), j, m, (12,))))(
         jnp.arange(m))
