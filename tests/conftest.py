@@ -88,9 +88,6 @@ def _no_persistent_cache_leak(request):
             print(f"\nPERSISTENT CACHE turned on by {request.node.nodeid}")
 
 
-_MAX_MAPS = 35_000
-
-
 def _maps() -> int:
     try:
         with open("/proc/self/maps") as f:
@@ -101,18 +98,13 @@ def _maps() -> int:
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Frees the compiled programs after a test module once the worker holds many. Every
-    XLA:CPU executable keeps its machine code in memory mappings of its own, and a worker
-    that runs thousands of tests reached Linux's 65,530 mappings per process
-    (vm.max_map_count): the next compile then crashed the worker (a segfault inside XLA's
-    compile). A module adds about 3,000 mappings (the method table about 20,000), so the
-    caches are cleared above `_MAX_MAPS`, not after every module: clearing after each one
-    re-traced and re-compiled the small programs that every module uses (about 18% more
-    compiles and 5% more CPU in a measured run of eight modules)."""
+    """Frees the compiled programs of a test module after it. Every XLA:CPU executable
+    keeps its machine code in memory mappings of its own, and a worker that runs
+    thousands of tests reached Linux's 65,530 mappings per process (vm.max_map_count):
+    the next compile then crashed the worker (a segfault inside XLA's compile)."""
     yield
-    if _maps() > _MAX_MAPS:
-        jax.clear_caches()
-        gc.collect()
+    jax.clear_caches()
+    gc.collect()
     log = os.environ.get("JAXPLAIN_TEST_MAPS_LOG")
     if log:
         with open(log, "a") as f:
