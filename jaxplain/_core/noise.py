@@ -95,7 +95,7 @@ def lattice_uniform(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...]
     stratum = (_mulmod(a, jnp.asarray(j, jnp.int32) % m, m) + b) % np.uint32(m)
     words = jax.random.bits(jax.random.fold_in(kv, j), (d,), jnp.uint32)
     jitter = ((words >> 9) * np.uint32(2) + np.uint32(1)).astype(jnp.float32) * np.float32(2.0**-24)
-    return ((stratum.astype(jnp.float32) + jitter) / np.float32(max(m, 1))).reshape(shape)
+    return ((stratum.astype(jnp.float32) + jitter) / np.float32(m)).reshape(shape)
 
 
 def lattice_gaussian(key: jax.Array, j: jax.Array, m: int, shape: tuple[int, ...],
