@@ -153,10 +153,10 @@ def test_kernel_schedule_strata(d, n):
     per = np.array([w[np.minimum(sizes[:n - plan.n_enum], d - sizes[:n - plan.n_enum]) == s].sum()
                     for s in plan.strata_size])
     np.testing.assert_allclose(per / per.sum(), np.array(plan.strata_mass) / plan.mass, rtol=1e-5)
-    # as many groups as first-round units (pairs), between N_GROUPS and MAX_GROUPS, all
-    # filled within the first round
+    # as many groups as first-round units (pairs), between N_GROUPS and max_groups(d),
+    # all filled within the first round
     units = sum(-(-c // 2) for c in plan.first)
-    assert plan.n_groups == min(max(units, kernelshap.N_GROUPS), kernelshap.MAX_GROUPS)
+    assert plan.n_groups == min(max(units, kernelshap.N_GROUPS), kernelshap.max_groups(d))
     assert len(set(groups[plan.n_enum:n].tolist())) == min(units, plan.n_groups)
     assert (groups[:plan.n_enum] == -1).all()
 

@@ -23,19 +23,36 @@ N_GROUPS = 8
 """The fewest groups of sampled units (pairs when paired) for the jackknife standard
 error: with fewer sampled units there is no stderr."""
 
-MAX_GROUPS = 16
-"""The most jackknife groups: a schedule uses as many as its first round has sampled
-units, between `N_GROUPS` and this. More groups make the stderr less noisy, so its
-Student-t scaling shrinks (`t(15)/1.96 = 1.09` instead of `t(7)/1.96 = 1.21`) and the
-stated error comes closer to the actual one at the same coverage; each group holds
-its own `(d, d)` regression statistics per example. Measured against exact values
-(200 keys, default settings; `benchmarks.sample_efficiency`'s games), rms(stderr) /
-RMSE with 8 / 16 / 32 groups: 1.24 / 1.12 / 1.07 (d = 12, products/maxima, 300
-evaluations), 1.23 / 1.10 / 1.05 (the same, 3000), 1.21 / 1.09 / 1.04 (d = 16,
-products/maxima, 1000), 1.23 / 1.11 / 1.06 (d = 64, 3000), 1.45 / 1.29 / 1.23 (d = 16,
-smooth, 100) and 1.68 / 1.48 / 1.40 (d = 64, 300: the jackknife's own upward bias at
-few units per stratum); 95% coverage 0.95-0.96 throughout (0.98-0.99 at d = 64, 300).
-The estimates do not depend on the groups."""
+MAX_GROUPS = 64
+"""The most jackknife groups. A schedule uses as many groups as its first round has
+sampled units, between `N_GROUPS` and `max_groups(d)`. More groups make the stderr
+less noisy, so its Student-t scaling shrinks (`t(15)/1.96 = 1.09`, `t(63)/1.96 = 1.02`
+instead of `t(7)/1.96 = 1.21`), and the jackknife's own upward bias shrinks too: the
+stated error comes closer to the actual one at the same coverage. Measured against
+exact values (200 keys, default settings; `benchmarks.sample_efficiency`'s games),
+rms(stderr) / RMSE with 8 / 16 / 32 groups: 1.24 / 1.12 / 1.07 (d = 12,
+products/maxima, 300 evaluations), 1.23 / 1.10 / 1.05 (the same, 3000), 1.21 / 1.09 /
+1.04 (d = 16, products/maxima, 1000), 1.23 / 1.11 / 1.06 (d = 64, 3000), 1.45 / 1.29 /
+1.23 (d = 16, smooth, 100) and 1.68 / 1.48 / 1.40 (d = 64, 300); 95% coverage
+0.95-0.96 throughout (0.98-0.99 at d = 64, 300). On the d = 16 smooth game at 100
+evaluations (49 sampled pairs, 100 keys), 16 / 32 / 49 groups (one pair each: the
+delete-one jackknife) gave 1.29 / 1.22 / 1.21, coverage 0.96 / 0.95 / 0.95. The
+delete-a-group jackknife's excess there is not the strata: replicates that re-weight
+each stratum by its own remaining units gave 1.32 / 1.27 / 1.25. The linearised
+(infinitesimal) jackknife, which keeps the full fit's Gram matrix in every replicate,
+gave 0.89 with coverage 0.88 (d = 16) and 0.81 with coverage 0.87 (d = 64, 300): too
+narrow, so it is not used. The estimates do not depend on the groups."""
+
+GROUP_FLOATS = 16 * 64 * 64
+"""Each group holds its own `(d, d)` regression statistics per example, so the groups
+are capped at `GROUP_FLOATS / d^2` (but never below 16): per example, no more memory
+than 16 groups take at d = 64 (256 KiB)."""
+
+
+def max_groups(d: int) -> int:
+    """The most jackknife groups at `d` features: `MAX_GROUPS` (d <= 32), 16 from d = 64."""
+    return min(MAX_GROUPS, max(16, GROUP_FLOATS // max(d * d, 1)))
+
 
 ENUM_SHARE = 0.65
 """A coalition size is enumerated when its kernel-proportional share of the
@@ -170,7 +187,7 @@ def schedule(d: int, n_samples: int, enumerate_sizes: bool = True, paired: bool 
         first,
         allocate(n_samples, shares, [n_samples] * len(shares), per_unit),  # later rounds: no caps
         float(sum(masses)),
-        min(MAX_GROUPS, max(N_GROUPS, units)),
+        min(max_groups(d), max(N_GROUPS, units)),
     )
 
 
