@@ -46,6 +46,7 @@ from .engine import (
 )
 from .engine import prepare
 from ._rounds import check_adaptive, run_rounds
+from . import _control, _kernelshap_control
 from ._stderr import Z95, t_quantile_975
 from ._kernelshap_plan import (  # noqa: F401 - the plan's names, re-exported
     ENUM_SHARE,
@@ -91,6 +92,7 @@ def kernel_shap(
     paired: bool = True,
     enumerate_sizes: bool = True,
     sampling: str = "leverage",
+    control: str | None = None,
     tol: float | None = None,
     max_evals: int | None = None,
     batch_size: int | None = None,
@@ -162,6 +164,9 @@ def kernel_shap(
             V.fail(name, "a bool", repr(v), TypeError)
     V.check_choice(sampling, "sampling", SAMPLINGS)
     plan = schedule(d, n_samples, enumerate_sizes, paired, sampling)
+    degree = _kernelshap_control.check_control(
+        control, d, plan, n_samples=n_samples, paired=paired, enumerate_sizes=enumerate_sizes,
+        sampling=sampling, tol=tol)
     adaptive, tol, rounds = check_adaptive(tol, max_evals, max(plan.n_units, 1))
     sampled = plan.n_units - plan.n_enum
     if (
@@ -190,14 +195,17 @@ def kernel_shap(
         mode=mode,
         adaptive=adaptive and not plan.exact,
         with_stderr=with_stderr,
+        control=degree,
         batch_size=batch_size,
     )
 
 
-def constrained_solve(gram, zy, delta, present):
+def constrained_solve(gram, zy, delta, present, *, lapack: bool = True):
     """`argmin sum w (y - z.phi)^2` subject to `sum(phi) = delta`, absent features fixed at 0.
 
-    `gram (..., d, d)`, `zy (..., d)`, `delta (...)`, `present (..., d)` bool.
+    `gram (..., d, d)`, `zy (..., d)`, `delta (...)`, `present (..., d)` bool. With
+    `lapack=False` the factorisation is `_control.cholesky` (no batched LAPACK call:
+    the control variate's many replicates under `vmap` hung in it, as in `_control`).
     """
     p = jnp.broadcast_to(present, zy.shape).astype(gram.dtype)
     d = gram.shape[-1]
@@ -205,9 +213,13 @@ def constrained_solve(gram, zy, delta, present):
     eye = jnp.broadcast_to(jnp.eye(d, dtype=gram.dtype), gram.shape)
     a = gram * p[..., :, None] * p[..., None, :] + eye * (1.0 - p)[..., None, :]
     a = a + eye * (1e-6 * jnp.where(scale > 0, scale, 1.0))[..., None, None] * p[..., None, :]
-    sol = jax.scipy.linalg.cho_solve(
-        jax.scipy.linalg.cho_factor(a), jnp.stack([zy * p, p], axis=-1)
-    )
+    rhs = jnp.stack([zy * p, p], axis=-1)
+    if lapack:
+        sol = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), rhs)
+    else:
+        flat = a.reshape((-1, d, d))
+        sol = jax.vmap(lambda m, r: _control.cho_apply(_control.cholesky(m), r))(
+            flat, rhs.reshape((-1, d, 2))).reshape(rhs.shape)
     u, v = sol[..., 0], sol[..., 1]
     mu = (jnp.sum(p * u, -1) - delta) / jnp.sum(p * v, -1)
     phi = (u - mu[..., None] * v) * p
@@ -273,7 +285,9 @@ def _reducer(d, f0, g):
     return reduce_fn
 
 
-@functools.partial(jit, static_argnames=("plan", "mode", "adaptive", "with_stderr", "batch_size"))
+@functools.partial(
+    jit, static_argnames=("plan", "mode", "adaptive", "with_stderr", "control", "batch_size")
+)
 def _kernel_shap(
     model,
     x,
@@ -289,6 +303,7 @@ def _kernel_shap(
     adaptive,
     batch_size,
     with_stderr=True,
+    control=0,
 ):
     n, d = x.shape[0], plan.d
     b = features.make_baseline(mode, b, x, seg, d)
@@ -306,6 +321,22 @@ def _kernel_shap(
 
     def inputs_fn(ex, masks):
         return features.apply_coalitions(x[ex], b[ex], seg[ex], masks)
+
+    if control:  # cross-fitted control variate (`_kernelshap_control.py`): one round
+        def store(buf, c):  # units an earlier chunk covered write the same values again
+            return buf.at[c.ex, c.unit].set(c.values[:, 0].astype(buf.dtype), mode="drop")
+
+        buf = stream(model, target, n, plan.n_units, units_fn, inputs_fn, store,
+                     jnp.zeros((n, plan.n_units), jnp.float32), batch_size)
+        phi, se = _kernelshap_control.adjusted(
+            buf, plan, key, orders, f0, delta, present, degree=control,
+            solve=functools.partial(constrained_solve, lapack=False))
+        return Explanation(
+            phi,
+            stderr=se if with_stderr else None,
+            gap=phi.sum(-1) - delta,
+            n_evals=n_evals(n, 2, 1, plan.n_units, 1, batch_size, unit_bytes(units_fn)),
+        )
 
     reduce_fn = _reducer(d, f0, g)
 
