@@ -124,6 +124,22 @@ def kernel_shap(
         keys, `benchmarks/results/sample_efficiency.md`), leverage's RMSE was
         0.98-1.00x kernel's at d = 12, 0.90-1.04x at d = 16 and 0.81-0.91x at
         d = 64, so it is the default.
+      control: None, or `"cubic"`: a surrogate with every term of up to 3
+        features (d <= 18), fitted by ridge least squares to the evaluated
+        coalitions and used as a control variate at no extra model evaluation
+        (`_kernelshap_control.py`). The sampled pairs split into two folds; each
+        fold's surrogate has exact Shapley values and the other fold, with the
+        enumerated sizes, estimates the residual: unbiased, exactly efficient,
+        with a jackknife standard error. It needs enough samples to fit its
+        terms (`ValueError` names the least `n_samples`: 440 at d = 12, 1120 at
+        d = 16). Measured (`benchmarks.sample_efficiency`, 40 keys), RMSE over
+        control=None: d = 12 smooth game 0.80x at 1000 evaluations and 0.34x at
+        3000, trained CNN 0.14x and 0.05x, products/maxima 4e-4x (to round-off
+        at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.93-0.96,
+        stated/actual error 1.02-1.15. It lost nowhere, but serves only these
+        budgets, so it is an option. `"quadratic"` only with `paired=False`
+        (pairs already estimate quadratic games exactly). Not with `tol`; with
+        every coalition enumerated it is ignored (the result is exact).
       tol: adaptive stopping: run rounds of `n_samples` until the largest
         standard error (over features and examples) is below `tol`.
       max_evals: with `tol`, the budget of model evaluations per example
@@ -139,7 +155,10 @@ def kernel_shap(
 
     Raises:
       ValueError: with `tol`, a `max_evals` too small to fill the `N_GROUPS`
-        jackknife groups; counts whose evaluations exceed the int32 flat index.
+        jackknife groups; counts whose evaluations exceed the int32 flat index;
+        a `control` with `tol`, with too few `n_samples`, or of more than
+        `_control.MAX_TERMS` terms.
+      TypeError: a `control` that is not a string or None.
 
     References:
       Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions",
