@@ -43,7 +43,7 @@ def _exact(game):
     return np.asarray(jx.exact_shapley(game, X, **KW).values[0], np.float64)
 
 
-def test_exact_on_a_cubic_game_once_the_rows_determine_its_terms():
+def test_exact_on_a_cubic_game_same_key_and_batch_size():
     exact = _exact(cubic)
     e = jx.kernel_shap(cubic, X, **KW, key=jax.random.key(0), n_samples=200, control="cubic")
     scale = np.abs(exact).max()
@@ -53,6 +53,14 @@ def test_exact_on_a_cubic_game_once_the_rows_determine_its_terms():
     plain = jx.kernel_shap(cubic, X, **KW, key=jax.random.key(0), n_samples=200)
     assert np.abs(np.asarray(plain.values[0]) - exact).max() > 1e-3 * scale  # not by chance
     assert e.n_evals.tolist() == plain.n_evals.tolist()  # no extra evaluation
+    # same key, same numbers; other chunks, the same up to float32 rounding (of the model
+    # in other batch shapes, which the fit amplifies: 4e-5 of values ~0.3 on `products`;
+    # eagerly, under `jax.disable_jit`, up to 3.6e-4 of 1.1, and 25 s: not checked here)
+    again = jx.kernel_shap(cubic, X, **KW, key=jax.random.key(0), n_samples=200, control="cubic")
+    np.testing.assert_array_equal(e.values, again.values)
+    chunked = jx.kernel_shap(cubic, X, **KW, key=jax.random.key(0), n_samples=200,
+                             control="cubic", batch_size=16)
+    np.testing.assert_allclose(e.values, chunked.values, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("game", [smooth, products], ids=["smooth", "products"])
@@ -67,7 +75,7 @@ def test_unbiased_honest_efficient_and_better(game):
                                                       control=control)))
         return f(jax.random.split(jax.random.key(3), keys))
 
-    e, plain = run("cubic"), run(None)
+    e = run("cubic")
     err = np.asarray(e.values[:, 0], np.float64) - exact
     se = np.asarray(e.stderr[:, 0])
     assert np.all(np.abs(err.mean(0)) <= 4 * err.std(0) / np.sqrt(keys) + 1e-6)
@@ -77,24 +85,10 @@ def test_unbiased_honest_efficient_and_better(game):
     assert 0.87 <= cover <= 0.98, cover
     assert 0.8 <= ratio <= 1.25, ratio
     assert np.abs(np.asarray(e.gap)).max() < 1e-5 * (1 + np.abs(exact).sum())
-    plain_rmse = np.sqrt(np.mean((np.asarray(plain.values[:, 0], np.float64) - exact) ** 2))
-    assert rmse < 0.85 * plain_rmse, (rmse, plain_rmse)
-
-
-def test_same_key_jit_and_batch_size():
-    # (eagerly, under `jax.disable_jit`, the values moved by up to 3.6e-4 of 1.1: float32
-    # rounding the fit amplifies; that run took 25 s, so it is not checked here)
-    kw = dict(**KW, key=jax.random.key(5), n_samples=150, control="cubic")
-    a = jx.kernel_shap(products, X, **kw)
-    b = jx.kernel_shap(products, X, **kw)
-    c = jx.kernel_shap(products, X, **kw, batch_size=16)
-    np.testing.assert_array_equal(a.values, b.values)
-    # the same coalitions; the model's rounding in other batch shapes moves the values by
-    # float32 ulps, which the ridge fit of 92 terms amplifies (measured: 4e-5 of values ~0.3)
-    np.testing.assert_allclose(a.values, c.values, atol=2e-4)
-    np.testing.assert_allclose(a.stderr, c.stderr, atol=2e-4)
-    d = jax.jit(lambda x: jx.kernel_shap(products, x, **kw))(X)  # inside a user's jit
-    np.testing.assert_allclose(a.values, d.values, atol=2e-4)
+    if game is products:  # (smooth: 0.72x; not compiled here, 4 s)
+        plain = run(None)
+        plain_rmse = np.sqrt(np.mean((np.asarray(plain.values[:, 0], np.float64) - exact) ** 2))
+        assert rmse < 0.6 * plain_rmse, (rmse, plain_rmse)
 
 
 def test_layout_matches_the_coalitions_groups():
@@ -102,7 +96,8 @@ def test_layout_matches_the_coalitions_groups():
     plan = schedule(D, 150, True, True, "leverage")
     lay = kc.layout(plan)
     key = jax.random.key(0)
-    _, _, group = coalitions(plan, key, jnp.arange(plan.n_units), permutations(plan, key, 1))
+    group = jax.jit(lambda k: coalitions(plan, k, jnp.arange(plan.n_units),
+                                         permutations(plan, k, 1))[2])(key)
     sampled = ~lay.enum
     enum, _, ordinal = kc._ordinals(plan)
     np.testing.assert_array_equal(np.asarray(group)[sampled], (ordinal % plan.n_groups)[sampled])
