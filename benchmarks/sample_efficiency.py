@@ -123,6 +123,7 @@ OPTIONS: dict[str, Callable[[int, int], tuple[str, dict]]] = {
         "kernel_shap", {"n_samples": b - 2, "sampling": "kernel"}),
     "shapley_sampling (antithetic)": lambda b, d: (
         "shapley_sampling", {"n_permutations": _perms(b, d)}),
+    "kernel_shap control=cubic": lambda b, d: _kernel_control(b, d, "cubic"),
     "shapley_sampling control=cubic": lambda b, d: _control(b, d, "cubic", True),
     "shapley_sampling control=quadratic antithetic=False": lambda b, d: _control(
         b, d, "quadratic", False),
@@ -139,6 +140,19 @@ def _control(b: int, d: int, control: str, antithetic: bool) -> tuple[str, dict]
         return None
     return "shapley_sampling", {"n_permutations": n, "control": control,
                                 "antithetic": antithetic}
+
+
+def _kernel_control(b: int, d: int, control: str) -> tuple[str, dict] | None:
+    """KernelSHAP's control variate, where its surrogate fits (`_kernelshap_control.py`)."""
+    from jaxplain.perturbation import _control as c
+    from jaxplain.perturbation import _kernelshap_control as kc
+    from jaxplain.perturbation.kernelshap import schedule
+
+    degree = c.CONTROLS[control]
+    if c.n_terms(d, degree) > c.MAX_TERMS or not kc.usable(
+            schedule(d, b - 2, True, True, "leverage"), degree):
+        return None
+    return "kernel_shap", {"n_samples": b - 2, "control": control}
 
 
 def exact_values(game: Callable, d: int) -> np.ndarray:

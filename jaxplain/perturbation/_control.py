@@ -150,7 +150,7 @@ def adjusted(values, rank, f0, fx, present, *, antithetic: bool, degree: int):
     row_fold = jnp.broadcast_to(fold[None, :, None], design.shape[:3]).reshape(-1)
     est, resid = [], []
     for f in (0, 1):
-        theta = _fit(rows, yrows, (row_fold != f).astype(jnp.float32))  # (N, p)
+        theta = fit(rows, yrows, (row_fold != f).astype(jnp.float32))  # (N, p)
         g = jnp.matmul(theta, rows.T, precision=HIGHEST).reshape(ys.shape)
         r = _unit_marginals(ys - g, ranks)  # (N, U, d), residual marginals of every unit
         mine = (fold == f).astype(jnp.float32)
@@ -167,7 +167,7 @@ def adjusted(values, rank, f0, fx, present, *, antithetic: bool, degree: int):
     return jnp.where(present, phi, 0.0), se
 
 
-def _fit(rows, yrows, weight):
+def fit(rows, yrows, weight):
     """Ridge least squares of `yrows (N, R)` on the centred, standardised `rows (R, p)`
     over the rows of `weight` 1: the non-constant coefficients `(N, p)`."""
     total = weight.sum()
