@@ -87,8 +87,9 @@ def term_shapley(idx: np.ndarray, d: int) -> np.ndarray:
     return (member / member.sum(0, keepdims=True)).astype(np.float32)
 
 
-def check_control(control, d: int, antithetic: bool, n_permutations: int, tol) -> int:
-    """Validates `control=`; returns the surrogate's degree (0 without one)."""
+def parse_control(control, tol) -> int:
+    """`control=` -> the surrogate's degree (0 for None); refuses other values, and a
+    control with `tol=` (shared by `shapley_sampling` and `kernel_shap`)."""
     if control is None:
         return 0
     if not isinstance(control, str):
@@ -99,16 +100,28 @@ def check_control(control, d: int, antithetic: bool, n_permutations: int, tol) -
     if tol is not None:
         V.fail("control", "None with tol= (adaptive rounds are not served by a control "
                "variate)", repr(control))
-    if d < 2:
+    return degree
+
+
+def check_terms(control, d: int, degree: int) -> int:
+    """The surrogate's number of terms at `d` features; refused above `MAX_TERMS`."""
+    p = n_terms(d, degree)
+    if p > MAX_TERMS:
+        V.fail("control", f"a surrogate of at most {MAX_TERMS} terms ({control!r} has {p} "
+               f"at d = {d} features; use control=None)", repr(control))
+    return p
+
+
+def check_control(control, d: int, antithetic: bool, n_permutations: int, tol) -> int:
+    """Validates `control=`; returns the surrogate's degree (0 without one)."""
+    degree = parse_control(control, tol)
+    if not degree or d < 2:
         return 0
     if degree == 2 and antithetic:
         V.fail("control", "'cubic' or None with antithetic=True (antithetic pairs already "
                "credit a quadratic surrogate exactly: 'quadratic' would change nothing; "
                "or pass antithetic=False)", repr(control))
-    p = n_terms(d, degree)
-    if p > MAX_TERMS:
-        V.fail("control", f"a surrogate of at most {MAX_TERMS} terms ({control!r} has {p} "
-               f"at d = {d} features; use control=None)", repr(control))
+    p = check_terms(control, d, degree)
     need = min_permutations(d, degree, antithetic)
     if n_permutations < need:
         V.fail("n_permutations", f"at least {need} with control={control!r} at d = {d} "

@@ -47,7 +47,7 @@ from .._core import validate as V
 from .._core.types import HIGHEST
 from . import _control
 from ._kernelshap_plan import WOR_MAX, Schedule, coalitions, max_groups, schedule
-from ._stderr import Z95, t_quantile_975
+from ._stderr import jackknife_spread, t_scale
 
 MIN_STRATUM_UNITS = 4
 """The fewest sampled units a stratum needs: two in each fold, so that deleting one
@@ -151,27 +151,16 @@ def check_control(control, d: int, plan: Schedule, *, n_samples: int, paired: bo
                   enumerate_sizes: bool, sampling: str, tol) -> int:
     """Validates `control=`; returns the surrogate's degree (0: no control, also when
     every coalition is enumerated and the result is exact anyway)."""
-    if control is None:
+    degree = _control.parse_control(control, tol)
+    if not degree:
         return 0
-    names = tuple(_control.CONTROLS)
-    if not isinstance(control, str):
-        V.fail("control", f"None or one of {names}", repr(control), TypeError)
-    degree = _control.CONTROLS.get(control)
-    if degree is None:
-        V.fail("control", f"None or one of {names}", repr(control))
-    if tol is not None:
-        V.fail("control", "None with tol= (adaptive rounds are not served by a control "
-               "variate)", repr(control))
     if degree == 2 and paired:
         V.fail("control", "'cubic' or None with paired=True (complementary pairs already "
                "estimate a quadratic game exactly: 'quadratic' would change nothing; or pass "
                "paired=False)", repr(control))
     if d < 2 or plan.exact:
         return 0
-    p = _control.n_terms(d, degree)
-    if p > _control.MAX_TERMS:
-        V.fail("control", f"a surrogate of at most {_control.MAX_TERMS} terms ({control!r} "
-               f"has {p} at d = {d} features; use control=None)", repr(control))
+    p = _control.check_terms(control, d, degree)
     if not usable(plan, degree):
         need = min_samples(d, degree, enumerate_sizes, paired, sampling)
         V.fail("n_samples", f"at least {need} with control={control!r} at d = {d} (each of "
@@ -227,8 +216,7 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
         reps.append(sol[:, 1:] + shap_g)
     phi = 0.5 * (est[0] + est[1])
     rep = 0.5 * (reps[0] + reps[1])  # (N, G, d)
-    se = jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(rep - rep.mean(1, keepdims=True)), 1))
-    se = se * (t_quantile_975(jnp.float32(g - 1)) / Z95)
+    se = jackknife_spread(rep) * t_scale(jnp.float32(g - 1))
     p = present.astype(phi.dtype)
     phi = phi * p
     phi = phi + p * ((delta - phi.sum(-1)) / jnp.maximum(p.sum(-1), 1.0))[:, None]

@@ -42,6 +42,19 @@ def t_quantile_975(df: jnp.ndarray) -> jnp.ndarray:
     return z + g1 / v + g2 / v**2 + g3 / v**3
 
 
+def t_scale(df: jnp.ndarray) -> jnp.ndarray:
+    """`t_{0.975, df} / 1.96`: the factor that makes `value +- 1.96 stderr` a 95% interval."""
+    return t_quantile_975(df) / Z95
+
+
+def jackknife_spread(replicates: jnp.ndarray) -> jnp.ndarray:
+    """The delete-a-group jackknife's standard error from `(N, G, d)` replicates:
+    `sqrt((G - 1) / G * sum_j (r_j - mean r)^2)` over the `G` groups."""
+    g = replicates.shape[1]
+    dev = replicates - replicates.mean(1, keepdims=True)
+    return jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(dev), 1))
+
+
 def moderated_stderr(count, m2, spread, present, scale):
     """Standard errors `(N, d)` of per-example means of `count (N,)` samples with sums of
     squared deviations `m2 (N, d)`.
@@ -61,7 +74,7 @@ def moderated_stderr(count, m2, spread, present, scale):
     # every feature's pair means agreed while the walks inside the pairs did not: the
     # within-pair spread (the variance of a walk without antithetic pairing) bounds it
     var = jnp.where(var > 0, var, spread / jnp.maximum(2.0 * k, 1.0))
-    se = jnp.sqrt(var / jnp.maximum(k, 1.0)) * (t_quantile_975(df + PRIOR_DF) / Z95)
+    se = jnp.sqrt(var / jnp.maximum(k, 1.0)) * t_scale(df + PRIOR_DF)
     noise = k * jnp.square(1e-6 * scale[:, None])
     exact = jnp.all(((m2 + spread) <= noise) | ~present, axis=-1, keepdims=True)
     se = jnp.where(exact, 0.0, se)

@@ -63,7 +63,7 @@ from .engine import (
 from .engine import prepare
 from ._rounds import check_adaptive, run_rounds
 from . import _kernelshap_control
-from ._stderr import Z95, t_quantile_975
+from ._stderr import jackknife_spread, t_scale
 from ._wls import constrained_apply, constrained_factor, constrained_solve
 from ._kernelshap_plan import (  # noqa: F401 - the plan's names, re-exported
     ENUM_SHARE,
@@ -272,13 +272,9 @@ def estimate(stats, plan: Schedule, delta, present):
     full = (factor[0][:, 0], factor[1][:, 0], factor[2])
     lin = jnp.swapaxes(constrained_apply(full, jnp.swapaxes(rhs, 1, 2),
                                          jnp.zeros(rhs.shape[:2], rhs.dtype)), 1, 2)
-
-    def spread(r):
-        return jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(r - r.mean(1, keepdims=True)), 1))
-
     # HC2: the geometric mean of the jackknife (HC3-like) and its linearisation (HC0)
-    se = jnp.sqrt(spread(reps) * spread(lin))
-    se = se * (t_quantile_975(jnp.float32(g - 1)) / Z95)  # +-1.96 se: a 95% interval
+    se = jnp.sqrt(jackknife_spread(reps) * jackknife_spread(lin))
+    se = se * t_scale(jnp.float32(g - 1))  # +-1.96 se: a 95% interval
     if plan.exact:
         return phi, jnp.zeros_like(phi)
     ok = (tn == 0) | jnp.all(ns > 0, axis=1)
