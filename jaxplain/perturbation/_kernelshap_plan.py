@@ -41,7 +41,8 @@ delete-a-group jackknife's excess there is not the strata: replicates that re-we
 each stratum by its own remaining units gave 1.32 / 1.27 / 1.25. The linearised
 (infinitesimal) jackknife, which keeps the full fit's Gram matrix in every replicate,
 gave 0.89 with coverage 0.88 (d = 16) and 0.81 with coverage 0.87 (d = 64, 300): too
-narrow, so it is not used. The estimates do not depend on the groups."""
+narrow on its own; `kernelshap.estimate` takes the geometric mean of the two. The
+estimates do not depend on the groups."""
 
 GROUP_FLOATS = 16 * 64 * 64
 """Each group holds its own `(d, d)` regression statistics per example, so the groups

@@ -153,8 +153,9 @@ def kernel_shap(
         d = 16). Measured (`benchmarks.sample_efficiency`, 40 keys), RMSE over
         control=None: d = 12 smooth game 0.80x at 1000 evaluations and 0.34x at
         3000, trained CNN 0.14x and 0.05x, products/maxima 4e-4x (to round-off
-        at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.93-0.96,
-        stated/actual error 1.02-1.15. At d = 8 (200 keys) it gave 0.39-0.72x
+        at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.93-0.95,
+        stated/actual error 0.94-1.04 (with up to 64 jackknife groups; 0.93-0.96
+        and 1.02-1.15 with 16). At d = 8 (200 keys) it gave 0.39-0.72x
         with 150 samples, but with `enumerate_sizes=False` and 200-240 of the 254
         coalitions sampled it lost on an interaction game (2.3-3.5x: the fitting
         half counts at its population weight, so near a full sample the residual
