@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jx
+from jaxplain import testing
 
 from .efficiency_report import (  # noqa: F401
     BUDGETS,
@@ -177,7 +178,7 @@ def measure(game: Callable, option: str, budget: int, keys: int, d: int = D,
     se = np.asarray(e.stderr[:, 0]) if e.stderr is not None else np.full_like(err, np.nan)
     rmse = float(np.sqrt(np.mean(err**2)))
     return {"rmse": rmse, "ratio": float(np.sqrt(np.mean(se**2)) / rmse) if rmse else np.nan,
-            "cover": float(np.mean(np.abs(err) <= 1.96 * se)),
+            "cover": testing.coverage(e, exact) if e.stderr is not None else float("nan"),
             "evals": int(np.asarray(e.n_evals)[0, 0])}
 
 

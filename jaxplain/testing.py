@@ -147,3 +147,17 @@ def random_images(key: int, n: int = 2, size: int = 8, channels: int = 3) -> jax
     """Deterministic test images in [0, 1]."""
     rng = np.random.default_rng(key)
     return jnp.asarray(rng.uniform(size=(n, size, size, channels)), jnp.float32)
+
+
+def coverage(e, exact, level: float = 0.95) -> float:
+    """The share of `e.interval(level)`s that contain the exact values `exact` (broadcast
+    against `e.values`, e.g. one game's Shapley values against a vmap over keys).
+
+    >>> import numpy as np, jaxplain as jx
+    >>> e = jx.Explanation(np.array([[0.0, 3.0]]), stderr=np.ones((1, 2)))
+    >>> coverage(e, np.zeros(2))
+    0.5
+    """
+    lo, hi = (np.asarray(a, np.float64) for a in e.interval(level))
+    exact = np.asarray(exact, np.float64)
+    return float(np.mean((lo <= exact) & (exact <= hi)))

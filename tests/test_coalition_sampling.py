@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
+from jaxplain import testing
 from jaxplain.perturbation import kernelshap
 
 D = 8
@@ -42,7 +43,7 @@ def _kernel_shap_runs(game, keys, **kw):
     err = np.asarray(e.values[:, 0]) - exact
     se = np.asarray(e.stderr[:, 0])
     rmse = float(np.sqrt(np.mean(err**2)))
-    return float(np.mean(np.abs(err) <= 1.96 * se)), float(np.sqrt(np.mean(se**2)) / rmse), err, se
+    return testing.coverage(e, exact), float(np.sqrt(np.mean(se**2)) / rmse), err, se
 
 
 def test_leverage_schedule_shares_the_budget_equally_between_sizes():

@@ -81,7 +81,7 @@ def test_unbiased_honest_efficient_and_better(game):
     err = np.asarray(e.values[:, 0], np.float64) - exact
     se = np.asarray(e.stderr[:, 0])
     assert np.all(np.abs(err.mean(0)) <= 4 * err.std(0) / np.sqrt(keys) + 1e-6)
-    cover = np.mean(np.abs(err) <= 1.96 * se)
+    cover = testing.coverage(e, exact)
     rmse = np.sqrt(np.mean(err**2))
     ratio = np.sqrt(np.mean(se**2)) / rmse
     assert 0.87 <= cover <= 0.98, cover

@@ -32,7 +32,7 @@ def _coverage(method, keys, **kw):
     err = np.asarray(e.values[:, 0]) - exact
     se = np.asarray(e.stderr[:, 0])
     rmse = np.sqrt(np.mean(err**2))
-    return np.mean(np.abs(err) <= 1.96 * se), np.sqrt(np.mean(se**2)) / rmse, err, se
+    return testing.coverage(e, exact), np.sqrt(np.mean(se**2)) / rmse, err, se
 
 
 CASES = [("shapley_sampling", dict(n_permutations=8)),  # 4 antithetic pairs
@@ -98,8 +98,9 @@ def test_antithetic_pair_is_a_walk_and_its_exact_reverse():
 @pytest.mark.slow
 def test_kernel_shap_uses_more_groups_when_the_units_allow():
     """One jackknife group per sampled pair (100 samples, d = 8: 50 pairs, the delete-one
-    jackknife) scales the stderr by t(49)/1.96 = 1.03 instead of t(7)/1.96 = 1.21 with 8
-    groups: the stated error comes to about the actual one, at the same coverage."""
+    jackknife) gives the stderr 49 degrees of freedom instead of 7 with 8 groups: the
+    interval's t quantile is 1.03 times the normal one instead of 1.21, at the same
+    coverage, and the stated error is about the actual one."""
     from jaxplain.perturbation import kernelshap
 
     kw = dict(n_samples=100, enumerate_sizes=False)
@@ -170,7 +171,7 @@ def test_control_is_unbiased_honest_and_efficient(game, kw):
     se = np.asarray(e.stderr[:, 0])
     # unbiased: each feature's mean error within 4 standard errors of the mean (8 features)
     assert np.all(np.abs(err.mean(0)) <= 4 * err.std(0) / np.sqrt(keys) + 1e-6)
-    cover = np.mean(np.abs(err) <= 1.96 * se)
+    cover = testing.coverage(e, exact)
     ratio = np.sqrt(np.mean(se**2)) / np.sqrt(np.mean(err**2))
     assert 0.90 <= cover <= 0.98, cover
     assert 0.8 <= ratio <= 1.25, ratio
@@ -197,3 +198,59 @@ def test_control_bad_values_raise_before_compiling():
         jx.shapley_sampling(lambda z: z.sum((1, 2, 3)), x64, target=None,
                             segments=jnp.arange(64)[None], key=jax.random.key(0),
                             control="quadratic", antithetic=False, n_permutations=512)
+
+
+def test_t_quantile_matches_scipy_and_tends_to_the_normal():
+    from scipy import stats
+
+    from jaxplain._core.stats import t_quantile
+
+    for p in (0.9, 0.95, 0.975, 0.99):
+        for df in (3, 4, 7, 10, 15, 63):
+            rel = float(t_quantile(p, df)) / stats.t.ppf(p, df) - 1
+            assert abs(rel) < (4e-3 if df == 3 else 1.1e-3 if df == 4 else 1e-4), (p, df, rel)
+        assert float(t_quantile(p, jnp.inf)) == pytest.approx(stats.norm.ppf(p), rel=1e-6)
+
+
+def test_interval_uses_student_t_with_the_stated_degrees_of_freedom():
+    from scipy import stats
+
+    v = np.array([[0.5, -1.0], [2.0, 0.0]], np.float32)
+    se = np.array([[0.1, 0.2], [0.3, 0.0]], np.float32)
+    e = jx.Explanation(v, stderr=se, stderr_df=np.array([7.0, 63.0]))
+    lo, hi = e.interval(0.9)
+    q = stats.t.ppf(0.95, np.array([7.0, 63.0]))[:, None]
+    np.testing.assert_allclose(hi, v + q * se, rtol=1e-5)
+    np.testing.assert_allclose(lo, v - q * se, rtol=1e-5)
+    # without degrees of freedom: the normal quantile
+    lo, hi = e._replace(stderr_df=None).interval()
+    np.testing.assert_allclose(hi - v, 1.959964 * se, rtol=1e-5)
+    # the same numbers under jit and vmap (rows of keys of a vmapped method)
+    jl, jh = jax.jit(lambda e: e.interval(0.9))(e)
+    np.testing.assert_allclose(jh, e.interval(0.9)[1], rtol=1e-6)
+    vl, vh = jax.vmap(lambda e: e.interval(0.9))(jax.tree.map(lambda a: a[:, None], e))
+    np.testing.assert_allclose(vh[:, 0], e.interval(0.9)[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="level"):
+        e.interval(1.5)
+    with pytest.raises(ValueError, match="no stderr"):
+        jx.Explanation(v).interval()
+
+
+def test_methods_state_the_degrees_of_freedom_of_their_stderr():
+    from jaxplain.perturbation import kernelshap
+    from jaxplain.perturbation._stderr import PRIOR_DF
+
+    key = jax.random.key(0)
+    kw = dict(target=None, segments=SEG, key=key)
+    e = jx.shapley_sampling(interactions, X, n_permutations=8, **kw)  # 4 antithetic pairs
+    np.testing.assert_array_equal(e.stderr_df, [4 - 1 + PRIOR_DF])
+    e = jx.shapley_sampling(interactions, X, n_permutations=6, antithetic=False, **kw)
+    np.testing.assert_array_equal(e.stderr_df, [6 - 1 + PRIOR_DF])
+    e = jx.kernel_shap(interactions, X, n_samples=100, enumerate_sizes=False, **kw)
+    groups = kernelshap.schedule(D, 100, False, True, "leverage").n_groups
+    np.testing.assert_array_equal(e.stderr_df, [groups - 1])
+    m = testing.linear_model(jnp.array([[1.0], [-2.0]]))
+    x = jnp.ones((3, 2))
+    for sampling, n, df in (("mc", 8, 7), ("antithetic", 8, 3), ("lattice", 16, 3)):
+        e = jx.smoothgrad(m, x, target=0, key=key, n_samples=n, sampling=sampling)
+        np.testing.assert_array_equal(e.stderr_df, [df] * 3)

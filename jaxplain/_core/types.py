@@ -7,7 +7,10 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from .stats import t_quantile
 
 if TYPE_CHECKING:  # for annotations only: importing them here would be a cycle
     from .models import Model
@@ -46,13 +49,17 @@ class Explanation(NamedTuple):
     Attributes:
       values: the attributions, shaped like the inputs `(N, ...)` for gradient
         methods, `(N, d)` for feature methods (one value per feature).
-      stderr: standard error of each value (sampling methods), same shape.
+      stderr: standard error of each value (sampling methods), same shape: an
+        estimate of the root-mean-square error of the value.
       gap: per-example axiom gap, `(N,)`: for integrated gradients the completeness
         gap `sum(values) - (f(x) - f(baseline))`; for Shapley estimators the
         efficiency gap.
       score: per-example fit score of a surrogate `(N,)` (LIME's weighted R^2).
       intercept: per-example intercept of a surrogate `(N,)`.
       n_evals: number of model evaluations spent per example (an int array).
+      stderr_df: the degrees of freedom of `stderr` per example `(N,)`, where it is
+        estimated from few samples: `interval` scales it by Student t's quantile
+        instead of the normal one. None: the normal quantile.
     """
 
     values: Array
@@ -61,6 +68,28 @@ class Explanation(NamedTuple):
     score: Array | None = None
     intercept: Array | None = None
     n_evals: Array | None = None
+    stderr_df: Array | None = None
+
+    def interval(self, level: float = 0.95) -> tuple[Array, Array]:
+        """The two-sided confidence interval `(low, high)` of each value:
+        `values -+ q stderr`, with `q` the `(1 + level) / 2` quantile of Student's t with
+        `stderr_df` degrees of freedom (the normal quantile where `stderr_df` is None).
+        Works on device or host fields, inside `jax.jit` and `jax.vmap` too.
+
+        >>> import numpy as np
+        >>> e = Explanation(np.zeros((1, 2)), stderr=np.ones((1, 2)), stderr_df=np.array([7.0]))
+        >>> [round(float(v), 3) for v in e.interval()[1][0]]
+        [2.365, 2.365]
+        """
+        if self.stderr is None:
+            raise ValueError("interval: this explanation has no stderr (a sampling "
+                             "method's result has one)")
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level: expected a probability in (0, 1), got {level!r}")
+        df = jnp.inf if self.stderr_df is None else jnp.asarray(self.stderr_df)
+        df = jnp.reshape(df, jnp.shape(df) + (1,) * (jnp.ndim(self.stderr) - jnp.ndim(df)))
+        half = t_quantile((1.0 + float(level)) / 2.0, df) * jnp.asarray(self.stderr)
+        return jnp.asarray(self.values) - half, jnp.asarray(self.values) + half
 
     def save(self, path: str | os.PathLike, **metadata: Any) -> str:
         """Writes the fields (as NumPy) and `metadata` (JSON-able values) to an `.npz` file.

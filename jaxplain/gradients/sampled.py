@@ -69,7 +69,8 @@ def noise_tunnel(model: Any, x: jax.Array, *, target: Any, key: Any,
         `key` as well.
 
     Returns:
-      `Explanation` with the aggregated `values`, `stderr` of the mean (for
+      `Explanation` with the aggregated `values`, `stderr` of the mean and its
+      degrees of freedom `stderr_df` (the pairs or randomisations less one; for
       `smoothgrad`) and `n_evals`.
 
     References:
@@ -162,7 +163,8 @@ def _noise_tunnel(model, x, target, key, noise_level, *, method, n_samples, kind
         else:  # the variance of the unit means
             gvar = jnp.maximum(sg / units - mean * mean, 0.0) * units / max(units - 1, 1)
         stderr = jnp.sqrt(gvar / groups)
-        return Explanation(mean, stderr=stderr, n_evals=ne)
+        return Explanation(mean, stderr=stderr, n_evals=ne,
+                           stderr_df=jnp.full(mean.shape[:1], float(max(groups - 1, 1))))
     return Explanation(sq if kind == "squaregrad" else var, n_evals=ne)
 
 

@@ -47,7 +47,7 @@ from .._core import validate as V
 from .._core.types import HIGHEST
 from . import _control
 from ._kernelshap_plan import WOR_MAX, Schedule, coalitions, max_groups, schedule
-from ._stderr import jackknife_spread, t_scale
+from ._stderr import jackknife_spread
 
 MIN_STRATUM_UNITS = 4
 """The fewest sampled units a stratum needs: two in each fold, so that deleting one
@@ -216,7 +216,7 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
         reps.append(sol[:, 1:] + shap_g)
     phi = 0.5 * (est[0] + est[1])
     rep = 0.5 * (reps[0] + reps[1])  # (N, G, d)
-    se = jackknife_spread(rep) * t_scale(jnp.float32(g - 1))
+    se = jackknife_spread(rep)
     p = present.astype(phi.dtype)
     phi = phi * p
     phi = phi + p * ((delta - phi.sum(-1)) / jnp.maximum(p.sum(-1), 1.0))[:, None]

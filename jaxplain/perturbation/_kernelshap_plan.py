@@ -26,10 +26,11 @@ error: with fewer sampled units there is no stderr."""
 MAX_GROUPS = 64
 """The most jackknife groups. A schedule uses as many groups as its first round has
 sampled units, between `N_GROUPS` and `max_groups(d)`. More groups make the stderr
-less noisy, so its Student-t scaling shrinks (`t(15)/1.96 = 1.09`, `t(63)/1.96 = 1.02`
-instead of `t(7)/1.96 = 1.21`), and the jackknife's own upward bias shrinks too: the
-stated error comes closer to the actual one at the same coverage. Measured against
-exact values (200 keys, default settings; `benchmarks.sample_efficiency`'s games),
+less noisy, so the Student t quantile of its interval (`stderr_df = groups - 1`)
+shrinks (`t(15)/1.96 = 1.09`, `t(63)/1.96 = 1.02` instead of `t(7)/1.96 = 1.21`), and
+the jackknife's own upward bias shrinks too: intervals narrow at the same coverage.
+Measured against exact values (200 keys, default settings;
+`benchmarks.sample_efficiency`'s games) when the stderr still included that t factor,
 rms(stderr) / RMSE with 8 / 16 / 32 groups: 1.24 / 1.12 / 1.07 (d = 12,
 products/maxima, 300 evaluations), 1.23 / 1.10 / 1.05 (the same, 3000), 1.21 / 1.09 /
 1.04 (d = 16, products/maxima, 1000), 1.23 / 1.11 / 1.06 (d = 64, 3000), 1.45 / 1.29 /

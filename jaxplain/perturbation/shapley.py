@@ -28,7 +28,7 @@ from .._core.types import HIGHEST, ArrayLike, Explanation
 from .._core.batching import values_at
 from . import _control
 from ._rounds import check_adaptive, run_rounds
-from ._stderr import moderated_stderr
+from ._stderr import moderated_df, moderated_stderr
 from .engine import (
     add_local,
     merge_moments,
@@ -182,8 +182,9 @@ def shapley_sampling(
     With `antithetic=True` permutations come in pairs (a random order and its
     reverse), whose average is one sample for the standard error. Values of an
     additive model are exact whatever the sample. The standard error is moderated
-    and t-scaled (`_stderr.moderated_stderr`), so `values +- 1.96 stderr` covers
-    95% even with few samples; it is 0 only when every contribution was identical.
+    (`_stderr.moderated_stderr`) and carries its degrees of freedom (`stderr_df`), so
+    `Explanation.interval()` covers 95% even with few samples; it is 0 only when every
+    contribution was identical.
 
     Args:
       model: a `Model`, NNX module or callable on batches `(B, H, W, C)`.
@@ -332,22 +333,12 @@ def _sampling(
         phi, se = _control.stream_adjusted(
             model, target, units_fn, inputs_fn, permutation_ranks(key, jnp.arange(units), d),
             f0, fx, present, antithetic=antithetic, degree=control, batch_size=batch_size)
-        return Explanation(phi, stderr=se, gap=phi.sum(-1) - delta, n_evals=evals(1))
+        return Explanation(phi, stderr=se, gap=phi.sum(-1) - delta, n_evals=evals(1),
+                           stderr_df=moderated_df(jnp.full((n,), float(units))))
 
     def round_fn(stats, r):
-        return stream(
-            model,
-            target,
-            n,
-            units,
-            units_fn,
-            inputs_fn,
-            reduce_fn,
-            stats,
-            batch_size,
-            unit_size=per_unit * (d - 1),
-            offset=r * units,
-        )
+        return stream(model, target, n, units, units_fn, inputs_fn, reduce_fn, stats,
+                      batch_size, unit_size=per_unit * (d - 1), offset=r * units)
 
     def stderr_fn(stats):
         return _stderr(stats, present, jnp.abs(fx) + jnp.abs(f0))
@@ -360,6 +351,7 @@ def _sampling(
         stderr=stderr_fn(stats) if with_stderr else None,
         gap=phi.sum(-1) - delta,
         n_evals=evals(rounds),
+        stderr_df=moderated_df(stats[0]) if with_stderr else None,
     )
 
 
