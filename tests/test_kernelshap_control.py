@@ -66,10 +66,11 @@ def test_exact_on_a_cubic_game_same_key_and_batch_size():
 @pytest.mark.parametrize("game", [smooth, products], ids=["smooth", "products"])
 def test_unbiased_honest_efficient_and_better(game):
     """200 keys in one vmapped call, 150 samples (sizes 1, 2, 6, 7 enumerated). Measured:
-    RMSE 0.72x control=None on smooth, 0.39x on products; coverage 0.898 / 0.902 and
-    rms(stderr) / RMSE 0.91 / 0.95. The band for coverage starts at 0.87, not 0.90: at
-    d = 8 the jackknife (surrogates held fixed) states about 5-10% too little; at d = 12
-    and 16 (`benchmarks.sample_efficiency`) coverage was 0.93-0.96, ratio 1.02-1.15."""
+    RMSE 0.72x control=None on smooth, 0.39x on products; coverage of `interval()` 0.897
+    / 0.916 (0.908 / 0.924 over 400 other keys) and rms(stderr) / RMSE 0.84 / 0.87. The
+    band for coverage starts at 0.87, not 0.90: at d = 8 the jackknife (surrogates held
+    fixed, so their fitting noise is left out) states 10-15% too little; at d = 12 and 16
+    (`benchmarks.sample_efficiency`) coverage was 0.93-0.96, ratio 0.93-1.02."""
     keys, exact = 200, _exact(game)
 
     def run(control):

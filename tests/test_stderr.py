@@ -248,9 +248,28 @@ def test_methods_state_the_degrees_of_freedom_of_their_stderr():
     np.testing.assert_array_equal(e.stderr_df, [6 - 1 + PRIOR_DF])
     e = jx.kernel_shap(interactions, X, n_samples=100, enumerate_sizes=False, **kw)
     groups = kernelshap.schedule(D, 100, False, True, "leverage").n_groups
-    np.testing.assert_array_equal(e.stderr_df, [groups - 1])
+    assert e.stderr_df.shape == (1, D)  # one per value: the kurtosis of each one's replicates
+    assert np.all((e.stderr_df >= 2) & (e.stderr_df <= groups - 1)) and e.stderr_df.max() == 49
     m = testing.linear_model(jnp.array([[1.0], [-2.0]]))
     x = jnp.ones((3, 2))
     for sampling, n, df in (("mc", 8, 7), ("antithetic", 8, 3), ("lattice", 16, 3)):
         e = jx.smoothgrad(m, x, target=0, key=key, n_samples=n, sampling=sampling)
         np.testing.assert_array_equal(e.stderr_df, [df] * 3)
+
+
+def test_jackknife_degrees_of_freedom_follow_the_replicates_kurtosis():
+    from jaxplain.perturbation._stderr import jackknife_df
+
+    rng = np.random.default_rng(0)
+    g = 64
+    reps = rng.normal(size=(4000, g, 1)).astype(np.float32)
+    df = np.asarray(jackknife_df(jnp.asarray(reps)))[:, 0]
+    dev = reps[:, :, 0] - reps[:, :, 0].mean(1, keepdims=True)
+    kurt = g * np.sum(dev**4, 1) / np.sum(dev**2, 1) ** 2
+    np.testing.assert_allclose(df, np.clip(2 * g / (kurt - 1), 2, g - 1), rtol=1e-4)
+    assert 0.8 * (g - 1) <= np.median(df) <= g - 1  # normal replicates: about G - 1
+    one = np.zeros((1, g, 1), np.float32)
+    one[0, 0] = 1.0  # one group carries the whole variance: the fewest degrees of freedom
+    assert float(jackknife_df(jnp.asarray(one))[0, 0]) < 2.2  # 2 G / (G - 4)
+    heavy = rng.standard_t(3, size=(4000, g, 1)).astype(np.float32)  # kurtosis above 3
+    assert np.median(np.asarray(jackknife_df(jnp.asarray(heavy)))) < 0.6 * np.median(df)

@@ -57,8 +57,8 @@ class Explanation(NamedTuple):
       score: per-example fit score of a surrogate `(N,)` (LIME's weighted R^2).
       intercept: per-example intercept of a surrogate `(N,)`.
       n_evals: number of model evaluations spent per example (an int array).
-      stderr_df: the degrees of freedom of `stderr` per example `(N,)`, where it is
-        estimated from few samples: `interval` scales it by Student t's quantile
+      stderr_df: the degrees of freedom of `stderr`, per example `(N,)` or per value
+        (shaped like `stderr`), where it is estimated from few samples: `interval` scales it by Student t's quantile
         instead of the normal one. None: the normal quantile.
     """
 

@@ -47,7 +47,7 @@ from .._core import validate as V
 from .._core.types import HIGHEST
 from . import _control
 from ._kernelshap_plan import WOR_MAX, Schedule, coalitions, max_groups, schedule
-from ._stderr import jackknife_spread
+from ._stderr import jackknife_df, jackknife_spread
 
 MIN_STRATUM_UNITS = 4
 """The fewest sampled units a stratum needs: two in each fold, so that deleting one
@@ -170,9 +170,9 @@ def check_control(control, d: int, plan: Schedule, *, n_samples: int, paired: bo
 
 
 def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree: int, solve):
-    """Cross-fitted control-variate estimate `(phi (N, d), stderr (N, d))` from the values
-    `(N, n_units)` of the plan's coalitions (unit order); `solve` is KernelSHAP's
-    `constrained_solve`."""
+    """Cross-fitted control-variate estimate `(phi, stderr, stderr_df)`, `(N, d)` each,
+    from the values `(N, n_units)` of the plan's coalitions (unit order); `solve` is
+    KernelSHAP's `constrained_solve`."""
     d, lay = plan.d, layout(plan)
     g = lay.n_groups
     masks, kernel_w, _ = coalitions(plan, key, jnp.arange(plan.n_units), orders)
@@ -220,4 +220,4 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
     p = present.astype(phi.dtype)
     phi = phi * p
     phi = phi + p * ((delta - phi.sum(-1)) / jnp.maximum(p.sum(-1), 1.0))[:, None]
-    return phi, jnp.where(present, se, 0.0)
+    return phi, jnp.where(present, se, 0.0), jackknife_df(rep)

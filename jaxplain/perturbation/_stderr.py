@@ -51,6 +51,24 @@ def jackknife_spread(replicates: jnp.ndarray) -> jnp.ndarray:
     return jnp.sqrt((g - 1) / g * jnp.sum(jnp.square(dev), 1))
 
 
+def jackknife_df(replicates: jnp.ndarray) -> jnp.ndarray:
+    """Degrees of freedom `(N, d)` of `jackknife_spread`'s variance, from the kurtosis
+    `k` of the replicates' deviations: `2 G / (k - 1)`, the effective degrees of freedom
+    of a variance estimated from `G` samples (`G` for normal deviations; fewer when a
+    few groups dominate it), within `[2, G - 1]`.
+
+    KernelSHAP at d = 16 with 100 evaluations (200 keys): the ratio of errors to stderr
+    had a 97.5% quantile of 2.6-3.3, not 1.96, while `rms(stderr) / rmse` was 0.92-0.99:
+    the stderr was right on average but noisy. With these degrees of freedom (median
+    13-17 of 32-48) intervals covered 0.907-0.943 instead of 0.892-0.933; at larger
+    budgets coverage moved by at most 0.005 (0.94-0.95).
+    """
+    g = replicates.shape[1]
+    a = jnp.square(replicates - replicates.mean(1, keepdims=True))
+    kurt = g * jnp.sum(a * a, 1) / jnp.maximum(jnp.square(jnp.sum(a, 1)), 1e-30)
+    return jnp.clip(2.0 * g / jnp.maximum(kurt - 1.0, 1e-6), 2.0, float(g - 1))
+
+
 def moderated_stderr(count, m2, spread, present, scale):
     """Standard errors `(N, d)` of per-example means of `count (N,)` samples with sums of
     squared deviations `m2 (N, d)`.

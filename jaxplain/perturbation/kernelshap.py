@@ -10,7 +10,8 @@ mass. Each chunk of evaluations is folded into regression statistics (`Z^T W Z`,
 `Z^T W y`), kept per group of sampled pairs so a delete-a-group jackknife gives
 standard errors; a group's deviation is scaled by its strata's finite-population
 correction (`finite_population`: a stratum drawn in full has no sampling error).
-The stderr carries `n_groups - 1` degrees of freedom (`Explanation.stderr_df`), so
+The stderr carries its degrees of freedom (`Explanation.stderr_df`: `n_groups - 1`,
+fewer where a few groups dominate the variance; `_stderr.jackknife_df`), so
 `Explanation.interval()` scales it by Student t: with 8 groups and the normal quantile,
 95% intervals covered 0.88-0.92 (the jackknife's own noise), with `t(7)` 0.93-0.96
 (d = 8, smooth and interaction games, 100-200 samples, 400 keys). A schedule now uses as
@@ -62,7 +63,7 @@ from .engine import (
 from .engine import prepare
 from ._rounds import check_adaptive, run_rounds
 from . import _kernelshap_control
-from ._stderr import jackknife_spread
+from ._stderr import jackknife_df, jackknife_spread
 from ._wls import constrained_apply, constrained_factor, constrained_solve
 from ._kernelshap_plan import (  # noqa: F401 - the plan's names, re-exported
     ENUM_SHARE,
@@ -242,7 +243,8 @@ def kernel_shap(
 
 
 def estimate(stats, plan: Schedule, delta, present):
-    """Values `(N, d)` and jackknife standard errors `(N, d)` from the regression statistics."""
+    """Values, jackknife standard errors and their degrees of freedom (`(N, d)` each) from
+    the regression statistics."""
     # (N, G+2, d, d), (N, G+2, d), (N, G+2): the groups' statistics scaled by the
     # finite-population correction, the enumerated part (slot G), the sampled total (G+1)
     gram, zy, cnt = stats
@@ -275,9 +277,9 @@ def estimate(stats, plan: Schedule, delta, present):
     # HC2: the geometric mean of the jackknife (HC3-like) and its linearisation (HC0)
     se = jnp.sqrt(jackknife_spread(reps) * jackknife_spread(lin))
     if plan.exact:
-        return phi, jnp.zeros_like(phi)
+        return phi, jnp.zeros_like(phi), jnp.full_like(phi, float(g - 1))
     ok = (tn == 0) | jnp.all(ns > 0, axis=1)
-    return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0)
+    return phi, jnp.where(present, jnp.where(ok[:, None], se, jnp.nan), 0.0), jackknife_df(reps)
 
 
 def _reducer(d, f0, g):
@@ -351,7 +353,7 @@ def _kernel_shap(
 
         buf = stream(model, target, n, plan.n_units, units_fn, inputs_fn, store,
                      jnp.zeros((n, plan.n_units), jnp.float32), batch_size)
-        phi, se = _kernelshap_control.adjusted(
+        phi, se, df = _kernelshap_control.adjusted(
             buf, plan, key, orders, f0, delta, present, degree=control,
             solve=functools.partial(constrained_solve, lapack=False))
         return Explanation(
@@ -359,7 +361,7 @@ def _kernel_shap(
             stderr=se if with_stderr else None,
             gap=phi.sum(-1) - delta,
             n_evals=n_evals(n, 2, 1, plan.n_units, 1, batch_size, unit_bytes(units_fn)),
-            stderr_df=_df(n, _kernelshap_control.layout(plan).n_groups, with_stderr),
+            stderr_df=df if with_stderr else None,
         )
 
     reduce_fn = _reducer(d, f0, g)
@@ -373,18 +375,13 @@ def _kernel_shap(
         round_fn, lambda s: estimate(s, plan, delta, present)[1], init, adaptive, tol, max_rounds
     )
     if d < 2:
-        phi, se = jnp.where(present, delta[:, None], 0.0), jnp.zeros((n, d))
+        phi, se, df = jnp.where(present, delta[:, None], 0.0), jnp.zeros((n, d)), None
     else:
-        phi, se = estimate(stats, plan, delta, present)
+        phi, se, df = estimate(stats, plan, delta, present)
     return Explanation(
         phi,
         stderr=se if with_stderr else None,
         gap=phi.sum(-1) - delta,
         n_evals=n_evals(n, 2, rounds, plan.n_units, 1, batch_size, unit_bytes(units_fn)),
-        stderr_df=_df(n, g, with_stderr and d >= 2),
+        stderr_df=df if with_stderr else None,
     )
-
-
-def _df(n: int, groups: int, with_stderr: bool):
-    """`stderr_df` of a delete-a-group jackknife over `groups` groups: `groups - 1`."""
-    return jnp.full((n,), float(groups - 1)) if with_stderr else None
