@@ -212,7 +212,8 @@ def shapley_sampling(
 
     Returns:
       `Explanation(values (N, d), stderr (N, d), gap (N,) efficiency gap,
-      n_evals (N,))`. `stderr` is None when one sample cannot estimate it:
+      n_evals (N,), stderr_df (N,))`: `interval()` gives 95% intervals. `stderr`
+      is None when one sample cannot estimate it:
       `n_permutations=1`, or `n_permutations=2` with `antithetic=True` (one
       pair), without `tol`.
 
