@@ -23,11 +23,18 @@ averaged.
 
 Standard errors: a delete-a-group jackknife of the averaged estimate, surrogates
 fixed; deleting a group of fold A changes both fold A's expansion and fold B's
-known units, and each stratum's deviations are scaled by its finite-population
-correction `sqrt(1 - n / P)`. Every replicate's weights are static (from the
-plan), so the whole jackknife is a few einsums and `G + 1` small solves per fold.
-The groups are the units' ordinals modulo `G` (even, so a group lies in one fold),
-at most `max_groups(d)` (as the plain estimate), scaled by Student t with `G - 1` degrees of freedom.
+known units, and each stratum's deviations are scaled by the finite-population
+correction of the estimating fold's sample, `sqrt(1 - n_B / (P - n_A))`: fold B is a
+sample of what fold A left, not of the stratum. With `sqrt(1 - n / P)` (n = n_A + n_B)
+the stderr stated 0.84-0.88x the actual error at d = 8 with 150 samples (most of each
+middle stratum sampled), coverage 0.89-0.92 (400-800 keys); with the fold's own
+correction 0.95-0.995x and 0.934-0.950. (Refitting the surrogates without the deleted
+group, linearised through the ridge fit's influence, moved the stderr by 0.1%: their
+fitting noise is not what was missing.) Every replicate's weights are static (from
+the plan), so the whole jackknife is a few einsums and `G + 1` small solves per fold.
+The groups are the units' ordinals modulo `G` (even, so a group lies in one fold), at
+most `max_groups(d)` (as the plain estimate); the degrees of freedom follow the
+replicates' kurtosis (`_stderr.jackknife_df`).
 
 The coalition values are kept (4 bytes per model evaluation) and the coalitions
 regenerated after the stream from the key; the fit runs after the stream, as for
@@ -65,7 +72,7 @@ class Layout:
     pop_weight: np.ndarray  # (H,) kernel weight of one coalition of each stratum
     coef: np.ndarray  # (2, G + 1, G, H): fold F's weight on group j's coalitions of
     #                   stratum h relative to `pop_weight`, in full (0) or without group q - 1
-    fpc: np.ndarray  # (H,) sqrt(1 - n / P) of each stratum (1 with replacement)
+    fpc: np.ndarray  # (2, H) per estimating fold: sqrt(1 - mine / (P - known)) (1 with replacement)
     n_groups: int
 
 
@@ -104,7 +111,13 @@ def layout(plan: Schedule) -> Layout:
     np.add.at(cnt, (group[~enum], h[~enum]), 1.0)
     gfold = np.arange(g) % 2
     coef = np.zeros((2, g + 1, g, n_h))
+    fpc = np.ones((2, n_h))
     for f in (0, 1):
+        # the estimating fold's coalitions are a sample without replacement of those
+        # the fitting fold left: its correction is over what is left, not over P
+        left = pop - cnt[gfold != f].sum(0)
+        fpc[f] = np.where(wor, np.sqrt(np.clip(1.0 - cnt[gfold == f].sum(0)
+                                               / np.maximum(left, 1.0), 0.0, 1.0)), 1.0)
         for q in range(g + 1):
             c = cnt.copy()
             if q:
@@ -118,7 +131,7 @@ def layout(plan: Schedule) -> Layout:
     return Layout(
         enum, np.where(enum, 0, h), fold, group,
         (mass / pop).astype(np.float32), coef.astype(np.float32),
-        np.where(wor, np.sqrt(np.clip(1.0 - first / pop, 0.0, 1.0)), 1.0).astype(np.float32),
+        fpc.astype(np.float32),
         g,
     )
 
@@ -187,12 +200,12 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
     enum = jnp.asarray(lay.enum)
     # a coalition's weight: kernel weight if enumerated, else its stratum's per coalition
     u = jnp.where(enum, kernel_w, jnp.asarray(lay.pop_weight)[jnp.asarray(lay.stratum)])
-    hot = jax.nn.one_hot(jnp.asarray(lay.group * len(lay.fpc) + lay.stratum), g * len(lay.fpc))
+    n_h = lay.fpc.shape[1]
+    hot = jax.nn.one_hot(jnp.asarray(lay.group * n_h + lay.stratum), g * n_h)
     hot = hot * (~enum).astype(hot.dtype)[:, None]  # (R, G*H), enumerated coalitions in no slot
     zz = jnp.einsum("rk,r,ri,rj->kij", hot, u, z, z, precision=HIGHEST)  # (G*H, d, d)
     ue = u * enum.astype(u.dtype)
     gram_e = jnp.einsum("r,ri,rj->ij", ue, z, z, precision=HIGHEST)
-    fpc = jnp.tile(jnp.asarray(lay.fpc), g)  # (G*H,)
     est, reps = [], []
     for f in (0, 1):
         fitting = jnp.asarray(lay.enum | (lay.fold == 1 - f)).astype(jnp.float32)
@@ -203,7 +216,7 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
         c = jnp.asarray(lay.coef[f].reshape(g + 1, -1))  # (G+1, G*H)
         # in full from the plain statistics; each replicate's deviation from the
         # finite-population-scaled ones
-        cs = (c - c[:1]) * fpc[None]
+        cs = (c - c[:1]) * jnp.tile(jnp.asarray(lay.fpc[f]), g)[None]  # (G+1, G*H)
         gram = (gram_e + jnp.einsum("k,kij->ij", c[0], zz, precision=HIGHEST))[None] + (
             jnp.einsum("qk,kij->qij", cs, zz, precision=HIGHEST))  # (G+1, d, d)
         zyq = zy_e[:, None] + jnp.einsum("k,nki->ni", c[0], zy, precision=HIGHEST)[:, None] + (

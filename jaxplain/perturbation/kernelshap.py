@@ -153,11 +153,10 @@ def kernel_shap(
         d = 16). Measured (`benchmarks.sample_efficiency`, 40 keys), RMSE over
         control=None: d = 12 smooth game 0.80x at 1000 evaluations and 0.34x at
         3000, trained CNN 0.14x and 0.05x, products/maxima 4e-4x (to round-off
-        at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.93-0.95,
-        stated/actual error 0.93-1.02. At d = 8 (200 keys) it gave 0.39-0.72x
-        with 150 samples, with coverage 0.90-0.92 and stated/actual 0.84-0.87
-        (400-800 keys: 0.89-0.92; the jackknife holds the surrogates fixed, so
-        their own fitting noise, large with 93 terms, is left out), and with
+        at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.950-0.958,
+        stated/actual error 0.97-1.14. At d = 8 (200 keys) it gave 0.39-0.72x
+        with 150 samples, with coverage 0.93-0.95 and stated/actual 0.95-1.0
+        (400-800 keys), and with
         `enumerate_sizes=False` and 200-240 of the 254 coalitions sampled it lost
         on an interaction game (2.3-3.5x: the fitting half counts at its
         population weight, so near a full sample the residual weighs up to 2x).
