@@ -267,12 +267,13 @@ def estimate(stats, plan: Schedule, delta, present):
     factor = constrained_factor(gg, present[:, None])
     phis = constrained_apply(factor, aa[..., None], delta[:, None, None])[..., 0]
     phi, reps = phis[:, 0], phis[:, 1:]
-    # the same replicates linearised: the full fit's Gram matrix (its factor: one LAPACK
-    # factorisation, run after the first; two at once deadlocked XLA:CPU's batched LAPACK
-    # under vmap, jax 0.10.2), the group's change of the normal equations' residual
-    # (`d(Z^T W y) - d(Z^T W Z) phi`), no change of the sum
+    # the same replicates linearised: the full fit's Gram matrix, the group's change of
+    # the normal equations' residual (`d(Z^T W y) - d(Z^T W Z) phi`), no change of the
+    # sum. The full fit's factor, solved without LAPACK (`lapack=False`): a second batched
+    # LAPACK call cost 40 ms of a 115 ms call (d = 64, a CNN, jax 0.10.2: 0.6 ms alone),
+    # and two at once deadlocked XLA:CPU under vmap
     rhs = da - jnp.einsum("ngij,nj->ngi", dg, phi, precision=HIGHEST)  # (N, G, d)
-    full = (factor[0][:, 0], factor[1][:, 0], factor[2])
+    full = (factor[0][:, 0], factor[1][:, 0], False)
     lin = jnp.swapaxes(constrained_apply(full, jnp.swapaxes(rhs, 1, 2),
                                          jnp.zeros(rhs.shape[:2], rhs.dtype)), 1, 2)
     # HC2: the geometric mean of the jackknife (HC3-like) and its linearisation (HC0)
