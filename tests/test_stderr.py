@@ -232,6 +232,8 @@ def test_interval_uses_student_t_with_the_stated_degrees_of_freedom():
     np.testing.assert_allclose(vh[:, 0], e.interval(0.9)[1], rtol=1e-6)
     with pytest.raises(ValueError, match="level"):
         e.interval(1.5)
+    with pytest.raises(TypeError, match="level"):
+        e.interval("95%")
     with pytest.raises(ValueError, match="no stderr"):
         jx.Explanation(v).interval()
 

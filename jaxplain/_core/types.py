@@ -84,6 +84,8 @@ class Explanation(NamedTuple):
         if self.stderr is None:
             raise ValueError("interval: this explanation has no stderr (a sampling "
                              "method's result has one)")
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)):
+            raise TypeError(f"level: expected a probability in (0, 1), got {level!r}")
         if not 0.0 < float(level) < 1.0:
             raise ValueError(f"level: expected a probability in (0, 1), got {level!r}")
         df = jnp.inf if self.stderr_df is None else jnp.asarray(self.stderr_df)
