@@ -1,6 +1,7 @@
 """`jaxplain.plan` against measurement: evaluations, peak memory and time, predicted vs measured.
 
     python -m benchmarks.plan_bench [--model small-avg] [--repeats 7] [--plans 3] [--json FILE]
+                                    [--write]   # benchmarks/results/plan_bench.md
 
 Cases, on the benchmark CNN (`twins.py`) with the settings of the main benchmark's
 cases (`cases/`): integrated gradients (16 images, 50 steps, trapezoid rule),
@@ -42,6 +43,8 @@ import jaxplain as jx
 from . import twins
 from .harness import block
 from .memory import xla_memory_mb
+
+RESULT = Path(__file__).resolve().parent / "results" / "plan_bench.md"
 
 
 def cases(model, size: int) -> dict:
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--plans", type=int, default=3, help="plans per case (median reported)")
     ap.add_argument("--only", nargs="+", default=None, help="cases to run")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--write", action="store_true",
+                    help=f"write the table to {RESULT.relative_to(RESULT.parents[2])}")
     args = ap.parse_args(argv)
     spec = twins.Spec(*args.model.split("-"))
     module, variables = twins.flax_model(spec)
@@ -137,9 +142,16 @@ def main(argv=None) -> int:
         print(f"[plan_bench] {name} ...", file=sys.stderr, flush=True)
         rows[name] = measure(method, model, x, kw, args.repeats, args.plans)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"plan vs measurement on {spec.name}, {jax.devices()[0].platform} "
-          f"({os.cpu_count()} CPUs, load average {load})")
+    head = (f"`jaxplain.plan` against measurement on {spec.name}, "
+            f"{jax.devices()[0].platform} ({os.cpu_count()} CPUs, load average "
+            f"{', '.join(f'{v:.1f}' for v in load) if load else '?'}), "
+            f"{time.strftime('%Y-%m-%d', time.gmtime())}, jax {jax.__version__}")
+    print(head)
     print(table(rows))
+    if args.write:
+        RESULT.write_text(f"# Cost known before the call\n\n{head}. Written by "
+                          f"`python -m benchmarks.plan_bench --write`; goals: evaluations "
+                          f"exact, memory within 10%, time within 25%.\n\n{table(rows)}\n")
     if args.json is not None:
         args.json.write_text(json.dumps(dict(model=spec.name, load=load, rows=rows), indent=1))
     return 0
