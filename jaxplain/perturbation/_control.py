@@ -40,7 +40,7 @@ import numpy as np
 
 from .._core import validate as V
 from .._core.types import HIGHEST
-from ._stderr import moderated_stderr
+from ._stderr import moderated_df, moderated_stderr
 from .engine import stream
 
 CONTROLS = {"quadratic": 2, "cubic": 3}
@@ -138,7 +138,8 @@ def min_permutations(d: int, degree: int, antithetic: bool) -> int:
 
 
 def adjusted(values, rank, f0, fx, present, *, antithetic: bool, degree: int):
-    """Cross-fitted regression-adjusted estimate `(phi (N, d), stderr (N, d))`.
+    """Cross-fitted regression-adjusted estimate `(phi (N, d), stderr (N, d), stderr_df
+    (N,))`.
 
     `values (N, U, walks * (d - 1))`: the inner prefix values of every unit's walks
     (as `_walks` evaluates them); `rank (U, d)`: each unit's first order (the second
@@ -177,7 +178,7 @@ def adjusted(values, rank, f0, fx, present, *, antithetic: bool, degree: int):
                  for r, mine, _ in resid)
     count = jnp.full((n,), float(n_units))
     se = moderated_stderr(count, m2, spread, present, jnp.abs(fx) + jnp.abs(f0))
-    return jnp.where(present, phi, 0.0), se
+    return jnp.where(present, phi, 0.0), se, moderated_df(count)
 
 
 def fit(rows, yrows, weight):
@@ -251,7 +252,7 @@ def _unit_marginals(ys, ranks):
 def stream_adjusted(model, target, units_fn, inputs_fn, rank, f0, fx, present, *,
                     antithetic: bool, degree: int, batch_size):
     """Streams the walks of `rank (U, d)` (as `shapley._walks` builds them), keeping every
-    coalition value, then returns `adjusted`'s `(phi, stderr)`."""
+    coalition value, then returns `adjusted`'s `(phi, stderr, stderr_df)`."""
     n, (n_units, d) = f0.shape[0], rank.shape
     size = (2 if antithetic else 1) * (d - 1)
 

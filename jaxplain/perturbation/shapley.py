@@ -331,11 +331,11 @@ def _sampling(
         return n_evals(n, 2, rounds, units, per_unit * (d - 1), batch_size, unit_bytes(units_fn))
 
     if control:  # regression-adjusted (`_control.py`): fixed units, no rounds
-        phi, se = _control.stream_adjusted(
+        phi, se, df = _control.stream_adjusted(
             model, target, units_fn, inputs_fn, permutation_ranks(key, jnp.arange(units), d),
             f0, fx, present, antithetic=antithetic, degree=control, batch_size=batch_size)
         return Explanation(phi, stderr=se, gap=phi.sum(-1) - delta, n_evals=evals(1),
-                           stderr_df=moderated_df(jnp.full((n,), float(units))))
+                           stderr_df=df)
 
     def round_fn(stats, r):
         return stream(model, target, n, units, units_fn, inputs_fn, reduce_fn, stats,
