@@ -58,8 +58,9 @@ class Explanation(NamedTuple):
       intercept: per-example intercept of a surrogate `(N,)`.
       n_evals: number of model evaluations spent per example (an int array).
       stderr_df: the degrees of freedom of `stderr`, per example `(N,)` or per value
-        (shaped like `stderr`), where it is estimated from few samples: `interval` scales it by Student t's quantile
-        instead of the normal one. None: the normal quantile.
+        (shaped like `stderr`), where it is estimated from few samples: `interval`
+        scales it by Student t's quantile instead of the normal one. None: the
+        normal quantile.
     """
 
     values: Array

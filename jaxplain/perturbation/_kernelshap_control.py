@@ -195,7 +195,8 @@ def adjusted(values, plan: Schedule, key, orders, f0, delta, present, *, degree:
     zx = jnp.concatenate([masks, jnp.ones((masks.shape[0], 1), bool)], 1)
     design = jnp.all(zx[:, jnp.asarray(idx)], -1).astype(jnp.float32)  # (R, p)
     px = jnp.concatenate([present, jnp.ones((present.shape[0], 1), bool)], 1)
-    term_ok = jnp.all(px[:, jnp.asarray(idx)], -1).astype(jnp.float32)  # (N, p): no term on an absent feature
+    # (N, p): no term on an absent feature
+    term_ok = jnp.all(px[:, jnp.asarray(idx)], -1).astype(jnp.float32)
     y = values - f0[:, None].astype(values.dtype)  # (N, R)
     enum = jnp.asarray(lay.enum)
     # a coalition's weight: kernel weight if enumerated, else its stratum's per coalition

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 PRIOR_DF = 4.0
 """Weight, in samples, of the example's mean variance in each feature's variance."""
 
+
 def moderated_df(count: jnp.ndarray) -> jnp.ndarray:
     """The degrees of freedom `(N,)` of `moderated_stderr`'s variance: `count - 1` from the
     samples and `PRIOR_DF` from the prior."""

@@ -14,8 +14,8 @@ The stderr carries its degrees of freedom (`Explanation.stderr_df`: `n_groups - 
 fewer where a few groups dominate the variance; `_stderr.jackknife_df`), so
 `Explanation.interval()` scales it by Student t: with 8 groups and the normal quantile,
 95% intervals covered 0.88-0.92 (the jackknife's own noise), with `t(7)` 0.93-0.96
-(d = 8, smooth and interaction games, 100-200 samples, 400 keys). A schedule now uses as
-many groups as its first round has sampled units, up to `MAX_GROUPS` = 64 (16 at
+(d = 8, smooth and interaction games, 100-200 samples, 400 keys). A schedule now uses
+as many groups as its first round has sampled units, up to `MAX_GROUPS` = 64 (16 at
 d = 64, where each group's `d x d` statistics cost more memory; `max_groups`): on
 the d = 8 interaction game (100 samples, no enumeration, 400 keys) 16 groups kept
 coverage at 0.948 with intervals 10% narrower (`t(15)` instead of `t(7)`).
@@ -28,7 +28,8 @@ linearisation (every replicate keeps the full fit's Gram matrix; HC0) does not
 divide, and is too narrow. The stderr is their geometric mean, which divides by the
 square root (HC2, unbiased for a homoscedastic linear regression). Measured against
 exact values (the sample-efficiency games, the same coalitions, 200 keys; 100 at d =
-64; the t factor then in the stderr), rms(stderr) / RMSE and 95% coverage, jackknife / linearised / geometric mean:
+64; the t factor then in the stderr), rms(stderr) / RMSE and 95% coverage, jackknife /
+linearised / geometric mean:
 1.23 / 0.85 / 1.02 and 0.95 / 0.87 / 0.92 (d = 16 smooth, 100 evaluations); 1.21 /
 0.84 / 1.00 and 0.97 / 0.89 / 0.94 (d = 16 products/maxima, 100); 1.46 / 0.81 / 1.09
 and 0.985 / 0.87 / 0.95 (d = 64, 300). With more evaluations per coefficient the
@@ -156,8 +157,8 @@ def kernel_shap(
         at 3000); d = 16 at 3000: 0.86x, 0.13x, 0.16x; 95% coverage 0.950-0.958,
         stated/actual error 0.97-1.14. At d = 8 (200 keys) it gave 0.39-0.72x
         with 150 samples, with coverage 0.93-0.95 and stated/actual 0.95-1.0
-        (400-800 keys), and with
-        `enumerate_sizes=False` and 200-240 of the 254 coalitions sampled it lost
+        (400-800 keys), and with `enumerate_sizes=False` and 200-240 of the 254
+        coalitions sampled it lost
         on an interaction game (2.3-3.5x: the fitting half counts at its
         population weight, so near a full sample the residual weighs up to 2x).
         So it is an option, not the default. `"quadratic"` only with `paired=False`
