@@ -7,6 +7,7 @@ built on jaxplain.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 import jax
@@ -42,6 +43,29 @@ def count_compiles() -> Iterator[dict]:
         yield counter
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def refused_before_compiling(fn, kwargs: dict, cases) -> None:
+    """Asserts that each of `cases`, `(changes, exception class, pattern)`, makes
+    `fn(**{**kwargs, **changes})` raise that class with a message `re.search`-ing the
+    pattern, and that no case compiled an XLA program first.
+
+    >>> def f(n=1):
+    ...     if n < 1:
+    ...         raise ValueError(f"n: expected at least 1, got {n}")
+    >>> refused_before_compiling(f, {}, [(dict(n=0), ValueError, "n: expected")])
+    """
+    with count_compiles() as count:
+        for changes, cls, pattern in cases:
+            try:
+                fn(**{**kwargs, **changes})
+            except cls as e:
+                if not re.search(pattern, str(e)):
+                    raise AssertionError(f"{changes}: {str(e)!r} does not match {pattern!r}")
+            else:
+                raise AssertionError(f"{changes}: expected {cls.__name__}, nothing raised")
+    if count["n"]:
+        raise AssertionError(f"{count['n']} program(s) compiled before the refusals")
 
 
 def _linear_apply(params, x):

@@ -124,11 +124,7 @@ def test_bad_values_raise_before_compiling():
              (dict(control="quadratic"), ValueError, "paired=False"),  # pairs: a no-op
              (dict(control="cubic", tol=0.1), ValueError, "control"),
              (dict(control="cubic", n_samples=100), ValueError, "n_samples: expected at least 112")]
-    with testing.count_compiles() as count:
-        for extra, cls, msg in cases:
-            with pytest.raises(cls, match=msg):
-                jx.kernel_shap(products, X, **{**kw, **extra})
-    assert count["n"] == 0
+    testing.refused_before_compiling(lambda **a: jx.kernel_shap(products, X, **a), kw, cases)
     x20 = jnp.ones((1, 1, 20, 1))
     with pytest.raises(ValueError, match="1350 at d = 20"):
         jx.kernel_shap(lambda z: z.sum((1, 2, 3)), x20, target=None,

@@ -188,11 +188,8 @@ def test_control_bad_values_raise_before_compiling():
              (dict(control="quadratic"), ValueError, "control"),  # antithetic pairs: a no-op
              (dict(control="cubic", tol=0.1), ValueError, "control"),
              (dict(control="cubic", n_permutations=8), ValueError, "n_permutations")]
-    with testing.count_compiles() as count:
-        for extra, cls, name in cases:
-            with pytest.raises(cls, match=name):
-                jx.shapley_sampling(interactions, X, **{**kw, **extra})
-    assert count["n"] == 0
+    testing.refused_before_compiling(lambda **a: jx.shapley_sampling(interactions, X, **a), kw,
+                                     cases)
     x64 = jnp.ones((1, 1, 64, 1))
     with pytest.raises(ValueError, match="2080 at d = 64"):
         jx.shapley_sampling(lambda z: z.sum((1, 2, 3)), x64, target=None,
