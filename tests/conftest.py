@@ -50,6 +50,15 @@ import jaxplain as jx  # noqa: E402
 # Tests run in float32 as on accelerators; no float64 assumptions.
 jax.config.update("jax_enable_x64", False)
 
+# Tracing and lowering allocate millions of short-lived objects, and Python's default
+# collector (a young-generation pass every 700 allocations, full passes over everything
+# JAX, Flax and NumPy imported) spent about 7% of the suite's CPU on them. Imported
+# objects are set aside (`gc.freeze`) and the young generation collected every 100,000
+# allocations; each test module still ends with a full `gc.collect()` (below). Measured
+# on four method files, two runs each: 132 s and 126 s of user CPU -> 123 s and 116 s.
+gc.freeze()
+gc.set_threshold(100_000, 50, 50)
+
 
 @pytest.fixture(scope="session")
 def weights_cache(tmp_path_factory, worker_id):
@@ -123,14 +132,19 @@ if _PROFILE:  # per test: CPU seconds of this process and its children, and comp
 
     from jax import monitoring
 
-    _compile = {"n": 0, "s": 0.0}
+    _compile = {"n": 0, "s": 0.0, "hits": 0}
 
     def _on_duration(event, duration, **_):
         if event == "/jax/core/compile/backend_compile_duration":
             _compile["n"] += 1
             _compile["s"] += duration
 
+    def _on_event(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            _compile["hits"] += 1
+
     monitoring.register_event_duration_secs_listener(_on_duration)
+    monitoring.register_event_listener(_on_event)
 
     def _cpu() -> float:
         own = time.process_time()
@@ -139,11 +153,12 @@ if _PROFILE:  # per test: CPU seconds of this process and its children, and comp
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
-        c0, n0, s0 = _cpu(), _compile["n"], _compile["s"]
+        c0, n0, s0, h0 = _cpu(), _compile["n"], _compile["s"], _compile["hits"]
         yield
         with open(_PROFILE, "a") as f:
             f.write(json.dumps({"id": item.nodeid, "cpu": round(_cpu() - c0, 3),
                                 "compiles": _compile["n"] - n0,
+                                "cache_hits": _compile["hits"] - h0,
                                 "compile_s": round(_compile["s"] - s0, 3)}) + "\n")
 
 

@@ -37,8 +37,9 @@ def test_every_example_is_listed():
 
 
 _DRIVER = """
-import contextlib, importlib.util, io, json, sys, traceback
+import contextlib, gc, importlib.util, io, json, sys, traceback
 import matplotlib.pyplot as plt
+gc.freeze(); gc.set_threshold(100_000, 50, 50)  # as tests/conftest.py, for the same reason
 out_root = sys.argv[1]
 for name in sys.argv[2:]:
     try:
