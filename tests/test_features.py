@@ -143,3 +143,26 @@ def test_a_device_label_map_is_read_once_for_its_checks_and_its_feature_count(mo
     features.n_features(host)
     features.check_segments(host, (2, 4, 4, 1))
     assert reads == [1, 1]
+
+
+@pytest.mark.parametrize("dtype", [jnp.int16, jnp.int32])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_a_device_label_map_is_converted_without_compiling(dtype, per_example):
+    """A device label map that is not already int32 (N, H, W) is converted from the host
+    copy its checks read, not by an eager XLA op: a later bad argument is still refused
+    before any compile, and the conversion is done once per array."""
+    x = np.asarray(jx.testing.random_images(0, n=2, size=4))
+    grid = jx.grid_segments(4, 4, 2)
+    host = np.stack([grid, grid[::-1]]) if per_example else grid
+    seg = jax.device_put(host.astype(dtype))
+    model = jx.testing.linear_model(jnp.ones((4, 4, 3, 2)))
+    with jx.testing.count_compiles() as c:
+        out, d = features.check_segments(seg, x.shape)
+        again, _ = features.check_segments(seg, x.shape)
+    assert c["n"] == 0 and d == 4 and again is out
+    assert out.dtype == jnp.int32 and out.shape == (2, 4, 4)
+    np.testing.assert_array_equal(np.asarray(out), np.broadcast_to(host, (2, 4, 4)))
+    jx.testing.refused_before_compiling(
+        jx.kernel_shap, dict(model=model, x=x, target=0, segments=seg, key=jax.random.key(0)),
+        [(dict(n_samples=-1), ValueError, "n_samples"),
+         (dict(target=5), ValueError, "target")])

@@ -53,8 +53,13 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
                + (f", missing {missing}" if missing else ""))
     d = int(counts.max())
     if isinstance(segments, jax.Array):  # stays on the device
-        seg = segments if segments.dtype == jnp.int32 else segments.astype(jnp.int32)
-        return (seg if arr_ndim == 3 else jnp.broadcast_to(seg, (n,) + hw)), d
+        if segments.dtype == jnp.int32 and arr_ndim == 3:
+            return segments, d
+        # from the host copy the checks above read, once per array: an eager `astype` or
+        # broadcast would compile a program before the caller's later checks
+        return V.array_fact(segments, f"labels_as_int32_{n}", lambda: jax.device_put(
+            np.broadcast_to(_host_labels(segments, hw), (n,) + hw).astype(np.int32),
+            segments.sharding if arr_ndim == 3 else None)), d
     # built on the host: an eager broadcast would be one more XLA dispatch per call
     return V.to_device(np.broadcast_to(_host_labels(segments, hw), (n,) + hw), np.int32), d
 
