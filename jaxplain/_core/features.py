@@ -55,8 +55,9 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
     if isinstance(segments, jax.Array):  # stays on the device
         if segments.dtype == jnp.int32 and arr_ndim == 3:
             return segments, d
-        # from the host copy the checks above read, once per array: an eager `astype` or
-        # broadcast would compile a program before the caller's later checks
+        # converted on the host, once per array (one more read of it, on its first call):
+        # an eager `astype` or broadcast would compile a program before the caller's
+        # later checks
         return V.array_fact(segments, f"labels_as_int32_{n}", lambda: jax.device_put(
             np.broadcast_to(_host_labels(segments, hw), (n,) + hw).astype(np.int32),
             segments.sharding if arr_ndim == 3 else None)), d
