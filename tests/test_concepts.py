@@ -73,6 +73,8 @@ def bar_net_by_hand():
     head[1] = [0.3, -0.3]
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray([-1.0, 0.0])},
               "head": {"kernel": jnp.asarray(head), "bias": jnp.zeros(2)}}
+    # the hand-set weights have the module's own tree and shapes
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, v["params"])
     return jx.from_linen(m, {"params": params})
 
 
