@@ -148,9 +148,9 @@ def test_a_device_label_map_is_read_once_for_its_checks_and_its_feature_count(mo
 @pytest.mark.parametrize("dtype", [jnp.int16, jnp.int32])
 @pytest.mark.parametrize("per_example", [False, True])
 def test_a_device_label_map_is_converted_without_compiling(dtype, per_example):
-    """A device label map that is not already int32 (N, H, W) is converted from the host
-    copy its checks read, not by an eager XLA op: a later bad argument is still refused
-    before any compile, and the conversion is done once per array."""
+    """A device label map that is not already int32 (N, H, W) is converted on the host,
+    not by an eager XLA op: a later bad argument is still refused before any compile,
+    and the conversion is done once per array."""
     x = np.asarray(jx.testing.random_images(0, n=2, size=4))
     grid = jx.grid_segments(4, 4, 2)
     host = np.stack([grid, grid[::-1]]) if per_example else grid

@@ -59,15 +59,17 @@ def check_segments(segments: Any, x_shape: tuple[int, ...], name: str = "segment
         # an eager `astype` or broadcast would compile a program before the caller's
         # later checks
         return V.array_fact(segments, f"labels_as_int32_{n}", lambda: jax.device_put(
-            np.broadcast_to(_host_labels(segments, hw), (n,) + hw).astype(np.int32),
+            _host_labels(segments, hw, n).astype(np.int32),
             segments.sharding if arr_ndim == 3 else None)), d
     # built on the host: an eager broadcast would be one more XLA dispatch per call
-    return V.to_device(np.broadcast_to(_host_labels(segments, hw), (n,) + hw), np.int32), d
+    return V.to_device(_host_labels(segments, hw, n), np.int32), d
 
 
-def _host_labels(segments: Any, hw: tuple[int, ...]) -> np.ndarray:
+def _host_labels(segments: Any, hw: tuple[int, ...], n: int | None = None) -> np.ndarray:
+    """The label map on the host as `(N', H, W)`: its own examples, or broadcast to `n`."""
     arr = np.asarray(segments)
-    return arr.reshape((-1,) + hw) if arr.ndim == 3 else arr[None]
+    arr = arr.reshape((-1,) + hw) if arr.ndim == 3 else arr[None]
+    return arr if n is None else np.broadcast_to(arr, (n,) + hw)
 
 
 def _labels(segments: Any, hw: tuple[int, ...]):
