@@ -52,10 +52,11 @@ jax.config.update("jax_enable_x64", False)
 
 # Tracing and lowering allocate millions of short-lived objects, and Python's default
 # collector (a young-generation pass every 700 allocations, full passes over everything
-# JAX, Flax and NumPy imported) spent about 7% of the suite's CPU on them. Imported
-# objects are set aside (`gc.freeze`) and the young generation collected every 100,000
-# allocations; each test module still ends with a full `gc.collect()` (below). Measured
-# on four method files, two runs each: 132 s and 126 s of user CPU -> 123 s and 116 s.
+# JAX, Flax and NumPy imported) spent much of the suite's CPU on them. Imported objects
+# are set aside (`gc.freeze`) and the young generation collected every 100,000
+# allocations; each test module still ends with a full `gc.collect()` (below). Measured:
+# four method files, two runs each, 132 s and 126 s of user CPU -> 123 s and 116 s (7%);
+# the whole suite, one run each, 721 s -> 549 s (24%: a long worker's heap is larger).
 gc.freeze()
 gc.set_threshold(100_000, 50, 50)
 
