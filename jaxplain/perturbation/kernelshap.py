@@ -158,9 +158,9 @@ def kernel_shap(
         stated/actual error 0.97-1.14. At d = 8 (200 keys) it gave 0.39-0.72x
         with 150 samples, with coverage 0.93-0.95 and stated/actual 0.95-1.0
         (400-800 keys), and with `enumerate_sizes=False` and 200-240 of the 254
-        coalitions sampled it lost
-        on an interaction game (2.3-3.5x: the fitting half counts at its
-        population weight, so near a full sample the residual weighs up to 2x).
+        coalitions sampled it lost on an interaction game (2.3-3.5x: the fitting
+        half counts at its population weight, so near a full sample the residual
+        weighs up to 2x).
         So it is an option, not the default. `"quadratic"` only with `paired=False`
         (pairs already estimate quadratic games exactly). Not with `tol`; with
         every coalition enumerated it is ignored (the result is exact).
